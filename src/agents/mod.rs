@@ -1,0 +1,9 @@
+//! Agents: how each kind is invoked (argv) and how its output is understood.
+
+pub mod command;
+pub mod output;
+pub mod scanner;
+
+pub use command::{AgentCommand, PromptContext};
+pub use output::Stream;
+pub use scanner::{Classifier, Scanner};

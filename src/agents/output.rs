@@ -1,0 +1,493 @@
+//! Understanding agent output, one line at a time (D14, D15, D16): the agent's own text,
+//! session ids, usage receipts, and errors, per agent kind. Pure functions of the line.
+
+use std::borrow::Cow;
+
+use serde_json::Value as Json;
+
+use crate::config::AgentKind;
+use crate::engine::{ErrorClass, Usage};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// An error seen on an error channel, before classification.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawError {
+    pub text: String,
+    pub structured: bool,
+    /// What the structure itself says (an HTTP status, an error type), when it says it.
+    pub hint: Option<ErrorClass>,
+    pub retry_after: Option<f64>,
+}
+
+/// What one line tells us.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LineFacts<'a> {
+    /// The agent's own words, for completion and output-match.
+    pub text: Option<Cow<'a, str>>,
+    pub session_id: Option<String>,
+    pub usage: Option<Usage>,
+    pub error: Option<RawError>,
+    /// The agent reports something it handles itself (its own retry): shown, never acted on.
+    pub notice: Option<String>,
+}
+
+/// Lines longer than this are not parsed as JSON (they are still logged and counted).
+pub const MAX_JSON_LINE: usize = 4 << 20;
+
+fn parse_json(line: &str) -> Option<serde_json::Map<String, Json>> {
+    let t = line.trim();
+    if !(t.starts_with('{') && t.ends_with('}')) || t.len() > MAX_JSON_LINE {
+        return None;
+    }
+    match serde_json::from_str::<Json>(t) {
+        Ok(Json::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+fn s<'j>(v: &'j Json, key: &str) -> Option<&'j str> {
+    v.get(key).and_then(Json::as_str)
+}
+
+fn u(v: &Json, key: &str) -> u64 {
+    v.get(key).and_then(Json::as_u64).unwrap_or(0)
+}
+
+/// Parse one complete line (without its newline) of `stream` from an agent of `kind`.
+/// `now_epoch` converts absolute reset times into delays.
+pub fn parse_line<'a>(
+    kind: AgentKind,
+    stream: Stream,
+    line: &'a str,
+    scan_stdout: bool,
+    now_epoch: f64,
+) -> LineFacts<'a> {
+    if let Some(obj) = parse_json(line) {
+        let v = Json::Object(obj);
+        return match kind {
+            AgentKind::Codex => codex(&v, stream, now_epoch),
+            AgentKind::Claude => claude(&v, stream, now_epoch),
+            AgentKind::Gemini => gemini(&v, stream, now_epoch),
+            AgentKind::Generic => generic_json(line, &v, stream, scan_stdout, now_epoch),
+        };
+    }
+    plain(kind, stream, line, scan_stdout)
+}
+
+fn plain<'a>(kind: AgentKind, stream: Stream, line: &'a str, scan_stdout: bool) -> LineFacts<'a> {
+    let mut facts = LineFacts::default();
+    match stream {
+        Stream::Stdout => {
+            if kind == AgentKind::Generic {
+                facts.text = Some(Cow::Borrowed(line));
+            }
+            if scan_stdout {
+                facts.error = Some(RawError {
+                    text: line.to_string(),
+                    ..RawError::default()
+                });
+            }
+        }
+        Stream::Stderr => {
+            if let Some(notice) = self_retry_notice(line) {
+                facts.notice = Some(notice);
+            } else if !line.trim().is_empty() {
+                facts.error = Some(RawError {
+                    text: line.to_string(),
+                    retry_after: plain_delay(line),
+                    ..RawError::default()
+                });
+            }
+        }
+    }
+    facts
+}
+
+/// The CLIs print these while they retry on their own; acting on them would race them.
+fn self_retry_notice(line: &str) -> Option<String> {
+    let lower = line.to_ascii_lowercase();
+    let retrying = lower.contains("retrying with backoff")
+        || lower.contains("retrying in ")
+        || lower.starts_with("reconnecting");
+    retrying.then(|| line.trim().to_string())
+}
+
+fn generic_json<'a>(
+    line: &'a str,
+    v: &Json,
+    stream: Stream,
+    scan_stdout: bool,
+    now_epoch: f64,
+) -> LineFacts<'a> {
+    // The line is still the agent's output; its structure, not its words, says if it is an error.
+    let mut facts = plain(AgentKind::Generic, stream, line, scan_stdout);
+    facts.error = structured_error(v, now_epoch);
+    facts
+}
+
+/// Structured records that say they are errors; informational rate-limit telemetry is not.
+fn is_error_like(v: &Json) -> bool {
+    let ty = s(v, "type").unwrap_or("");
+    ty == "error"
+        || ty.ends_with(".failed")
+        || ty.contains("rate_limit")
+        || v.get("error").is_some_and(|e| !e.is_null())
+}
+
+fn structured_error(v: &Json, now_epoch: f64) -> Option<RawError> {
+    let ty = s(v, "type").unwrap_or("");
+    if ty == "rate_limit_event" {
+        let info = v.get("rate_limit_info").unwrap_or(v);
+        let status = s(info, "status").unwrap_or("unknown");
+        if matches!(status, "allowed" | "allowed_warning") {
+            return None;
+        }
+        return Some(RawError {
+            text: format!("rate limit event: status={status}"),
+            structured: true,
+            hint: Some(ErrorClass::RateLimit),
+            retry_after: json_delay(v, now_epoch),
+        });
+    }
+    if !is_error_like(v) {
+        return None;
+    }
+    let err = v.get("error").filter(|e| !e.is_null());
+    let text = s(v, "message")
+        .map(str::to_string)
+        .or_else(|| err.and_then(|e| s(e, "message")).map(str::to_string))
+        .or_else(|| err.and_then(Json::as_str).map(str::to_string))
+        .unwrap_or_else(|| v.to_string());
+    Some(RawError {
+        hint: status_hint(v).or_else(|| err.and_then(status_hint)),
+        text,
+        structured: true,
+        retry_after: json_delay(v, now_epoch),
+    })
+}
+
+/// An HTTP status or provider error type in a structured error.
+fn status_hint(v: &Json) -> Option<ErrorClass> {
+    let code = ["status", "status_code", "code", "error_status", "api_error_status"]
+        .iter()
+        .find_map(|k| {
+            v.get(*k).and_then(|c| {
+                c.as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.trim().parse().ok()))
+            })
+        });
+    if let Some(code) = code {
+        return match code {
+            429 => Some(ErrorClass::RateLimit),
+            500 | 502 | 503 | 504 | 529 => Some(ErrorClass::Transient),
+            _ => None,
+        };
+    }
+    let ty = ["type", "status", "code"]
+        .iter()
+        .find_map(|k| s(v, k))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ty.contains("rate_limit") || ty.contains("resource_exhausted") || ty.contains("quota") {
+        Some(ErrorClass::RateLimit)
+    } else if ty.contains("overloaded") || ty.contains("unavailable") || ty == "api_error" {
+        Some(ErrorClass::Transient)
+    } else {
+        None
+    }
+}
+
+fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
+    let mut facts = LineFacts::default();
+    match s(v, "type").unwrap_or("") {
+        "thread.started" => facts.session_id = s(v, "thread_id").map(str::to_string),
+        "item.completed" | "item.updated" => {
+            if let Some(item) = v.get("item")
+                && s(item, "type") == Some("agent_message")
+                && s(v, "type") == Some("item.completed")
+            {
+                facts.text = s(item, "text").map(|t| Cow::Owned(t.to_string()));
+            }
+        }
+        "turn.completed" => {
+            if let Some(usage) = v.get("usage") {
+                facts.usage = Some(Usage {
+                    input_tokens: u(usage, "input_tokens"),
+                    output_tokens: u(usage, "output_tokens"),
+                    cached_input_tokens: u(usage, "cached_input_tokens"),
+                    cost_usd: 0.0,
+                });
+            }
+        }
+        "error" | "turn.failed" => facts.error = structured_error(v, now_epoch),
+        _ => {}
+    }
+    facts
+}
+
+fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
+    let mut facts = LineFacts::default();
+    facts.session_id = s(v, "session_id").map(str::to_string);
+    let ty = s(v, "type").unwrap_or("");
+    let subtype = s(v, "subtype").unwrap_or("");
+    match ty {
+        "assistant" => {
+            let text = v
+                .get("message")
+                .and_then(|m| m.get("content"))
+                .and_then(Json::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|i| s(i, "type") == Some("text"))
+                        .filter_map(|i| s(i, "text"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .filter(|t| !t.is_empty());
+            facts.text = text.map(Cow::Owned);
+        }
+        "result" => {
+            if let Some(usage) = v.get("usage") {
+                facts.usage = Some(Usage {
+                    input_tokens: u(usage, "input_tokens"),
+                    output_tokens: u(usage, "output_tokens"),
+                    cached_input_tokens: u(usage, "cache_read_input_tokens"),
+                    cost_usd: v.get("total_cost_usd").and_then(Json::as_f64).unwrap_or(0.0),
+                });
+            }
+            let is_error = v.get("is_error").and_then(Json::as_bool).unwrap_or(false)
+                || (subtype != "success" && !subtype.is_empty());
+            if is_error {
+                let text = s(v, "result")
+                    .map(str::to_string)
+                    .or_else(|| {
+                        v.get("errors")
+                            .and_then(Json::as_array)
+                            .map(|e| e.iter().filter_map(Json::as_str).collect::<Vec<_>>().join("; "))
+                    })
+                    .unwrap_or_else(|| format!("claude result {subtype}"));
+                let hint = v
+                    .get("api_error_status")
+                    .and_then(|c| c.as_u64())
+                    .and_then(|c| status_hint(&serde_json::json!({ "status": c })))
+                    .or_else(|| {
+                        text.to_ascii_lowercase()
+                            .contains("usage limit")
+                            .then_some(ErrorClass::RateLimit)
+                    });
+                facts.error = Some(RawError {
+                    retry_after: json_delay(v, now_epoch).or_else(|| usage_limit_reset(&text, now_epoch)),
+                    text,
+                    structured: true,
+                    hint,
+                });
+            } else {
+                facts.text = s(v, "result").map(|t| Cow::Owned(t.to_string()));
+            }
+        }
+        "system" if subtype == "api_retry" => {
+            facts.notice = Some(format!(
+                "claude is retrying the API itself: attempt {}/{} after {} ({})",
+                u(v, "attempt"),
+                u(v, "max_retries"),
+                v.get("error_status").map(|x| x.to_string()).unwrap_or_default(),
+                s(v, "error").unwrap_or("error")
+            ));
+        }
+        // `system/init` lists paths, tools and MCP servers: never an error channel.
+        "system" | "user" | "stream_event" => {}
+        "rate_limit_event" | "error" => facts.error = structured_error(v, now_epoch),
+        _ => {}
+    }
+    facts
+}
+
+fn gemini<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
+    let mut facts = LineFacts::default();
+    let ty = s(v, "type").unwrap_or("");
+    match ty {
+        "init" => facts.session_id = s(v, "session_id").map(str::to_string),
+        "message" => {
+            if s(v, "role") == Some("assistant") {
+                facts.text = s(v, "content").map(|t| Cow::Owned(t.to_string()));
+            }
+        }
+        "result" => {
+            if let Some(stats) = v.get("stats") {
+                facts.usage = Some(Usage {
+                    input_tokens: u(stats, "input_tokens").max(u(stats, "input")),
+                    output_tokens: u(stats, "output_tokens").max(u(stats, "output")),
+                    cached_input_tokens: u(stats, "cached"),
+                    cost_usd: 0.0,
+                });
+            }
+            if s(v, "status").is_some_and(|st| st != "success") {
+                facts.error = structured_error(v, now_epoch).or_else(|| {
+                    Some(RawError {
+                        text: v.to_string(),
+                        structured: true,
+                        ..RawError::default()
+                    })
+                });
+            }
+        }
+        "error" => facts.error = structured_error(v, now_epoch),
+        _ => {}
+    }
+    facts
+}
+
+const RELATIVE_KEYS: &[&str] = &[
+    "retry_after_seconds",
+    "retryAfterSeconds",
+    "retry_after",
+    "retryAfter",
+    "reset_after_seconds",
+    "resetAfterSeconds",
+    "reset_after",
+    "resetAfter",
+    "retryDelay",
+    "retry_delay",
+];
+const ABSOLUTE_KEYS: &[&str] = &["resetsAt", "resets_at", "reset_at", "resetAt"];
+
+/// The delay a structured record asks for (D15): relative seconds or `"30s"`, epoch seconds
+/// or milliseconds, ISO timestamps; searched in the record, `rate_limit_info`, `error` and
+/// `details`, a few levels deep.
+pub fn json_delay(v: &Json, now_epoch: f64) -> Option<f64> {
+    fn walk(v: &Json, now: f64, depth: u8) -> Option<f64> {
+        match v {
+            Json::Object(map) => {
+                for key in RELATIVE_KEYS {
+                    if let Some(d) = map.get(*key).and_then(relative_seconds) {
+                        return Some(d.max(0.0));
+                    }
+                }
+                for key in ABSOLUTE_KEYS {
+                    if let Some(d) = map.get(*key).and_then(|x| absolute_delay(x, now)) {
+                        return Some(d.max(0.0));
+                    }
+                }
+                if depth == 0 {
+                    return None;
+                }
+                ["rate_limit_info", "error", "details", "headers"]
+                    .iter()
+                    .filter_map(|k| map.get(*k))
+                    .find_map(|child| walk(child, now, depth - 1))
+            }
+            Json::Array(items) if depth > 0 => items.iter().find_map(|i| walk(i, now, depth - 1)),
+            _ => None,
+        }
+    }
+    walk(v, now_epoch, 4)
+}
+
+fn relative_seconds(v: &Json) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+        Json::String(s) => parse_duration_text(s),
+        _ => None,
+    }
+}
+
+fn absolute_delay(v: &Json, now: f64) -> Option<f64> {
+    let epoch = match v {
+        Json::Number(n) => n.as_f64()?,
+        Json::String(s) => match s.trim().parse::<f64>() {
+            Ok(f) => f,
+            Err(_) => {
+                let t = chrono::DateTime::parse_from_rfc3339(s.trim()).ok()?;
+                t.timestamp_millis() as f64 / 1000.0
+            }
+        },
+        _ => return None,
+    };
+    if !epoch.is_finite() {
+        return None;
+    }
+    // Millisecond epochs are 1000 times larger than any plausible second epoch.
+    let secs = if epoch > 1e11 { epoch / 1000.0 } else { epoch };
+    Some(secs - now)
+}
+
+/// `"30"`, `"30s"`, `"1.5m"`, `"250ms"`, `"2h"`.
+fn parse_duration_text(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        _ => return None,
+    };
+    Some(n * factor).filter(|f| f.is_finite())
+}
+
+/// "retry after 30 seconds", "try again in 2s" in plain error text.
+fn plain_delay(line: &str) -> Option<f64> {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re = RE
+        .get_or_init(|| {
+            regex::Regex::new(
+                r"(?i)(?:retry[\s_-]*after|try again in|retry in|retrying in)\D{0,12}?(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hours?)?\b",
+            )
+            .ok()
+        })
+        .as_ref()?;
+    let caps = re.captures(line)?;
+    let n = caps.get(1)?.as_str();
+    let unit = caps.get(2).map_or("s", |m| m.as_str()).to_ascii_lowercase();
+    let unit = match unit.as_str() {
+        "milliseconds" | "millisecond" => "ms",
+        "secs" | "sec" | "second" | "seconds" => "s",
+        "mins" | "min" | "minute" | "minutes" => "m",
+        "hours" | "hour" => "h",
+        other => other,
+    };
+    parse_duration_text(&format!("{n}{unit}"))
+}
+
+/// Claude's "usage limit reached|<epoch>" text.
+fn usage_limit_reset(text: &str, now: f64) -> Option<f64> {
+    let (_, tail) = text.rsplit_once('|')?;
+    let epoch: f64 = tail.trim().parse().ok()?;
+    absolute_delay(&Json::from(epoch), now).map(|d| d.max(0.0))
+}
+
+/// Remove path-like and URL tokens from plain error text before pattern matching: a temp
+/// directory named `rate_limit_test` is not a rate limit.
+pub fn strip_paths(line: &str) -> Cow<'_, str> {
+    if !line.contains('/') {
+        return Cow::Borrowed(line);
+    }
+    Cow::Owned(
+        line.split(' ')
+            .map(|tok| if tok.contains('/') { "<path>" } else { tok })
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,290 @@
+//! The per-attempt output scanner: turns raw chunks of stdout and stderr into line facts,
+//! with memory bounded whatever the agent prints (D13). Pure: the driver feeds it bytes.
+
+use regex::Regex;
+
+use super::output::{self, LineFacts, RawError, Stream};
+use crate::config::AgentKind;
+use crate::engine::{ErrorClass, ErrorSignal, Usage};
+
+/// A line longer than this is scanned in pieces instead of being held whole.
+pub const MAX_LINE_BUFFER: usize = 1 << 20;
+/// How much of the previous piece of a long line is kept so a marker split across
+/// pieces is still found.
+const OVERLAP: usize = 4096;
+
+/// Stop-pattern matching and retry classification.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    patterns: Vec<Regex>,
+}
+
+fn rate_re() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?i)rate[\s_-]*limit|\b429\b|too many requests|quota|usage limit|resource[\s_-]*exhausted")
+            .unwrap_or_else(|_| unreachable!("constant regex"))
+    })
+}
+
+fn transient_re() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?i)retry[\s_-]*after|back[\s_-]*off|temporarily unavailable|overloaded|\b(?:500|502|503|504|529)\b|high demand|at capacity|service unavailable|internal server error")
+            .unwrap_or_else(|_| unreachable!("constant regex"))
+    })
+}
+
+/// Rate limit, transient, or neither, judged on error text.
+pub fn class_of_text(text: &str) -> Option<ErrorClass> {
+    if rate_re().is_match(text) {
+        Some(ErrorClass::RateLimit)
+    } else if transient_re().is_match(text) {
+        Some(ErrorClass::Transient)
+    } else {
+        None
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Classifier {
+    pub fn new(patterns: &[String]) -> Result<Self, String> {
+        let patterns = patterns
+            .iter()
+            .map(|p| crate::config::layers::compile_regex(p, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { patterns })
+    }
+
+    /// An error signal, or `None` when nothing on this error channel calls for action.
+    pub fn classify(&self, err: &RawError, stream: Stream) -> Option<ErrorSignal> {
+        let haystack = if err.structured {
+            std::borrow::Cow::Borrowed(err.text.as_str())
+        } else {
+            output::strip_paths(&err.text)
+        };
+        let matched = self.patterns.iter().find_map(|re| re.find(&haystack));
+        let Some(m) = matched else {
+            // A structured error whose status says what it is still counts.
+            return err.hint.filter(|_| err.structured).map(|class| ErrorSignal {
+                class,
+                reason: format!(
+                    "{} error in structured {}: {}",
+                    class.as_str(),
+                    stream.as_str(),
+                    truncate(&err.text, 200)
+                ),
+                retry_after: err.retry_after,
+            });
+        };
+        let class = err
+            .hint
+            .or_else(|| class_of_text(m.as_str()))
+            .or_else(|| class_of_text(&haystack))
+            .unwrap_or(ErrorClass::Terminal);
+        let reason = if err.text.starts_with("rate limit event:") {
+            err.text.clone()
+        } else {
+            let place = if err.structured { "structured " } else { "" };
+            let mut r = format!(
+                "stop pattern detected in {place}{}: '{}'",
+                stream.as_str(),
+                m.as_str()
+            );
+            if haystack.trim() != m.as_str() {
+                r.push_str(&format!(" ({})", truncate(haystack.trim(), 200)));
+            }
+            r
+        };
+        Some(ErrorSignal {
+            class,
+            reason,
+            retry_after: err.retry_after,
+        })
+    }
+}
+
+/// What a fed chunk changed that the driver may act on at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct News {
+    /// A non-informational error signal appeared (kill_on_stop_pattern acts on it).
+    pub error: bool,
+    pub notice: Option<String>,
+}
+
+pub struct Scanner {
+    kind: AgentKind,
+    scan_stdout: bool,
+    completion: Option<Regex>,
+    output_match: Option<Regex>,
+    classifier: Classifier,
+    now_epoch: f64,
+    partial: [Vec<u8>; 2],
+    /// The current line outgrew the buffer: it is being scanned in pieces.
+    oversized: [bool; 2],
+    pub bytes: u64,
+    pub completion_seen: bool,
+    pub match_seen: bool,
+    pub session_id: Option<String>,
+    pub usage: Usage,
+    pub error: Option<ErrorSignal>,
+    pub last_notice: Option<String>,
+}
+
+fn idx(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+impl Scanner {
+    pub fn new(
+        kind: AgentKind,
+        scan_stdout: bool,
+        completion: Option<Regex>,
+        output_match: Option<Regex>,
+        classifier: Classifier,
+        now_epoch: f64,
+    ) -> Self {
+        Self {
+            kind,
+            scan_stdout,
+            completion,
+            output_match,
+            classifier,
+            now_epoch,
+            partial: [Vec::new(), Vec::new()],
+            oversized: [false, false],
+            bytes: 0,
+            completion_seen: false,
+            match_seen: false,
+            session_id: None,
+            usage: Usage::default(),
+            error: None,
+            last_notice: None,
+        }
+    }
+
+    /// Feed a chunk of raw output as it arrives.
+    pub fn feed(&mut self, stream: Stream, mut data: &[u8]) -> News {
+        self.bytes += data.len() as u64;
+        let mut news = News::default();
+        let i = idx(stream);
+        while !data.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(pos) => {
+                    let (line, rest) = data.split_at(pos);
+                    data = &rest[1..];
+                    if self.partial[i].is_empty() && !self.oversized[i] {
+                        self.line(stream, line, &mut news);
+                    } else {
+                        self.append(stream, line, &mut news);
+                        let buf = std::mem::take(&mut self.partial[i]);
+                        if self.oversized[i] {
+                            self.piece(stream, &buf);
+                            self.oversized[i] = false;
+                        } else {
+                            self.line(stream, &buf, &mut news);
+                        }
+                        self.partial[i] = buf;
+                        self.partial[i].clear();
+                    }
+                }
+                None => {
+                    self.append(stream, data, &mut news);
+                    data = &[];
+                }
+            }
+        }
+        news
+    }
+
+    /// Flush an unterminated last line at the end of one stream.
+    pub fn finish_stream(&mut self, stream: Stream) -> News {
+        let mut news = News::default();
+        let i = idx(stream);
+        let buf = std::mem::take(&mut self.partial[i]);
+        if self.oversized[i] {
+            self.piece(stream, &buf);
+        } else if !buf.is_empty() {
+            self.line(stream, &buf, &mut news);
+        }
+        self.oversized[i] = false;
+        news
+    }
+
+    fn append(&mut self, stream: Stream, data: &[u8], _news: &mut News) {
+        let i = idx(stream);
+        self.partial[i].extend_from_slice(data);
+        if self.partial[i].len() > MAX_LINE_BUFFER {
+            // Scan what we have as plain text, keep an overlap, and stop treating the line
+            // as a candidate for JSON parsing: memory stays bounded.
+            let buf = std::mem::take(&mut self.partial[i]);
+            self.piece(stream, &buf);
+            let keep = buf.len().saturating_sub(OVERLAP);
+            self.partial[i] = buf[keep..].to_vec();
+            self.oversized[i] = true;
+        }
+    }
+
+    /// A piece of an oversized line: only plain-text scanning, for generic agents.
+    fn piece(&mut self, stream: Stream, bytes: &[u8]) {
+        if stream == Stream::Stdout && self.kind == AgentKind::Generic {
+            let text = String::from_utf8_lossy(bytes);
+            self.scan_text(&text);
+        }
+    }
+
+    fn scan_text(&mut self, text: &str) {
+        if !self.completion_seen
+            && let Some(re) = &self.completion
+        {
+            self.completion_seen = re.is_match(text);
+        }
+        if !self.match_seen
+            && let Some(re) = &self.output_match
+        {
+            self.match_seen = re.is_match(text);
+        }
+    }
+
+    fn line(&mut self, stream: Stream, bytes: &[u8], news: &mut News) {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let text = String::from_utf8_lossy(bytes);
+        let facts: LineFacts =
+            output::parse_line(self.kind, stream, &text, self.scan_stdout, self.now_epoch);
+        if let Some(t) = &facts.text {
+            self.scan_text(t);
+        }
+        if self.session_id.is_none()
+            && let Some(id) = facts.session_id
+        {
+            self.session_id = Some(id);
+        }
+        if let Some(u) = facts.usage {
+            self.usage.add(&u);
+        }
+        if let Some(n) = facts.notice {
+            news.notice = Some(n.clone());
+            self.last_notice = Some(n);
+        }
+        if self.error.is_none()
+            && let Some(raw) = facts.error
+            && let Some(signal) = self.classifier.classify(&raw, stream)
+        {
+            self.error = Some(signal);
+            news.error = true;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Entry point shared by every binary: parse, dispatch, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command, ConfigCommand, wrapper_agent};
+use crate::commands;
+use crate::error::{Error, exit_code};
+
+/// The clap command as a binary named `bin` shows it.
+pub fn command_for(bin: &str) -> clap::Command {
+    let bin: &'static str = Box::leak(bin.to_string().into_boxed_str());
+    Cli::command().name(bin).bin_name(bin)
+}
+
+fn bin_name(default: &str) -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .filter(|n| wrapper_agent(n).is_some() || n == "looper")
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Run the CLI as binary `default_bin` (its wrapper agent applies, D1).
+pub fn main_with(default_bin: &str) -> ExitCode {
+    let bin = bin_name(default_bin);
+    let matches = match command_for(&bin).try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit_code::USAGE as u8 } else { 0 });
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(exit_code::USAGE as u8);
+        }
+    };
+    let wrapper = wrapper_agent(&bin);
+    let result = dispatch(cli, &bin, wrapper);
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("looper: error: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn dispatch(cli: Cli, bin: &str, wrapper: Option<&str>) -> Result<i32, Error> {
+    match cli.command {
+        None => commands::run::run(cli.run, bin, wrapper, true),
+        Some(Command::Run(args)) => commands::run::run(args, bin, wrapper, false),
+        Some(Command::Init(args)) => commands::init::init(&args, bin),
+        Some(Command::Doctor(args)) => commands::doctor::doctor(&args, wrapper),
+        Some(Command::Config(ConfigCommand::Check(args))) => {
+            commands::misc::config_check(&args, wrapper)
+        }
+        Some(Command::Completions(args)) => commands::misc::completions(args.shell, bin),
+        Some(Command::Control(cmd)) => commands::control::control(cmd),
+        Some(Command::Status(args)) => commands::status::status(&args),
+        Some(Command::Logs(args)) => commands::logs::logs(&args),
+        Some(Command::Demo(args)) => commands::demo::demo(&args),
+        Some(Command::DemoAgent(args)) => commands::demo::demo_agent(&args),
+        Some(Command::LiveView(args)) => commands::live_view::live_view(&args),
+    }
+}

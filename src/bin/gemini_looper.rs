@@ -1,0 +1,4 @@
+//! `gemini-looper`: see the crate documentation.
+fn main() -> std::process::ExitCode {
+    agent_looper::main_with("gemini-looper")
+}

@@ -1,0 +1,4 @@
+//! `looper`: see the crate documentation.
+fn main() -> std::process::ExitCode {
+    agent_looper::main_with("looper")
+}

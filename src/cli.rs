@@ -1,0 +1,513 @@
+//! Command-line definitions (clap). Parsing only: no I/O, no defaults that live in the config.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  codex-looper                                  run PROMPT.md in a loop (writes starter files on first use)
+  codex-looper --once --label smoke             one loop, in this terminal's tmux farm window
+  codex-looper --local --max-loops 5            five loops in this terminal
+  claude-looper --complete-on 'EXIT_SIGNAL:\\s*true' --plan-file fix_plan.md --backup
+  codex-looper --cb-no-progress 3 --cb-output-decline 2 --backup --backup-keep 20
+  codex-looper --preset rai
+  codex-looper --dry-run --once                 print the exact agent command and stop
+  codex-looper --once -- --model gpt-5.4        pass native flags to the agent after --";
+
+const TOP_EXAMPLES: &str = "\
+The `run` subcommand is optional: `codex-looper` and `codex-looper run` are the same.
+
+Examples:
+  codex-looper                          first use: write agent-looper.toml and PROMPT.md; then: loop
+  looper demo                           a self-contained demo (throwaway repo, scripted agent)
+  looper status                         every run of this project, what needs attention first
+  looper control stop LABEL --after-loop
+  looper logs LABEL -f                  follow a run's transcript
+  looper doctor                         check agents, tmux and git
+  looper config check --show-origin     the resolved configuration and where each value came from";
+
+/// Which agent a wrapper binary selects by default (D1).
+pub fn wrapper_agent(bin_name: &str) -> Option<&'static str> {
+    match bin_name {
+        "codex-looper" => Some("codex"),
+        "claude-looper" => Some("claude"),
+        "gemini-looper" => Some("gemini"),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Run AI coding-agent CLIs (codex, claude, gemini, any command) in supervised loops.",
+    after_help = TOP_EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in a loop (the default command).
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Write starter agent-looper.toml and PROMPT.md files.
+    #[command(after_help = "Examples:\n  looper init\n  looper init --interactive --force")]
+    Init(InitArgs),
+    /// Steer a running looper: stop, pause, resume, note, focus.
+    #[command(subcommand)]
+    Control(ControlCommand),
+    /// Show the fleet of runs: what needs attention first, then running, then finished.
+    #[command(after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale")]
+    Status(StatusArgs),
+    /// Show a run's current or last loop log as a readable transcript.
+    #[command(after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw")]
+    Logs(LogsArgs),
+    /// Check that the configured agents, tmux and git are ready.
+    #[command(after_help = "Examples:\n  looper doctor\n  claude-looper doctor")]
+    Doctor(DoctorArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  looper completions bash > ~/.local/share/bash-completion/completions/looper\n  looper completions zsh > ~/.zfunc/_looper\n  looper completions fish > ~/.config/fish/completions/looper.fish")]
+    Completions(CompletionsArgs),
+    /// Run a self-contained demo: a throwaway git repository, a plan file and a scripted agent.
+    #[command(after_help = "Examples:\n  looper demo\n  looper demo --keep")]
+    Demo(DemoArgs),
+    /// Internal: the live view drawn in the split pane.
+    #[command(hide = true, name = "live-view")]
+    LiveView(LiveViewArgs),
+    /// Internal: the scripted agent used by `looper demo`.
+    #[command(hide = true, name = "demo-agent")]
+    DemoAgent(DemoAgentArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Single,
+    Sequence,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Interface {
+    Json,
+    Hybrid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    Auto,
+    Single,
+    Split,
+}
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct RunArgs {
+    /// Agent table to run (default: the wrapper's agent, else [looper].default_agent).
+    #[arg(short = 'a', long, value_name = "NAME", value_parser = non_empty)]
+    pub agent: Option<String>,
+    /// Override the agent's interface for this run.
+    #[arg(long, value_enum)]
+    pub interface: Option<Interface>,
+    /// Project config file [default: agent-looper.toml; a missing file is fine].
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// A preset TOML layered over the project config: a path, or a name from
+    /// ~/.config/agent-looper/presets, ~/.config/codexfarm/presets or the built-in ones (rai).
+    #[arg(long, value_name = "NAME_OR_PATH")]
+    pub preset: Option<String>,
+    /// Prompt mode [default: single; a lone prompts.md implies sequence].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Prompt file [default: PROMPT.md, or prompts.md in sequence mode].
+    #[arg(short = 'p', long, value_name = "PATH")]
+    pub prompt_file: Option<PathBuf>,
+    /// Human-readable run label [default: Looper_<6 hex>].
+    #[arg(short = 'l', long, value_parser = non_empty)]
+    pub label: Option<String>,
+    /// Per-prompt wall-clock limit in seconds [default: 7200].
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub timeout: Option<f64>,
+    /// Pause between completed loops in seconds, 0 allowed [default: 2].
+    #[arg(long, value_name = "SECONDS", value_parser = nonnegative_seconds)]
+    pub sleep: Option<f64>,
+    /// Maximum loops; 0 is unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_loops: Option<u64>,
+    /// Cap on transient (non rate-limit) retries of one prompt; 0 is unlimited [default: 12].
+    #[arg(long, value_name = "N")]
+    pub max_transient_retries: Option<u64>,
+    /// tmux notification for retry waits at least this long; 0 disables [default: 300].
+    #[arg(long, value_name = "SECONDS", value_parser = nonnegative_seconds)]
+    pub retry_notify_after: Option<f64>,
+    /// Enable completion: stop after loops whose agent output matches REGEX.
+    #[arg(long, value_name = "REGEX", value_parser = regex_arg)]
+    pub complete_on: Option<String>,
+    /// Consecutive loops with the completion marker needed to stop [default: 1].
+    #[arg(long, value_name = "N", value_parser = positive_int)]
+    pub completion_streak: Option<u64>,
+    /// Markdown checklist: the marker counts only when no `- [ ]` task is left.
+    #[arg(long, value_name = "PATH")]
+    pub plan_file: Option<PathBuf>,
+    /// Create a git backup branch before each loop.
+    #[arg(long)]
+    pub backup: bool,
+    /// Backups also capture dirty and untracked files (a snapshot commit on top of HEAD).
+    #[arg(long)]
+    pub backup_dirty: bool,
+    /// Backup branch namespace [default: looper-backup].
+    #[arg(long, value_name = "PREFIX", value_parser = non_empty)]
+    pub backup_prefix: Option<String>,
+    /// Keep the newest N backup branches; 0 disables pruning [default: 10].
+    #[arg(long, value_name = "N")]
+    pub backup_keep: Option<u64>,
+    /// Stop after N loops without a git workspace change; 0 is off.
+    #[arg(long, value_name = "N")]
+    pub cb_no_progress: Option<u64>,
+    /// Stop after N loops in a row whose output shrank versus the previous loop; 0 is off.
+    #[arg(long, value_name = "N")]
+    pub cb_output_decline: Option<u64>,
+    /// Stop when the agent's output matches REGEX for --cb-output-match-repeats loops.
+    #[arg(long, value_name = "REGEX", value_parser = regex_arg)]
+    pub cb_output_match: Option<String>,
+    /// Consecutive matching loops before --cb-output-match stops [default: 1].
+    #[arg(long, value_name = "N", value_parser = positive_int)]
+    pub cb_output_match_repeats: Option<u64>,
+    /// Budget: wall-clock seconds for the whole run, waits included; 0 is unlimited.
+    #[arg(long, value_name = "SECONDS", value_parser = nonnegative_seconds)]
+    pub max_runtime: Option<f64>,
+    /// Budget: total tokens reported by the agent; 0 is unlimited.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Budget: total cost in USD reported by the agent; 0 is unlimited.
+    #[arg(long, value_name = "USD", value_parser = nonnegative_seconds)]
+    pub max_cost: Option<f64>,
+    /// Run exactly one loop (same as --max-loops 1).
+    #[arg(long)]
+    pub once: bool,
+    /// Start a new agent session for each loop (the default).
+    #[arg(long, conflicts_with = "reuse_session")]
+    pub fresh_session_per_loop: bool,
+    /// Reuse one agent session across all loops.
+    #[arg(long)]
+    pub reuse_session: bool,
+    /// Working directory for the agent [default: the current directory].
+    #[arg(long, value_name = "PATH")]
+    pub cwd: Option<PathBuf>,
+    /// Print the exact agent commands without running agents or creating backups.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue after a nonzero agent exit.
+    #[arg(long, overrides_with = "stop_on_nonzero")]
+    pub ignore_nonzero: bool,
+    /// Stop after a nonzero agent exit (the default).
+    #[arg(long, overrides_with = "ignore_nonzero")]
+    pub stop_on_nonzero: bool,
+    /// Wait for Enter before exiting, so a tmux pane stays readable.
+    #[arg(long)]
+    pub hold_on_stop: bool,
+    /// Hybrid: leave the agent pane open when the run ends.
+    #[arg(long)]
+    pub keep_agent_pane: bool,
+    /// tmux layout [default: LOOPER_LAYOUT / CODEX_LOOPER_LAYOUT, else auto; the farm uses split].
+    #[arg(long, value_enum)]
+    pub tmux_layout: Option<Layout>,
+    /// Run in this terminal instead of a window of the tmux farm.
+    #[arg(long)]
+    pub local: bool,
+    /// Farm tmux session to open the run in [default: looper].
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub farm_session: Option<String>,
+    /// Attach to the farm window after launching it.
+    #[arg(long)]
+    pub farm_attach: bool,
+    /// Delegate the farm launch to an external codex-add compatible launcher.
+    #[arg(long, value_name = "PATH")]
+    pub farm_add_bin: Option<String>,
+    /// Native agent arguments, appended to the agent's extra_args.
+    #[arg(last = true, value_name = "AGENT_ARGS")]
+    pub agent_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+    /// Ask for the agent, limits and prompts.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+}
+
+/// How a control command finds its run.
+#[derive(Clone, Debug, Default, Args)]
+pub struct TargetArgs {
+    /// A label, run id or run directory name [default: the newest active run].
+    pub target: Option<String>,
+    /// The run directory itself.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Where runs live (repeatable) [default: LOOPER_STATE_ROOT / CODEX_LOOPER_STATE_ROOT, else .agent-looper/runs].
+    #[arg(long, value_name = "DIR")]
+    pub state_root: Vec<PathBuf>,
+    /// Also consider runs that have stopped.
+    #[arg(long)]
+    pub include_stopped: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlCommand {
+    /// Ask a run to stop at a boundary (after the loop by default).
+    #[command(after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now")]
+    Stop(StopArgs),
+    /// Hold the run before its next loop.
+    #[command(after_help = "Examples:\n  looper control pause smoke")]
+    Pause(SimpleControlArgs),
+    /// Continue a paused run.
+    #[command(after_help = "Examples:\n  looper control resume smoke")]
+    Resume(SimpleControlArgs),
+    /// Record an operator note, or deliver it to the agent.
+    #[command(after_help = "Examples:\n  looper control note smoke --note \"tests are flaky on CI, ignore them\"\n  looper control note --note-file steer.md --delivery next-prompt\n  looper control note --note \"also update the changelog\" --delivery btw")]
+    Note(NoteArgs),
+    /// Record what the run is focused on (shown by the supervisor and status).
+    #[command(after_help = "Examples:\n  looper control focus --summary \"migrating the parser to nom\"")]
+    Focus(FocusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Stop after the current prompt.
+    #[arg(long, conflicts_with_all = ["after_loop", "now"])]
+    pub after_prompt: bool,
+    /// Stop after the current loop (the default).
+    #[arg(long, conflicts_with = "now")]
+    pub after_loop: bool,
+    /// Stop now: the agent's process group is terminated gracefully.
+    #[arg(long)]
+    pub now: bool,
+    /// Why (recorded in the stop reason).
+    #[arg(long, default_value = "operator requested stop")]
+    pub reason: String,
+    /// Return only when the run has stopped; print its final reason.
+    #[arg(long)]
+    pub wait: bool,
+    /// If the supervisor does not act within the grace period, signal the agent group and the supervisor.
+    #[arg(long)]
+    pub force: bool,
+    /// Grace period for --force and --wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = nonnegative_seconds)]
+    pub grace_seconds: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct SimpleControlArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Why (recorded).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Delivery {
+    /// Only record the note.
+    Record,
+    /// Append the note once to the next prompt sent.
+    NextPrompt,
+    /// Paste `/btw <note>` into the hybrid agent pane.
+    Btw,
+}
+
+#[derive(Debug, Args)]
+pub struct NoteArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The note text.
+    #[arg(long, conflicts_with = "note_file", required_unless_present = "note_file")]
+    pub note: Option<String>,
+    /// Read the note from a file.
+    #[arg(long, value_name = "FILE")]
+    pub note_file: Option<PathBuf>,
+    /// How the note reaches the agent.
+    #[arg(long, value_enum, default_value = "record")]
+    pub delivery: Delivery,
+    /// Who wrote it.
+    #[arg(long, default_value = "operator")]
+    pub actor: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FocusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// One sentence on the current focus.
+    #[arg(long, required = true)]
+    pub summary: String,
+    /// Who reports it.
+    #[arg(long, default_value = "operator")]
+    pub actor: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where runs live (repeatable) [default: LOOPER_STATE_ROOT / CODEX_LOOPER_STATE_ROOT, else .agent-looper/runs].
+    #[arg(long, value_name = "DIR")]
+    pub state_root: Vec<PathBuf>,
+    /// Every run on this machine, from the registry.
+    #[arg(long)]
+    pub all: bool,
+    /// Machine-readable output (schema in the README).
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// A live view, redrawn until `q`.
+    #[arg(long)]
+    pub watch: bool,
+    /// Mark runs whose supervisor is gone as stopped and record why.
+    #[arg(long, alias = "repair-stale-loopers")]
+    pub repair_stale: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Keep printing new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The log as written, without rendering.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check this agent only.
+    #[arg(short = 'a', long)]
+    pub agent: Option<String>,
+    /// Project config file.
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it resolved.
+    #[command(after_help = "Examples:\n  looper config check\n  claude-looper config check --show-origin --preset rai")]
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// Show where each value came from.
+    #[arg(long)]
+    pub show_origin: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo repository instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Run in this terminal even inside tmux.
+    #[arg(long)]
+    pub local: bool,
+    /// Create the demo repository here instead of a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LiveViewArgs {
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    #[arg(long)]
+    pub supervisor_pid: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoAgentArgs {
+    /// The plan file to tick.
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// The prompt (ignored beyond being logged).
+    pub prompt: Vec<String>,
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn parse_finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !v.is_finite() {
+        return Err("must be a finite number".into());
+    }
+    Ok(v)
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v = parse_finite(s)?;
+    if v <= 0.0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(v)
+}
+
+fn nonnegative_seconds(s: &str) -> Result<f64, String> {
+    let v = parse_finite(s)?;
+    if v < 0.0 {
+        return Err("must be zero or greater".into());
+    }
+    Ok(v)
+}
+
+fn positive_int(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if v == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(v)
+}
+
+fn regex_arg(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    crate::config::layers::compile_regex(s, false)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("invalid regex: {e}"))
+}

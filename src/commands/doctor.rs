@@ -1,0 +1,142 @@
+//! `looper doctor`: can the configured agents run here? tmux? git? a valid config?
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::cli::{DoctorArgs, RunArgs};
+use crate::config::{self, Invocation};
+use crate::driver::find_program;
+use crate::error::{Error, Result, exit_code};
+
+/// First line of `<program> --version`, bounded in time.
+pub fn version_of(program: &std::path::Path, arg: &str) -> Option<String> {
+    let mut child = Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+}
+
+pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
+    let inv = Invocation::from_process(wrapper)?;
+    let run_args = RunArgs {
+        agent: args.agent.clone(),
+        config: args.config.clone(),
+        ..RunArgs::default()
+    };
+    let path = inv.env.get("PATH").cloned();
+    let mut ok = true;
+    let settings = match config::resolve(&run_args, &inv) {
+        Ok(s) => {
+            println!(
+                "ok: config {} ({})",
+                s.config_path.display(),
+                if s.config_found { "found, valid" } else { "not found; defaults apply" }
+            );
+            Some(s)
+        }
+        Err(e) => {
+            println!("error: config: {e}");
+            ok = false;
+            None
+        }
+    };
+    let selected = settings.as_ref().map(|s| s.agent.name.clone());
+    let agents: Vec<String> = match &settings {
+        Some(s) if args.agent.is_some() => vec![s.agent.name.clone()],
+        Some(s) => s.layers.agent_names(),
+        None => vec![],
+    };
+    let mut selected_runs = true;
+    for name in &agents {
+        let ra = RunArgs {
+            agent: Some(name.clone()),
+            config: args.config.clone(),
+            ..RunArgs::default()
+        };
+        let Ok(s) = config::resolve(&ra, &inv) else {
+            println!("error: agent {name}: invalid configuration");
+            continue;
+        };
+        let program = s
+            .agent
+            .first_command
+            .as_ref()
+            .and_then(|t| t.first().cloned())
+            .unwrap_or_else(|| s.agent.executable.clone());
+        let role = if Some(name) == selected.as_ref() { "selected agent" } else { "agent" };
+        match find_program(&program, &s.agent.cwd, path.as_deref()) {
+            Some(p) => {
+                let version = version_of(&p, "--version").unwrap_or_else(|| "version unknown".into());
+                println!(
+                    "ok: {name} ({role}, kind {}, interface {}) -> {} ({version})",
+                    s.agent.kind.as_str(),
+                    s.agent.interface.as_str(),
+                    p.display()
+                );
+            }
+            None => {
+                println!("missing: {name} ({role}): `{program}` is not on PATH");
+                if Some(name) == selected.as_ref() {
+                    selected_runs = false;
+                }
+            }
+        }
+    }
+    match find_program("tmux", &inv.base_dir, path.as_deref()) {
+        Some(p) => println!(
+            "ok: tmux -> {} ({})",
+            p.display(),
+            version_of(&p, "-V").unwrap_or_else(|| "version unknown".into())
+        ),
+        None => println!("missing: tmux (needed for the farm, split layout and hybrid panes; --local runs work without it)"),
+    }
+    let cwd = settings
+        .as_ref()
+        .map(|s| s.agent.cwd.clone())
+        .unwrap_or_else(|| inv.base_dir.clone());
+    match git2::Repository::discover(&cwd) {
+        Ok(repo) if repo.workdir().is_some() => {
+            let head = repo.head().ok().and_then(|h| h.target()).map(|o| o.to_string());
+            match head {
+                Some(h) => println!("ok: git work tree at {} (HEAD {})", repo.workdir().map(|w| w.display().to_string()).unwrap_or_default(), &h[..12.min(h.len())]),
+                None => println!("warning: git work tree at {} has no commits yet (--backup and --cb-no-progress need one)", cwd.display()),
+            }
+        }
+        _ => println!("warning: {} is not in a git work tree (--backup and --cb-no-progress need one)", cwd.display()),
+    }
+    if !ok {
+        return Err(Error::WithCode {
+            message: "the configuration is invalid".into(),
+            code: exit_code::USAGE,
+        });
+    }
+    if !selected_runs {
+        return Err(Error::WithCode {
+            message: format!("the selected agent `{}` cannot run here", selected.unwrap_or_default()),
+            code: exit_code::AGENT_FAILED,
+        });
+    }
+    Ok(0)
+}

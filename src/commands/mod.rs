@@ -1,0 +1,11 @@
+//! The subcommands, each a thin layer over config, driver and effects.
+
+pub mod control;
+pub mod demo;
+pub mod doctor;
+pub mod init;
+pub mod live_view;
+pub mod logs;
+pub mod misc;
+pub mod run;
+pub mod status;

@@ -1,0 +1,98 @@
+//! `looper run` (and bare `looper`): first-run set-up, the farm launch, or a local run.
+
+use std::path::Path;
+
+use crate::cli::{Layout, RunArgs};
+use crate::commands::init;
+use crate::config::{self, DEFAULT_CONFIG_FILE, DEFAULT_PROMPT_FILE, Invocation, LEGACY_PROMPT_FILE};
+use crate::driver::{self, RunOptions};
+use crate::effects::{git, procinfo};
+use crate::error::{Error, Result};
+
+/// A directory is initialised once it has a config or a prompt file.
+pub fn initialized(dir: &Path) -> bool {
+    [DEFAULT_CONFIG_FILE, DEFAULT_PROMPT_FILE, LEGACY_PROMPT_FILE]
+        .iter()
+        .any(|f| dir.join(f).exists())
+}
+
+pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> Result<i32> {
+    let inv = Invocation::from_process(wrapper)?;
+    if implicit && std::env::args_os().len() == 1 && !initialized(&inv.base_dir) {
+        return init::first_run(&inv.base_dir, bin);
+    }
+    if !args.local && !args.dry_run {
+        if let Some(code) = crate::commands::live_view::farm_launch(&args, &inv, bin)? {
+            return Ok(code);
+        }
+    }
+    let settings = config::resolve(&args, &inv)?;
+    run_local(settings, &args, &inv)
+}
+
+/// Validate, take the worktree lock, and run the loop in this process.
+pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -> Result<i32> {
+    let hold = settings.hold_on_stop;
+    let dry = settings.dry_run;
+    let layout = settings.tmux_layout;
+    let prepared = driver::prepare(settings, inv.env.get("PATH").map(String::as_str))?;
+    let _ = args;
+
+    let mut lock_note = None;
+    let _lock = if dry {
+        None
+    } else {
+        let me = std::process::id() as i32;
+        let holder = git::HolderRecord {
+            pid: i64::from(me),
+            pid_identity: procinfo::pid_identity(me),
+            label: prepared.label.clone(),
+            run_dir: prepared.settings.log_dir.display().to_string(),
+            started_at: crate::state::timestamp(chrono::Utc::now()),
+        };
+        let lock_path = git::lock_path_for(&prepared.settings.agent.cwd);
+        let guard = git::acquire_run_lock(&lock_path, &holder)
+            .map_err(|e| Error::Usage(format!("{e}")))?;
+        if let Some(prev) = &guard.took_over {
+            eprintln!(
+                "looper: took over a stale run lock from pid {} (label {}, run {})",
+                prev.pid, prev.label, prev.run_dir
+            );
+            lock_note = serde_json::to_value(prev).ok().map(|v| serde_json::json!({ "previous_holder": v, "lock": lock_path }));
+        }
+        Some(guard)
+    };
+
+    let in_tmux = std::env::var_os("TMUX").is_some();
+    let split = !dry && in_tmux && matches!(layout, config::Layout::Split | config::Layout::Auto);
+    let live_view = if split {
+        crate::commands::live_view::open_split()
+    } else {
+        false
+    };
+    let opts = RunOptions {
+        echo_transcript: !live_view,
+        quiet: false,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
+    let code = rt.block_on(driver::run(prepared, opts, lock_note))?;
+    drop(rt);
+    if hold && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("looper: stopped; press Enter to close");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    Ok(code)
+}
+
+/// Map the CLI layout flag for callers that need it.
+pub fn layout_name(l: Layout) -> &'static str {
+    match l {
+        Layout::Auto => "auto",
+        Layout::Single => "single",
+        Layout::Split => "split",
+    }
+}

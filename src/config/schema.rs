@@ -1,0 +1,231 @@
+//! The configuration schema: every key, its type, constraint, default and one line of help.
+//!
+//! One table drives validation, `looper config check`, the starter file and the README's
+//! reference, so a key cannot be documented in one place and forgotten in another.
+
+/// What a key accepts. Validation messages are derived from this.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// Any string, possibly empty.
+    Str,
+    /// A string that must not be empty.
+    NonEmptyStr,
+    /// A path; empty means "unset" when `optional`.
+    Path { optional: bool },
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A regular expression compiled at load; empty means "off" when `optional`.
+    Regex { optional: bool },
+    /// A whole number `>= min`.
+    Int { min: i64 },
+    /// A finite number `> min` (exclusive) or `>= min`.
+    Num { min: f64, exclusive: bool },
+    Bool,
+    /// An array of strings (may be empty).
+    StrList,
+    /// An array of regular expressions.
+    RegexList,
+    /// A command template: non-empty array of strings with known `{placeholders}`.
+    Template,
+    /// A table of string values (environment variables).
+    Env,
+}
+
+impl Kind {
+    /// The "expected ..." half of an error message.
+    pub fn expected(&self) -> String {
+        match self {
+            Kind::Str => "a string".into(),
+            Kind::NonEmptyStr => "a non-empty string".into(),
+            Kind::Path { optional: true } => "a path string (\"\" for none)".into(),
+            Kind::Path { optional: false } => "a non-empty path string".into(),
+            Kind::Choice(words) => format!(
+                "one of {}",
+                words
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Kind::Regex { optional: true } => {
+                "a valid regular expression (\"\" to turn it off)".into()
+            }
+            Kind::Regex { optional: false } => "a non-empty, valid regular expression".into(),
+            Kind::Int { min } => format!("a whole number >= {min}"),
+            Kind::Num {
+                min,
+                exclusive: true,
+            } => format!("a finite number > {min}"),
+            Kind::Num {
+                min,
+                exclusive: false,
+            } => format!("a finite number >= {min}"),
+            Kind::Bool => "true or false".into(),
+            Kind::StrList => "an array of strings".into(),
+            Kind::RegexList => "an array of valid regular expressions".into(),
+            Kind::Template => {
+                "a non-empty array of strings using only the placeholders {prompt}, {session}, {session_id}, {loop}, {prompt_index}, {label}, {run_dir}".into()
+            }
+            Kind::Env => "a table of string values".into(),
+        }
+    }
+
+    /// The TOML-ish type name shown in `config check` and the README.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::Str | Kind::NonEmptyStr | Kind::Path { .. } | Kind::Choice(_) => "string",
+            Kind::Regex { .. } => "string (regex)",
+            Kind::Int { .. } => "integer",
+            Kind::Num { .. } => "number",
+            Kind::Bool => "boolean",
+            Kind::StrList | Kind::Template => "array of strings",
+            Kind::RegexList => "array of strings (regex)",
+            Kind::Env => "table of strings",
+        }
+    }
+}
+
+/// A default value as written in TOML.
+#[derive(Clone, Copy, Debug)]
+pub enum DefaultValue {
+    Str(&'static str),
+    Int(i64),
+    Num(f64),
+    Bool(bool),
+    EmptyList,
+    /// No value; the key is unset unless configured.
+    None,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct KeySpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: DefaultValue,
+    pub help: &'static str,
+}
+
+const fn key(name: &'static str, kind: Kind, default: DefaultValue, help: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        kind,
+        default,
+        help,
+    }
+}
+
+pub const MODES: &[&str] = &["single", "sequence"];
+pub const KINDS: &[&str] = &["codex", "claude", "gemini", "generic"];
+pub const INTERFACES: &[&str] = &["json", "hybrid"];
+pub const LAYOUTS: &[&str] = &["auto", "single", "split"];
+
+pub const DEFAULT_STOP_PATTERNS: &[&str] = &[
+    r"rate[\s_-]*limit(?:ed|ing)?",
+    r"\b429\b",
+    r"too many requests",
+    r"retry[\s_-]*after",
+    r"back[\s_-]*off",
+    r"quota exceeded",
+    r"temporarily unavailable",
+    r"overloaded",
+    r"timed?\s*out",
+    r"deadline exceeded",
+    r"request aborted",
+    r"high demand",
+    r"at capacity",
+    r"service unavailable",
+    r"internal server error",
+    r"\b(?:500|502|503|504|529)\b",
+    r"usage limit",
+];
+
+use DefaultValue as D;
+use Kind as K;
+
+/// Keys of the `[looper]` table, in the order the starter file and `config check` show them.
+pub const LOOPER_KEYS: &[KeySpec] = &[
+    key("default_agent", K::NonEmptyStr, D::Str("codex"), "Agent table used when neither --agent nor a wrapper name chooses one."),
+    key("mode", K::Choice(MODES), D::Str("single"), "single: the whole prompt file is one prompt; sequence: split on separator lines."),
+    key("prompt_file", K::Path { optional: false }, D::Str("PROMPT.md"), "Prompt file, relative to the directory the looper starts in."),
+    key("separator", K::Regex { optional: false }, D::Str(r"^---\s*$"), "Sequence-mode separator, matched per line."),
+    key("timeout_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(7200.0), "Per-prompt wall-clock limit for the agent."),
+    key("sleep_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(2.0), "Pause between completed loops (0 allowed)."),
+    key("fresh_session_per_loop", K::Bool, D::Bool(true), "Start a new agent session every loop; false reuses one session for the run."),
+    key("reload_prompt_each_loop", K::Bool, D::Bool(true), "Re-read the prompt file before every loop."),
+    key("max_loops", K::Int { min: 0 }, D::Int(0), "Stop after this many loops; 0 is unlimited."),
+    key("max_transient_retries", K::Int { min: 0 }, D::Int(12), "Cap on transient (non rate-limit) retries of one prompt; 0 is unlimited."),
+    key("retry_notify_after_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(300.0), "tmux notification for retry waits at least this long; 0 disables."),
+    key("retry_backoff_base_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(5.0), "First retry wait when the provider gives no delay; doubles each attempt, with jitter."),
+    key("retry_backoff_max_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(600.0), "Longest backoff wait when the provider gives no delay."),
+    key("rate_limit_max_wait_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(21600.0), "Longest wait honoured from a provider's retry delay."),
+    key("log_dir", K::Path { optional: false }, D::Str(".agent-looper/runs"), "Where run directories are created."),
+    key("stop_patterns", K::RegexList, D::None, "Error patterns (case-insensitive) matched on error channels; replaces the built-in list; [] turns pattern matching off."),
+    key("kill_on_stop_pattern", K::Bool, D::Bool(true), "Terminate the agent as soon as an error pattern is seen."),
+    key("ignore_nonzero", K::Bool, D::Bool(false), "Continue after a nonzero agent exit."),
+    key("scan_stdout_for_stop_patterns", K::Bool, D::Bool(false), "Also match stop patterns on plain stdout lines (all agents)."),
+    key("completion_enabled", K::Bool, D::Bool(false), "Stop when the agent's own output matches completion_marker."),
+    key("completion_marker", K::Regex { optional: false }, D::Str(r"EXIT_SIGNAL:\s*true"), "Completion regex, matched on the agent's own output only."),
+    key("completion_streak", K::Int { min: 1 }, D::Int(1), "Consecutive completed loops with the marker needed to stop."),
+    key("plan_file", K::Path { optional: true }, D::Str(""), "Markdown checklist; the marker counts only when no `- [ ]` task is left."),
+    key("backup_enabled", K::Bool, D::Bool(false), "Create a git backup branch before each loop."),
+    key("backup_prefix", K::NonEmptyStr, D::Str("looper-backup"), "Backup branch namespace."),
+    key("backup_keep", K::Int { min: 0 }, D::Int(10), "Keep the newest N backup branches of the namespace; 0 keeps all."),
+    key("backup_dirty", K::Bool, D::Bool(false), "Backups snapshot dirty and untracked files too (a commit on top of HEAD; index and worktree untouched)."),
+    key("cb_no_progress", K::Int { min: 0 }, D::Int(0), "Stop after N loops with no git workspace change; 0 is off."),
+    key("cb_output_decline", K::Int { min: 0 }, D::Int(0), "Stop after N loops in a row whose output is smaller than the previous loop's; 0 is off."),
+    key("cb_output_match_pattern", K::Regex { optional: true }, D::Str(""), "Stop when the agent's output matches this regex for cb_output_match_repeats loops."),
+    key("cb_output_match_repeats", K::Int { min: 1 }, D::Int(1), "Consecutive matching loops before cb_output_match_pattern stops."),
+    key("max_runtime_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(0.0), "Budget: wall clock for the whole run, waits included; 0 is unlimited."),
+    key("max_tokens", K::Int { min: 0 }, D::Int(0), "Budget: total tokens the agents report; 0 is unlimited."),
+    key("max_cost_usd", K::Num { min: 0.0, exclusive: false }, D::Num(0.0), "Budget: total cost in USD the agents report; 0 is unlimited."),
+    key("terminate_grace_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(5.0), "After SIGTERM to the agent's group, wait this long (still reading output) before SIGKILL."),
+    key("pipe_leak_timeout_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(1.0), "After the agent exits, how long a grandchild may hold its output open before the group is killed."),
+    key("tmux_layout", K::Choice(LAYOUTS), D::Str("auto"), "auto: split inside tmux; single: one pane; split: supervisor and live view."),
+    key("hold_on_stop", K::Bool, D::Bool(false), "Wait for Enter before exiting (keeps a tmux pane readable)."),
+    key("keep_agent_pane", K::Bool, D::Bool(false), "Hybrid: leave the agent pane open when the run ends."),
+];
+
+/// Keys of an `[agents.<name>]` table. Defaults come from the built-in agent of the same kind.
+pub const AGENT_KEYS: &[KeySpec] = &[
+    key("kind", K::Choice(KINDS), D::None, "codex, claude, gemini or generic (a command template)."),
+    key("interface", K::Choice(INTERFACES), D::None, "json: a subprocess per prompt; hybrid: the agent's TUI in a tmux pane (claude, codex)."),
+    key("executable", K::NonEmptyStr, D::None, "The agent program for built-in kinds (default: the kind's name on PATH)."),
+    key("cwd", K::Path { optional: false }, D::Str("."), "Agent working directory, relative to where the looper starts; --cwd overrides."),
+    key("env", K::Env, D::None, "Extra environment variables for the agent."),
+    key("extra_args", K::StrList, D::EmptyList, "Arguments added to the built-in command (before --model/--effort)."),
+    key("model", K::Str, D::None, "Adds --model <value> (built-in kinds)."),
+    key("effort", K::Str, D::None, "Adds the kind's effort flag (claude --effort, codex model_reasoning_effort)."),
+    key("interactive_command", K::StrList, D::None, "Hybrid: the pane command, replacing the built-in one entirely."),
+    key("first_command", K::Template, D::None, "Template for the first prompt of a session."),
+    key("resume_command", K::Template, D::None, "Template for later prompts of a session."),
+    key("stop_patterns", K::RegexList, D::None, "Per-agent replacement for looper.stop_patterns."),
+    key("scan_stdout_for_stop_patterns", K::Bool, D::None, "Also match stop patterns on plain stdout lines of this agent."),
+];
+
+pub const PLACEHOLDERS: &[&str] = &[
+    "prompt",
+    "session",
+    "session_id",
+    "loop",
+    "prompt_index",
+    "label",
+    "run_dir",
+];
+
+pub fn looper_key(name: &str) -> Option<&'static KeySpec> {
+    LOOPER_KEYS.iter().find(|k| k.name == name)
+}
+
+pub fn agent_key(name: &str) -> Option<&'static KeySpec> {
+    AGENT_KEYS.iter().find(|k| k.name == name)
+}
+
+/// The closest known name, for "did you mean" hints.
+pub fn suggest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    known
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(unknown, k), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.to_string())
+}

@@ -1,0 +1,851 @@
+//! The one place decisions meet effects: validate everything, open the run, then feed the
+//! engine inputs (attempt results, timers, control commands, signals) and carry out its
+//! effects until it finishes.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use regex::Regex;
+use serde_json::{Map, Value as Json, json};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::agents::command::{self, PromptContext};
+use crate::agents::{Classifier, Scanner, Stream};
+use crate::config::{AgentKind, Interface, Settings};
+use crate::effects::git;
+use crate::effects::inbox::{self, Inbox};
+use crate::effects::outlog::LogWriter;
+use crate::effects::process::{self, AttemptControl, AttemptExit, OutputSink, SinkAction, SpawnSpec};
+use crate::effects::store::{self, RunStore};
+use crate::effects::{procinfo, tmux};
+use crate::engine::{
+    AttemptReport, AttemptSpec, BackupInfo, Effect, Engine, EngineConfig, Event, Input, RetryPolicy,
+    Status, StopReason, WaitPurpose,
+};
+use crate::error::{Error, Result};
+use crate::prompts::{self, PromptSet};
+
+/// How the run presents itself, decided by the caller (terminal, tmux).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Echo the rendered transcript in this terminal (single layout).
+    pub echo_transcript: bool,
+    /// Print supervisor lines (status, commands) to stdout.
+    pub quiet: bool,
+}
+
+/// Everything checked before `run_started` (D6): regexes, prompts, executable, git, lock.
+pub struct Prepared {
+    pub settings: Settings,
+    pub label: String,
+    pub prompts: PromptSet,
+    separator: Regex,
+    completion: Option<Regex>,
+    output_match: Option<Regex>,
+    classifier: Classifier,
+    workspace: Option<git::Workspace>,
+    pub program_path: Option<PathBuf>,
+    pub notices: Vec<String>,
+}
+
+/// Look a program up like `execvp` would.
+pub fn find_program(program: &str, cwd: &Path, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.is_file()
+            && std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = crate::config::absolutize(cwd, Path::new(program));
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(path_var?)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+fn random_label() -> String {
+    format!("Looper_{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepared> {
+    let mut notices = Vec::new();
+    let separator = prompts::compile_separator(&settings.separator)?;
+    let compile = |key: &str, pattern: &str| {
+        crate::config::layers::compile_regex(pattern, false).map_err(|e| {
+            Error::config(
+                settings
+                    .layers
+                    .get(&format!("looper.{key}"))
+                    .map(|e| e.origin.to_string())
+                    .unwrap_or_default(),
+                format!("looper.{key}"),
+                "a valid regular expression",
+                format!("{pattern:?} ({e})"),
+            )
+        })
+    };
+    let completion = settings
+        .completion_marker
+        .as_deref()
+        .map(|p| compile("completion_marker", p))
+        .transpose()?;
+    let output_match = settings
+        .cb_output_match_pattern
+        .as_deref()
+        .map(|p| compile("cb_output_match_pattern", p))
+        .transpose()?;
+    let classifier = Classifier::new(&settings.agent.stop_patterns)
+        .map_err(|e| Error::Usage(format!("stop_patterns: {e}")))?;
+    let prompts = prompts::load(&settings.prompt_file, settings.mode, &separator)?;
+
+    // D9: hybrid only by default and not inside tmux -> json, said in one line.
+    if settings.agent.interface == Interface::Hybrid {
+        let in_tmux = std::env::var_os("TMUX").is_some();
+        if settings.agent.interface_explicit && !in_tmux && !settings.dry_run {
+            return Err(Error::Usage(format!(
+                "agents.{}.interface is \"hybrid\", which needs tmux; run inside tmux (or without --local), or pass --interface json",
+                settings.agent.name
+            )));
+        }
+        if !settings.agent.interface_explicit || !tmux::hybrid_supported() {
+            notices.push(format!(
+                "interface: json ({} hybrid pane not used here; pass --interface json to silence this)",
+                settings.agent.kind.as_str()
+            ));
+            settings.agent.interface = Interface::Json;
+        }
+    }
+
+    let program = match (&settings.agent.first_command, settings.agent.kind) {
+        (Some(t), _) => t.first().cloned().unwrap_or_default(),
+        (None, _) => settings.agent.executable.clone(),
+    };
+    let program_path = find_program(&program, &settings.agent.cwd, env_path);
+    if program_path.is_none() && !settings.dry_run {
+        return Err(Error::Usage(format!(
+            "agent executable not found: {program} (agent `{}`; install it, put it on PATH, or set agents.{}.executable)",
+            settings.agent.name, settings.agent.name
+        )));
+    }
+
+    let needs_git = (settings.backup_enabled || settings.cb_no_progress > 0) && !settings.dry_run;
+    let workspace = if needs_git {
+        let what = if settings.backup_enabled { "--backup" } else { "--cb-no-progress" };
+        let ws = git::Workspace::open(&settings.agent.cwd)
+            .map_err(|e| Error::Git(format!("{what} needs a git work tree: {e}")))?;
+        ws.require_head()
+            .map_err(|e| Error::Git(format!("{what}: {e}")))?;
+        Some(ws)
+    } else {
+        None
+    };
+
+    let label = settings.label.clone().unwrap_or_else(random_label);
+    if let Some(plan) = &settings.plan_file
+        && settings.completion_marker.is_some()
+        && !plan.exists()
+    {
+        notices.push(format!(
+            "plan file {} does not exist yet; the completion gate will stop the run if it is still missing when the marker appears",
+            plan.display()
+        ));
+    }
+    settings.label = Some(label.clone());
+    Ok(Prepared {
+        settings,
+        label,
+        prompts,
+        separator,
+        completion,
+        output_match,
+        classifier,
+        workspace,
+        program_path,
+        notices,
+    })
+}
+
+/// Count unchecked tasks (`- [ ]`, `* [ ]`, indented) in a plan file.
+pub fn unchecked_tasks(text: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let rest = t.strip_prefix("- ").or_else(|| t.strip_prefix("* "));
+            rest.is_some_and(|r| r.trim_start().starts_with("[ ]"))
+        })
+        .count()
+}
+
+pub fn human_bytes(n: u64) -> String {
+    let g = |v: f64| {
+        let s = format!("{v:.1}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if n < 1024 {
+        format!("{n}B")
+    } else if n < 1024 * 1024 {
+        format!("{}KiB", g(n as f64 / 1024.0))
+    } else {
+        format!("{}MiB", g(n as f64 / 1048576.0))
+    }
+}
+
+/// Where an attempt's output goes: the log, the scanner, and maybe the terminal.
+struct Sink {
+    log: LogWriter,
+    scanner: Scanner,
+    echo: Option<Echo>,
+    kill_on_error: bool,
+    log_error: Option<String>,
+    notice: Option<String>,
+}
+
+/// Renders complete lines for the terminal, bounded per line.
+struct Echo {
+    partial: [Vec<u8>; 2],
+}
+
+impl Echo {
+    fn feed(&mut self, stream: Stream, data: &[u8]) {
+        use std::io::Write;
+        let i = usize::from(stream == Stream::Stderr);
+        let mut out = Vec::new();
+        let mut rest = data;
+        while let Some(pos) = memchr::memchr(b'\n', rest) {
+            self.partial[i].extend_from_slice(&rest[..pos]);
+            rest = &rest[pos + 1..];
+            let line = String::from_utf8_lossy(&self.partial[i]).into_owned();
+            self.partial[i].clear();
+            if let Some(r) = crate::transcript::render(stream.as_str(), &line) {
+                out.extend_from_slice(r.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        let room = 8192usize.saturating_sub(self.partial[i].len());
+        self.partial[i].extend_from_slice(&rest[..rest.len().min(room)]);
+        if !out.is_empty() {
+            let _ = std::io::stdout().lock().write_all(&out);
+        }
+    }
+}
+
+impl OutputSink for Sink {
+    fn chunk(&mut self, stream: Stream, data: &[u8]) -> SinkAction {
+        if let Err(e) = self.log.chunk(stream, data)
+            && self.log_error.is_none()
+        {
+            self.log_error = Some(format!("cannot write {}: {e}", self.log.path().display()));
+        }
+        if let Some(echo) = &mut self.echo {
+            echo.feed(stream, data);
+        }
+        let news = self.scanner.feed(stream, data);
+        if news.notice.is_some() {
+            self.notice = news.notice;
+        }
+        if self.log_error.is_some() || (news.error && self.kill_on_error) {
+            SinkAction::Terminate
+        } else {
+            SinkAction::Continue
+        }
+    }
+
+    fn eof(&mut self, stream: Stream) {
+        let _ = self.log.eof(stream);
+        let news = self.scanner.finish_stream(stream);
+        if news.notice.is_some() {
+            self.notice = news.notice;
+        }
+    }
+}
+
+type AttemptFuture = Pin<Box<dyn std::future::Future<Output = (AttemptExit, Sink)>>>;
+
+struct Driver {
+    p: Prepared,
+    store: RunStore,
+    engine: Engine,
+    opts: RunOptions,
+    started: Instant,
+    queue: VecDeque<Input>,
+    prompts: PromptSet,
+    reload_count: u64,
+    attempt: Option<AttemptFuture>,
+    attempt_ctl: Option<mpsc::UnboundedSender<AttemptControl>>,
+    attempt_log: Option<PathBuf>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    inbox: Inbox,
+    focus: Option<String>,
+    finished: Option<StopReason>,
+    excluded: Vec<PathBuf>,
+    window: tmux::WindowState,
+}
+
+impl Driver {
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.opts.quiet {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    fn record(&mut self, event: &Event, extra: Option<Map<String, Json>>) -> Result<()> {
+        self.store.append_event(event, Utc::now(), extra)?;
+        let durable = matches!(
+            event,
+            Event::RunStarted { .. } | Event::LoopCompleted { .. } | Event::RunStopped { .. }
+        );
+        self.store.write_state(durable)
+    }
+
+    fn apply(&mut self, effect: Effect) -> Result<()> {
+        match effect {
+            Effect::Record(event) => self.on_event(event)?,
+            Effect::SetStatus(status) => {
+                self.store.state.status = Some(status.as_str().into());
+                if status == Status::Running {
+                    self.window.set_running();
+                }
+            }
+            Effect::LoadPrompts => {
+                let input = if self.reload_count == 0 || self.p.settings.reload_prompt_each_loop {
+                    match prompts::load(&self.p.settings.prompt_file, self.p.settings.mode, &self.p.separator) {
+                        Ok(set) => {
+                            self.prompts = set;
+                            self.reload_count += 1;
+                            Input::PromptsLoaded { count: self.prompts.prompts.len() }
+                        }
+                        Err(e) => Input::PromptsFailed { error: e.to_string() },
+                    }
+                } else {
+                    Input::PromptsLoaded { count: self.prompts.prompts.len() }
+                };
+                self.note_prompt_facts();
+                self.queue.push_back(input);
+            }
+            Effect::Fingerprint => {
+                let input = match self.p.workspace.as_mut() {
+                    Some(ws) => Input::Fingerprint(
+                        ws.fingerprint(&self.excluded)
+                            .map(|f| f.to_string())
+                            .map_err(|e| e.to_string()),
+                    ),
+                    None => Input::Fingerprint(Err("no git work tree".into())),
+                };
+                self.queue.push_back(input);
+            }
+            Effect::Backup { loop_number } => {
+                let s = &self.p.settings;
+                let input = match self.p.workspace.as_ref() {
+                    Some(ws) => {
+                        let made = ws.create_backup(&s.backup_prefix, Utc::now(), loop_number, s.backup_dirty, &self.excluded);
+                        match made {
+                            Ok(b) => {
+                                let keep = usize::try_from(s.backup_keep).unwrap_or(usize::MAX);
+                                match ws.prune_backups(&s.backup_prefix, keep) {
+                                    Ok(pruned) => Input::BackupDone(Ok(BackupInfo {
+                                        branch: b.branch,
+                                        commit: b.commit,
+                                        snapshot: b.snapshot,
+                                        pruned,
+                                    })),
+                                    Err(e) => Input::BackupDone(Err(format!("pruning {}: {e}", s.backup_prefix))),
+                                }
+                            }
+                            Err(e) => Input::BackupDone(Err(e.to_string())),
+                        }
+                    }
+                    None => Input::BackupDone(Err("no git work tree".into())),
+                };
+                self.queue.push_back(input);
+            }
+            Effect::RunAttempt(spec) => self.start_attempt(spec)?,
+            Effect::Wait { seconds, purpose } => {
+                if purpose == WaitPurpose::Sleep {
+                    self.say(format!("sleeping {} before the next loop", crate::engine::stop::fmt_duration(seconds)));
+                } else {
+                    self.say(format!("sleeping {} before retry", crate::engine::stop::fmt_duration(seconds)));
+                }
+                let until = tokio::time::Instant::now() + Duration::from_secs_f64(seconds.min(1e9));
+                self.wait = Some(Box::pin(tokio::time::sleep_until(until)));
+            }
+            Effect::CheckPlan => {
+                let input = match &self.p.settings.plan_file {
+                    Some(plan) => match std::fs::read(plan) {
+                        Ok(bytes) => Input::PlanChecked(Ok(unchecked_tasks(&String::from_utf8_lossy(&bytes)))),
+                        Err(_) => Input::PlanChecked(Err(plan.display().to_string())),
+                    },
+                    None => Input::PlanChecked(Ok(0)),
+                };
+                self.queue.push_back(input);
+            }
+            Effect::Terminate { forceful } => {
+                if let Some(tx) = &self.attempt_ctl {
+                    let _ = tx.send(AttemptControl::Terminate { forceful });
+                }
+            }
+            Effect::CancelWait => self.wait = None,
+            Effect::Finish(reason) => {
+                self.say(format!("STOP: {}", reason.reason()));
+                self.window.finish(&reason);
+                self.finished = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn note_prompt_facts(&mut self) {
+        let st = &mut self.store.state;
+        st.prompt_sha256 = Some(self.prompts.sha256.clone());
+        st.prompt_bytes = Some(self.prompts.bytes);
+        st.prompt_mtime = self.prompts.mtime.clone();
+        st.prompt_reload_count = Some(self.reload_count);
+        st.total_prompts = Some(self.prompts.prompts.len() as u64);
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<()> {
+        let mut extra = None;
+        match &event {
+            Event::LoopStarted { loop_number, session, total_prompts, .. } => {
+                self.say(format!("== loop {loop_number} ({total_prompts} prompt(s)) session {session}"));
+            }
+            Event::BackupCreated { branch, pruned, .. } => {
+                self.say(format!("backup branch: {branch}"));
+                for p in pruned {
+                    self.say(format!("pruned backup branch: {p}"));
+                }
+            }
+            Event::PromptStarted { loop_number, prompt_index, .. } => {
+                let log = self.store.path(&format!("loop-{loop_number:04}__prompt-{prompt_index:03}.log"));
+                self.store.state.last_log = Some(log.display().to_string());
+                self.attempt_log = Some(log.clone());
+                let mut m = Map::new();
+                m.insert("log".into(), json!(log));
+                extra = Some(m);
+            }
+            Event::PromptCompleted { error, .. } => {
+                if let Some(e) = error {
+                    self.say(format!("agent error: {e}"));
+                }
+            }
+            Event::RetryWait { retry_status, wait_seconds, .. } => {
+                self.say(format!("RETRY: {retry_status}"));
+                if let Some(log) = &self.attempt_log {
+                    self.say(format!("last log: {}", log.display()));
+                }
+                self.window.retrying(retry_status, *wait_seconds, self.p.settings.retry_notify_after_seconds);
+            }
+            Event::LoopCompleted { loop_number, duration_seconds, output_bytes, completion_blocked_by_plan, plan_unchecked, .. } => {
+                self.say(format!(
+                    "loop metrics: loop={loop_number} duration={}s output={}",
+                    {
+                        let s = format!("{duration_seconds:.2}");
+                        s.trim_end_matches('0').trim_end_matches('.').to_string()
+                    },
+                    human_bytes(*output_bytes)
+                ));
+                if *completion_blocked_by_plan {
+                    self.say(format!(
+                        "completion marker seen but the plan still has {} unchecked task(s); streak reset",
+                        plan_unchecked.unwrap_or(0)
+                    ));
+                }
+            }
+            Event::ControlCommandReceived { action, id, .. } => {
+                self.say(format!("control: received {action} ({id})"));
+            }
+            Event::Paused { .. } => self.say("paused: waiting for `looper control resume`"),
+            Event::Resumed { .. } => self.say("resumed"),
+            _ => {}
+        }
+        self.record(&event, extra)
+    }
+
+    fn start_attempt(&mut self, spec: AttemptSpec) -> Result<()> {
+        let s = &self.p.settings;
+        let Some(base) = self.prompts.prompts.get(spec.prompt_index.saturating_sub(1)) else {
+            self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                spawn_error: Some(format!("prompt {} no longer exists in {}", spec.prompt_index, self.prompts.path.display())),
+                ..AttemptReport::default()
+            }));
+            return Ok(());
+        };
+        let mut prompt = base.clone();
+        for (_, note) in &spec.notes {
+            prompt.push_str("\n\nOperator note: ");
+            prompt.push_str(note);
+        }
+        let run_dir = self.store.dir.display().to_string();
+        let ctx = PromptContext {
+            prompt: &prompt,
+            session: &spec.session,
+            loop_number: spec.loop_number,
+            prompt_index: spec.prompt_index,
+            label: &self.p.label,
+            run_dir: &run_dir,
+        };
+        let cmd = match command::build(&s.agent, &ctx) {
+            Ok(c) => c,
+            Err(e) => {
+                self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                    spawn_error: Some(e.to_string()),
+                    ..AttemptReport::default()
+                }));
+                return Ok(());
+            }
+        };
+        let shown = cmd.display();
+        let shown = if shown.len() > 600 { format!("{}…", &shown[..shown.floor_char_boundary(600)]) } else { shown };
+        self.say(format!("$ {shown}"));
+        if spec.dry_run {
+            self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                exit_code: Some(0),
+                dry_run: true,
+                ..AttemptReport::default()
+            }));
+            return Ok(());
+        }
+        let log_path = self
+            .attempt_log
+            .clone()
+            .unwrap_or_else(|| self.store.path("attempt.log"));
+        let mut log = LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
+        let _ = log.note("looper", &format!("attempt {} of prompt {}: $ {shown}", spec.attempt, spec.prompt_index));
+        let scanner = Scanner::new(
+            s.agent.kind,
+            s.agent.scan_stdout_for_stop_patterns,
+            self.p.completion.clone(),
+            self.p.output_match.clone(),
+            self.p.classifier.clone(),
+            Utc::now().timestamp_millis() as f64 / 1000.0,
+        );
+        let env = agent_env(s, &self.store, &self.p.label);
+        let spawn_spec = SpawnSpec {
+            program: self.p.program_path.as_ref().map(|p| p.display().to_string()).unwrap_or(cmd.program.clone()),
+            args: cmd.args.clone(),
+            env,
+            cwd: s.agent.cwd.clone(),
+            stdin: cmd.stdin.clone(),
+            timeout: Duration::from_secs_f64(s.timeout_seconds.min(1e9)),
+            grace: Duration::from_secs_f64(s.terminate_grace_seconds),
+            leak_timeout: Duration::from_secs_f64(s.pipe_leak_timeout_seconds),
+        };
+        let spawn_spec = if s.agent.first_command.is_some() {
+            SpawnSpec { program: self.p.program_path.as_ref().map(|p| p.display().to_string()).unwrap_or(cmd.program), ..spawn_spec }
+        } else {
+            spawn_spec
+        };
+        let spawned = match process::spawn(&spawn_spec) {
+            Ok(sp) => sp,
+            Err(e) => {
+                let _ = log.note("stop_reason", &format!("failed to start agent: {e}"));
+                self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                    spawn_error: Some(format!("{}: {e}", spawn_spec.program)),
+                    ..AttemptReport::default()
+                }));
+                return Ok(());
+            }
+        };
+        self.store.state.child_pid = Some(i64::from(spawned.pid));
+        self.store.state.child_pgid = Some(i64::from(spawned.guard.pgid));
+        self.store.write_state(false)?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.attempt_ctl = Some(tx);
+        let mut sink = Sink {
+            log,
+            scanner,
+            echo: self.opts.echo_transcript.then(|| Echo { partial: [Vec::new(), Vec::new()] }),
+            kill_on_error: s.kill_on_stop_pattern,
+            log_error: None,
+            notice: None,
+        };
+        self.attempt = Some(Box::pin(async move {
+            let exit = process::supervise(spawned, &spawn_spec, &mut sink, &mut rx).await;
+            (exit, sink)
+        }));
+        Ok(())
+    }
+
+    fn attempt_done(&mut self, exit: AttemptExit, mut sink: Sink) -> Result<()> {
+        self.attempt_ctl = None;
+        let rc = match (exit.exit_code, exit.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => "unknown".into(),
+        };
+        let _ = sink.log.note("returncode", &rc);
+        if exit.timed_out {
+            let _ = sink.log.note("stop_reason", &format!("local timeout after {} seconds", crate::engine::stop::fmt_secs(self.p.settings.timeout_seconds)));
+        } else if let Some(e) = &sink.scanner.error {
+            let _ = sink.log.note("stop_reason", &e.reason);
+        }
+        if exit.pipes_leaked {
+            let _ = sink.log.note("looper", "the agent exited but a descendant held its output open; the group was killed");
+        }
+        if let Some(err) = sink.log_error.take() {
+            self.queue.push_back(Input::Failure(err));
+        }
+        if let Some(n) = sink.notice.take() {
+            self.store.state.agent_notice = Some(n);
+        }
+        let sc = &sink.scanner;
+        self.queue.push_back(Input::AttemptFinished(AttemptReport {
+            exit_code: exit.exit_code,
+            signal: exit.signal,
+            timed_out: exit.timed_out,
+            spawn_error: None,
+            output_bytes: sc.bytes,
+            completion_seen: sc.completion_seen,
+            output_match_seen: sc.match_seen,
+            session_id: sc.session_id.clone(),
+            usage: sc.usage,
+            error: sc.error.clone(),
+            dry_run: false,
+        }));
+        Ok(())
+    }
+
+    fn poll_inbox(&mut self) {
+        for cmd in self.inbox.poll() {
+            self.queue.push_back(Input::Control(cmd));
+        }
+        for w in self.inbox.warnings.drain(..) {
+            eprintln!("looper: warning: {w}");
+        }
+        let focus = inbox::latest_focus(&self.store.path(store::FOCUS_FILE));
+        if focus.is_some() && focus != self.focus {
+            self.say(format!("focus: {}", focus.as_deref().unwrap_or("")));
+            self.store.state.focus = focus.clone();
+            self.focus = focus;
+        }
+    }
+}
+
+/// The agent's environment: the supervisor's, the agent table's, and the run context with
+/// absolute paths under both names (D4).
+fn agent_env(s: &Settings, store: &RunStore, label: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = s.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let ctx = [
+        ("RUN_DIR", store.dir.display().to_string()),
+        ("LABEL", label.to_string()),
+        ("CONTROL_FILE", store.path(store::CONTROL_FILE).display().to_string()),
+        ("FOCUS_FILE", store.path(store::FOCUS_FILE).display().to_string()),
+        ("OPERATOR_NOTES_FILE", store.path(store::NOTES_FILE).display().to_string()),
+    ];
+    for (k, v) in ctx {
+        env.push((format!("CODEX_LOOPER_{k}"), v.clone()));
+        env.push((format!("LOOPER_{k}"), v));
+    }
+    env
+}
+
+fn engine_config(p: &Prepared) -> EngineConfig {
+    let s = &p.settings;
+    let pos = |v: f64| (v > 0.0).then_some(v);
+    EngineConfig {
+        label: p.label.clone(),
+        max_loops: s.max_loops,
+        sleep_seconds: s.sleep_seconds,
+        fresh_session_per_loop: s.fresh_session_per_loop,
+        reload_prompt_each_loop: s.reload_prompt_each_loop,
+        completion_streak: s.completion_marker.as_ref().map(|_| s.completion_streak),
+        plan_gate: s.plan_file.is_some(),
+        cb_no_progress: s.cb_no_progress,
+        cb_output_decline: s.cb_output_decline,
+        output_match_repeats: s.cb_output_match_pattern.as_ref().map(|_| s.cb_output_match_repeats),
+        retry: RetryPolicy {
+            max_transient_retries: s.max_transient_retries,
+            backoff_base: s.retry_backoff_base_seconds,
+            backoff_max: s.retry_backoff_max_seconds,
+            rate_limit_max_wait: s.rate_limit_max_wait_seconds,
+        },
+        ignore_nonzero: s.ignore_nonzero,
+        timeout_seconds: s.timeout_seconds,
+        dry_run: s.dry_run,
+        backup: s.backup_enabled,
+        max_runtime_seconds: pos(s.max_runtime_seconds),
+        max_tokens: (s.max_tokens > 0).then_some(s.max_tokens),
+        max_cost_usd: pos(s.max_cost_usd),
+        preassign_session_ids: s.agent.kind != AgentKind::Codex,
+    }
+}
+
+/// Run a prepared loop to its end and return the exit code. The lock must be held.
+pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Result<i32> {
+    let s = &p.settings;
+    let now = Utc::now();
+    let mut store = RunStore::create(&s.log_dir, &p.label, now, rand::random())?;
+    let env_map: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    if let Some(reg) = store::registry_path(&env_map) {
+        let _ = store::register_run(&reg, &store.dir, now);
+    }
+    let me = std::process::id() as i32;
+    let files = [
+        store.path(store::CONTROL_FILE).display().to_string(),
+        store.path(store::FOCUS_FILE).display().to_string(),
+        store.path(store::NOTES_FILE).display().to_string(),
+    ];
+    {
+        let st = &mut store.state;
+        st.schema_version = Some(crate::state::SCHEMA_VERSION);
+        st.looper_version = Some(env!("CARGO_PKG_VERSION").into());
+        st.run_id = Some(store.run_id.clone());
+        st.run_dir = Some(store.dir.display().to_string());
+        st.label = Some(p.label.clone());
+        st.agent_name = Some(s.agent.name.clone());
+        st.agent_kind = Some(s.agent.kind.as_str().into());
+        st.agent_interface = Some(s.agent.interface.as_str().into());
+        st.agent_cwd = Some(s.agent.cwd.display().to_string());
+        st.config_path = Some(s.config_path.display().to_string());
+        st.prompt_file = Some(s.prompt_file.display().to_string());
+        st.mode = Some(s.mode.as_str().into());
+        st.reload_prompt_each_loop = Some(s.reload_prompt_each_loop);
+        let [control, focus, notes] = files;
+        st.control_file = Some(control);
+        st.focus_log_file = Some(focus);
+        st.operator_notes_file = Some(notes);
+        st.output_match_pattern = s.cb_output_match_pattern.clone();
+        st.pid = Some(i64::from(me));
+        st.pid_identity = procinfo::pid_identity(me);
+    }
+    let excluded = vec![s.log_dir.clone(), store.dir.clone()];
+    let inbox = Inbox::new(&store.path(store::CONTROL_FILE));
+    let seed: u64 = rand::random();
+    let engine = Engine::new(engine_config(&p), seed);
+    let window = tmux::WindowState::new(&store.dir);
+    let prompts = p.prompts.clone();
+    let mut d = Driver {
+        p,
+        store,
+        engine,
+        opts,
+        started: Instant::now(),
+        queue: VecDeque::from([Input::Start]),
+        prompts,
+        reload_count: 0,
+        attempt: None,
+        attempt_ctl: None,
+        attempt_log: None,
+        wait: None,
+        inbox,
+        focus: None,
+        finished: None,
+        excluded,
+        window,
+    };
+    d.say(format!(
+        "looper: run {} label {} agent {} ({}, {}) cwd {}",
+        d.store.run_id,
+        d.p.label,
+        d.p.settings.agent.name,
+        d.p.settings.agent.kind.as_str(),
+        d.p.settings.agent.interface.as_str(),
+        d.p.settings.agent.cwd.display()
+    ));
+    for n in d.p.notices.clone() {
+        d.say(format!("looper: {n}"));
+    }
+    d.say("focus: not reported yet");
+    d.say(format!(
+        "control: looper control stop|pause|note|focus --run-dir {}",
+        d.store.dir.display()
+    ));
+    if let Some(note) = lock_note
+        && let Json::Object(m) = note
+    {
+        d.store.append_raw("lock_taken_over", Utc::now(), m)?;
+    }
+    d.window.set_running();
+
+    // Wake-ups: file watch on the run directory, a slow safety poll, signals.
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<()>();
+    let _watcher = watch_dir(&d.store.dir, watch_tx);
+    let mut safety_poll = tokio::time::interval(Duration::from_secs(2));
+    safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot watch", "SIGINT", e))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch", "SIGTERM", e))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch", "SIGHUP", e))?;
+    let mut interrupts = 0u32;
+    let runtime_deadline = (d.p.settings.max_runtime_seconds > 0.0)
+        .then(|| tokio::time::Instant::now() + Duration::from_secs_f64(d.p.settings.max_runtime_seconds.min(1e9)));
+    let mut runtime_fired = false;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 10);
+
+    d.poll_inbox();
+    loop {
+        while let Some(input) = d.queue.pop_front() {
+            let now = d.now();
+            for effect in d.engine.step(now, input) {
+                if let Err(e) = d.apply(effect) {
+                    // Records failing is itself a reason to stop; say so once.
+                    let msg = e.to_string();
+                    eprintln!("looper: {msg}");
+                    if d.finished.is_none() {
+                        d.queue.push_back(Input::Failure(msg));
+                    }
+                }
+            }
+        }
+        if d.finished.is_some() && d.attempt.is_none() {
+            break;
+        }
+        if d.finished.is_some() && d.engine.is_finished() && d.attempt.is_some() {
+            // The engine ended while an attempt still runs (records failed): stop it.
+            if let Some(tx) = &d.attempt_ctl {
+                let _ = tx.send(AttemptControl::Terminate { forceful: false });
+            }
+        }
+        tokio::select! {
+            done = async { match d.attempt.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                d.attempt = None;
+                let (exit, sink) = done;
+                d.attempt_done(exit, sink)?;
+            }
+            _ = async { match d.wait.as_mut() { Some(w) => w.await, None => std::future::pending().await } } => {
+                d.wait = None;
+                d.queue.push_back(Input::WaitElapsed);
+            }
+            Some(()) = watch_rx.recv() => {
+                while watch_rx.try_recv().is_ok() {}
+                d.poll_inbox();
+            }
+            _ = safety_poll.tick() => d.poll_inbox(),
+            _ = sigint.recv() => {
+                interrupts += 1;
+                d.queue.push_back(Input::Signal { name: "SIGINT", forceful: interrupts > 1 });
+            }
+            _ = sigterm.recv() => d.queue.push_back(Input::Signal { name: "SIGTERM", forceful: false }),
+            _ = sighup.recv() => d.queue.push_back(Input::Signal { name: "SIGHUP", forceful: false }),
+            _ = tokio::time::sleep_until(runtime_deadline.unwrap_or(far)), if runtime_deadline.is_some() && !runtime_fired => {
+                runtime_fired = true;
+                d.queue.push_back(Input::RuntimeExpired);
+            }
+        }
+    }
+    let reason = d.finished.take().unwrap_or(StopReason::Internal("the run ended without a reason".into()));
+    Ok(reason.exit_code())
+}
+
+/// Watch the run directory; each change pings `tx`. `None` if watching is unavailable
+/// (the safety poll still reads the inbox).
+fn watch_dir(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .ok()?;
+    w.watch(dir, notify::RecursiveMode::NonRecursive).ok()?;
+    Some(w)
+}

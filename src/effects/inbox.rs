@@ -1,0 +1,209 @@
+//! The operator's inbox: `control.jsonl` lines read as they are appended (D22). A watch on
+//! the run directory wakes the supervisor within milliseconds; the file is read from the
+//! last offset, partial last lines wait for their newline, garbage is skipped.
+
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::engine::{ControlAction, ControlCommand};
+
+/// Lines longer than this are skipped whole (a control line is a few hundred bytes).
+pub const MAX_CONTROL_LINE: usize = 256 * 1024;
+
+/// Parse one control line. Pure, so it can be fuzzed. `line_no` names lines without an id.
+pub fn parse_control_line(line: &[u8], line_no: usize) -> Option<ControlCommand> {
+    let v: Json = serde_json::from_slice(line).ok()?;
+    let obj = v.as_object()?;
+    let action = ControlAction::parse(obj.get("action")?.as_str()?)?;
+    let id = match obj.get("id") {
+        Some(Json::String(s)) if !s.is_empty() => s.clone(),
+        _ => format!("line-{line_no}"),
+    };
+    let reason = obj
+        .get("reason")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let note = obj.get("note").and_then(Json::as_str).map(str::to_string);
+    if action == ControlAction::Note && note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return None;
+    }
+    Some(ControlCommand {
+        id,
+        action,
+        reason,
+        note,
+    })
+}
+
+pub struct Inbox {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    skipping: bool,
+    line_no: usize,
+    seen: HashSet<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Inbox {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: Vec::new(),
+            skipping: false,
+            line_no: 0,
+            seen: HashSet::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The control file must be a regular file of ours that nobody else can write.
+    fn trusted(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::symlink_metadata(&self.path) else {
+            return false;
+        };
+        let problem = if !meta.file_type().is_file() {
+            Some("is not a regular file")
+        } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+            Some("is owned by another user")
+        } else if meta.mode() & 0o022 != 0 {
+            Some("is writable by group or others")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            let w = format!("ignoring control file {}: it {p}", self.path.display());
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// New commands since the last call, each id once.
+    pub fn poll(&mut self) -> Vec<ControlCommand> {
+        let mut out = Vec::new();
+        if !self.trusted() {
+            return out;
+        }
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return out;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            // Truncated or replaced: start over; ids already seen are still remembered.
+            self.offset = 0;
+            self.partial.clear();
+            self.skipping = false;
+        }
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return out;
+        }
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.offset += n as u64;
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                match memchr::memchr(b'\n', data) {
+                    Some(pos) => {
+                        if !self.skipping {
+                            self.partial.extend_from_slice(&data[..pos]);
+                        }
+                        data = &data[pos + 1..];
+                        self.line_no += 1;
+                        let line = std::mem::take(&mut self.partial);
+                        let was_skipping = std::mem::replace(&mut self.skipping, false);
+                        if was_skipping {
+                            continue;
+                        }
+                        if let Some(cmd) = parse_control_line(&line, self.line_no)
+                            && self.seen.insert(cmd.id.clone())
+                        {
+                            out.push(cmd);
+                        }
+                    }
+                    None => {
+                        if !self.skipping {
+                            self.partial.extend_from_slice(data);
+                            if self.partial.len() > MAX_CONTROL_LINE {
+                                self.partial = Vec::new();
+                                self.skipping = true;
+                            }
+                        }
+                        data = &[];
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Latest focus summary in `focus.jsonl`.
+pub fn latest_focus(path: &Path) -> Option<String> {
+    crate::effects::store::read_jsonl(path)
+        .into_iter()
+        .rev()
+        .find_map(|v| v.get("summary").and_then(Json::as_str).map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_lines_parse_and_garbage_is_ignored() {
+        let c = parse_control_line(br#"{"id":"a","action":"stop_after_loop","reason":"x"}"#, 1)
+            .expect("parse");
+        assert_eq!(c.action, ControlAction::StopAfterLoop);
+        assert_eq!(c.reason.as_deref(), Some("x"));
+        let c = parse_control_line(br#"{"action":"interrupt_now"}"#, 7).expect("parse");
+        assert_eq!(c.id, "line-7");
+        assert!(parse_control_line(b"garbage", 1).is_none());
+        assert!(parse_control_line(br#"{"action":"explode"}"#, 1).is_none());
+        assert!(parse_control_line(br#"{"action":"note"}"#, 1).is_none());
+        assert!(parse_control_line(br#"["stop_after_loop"]"#, 1).is_none());
+    }
+
+    #[test]
+    fn inbox_reads_appends_once_and_waits_for_partial_lines() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("control.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&p)
+            .expect("open");
+        let mut inbox = Inbox::new(&p);
+        assert!(inbox.poll().is_empty());
+        f.write_all(b"{\"id\":\"1\",\"action\":\"pause\"}\n{\"id\":\"2\",\"act")
+            .expect("write");
+        let got = inbox.poll();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "1");
+        f.write_all(b"ion\":\"resume\"}\n{\"id\":\"1\",\"action\":\"pause\"}\n")
+            .expect("write");
+        let got = inbox.poll();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].action, ControlAction::Resume);
+        let huge = vec![b'x'; MAX_CONTROL_LINE * 2];
+        f.write_all(&huge).expect("write");
+        f.write_all(b"\n{\"id\":\"3\",\"action\":\"resume\"}\n").expect("write");
+        let got = inbox.poll();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "3");
+    }
+}

@@ -1,0 +1,166 @@
+//! The typed events of a run (D21). The engine decides them; the run store writes each as
+//! one `events.jsonl` line and folds it into `state.json`.
+
+use serde::Serialize;
+
+use super::retry::ErrorClass;
+use super::stop::Status;
+
+/// Token and cost receipts reported by the agents (D16).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        dry_run: bool,
+    },
+    LoopStarted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        session: String,
+        session_id: Option<String>,
+        total_prompts: usize,
+    },
+    BackupCreated {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        branch: String,
+        commit: String,
+        snapshot: bool,
+        pruned: Vec<String>,
+    },
+    PromptStarted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        prompt_index: usize,
+        total_prompts: usize,
+        attempt: u32,
+        session: String,
+        session_id: Option<String>,
+        resume: bool,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<String>,
+    },
+    PromptCompleted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        prompt_index: usize,
+        attempt: u32,
+        returncode: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+        output_bytes: u64,
+        completion_detected: bool,
+        output_match_detected: bool,
+        session_id: Option<String>,
+        #[serde(skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_kind: Option<ErrorClass>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_seconds: Option<f64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
+    },
+    RetryWait {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        prompt_index: usize,
+        /// The attempt that will run after the wait.
+        next_attempt: u32,
+        retry_kind: ErrorClass,
+        /// Retries of this kind for this prompt so far, including this one.
+        retry_count: u64,
+        wait_seconds: f64,
+        provider_delay_seconds: Option<f64>,
+        reason: String,
+        retry_status: String,
+    },
+    LoopCompleted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        duration_seconds: f64,
+        output_bytes: u64,
+        completion_detected: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        plan_unchecked: Option<usize>,
+        completion_blocked_by_plan: bool,
+        completion_streak: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        no_progress_count: u64,
+        output_decline_count: u64,
+        output_match_count: u64,
+        #[serde(skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
+        #[serde(skip_serializing_if = "Usage::is_empty")]
+        usage_total: Usage,
+    },
+    ControlCommandReceived {
+        id: String,
+        action: String,
+        reason: Option<String>,
+    },
+    Paused {
+        reason: Option<String>,
+    },
+    Resumed {
+        reason: Option<String>,
+    },
+    NoteDelivered {
+        id: String,
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        prompt_index: usize,
+    },
+    RunStopped {
+        status: Status,
+        stop_reason: String,
+        exit_code: i32,
+    },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::LoopStarted { .. } => "loop_started",
+            Event::BackupCreated { .. } => "backup_created",
+            Event::PromptStarted { .. } => "prompt_started",
+            Event::PromptCompleted { .. } => "prompt_completed",
+            Event::RetryWait { .. } => "retry_wait",
+            Event::LoopCompleted { .. } => "loop_completed",
+            Event::ControlCommandReceived { .. } => "control_command_received",
+            Event::Paused { .. } => "paused",
+            Event::Resumed { .. } => "resumed",
+            Event::NoteDelivered { .. } => "note_delivered",
+            Event::RunStopped { .. } => "run_stopped",
+        }
+    }
+}

@@ -1,0 +1,868 @@
+//! The loop state machine: given what happened, what next. No clock reads, files or
+//! processes here: time arrives with each input, randomness from a seeded generator.
+//!
+//! The driver feeds `Input`s and carries out the returned `Effect`s in order. At most one
+//! effect per step asks the driver for something (prompts, a fingerprint, a backup, an
+//! attempt, a wait, a plan check); its answer is the next input. Control commands and
+//! signals may arrive at any time in between.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::events::{Event, Usage};
+use super::retry::{self, ErrorClass, ErrorSignal, RetryPolicy};
+use super::stop::{Status, StopReason, fmt_duration};
+
+/// Gate and loop settings, already validated.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub label: String,
+    pub max_loops: u64,
+    pub sleep_seconds: f64,
+    pub fresh_session_per_loop: bool,
+    pub reload_prompt_each_loop: bool,
+    /// `Some(streak)` when completion detection is on.
+    pub completion_streak: Option<u64>,
+    pub plan_gate: bool,
+    pub cb_no_progress: u64,
+    pub cb_output_decline: u64,
+    /// `Some(repeats)` when an output-match pattern is configured.
+    pub output_match_repeats: Option<u64>,
+    pub retry: RetryPolicy,
+    pub ignore_nonzero: bool,
+    pub timeout_seconds: f64,
+    pub dry_run: bool,
+    pub backup: bool,
+    pub max_runtime_seconds: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    /// Agents given a session id up front (claude, gemini, generic); codex reports its own.
+    pub preassign_session_ids: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlAction {
+    StopAfterPrompt,
+    StopAfterLoop,
+    InterruptNow,
+    Pause,
+    Resume,
+    /// A note to append once to the next prompt.
+    Note,
+}
+
+impl ControlAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "stop_after_prompt" => Self::StopAfterPrompt,
+            "stop_after_loop" => Self::StopAfterLoop,
+            "interrupt_now" => Self::InterruptNow,
+            "pause" => Self::Pause,
+            "resume" => Self::Resume,
+            "note" => Self::Note,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StopAfterPrompt => "stop_after_prompt",
+            Self::StopAfterLoop => "stop_after_loop",
+            Self::InterruptNow => "interrupt_now",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Note => "note",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlCommand {
+    pub id: String,
+    pub action: ControlAction,
+    pub reason: Option<String>,
+    /// The note text for `Note`.
+    pub note: Option<String>,
+}
+
+/// What one agent attempt did, as observed by the driver.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttemptReport {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub spawn_error: Option<String>,
+    pub output_bytes: u64,
+    pub completion_seen: bool,
+    pub output_match_seen: bool,
+    pub session_id: Option<String>,
+    pub usage: Usage,
+    /// The first error signal that was not informational.
+    pub error: Option<ErrorSignal>,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupInfo {
+    pub branch: String,
+    pub commit: String,
+    pub snapshot: bool,
+    pub pruned: Vec<String>,
+}
+
+/// The driver's answers and the outside world's interruptions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Start,
+    PromptsLoaded { count: usize },
+    PromptsFailed { error: String },
+    Fingerprint(Result<String, String>),
+    BackupDone(Result<BackupInfo, String>),
+    AttemptFinished(AttemptReport),
+    WaitElapsed,
+    PlanChecked(Result<usize, String>),
+    Control(ControlCommand),
+    /// A supervisor signal; `forceful` for a second Ctrl-C.
+    Signal { name: &'static str, forceful: bool },
+    RuntimeExpired,
+    /// The supervisor itself failed (records, I/O); the run must end.
+    Failure(String),
+}
+
+/// A session as the engine tracks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRef {
+    /// `<label>-loop-NNNN`, or `<label>` when one session is reused.
+    pub name: String,
+    /// The agent's session or thread id, once known (or assigned up front).
+    pub id: Option<String>,
+    /// The agent has seen this session: later prompts resume it.
+    pub resume: bool,
+}
+
+/// One agent attempt to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptSpec {
+    pub loop_number: u64,
+    /// 1-based.
+    pub prompt_index: usize,
+    pub total_prompts: usize,
+    pub attempt: u32,
+    pub session: SessionRef,
+    /// Operator notes appended once to this prompt (id, text).
+    pub notes: Vec<(String, String)>,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitPurpose {
+    Retry,
+    Sleep,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Record(Event),
+    /// Status shown between events (paused, retrying), for state.json and tmux.
+    SetStatus(Status),
+    LoadPrompts,
+    Fingerprint,
+    Backup { loop_number: u64 },
+    RunAttempt(AttemptSpec),
+    Wait { seconds: f64, purpose: WaitPurpose },
+    CheckPlan,
+    /// Stop the running attempt's process group (graceful, or at once when `forceful`).
+    Terminate { forceful: bool },
+    CancelWait,
+    Finish(StopReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    LoadingPrompts,
+    Paused,
+    FingerprintBefore,
+    BackingUp,
+    Attempt,
+    RetryWait,
+    FingerprintAfter,
+    CheckingPlan,
+    Sleeping,
+    Finished,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    rng: SmallRng,
+    phase: Phase,
+    now: f64,
+    loop_number: u64,
+    prompt_count: usize,
+    prompt_index: usize,
+    attempt: u32,
+    transient_retries: u64,
+    rate_limit_retries: u64,
+    session: Option<SessionRef>,
+    loop_started_at: f64,
+    loop_bytes: u64,
+    loop_completion: bool,
+    loop_match: bool,
+    loop_usage: Usage,
+    usage_total: Usage,
+    prev_loop_bytes: Option<u64>,
+    streak: u64,
+    no_progress_count: u64,
+    decline_count: u64,
+    match_count: u64,
+    fingerprint_before: Option<String>,
+    fingerprint_after: Option<String>,
+    plan_unchecked: Option<usize>,
+    stop_after_loop: Option<ControlCommand>,
+    stop_after_prompt: Option<ControlCommand>,
+    pause_requested: Option<ControlCommand>,
+    pending_notes: Vec<(String, String)>,
+    /// Set when the running attempt was terminated on purpose; the run ends with it.
+    stop_when_attempt_ends: Option<StopReason>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, seed: u64) -> Self {
+        Self {
+            cfg,
+            rng: SmallRng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            now: 0.0,
+            loop_number: 0,
+            prompt_count: 0,
+            prompt_index: 0,
+            attempt: 0,
+            transient_retries: 0,
+            rate_limit_retries: 0,
+            session: None,
+            loop_started_at: 0.0,
+            loop_bytes: 0,
+            loop_completion: false,
+            loop_match: false,
+            loop_usage: Usage::default(),
+            usage_total: Usage::default(),
+            prev_loop_bytes: None,
+            streak: 0,
+            no_progress_count: 0,
+            decline_count: 0,
+            match_count: 0,
+            fingerprint_before: None,
+            fingerprint_after: None,
+            plan_unchecked: None,
+            stop_after_loop: None,
+            stop_after_prompt: None,
+            pause_requested: None,
+            pending_notes: Vec::new(),
+            stop_when_attempt_ends: None,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    pub fn loop_number(&self) -> u64 {
+        self.loop_number
+    }
+
+    pub fn usage_total(&self) -> Usage {
+        self.usage_total
+    }
+
+    /// Advance with one input observed at `now` (seconds since the run started).
+    pub fn step(&mut self, now: f64, input: Input) -> Vec<Effect> {
+        self.now = now;
+        let mut fx = Vec::new();
+        if self.phase == Phase::Finished {
+            return fx;
+        }
+        match input {
+            Input::Start => {
+                fx.push(Effect::Record(Event::RunStarted {
+                    dry_run: self.cfg.dry_run,
+                }));
+                self.begin_loop(&mut fx);
+            }
+            Input::PromptsLoaded { count } if self.phase == Phase::LoadingPrompts => {
+                self.prompt_count = count;
+                self.loop_started(&mut fx);
+            }
+            Input::PromptsFailed { error } if self.phase == Phase::LoadingPrompts => {
+                self.finish(&mut fx, StopReason::PromptReload(error));
+            }
+            Input::Fingerprint(result) => match (self.phase, result) {
+                (Phase::FingerprintBefore, Ok(fp)) => {
+                    self.fingerprint_before = Some(fp);
+                    self.after_fingerprint(&mut fx);
+                }
+                (Phase::FingerprintAfter, Ok(fp)) => {
+                    self.fingerprint_after = Some(fp);
+                    self.after_loop_fingerprint(&mut fx);
+                }
+                (Phase::FingerprintBefore | Phase::FingerprintAfter, Err(e)) => {
+                    self.finish(&mut fx, StopReason::Internal(format!("git fingerprint failed: {e}")));
+                }
+                _ => {}
+            },
+            Input::BackupDone(result) if self.phase == Phase::BackingUp => match result {
+                Ok(info) => {
+                    fx.push(Effect::Record(Event::BackupCreated {
+                        loop_number: self.loop_number,
+                        branch: info.branch,
+                        commit: info.commit,
+                        snapshot: info.snapshot,
+                        pruned: info.pruned,
+                    }));
+                    self.start_prompt(&mut fx, 1);
+                }
+                Err(e) => self.finish(&mut fx, StopReason::Internal(format!("backup failed: {e}"))),
+            },
+            Input::AttemptFinished(report) if self.phase == Phase::Attempt => {
+                self.attempt_finished(&mut fx, report);
+            }
+            Input::WaitElapsed => match self.phase {
+                Phase::RetryWait => {
+                    self.attempt += 1;
+                    self.launch_attempt(&mut fx);
+                }
+                Phase::Sleeping => self.begin_loop(&mut fx),
+                _ => {}
+            },
+            Input::PlanChecked(result) if self.phase == Phase::CheckingPlan => match result {
+                Ok(unchecked) => {
+                    self.plan_unchecked = Some(unchecked);
+                    self.evaluate_gates(&mut fx);
+                }
+                Err(path) => self.finish(&mut fx, StopReason::PlanFileMissing(path)),
+            },
+            Input::Control(cmd) => self.control(&mut fx, cmd),
+            Input::Signal { name, forceful } => {
+                self.interrupt(&mut fx, StopReason::Signal(name), forceful);
+            }
+            Input::RuntimeExpired => {
+                let max = self.cfg.max_runtime_seconds.unwrap_or(self.now);
+                self.interrupt(&mut fx, StopReason::MaxRuntime(max), false);
+            }
+            Input::Failure(e) => self.interrupt(&mut fx, StopReason::Internal(e), false),
+            // An answer for a phase we already left (e.g. after an interrupt) is stale.
+            _ => {}
+        }
+        fx
+    }
+
+    /// End the run as soon as possible: terminate a running attempt first, cancel waits.
+    fn interrupt(&mut self, fx: &mut Vec<Effect>, reason: StopReason, forceful: bool) {
+        match self.phase {
+            Phase::Attempt => {
+                if self.stop_when_attempt_ends.is_none() {
+                    self.stop_when_attempt_ends = Some(reason);
+                }
+                fx.push(Effect::Terminate { forceful });
+            }
+            Phase::RetryWait | Phase::Sleeping => {
+                fx.push(Effect::CancelWait);
+                self.finish(fx, reason);
+            }
+            _ => self.finish(fx, reason),
+        }
+    }
+
+    fn control(&mut self, fx: &mut Vec<Effect>, cmd: ControlCommand) {
+        fx.push(Effect::Record(Event::ControlCommandReceived {
+            id: cmd.id.clone(),
+            action: cmd.action.as_str().into(),
+            reason: cmd.reason.clone(),
+        }));
+        let stop_reason = |c: &ControlCommand| StopReason::Control {
+            action: c.action.as_str().into(),
+            reason: c.reason.clone(),
+        };
+        match cmd.action {
+            ControlAction::InterruptNow => {
+                let reason = stop_reason(&cmd);
+                self.interrupt(fx, reason, false);
+            }
+            ControlAction::StopAfterPrompt => match self.phase {
+                Phase::Attempt => self.stop_after_prompt = Some(cmd),
+                Phase::RetryWait | Phase::Sleeping => {
+                    fx.push(Effect::CancelWait);
+                    self.finish(fx, stop_reason(&cmd));
+                }
+                Phase::Paused | Phase::Idle => self.finish(fx, stop_reason(&cmd)),
+                _ => self.stop_after_prompt = Some(cmd),
+            },
+            ControlAction::StopAfterLoop => match self.phase {
+                Phase::Sleeping => {
+                    fx.push(Effect::CancelWait);
+                    self.finish(fx, stop_reason(&cmd));
+                }
+                Phase::Paused | Phase::Idle => self.finish(fx, stop_reason(&cmd)),
+                _ => self.stop_after_loop = Some(cmd),
+            },
+            ControlAction::Pause => {
+                if self.phase != Phase::Paused {
+                    self.pause_requested = Some(cmd);
+                }
+            }
+            ControlAction::Resume => {
+                self.pause_requested = None;
+                if self.phase == Phase::Paused {
+                    fx.push(Effect::Record(Event::Resumed { reason: cmd.reason }));
+                    fx.push(Effect::SetStatus(Status::Running));
+                    self.phase = Phase::Idle;
+                    self.begin_loop_now(fx);
+                }
+            }
+            ControlAction::Note => {
+                if let Some(text) = cmd.note {
+                    self.pending_notes.push((cmd.id, text));
+                }
+            }
+        }
+    }
+
+    fn begin_loop(&mut self, fx: &mut Vec<Effect>) {
+        self.phase = Phase::Idle;
+        let pending = self.stop_after_loop.take().or_else(|| self.stop_after_prompt.take());
+        if let Some(cmd) = pending {
+            let reason = StopReason::Control {
+                action: cmd.action.as_str().into(),
+                reason: cmd.reason,
+            };
+            self.finish(fx, reason);
+            return;
+        }
+        if let Some(cmd) = self.pause_requested.take() {
+            self.phase = Phase::Paused;
+            fx.push(Effect::Record(Event::Paused { reason: cmd.reason }));
+            fx.push(Effect::SetStatus(Status::Paused));
+            return;
+        }
+        self.begin_loop_now(fx);
+    }
+
+    fn begin_loop_now(&mut self, fx: &mut Vec<Effect>) {
+        if let Some(max) = self.cfg.max_runtime_seconds
+            && self.now >= max
+        {
+            self.finish(fx, StopReason::MaxRuntime(max));
+            return;
+        }
+        self.loop_number += 1;
+        self.loop_started_at = self.now;
+        if self.loop_number == 1 || self.cfg.reload_prompt_each_loop {
+            self.phase = Phase::LoadingPrompts;
+            fx.push(Effect::LoadPrompts);
+        } else {
+            self.loop_started(fx);
+        }
+    }
+
+    fn new_session(&mut self, name: String) -> SessionRef {
+        let id = self.cfg.preassign_session_ids.then(|| {
+            let bytes: [u8; 16] = self.rng.random();
+            uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+        });
+        SessionRef {
+            name,
+            id,
+            resume: false,
+        }
+    }
+
+    fn loop_started(&mut self, fx: &mut Vec<Effect>) {
+        if self.cfg.fresh_session_per_loop || self.session.is_none() {
+            let name = if self.cfg.fresh_session_per_loop {
+                format!("{}-loop-{:04}", self.cfg.label, self.loop_number)
+            } else {
+                self.cfg.label.clone()
+            };
+            self.session = Some(self.new_session(name));
+        }
+        self.loop_bytes = 0;
+        self.loop_completion = false;
+        self.loop_match = false;
+        self.loop_usage = Usage::default();
+        self.plan_unchecked = None;
+        let session = self.session.clone().unwrap_or_else(|| SessionRef {
+            name: self.cfg.label.clone(),
+            id: None,
+            resume: false,
+        });
+        fx.push(Effect::Record(Event::LoopStarted {
+            loop_number: self.loop_number,
+            session: session.name,
+            session_id: session.id,
+            total_prompts: self.prompt_count,
+        }));
+        // One fingerprint per loop boundary (D17): the "after" of loop N is the "before" of N+1.
+        if self.cfg.cb_no_progress > 0 && !self.cfg.dry_run {
+            if let Some(after) = self.fingerprint_after.take() {
+                self.fingerprint_before = Some(after);
+            }
+            if self.fingerprint_before.is_none() {
+                self.phase = Phase::FingerprintBefore;
+                fx.push(Effect::Fingerprint);
+                return;
+            }
+        }
+        self.after_fingerprint(fx);
+    }
+
+    fn after_fingerprint(&mut self, fx: &mut Vec<Effect>) {
+        if self.cfg.backup && !self.cfg.dry_run {
+            self.phase = Phase::BackingUp;
+            fx.push(Effect::Backup {
+                loop_number: self.loop_number,
+            });
+        } else {
+            self.start_prompt(fx, 1);
+        }
+    }
+
+    fn start_prompt(&mut self, fx: &mut Vec<Effect>, index: usize) {
+        if let Some(cmd) = self.stop_after_prompt.take() {
+            let reason = StopReason::Control {
+                action: cmd.action.as_str().into(),
+                reason: cmd.reason,
+            };
+            self.finish(fx, reason);
+            return;
+        }
+        self.prompt_index = index;
+        self.attempt = 1;
+        self.transient_retries = 0;
+        self.rate_limit_retries = 0;
+        self.launch_attempt(fx);
+    }
+
+    fn launch_attempt(&mut self, fx: &mut Vec<Effect>) {
+        let session = self.session.clone().unwrap_or_else(|| SessionRef {
+            name: self.cfg.label.clone(),
+            id: None,
+            resume: false,
+        });
+        let notes = std::mem::take(&mut self.pending_notes);
+        fx.push(Effect::SetStatus(Status::Running));
+        fx.push(Effect::Record(Event::PromptStarted {
+            loop_number: self.loop_number,
+            prompt_index: self.prompt_index,
+            total_prompts: self.prompt_count,
+            attempt: self.attempt,
+            session: session.name.clone(),
+            session_id: session.id.clone(),
+            resume: session.resume,
+            notes: notes.iter().map(|(id, _)| id.clone()).collect(),
+        }));
+        for (id, _) in &notes {
+            fx.push(Effect::Record(Event::NoteDelivered {
+                id: id.clone(),
+                loop_number: self.loop_number,
+                prompt_index: self.prompt_index,
+            }));
+        }
+        self.phase = Phase::Attempt;
+        fx.push(Effect::RunAttempt(AttemptSpec {
+            loop_number: self.loop_number,
+            prompt_index: self.prompt_index,
+            total_prompts: self.prompt_count,
+            attempt: self.attempt,
+            session,
+            notes,
+            dry_run: self.cfg.dry_run,
+        }));
+    }
+
+    fn attempt_finished(&mut self, fx: &mut Vec<Effect>, r: AttemptReport) {
+        self.loop_bytes += r.output_bytes;
+        self.loop_completion |= r.completion_seen;
+        self.loop_match |= r.output_match_seen;
+        self.loop_usage.add(&r.usage);
+        self.usage_total.add(&r.usage);
+        if let Some(session) = self.session.as_mut() {
+            if let Some(id) = &r.session_id {
+                session.id = Some(id.clone());
+                session.resume = true;
+            } else if r.spawn_error.is_none() && (r.dry_run || r.exit_code == Some(0)) {
+                // The session exists even when the agent does not report an id.
+                session.resume = true;
+            }
+        }
+        fx.push(Effect::Record(Event::PromptCompleted {
+            loop_number: self.loop_number,
+            prompt_index: self.prompt_index,
+            attempt: self.attempt,
+            returncode: r.exit_code,
+            signal: r.signal,
+            timed_out: r.timed_out,
+            output_bytes: r.output_bytes,
+            completion_detected: r.completion_seen,
+            output_match_detected: r.output_match_seen,
+            session_id: r.session_id.clone(),
+            usage: r.usage,
+            retry_kind: r.error.as_ref().map(|e| e.class),
+            error: r.error.as_ref().map(|e| e.reason.clone()),
+            retry_after_seconds: r.error.as_ref().and_then(|e| e.retry_after),
+            dry_run: r.dry_run,
+        }));
+
+        if let Some(reason) = self.stop_when_attempt_ends.take() {
+            self.finish(fx, reason);
+            return;
+        }
+        if let Some(e) = r.spawn_error {
+            self.finish(fx, StopReason::SpawnFailed(e));
+            return;
+        }
+        if r.timed_out {
+            self.finish(fx, StopReason::Timeout(self.cfg.timeout_seconds));
+            return;
+        }
+        if let Some(budget) = self.budget_exceeded() {
+            self.finish(fx, budget);
+            return;
+        }
+        if let Some(signal) = r.error {
+            match signal.class {
+                ErrorClass::Terminal => {
+                    self.finish(fx, StopReason::Terminal(signal.reason));
+                    return;
+                }
+                ErrorClass::Transient => {
+                    let cap = self.cfg.retry.max_transient_retries;
+                    if cap > 0 && self.transient_retries >= cap {
+                        self.finish(
+                            fx,
+                            StopReason::TransientCap {
+                                max: cap,
+                                reason: signal.reason,
+                            },
+                        );
+                        return;
+                    }
+                    self.transient_retries += 1;
+                    let count = self.transient_retries;
+                    self.schedule_retry(fx, signal, count);
+                    return;
+                }
+                ErrorClass::RateLimit => {
+                    self.rate_limit_retries += 1;
+                    let count = self.rate_limit_retries;
+                    self.schedule_retry(fx, signal, count);
+                    return;
+                }
+            }
+        }
+        if !self.cfg.ignore_nonzero {
+            if let Some(sig) = r.signal {
+                self.finish(fx, StopReason::KilledBySignal(sig));
+                return;
+            }
+            if let Some(code) = r.exit_code.filter(|c| *c != 0) {
+                self.finish(fx, StopReason::NonzeroExit(code));
+                return;
+            }
+        }
+        if let Some(cmd) = self.stop_after_prompt.take() {
+            let reason = StopReason::Control {
+                action: cmd.action.as_str().into(),
+                reason: cmd.reason,
+            };
+            self.finish(fx, reason);
+            return;
+        }
+        if self.prompt_index < self.prompt_count {
+            let next = self.prompt_index + 1;
+            self.start_prompt(fx, next);
+        } else {
+            self.end_loop(fx);
+        }
+    }
+
+    fn schedule_retry(&mut self, fx: &mut Vec<Effect>, signal: ErrorSignal, count: u64) {
+        let unit: f64 = self.rng.random();
+        let attempt_of_kind = u32::try_from(count).unwrap_or(u32::MAX);
+        let wait = retry::wait_for(&self.cfg.retry, &signal, attempt_of_kind, unit);
+        let status = format!(
+            "retrying {} attempt {count}; next in {}: {}",
+            signal.class.as_str(),
+            fmt_duration(wait),
+            signal.reason
+        );
+        fx.push(Effect::SetStatus(Status::Retrying));
+        fx.push(Effect::Record(Event::RetryWait {
+            loop_number: self.loop_number,
+            prompt_index: self.prompt_index,
+            next_attempt: self.attempt + 1,
+            retry_kind: signal.class,
+            retry_count: count,
+            wait_seconds: wait,
+            provider_delay_seconds: signal.retry_after,
+            reason: signal.reason,
+            retry_status: status,
+        }));
+        self.phase = Phase::RetryWait;
+        fx.push(Effect::Wait {
+            seconds: wait,
+            purpose: WaitPurpose::Retry,
+        });
+    }
+
+    fn budget_exceeded(&self) -> Option<StopReason> {
+        if let Some(max) = self.cfg.max_tokens {
+            let used = self.usage_total.total_tokens();
+            if used >= max {
+                return Some(StopReason::TokenBudget { used, max });
+            }
+        }
+        if let Some(max) = self.cfg.max_cost_usd {
+            let used = self.usage_total.cost_usd;
+            if used >= max {
+                return Some(StopReason::CostBudget { used, max });
+            }
+        }
+        None
+    }
+
+    fn end_loop(&mut self, fx: &mut Vec<Effect>) {
+        if self.cfg.cb_no_progress > 0 && !self.cfg.dry_run {
+            self.phase = Phase::FingerprintAfter;
+            fx.push(Effect::Fingerprint);
+        } else {
+            self.after_loop_fingerprint(fx);
+        }
+    }
+
+    fn after_loop_fingerprint(&mut self, fx: &mut Vec<Effect>) {
+        if self.cfg.completion_streak.is_some() && self.cfg.plan_gate && self.loop_completion {
+            self.phase = Phase::CheckingPlan;
+            fx.push(Effect::CheckPlan);
+        } else {
+            self.evaluate_gates(fx);
+        }
+    }
+
+    /// Update every gate's counters, record the loop, then stop for the first gate that
+    /// trips, in this documented order: operator stop, completion, no progress, output
+    /// decline, output match, budgets, dry run, max loops.
+    fn evaluate_gates(&mut self, fx: &mut Vec<Effect>) {
+        let mut blocked_by_plan = false;
+        if self.cfg.completion_streak.is_some() {
+            if self.loop_completion {
+                if self.plan_unchecked.is_some_and(|n| n > 0) {
+                    blocked_by_plan = true;
+                    self.streak = 0;
+                } else {
+                    self.streak += 1;
+                }
+            } else {
+                self.streak = 0;
+            }
+        }
+        let mut no_progress = false;
+        if self.cfg.cb_no_progress > 0 {
+            match (&self.fingerprint_before, &self.fingerprint_after) {
+                (Some(b), Some(a)) if a == b => self.no_progress_count += 1,
+                _ => self.no_progress_count = 0,
+            }
+            no_progress = self.no_progress_count >= self.cfg.cb_no_progress;
+        }
+        let mut declined = false;
+        if self.cfg.cb_output_decline > 0 {
+            match self.prev_loop_bytes {
+                Some(prev) if self.loop_bytes < prev => self.decline_count += 1,
+                _ => self.decline_count = 0,
+            }
+            declined = self.decline_count >= self.cfg.cb_output_decline;
+        }
+        self.prev_loop_bytes = Some(self.loop_bytes);
+        let mut matched = false;
+        if let Some(repeats) = self.cfg.output_match_repeats {
+            if self.loop_match {
+                self.match_count += 1;
+            } else {
+                self.match_count = 0;
+            }
+            matched = self.match_count >= repeats;
+        }
+
+        fx.push(Effect::Record(Event::LoopCompleted {
+            loop_number: self.loop_number,
+            duration_seconds: (self.now - self.loop_started_at).max(0.0),
+            output_bytes: self.loop_bytes,
+            completion_detected: self.loop_completion,
+            plan_unchecked: self.plan_unchecked,
+            completion_blocked_by_plan: blocked_by_plan,
+            completion_streak: self.streak,
+            fingerprint: self.fingerprint_after.clone(),
+            no_progress_count: self.no_progress_count,
+            output_decline_count: self.decline_count,
+            output_match_count: self.match_count,
+            usage: self.loop_usage,
+            usage_total: self.usage_total,
+        }));
+
+        let control = self
+            .stop_after_loop
+            .take()
+            .or_else(|| self.stop_after_prompt.take())
+            .map(|cmd| StopReason::Control {
+                action: cmd.action.as_str().into(),
+                reason: cmd.reason,
+            });
+        let reason = control
+            .or_else(|| {
+                self.cfg
+                    .completion_streak
+                    .filter(|need| self.streak >= *need)
+                    .map(|_| StopReason::Completion)
+            })
+            .or_else(|| no_progress.then_some(StopReason::NoProgress(self.cfg.cb_no_progress)))
+            .or_else(|| declined.then_some(StopReason::OutputDecline(self.cfg.cb_output_decline)))
+            .or_else(|| {
+                matched.then_some(StopReason::OutputMatch(
+                    self.cfg.output_match_repeats.unwrap_or(1),
+                ))
+            })
+            .or_else(|| self.budget_exceeded())
+            .or_else(|| {
+                self.cfg
+                    .max_runtime_seconds
+                    .filter(|max| self.now >= *max)
+                    .map(StopReason::MaxRuntime)
+            })
+            .or_else(|| self.cfg.dry_run.then_some(StopReason::DryRun))
+            .or_else(|| {
+                (self.cfg.max_loops > 0 && self.loop_number >= self.cfg.max_loops)
+                    .then_some(StopReason::MaxLoops(self.cfg.max_loops))
+            });
+        if let Some(reason) = reason {
+            self.finish(fx, reason);
+            return;
+        }
+        if self.cfg.sleep_seconds > 0.0 {
+            self.phase = Phase::Sleeping;
+            fx.push(Effect::Wait {
+                seconds: self.cfg.sleep_seconds,
+                purpose: WaitPurpose::Sleep,
+            });
+        } else {
+            self.begin_loop(fx);
+        }
+    }
+
+    fn finish(&mut self, fx: &mut Vec<Effect>, reason: StopReason) {
+        self.phase = Phase::Finished;
+        fx.push(Effect::Record(Event::RunStopped {
+            status: reason.status(),
+            stop_reason: reason.reason(),
+            exit_code: reason.exit_code(),
+        }));
+        fx.push(Effect::Finish(reason));
+    }
+}

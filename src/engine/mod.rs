@@ -1,0 +1,18 @@
+//! The pure decision core: the loop state machine, its events, retry policy and stop reasons.
+//! Nothing in here performs I/O; see `driver` for the one place decisions meet effects.
+
+pub mod events;
+pub mod machine;
+pub mod retry;
+pub mod stop;
+
+#[cfg(test)]
+mod tests;
+
+pub use events::{Event, Usage};
+pub use machine::{
+    AttemptReport, AttemptSpec, BackupInfo, ControlAction, ControlCommand, Effect, Engine,
+    EngineConfig, Input, SessionRef, WaitPurpose,
+};
+pub use retry::{ErrorClass, ErrorSignal, RetryPolicy};
+pub use stop::{Status, StopReason};

@@ -1,0 +1,178 @@
+//! Why a run stopped: the reason text (the reference's wording), the status, the exit code (D5).
+
+use crate::error::exit_code;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Retrying,
+    Paused,
+    Stopped,
+    Error,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+            Status::Error => "error",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Running | Status::Retrying | Status::Paused)
+    }
+}
+
+/// Every way a run can end. `reason()` gives the recorded `stop_reason`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StopReason {
+    MaxLoops(u64),
+    DryRun,
+    Completion,
+    NoProgress(u64),
+    OutputDecline(u64),
+    OutputMatch(u64),
+    MaxRuntime(f64),
+    TokenBudget { used: u64, max: u64 },
+    CostBudget { used: f64, max: f64 },
+    Control { action: String, reason: Option<String> },
+    TransientCap { max: u64, reason: String },
+    /// A terminal error signal (stop pattern, fatal structured error).
+    Terminal(String),
+    Timeout(f64),
+    NonzeroExit(i32),
+    KilledBySignal(i32),
+    SpawnFailed(String),
+    PromptReload(String),
+    PlanFileMissing(String),
+    Signal(&'static str),
+    /// The supervisor could not keep working (I/O, git, tmux).
+    Internal(String),
+}
+
+impl StopReason {
+    pub fn reason(&self) -> String {
+        match self {
+            StopReason::MaxLoops(n) => format!("max loops reached: {n}"),
+            StopReason::DryRun => "dry run complete".into(),
+            StopReason::Completion => "completion marker".into(),
+            StopReason::NoProgress(n) => format!("no git progress for {n} loop(s)"),
+            StopReason::OutputDecline(n) => format!("output declined for {n} consecutive loop(s)"),
+            StopReason::OutputMatch(n) => {
+                format!("output matched configured pattern for {n} loop(s)")
+            }
+            StopReason::MaxRuntime(s) => format!("max runtime reached: {}", fmt_secs(*s)),
+            StopReason::TokenBudget { used, max } => {
+                format!("token budget reached: {used} tokens used (max {max})")
+            }
+            StopReason::CostBudget { used, max } => {
+                format!("cost budget reached: ${used:.4} used (max ${max:.4})")
+            }
+            StopReason::Control { action, reason } => match reason {
+                Some(r) if !r.is_empty() => format!("control {action}: {r}"),
+                _ => format!("control {action}"),
+            },
+            StopReason::TransientCap { max, reason } => {
+                format!("transient retry limit reached after {max} attempts: {reason}")
+            }
+            StopReason::Terminal(r) => r.clone(),
+            StopReason::Timeout(s) => format!("local timeout after {} seconds", fmt_secs(*s)),
+            StopReason::NonzeroExit(rc) => format!("command exited with code {rc}"),
+            StopReason::KilledBySignal(sig) => {
+                format!("command was killed by signal {sig} ({})", signal_name(*sig))
+            }
+            StopReason::SpawnFailed(e) => format!("failed to start agent: {e}"),
+            StopReason::PromptReload(e) => format!("prompt reload failed: {e}"),
+            StopReason::PlanFileMissing(p) => format!("plan file not found: {p}"),
+            StopReason::Signal(name) => format!("interrupted by {name}"),
+            StopReason::Internal(e) => format!("supervisor error: {e}"),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self {
+            StopReason::MaxLoops(_)
+            | StopReason::DryRun
+            | StopReason::Completion
+            | StopReason::Control { .. }
+            | StopReason::NoProgress(_)
+            | StopReason::OutputDecline(_)
+            | StopReason::OutputMatch(_)
+            | StopReason::MaxRuntime(_)
+            | StopReason::TokenBudget { .. }
+            | StopReason::CostBudget { .. } => Status::Stopped,
+            StopReason::Signal(_) => Status::Interrupted,
+            _ => Status::Error,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StopReason::MaxLoops(_)
+            | StopReason::DryRun
+            | StopReason::Completion
+            | StopReason::Control { .. } => exit_code::OK,
+            StopReason::NoProgress(_)
+            | StopReason::OutputDecline(_)
+            | StopReason::OutputMatch(_)
+            | StopReason::MaxRuntime(_)
+            | StopReason::TokenBudget { .. }
+            | StopReason::CostBudget { .. } => exit_code::BREAKER,
+            StopReason::TransientCap { .. }
+            | StopReason::Terminal(_)
+            | StopReason::NonzeroExit(_)
+            | StopReason::KilledBySignal(_)
+            | StopReason::SpawnFailed(_)
+            | StopReason::Internal(_) => exit_code::AGENT_FAILED,
+            StopReason::Timeout(_) => exit_code::TIMEOUT,
+            StopReason::PromptReload(_) | StopReason::PlanFileMissing(_) => exit_code::USAGE,
+            StopReason::Signal(_) => exit_code::INTERRUPTED,
+        }
+    }
+
+    /// The tmux window state the manual prescribes for this ending.
+    pub fn window_state(&self) -> &'static str {
+        if self.status() == Status::Stopped { "READY" } else { "ERR" }
+    }
+}
+
+/// Seconds the way the reference prints them: `7200`, `0.5`.
+pub fn fmt_secs(s: f64) -> String {
+    crate::config::layers::format_num(s)
+}
+
+/// Durations the way the reference prints them: `<60` seconds, then minutes, then hours.
+pub fn fmt_duration(secs: f64) -> String {
+    let g = |v: f64| {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if secs < 60.0 {
+        format!("{}s", g(secs))
+    } else if secs < 3600.0 {
+        format!("{}m", g(secs / 60.0))
+    } else {
+        format!("{}h", g(secs / 3600.0))
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,263 @@
+//! `state.json`: the latest snapshot of a run, with the reference's field names (a superset),
+//! folded from the run's events so the snapshot can never disagree with the history.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Event, Usage};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every field is optional on read so runs written by the Python reference, and files
+/// written by older versions, load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RunState {
+    pub schema_version: Option<u32>,
+    pub run_id: Option<String>,
+    pub run_dir: Option<String>,
+    pub label: Option<String>,
+    pub agent_name: Option<String>,
+    pub agent_kind: Option<String>,
+    pub agent_interface: Option<String>,
+    pub agent_cwd: Option<String>,
+    pub config_path: Option<String>,
+    pub prompt_file: Option<String>,
+    pub mode: Option<String>,
+    pub reload_prompt_each_loop: Option<bool>,
+    pub control_file: Option<String>,
+    pub focus_log_file: Option<String>,
+    pub operator_notes_file: Option<String>,
+    pub prompt_sha256: Option<String>,
+    pub prompt_bytes: Option<u64>,
+    pub prompt_mtime: Option<String>,
+    pub prompt_reload_count: Option<u64>,
+    pub total_prompts: Option<u64>,
+    pub pid: Option<i64>,
+    pub pid_identity: Option<String>,
+    pub child_pid: Option<i64>,
+    pub child_pgid: Option<i64>,
+    pub hybrid_pane_id: Option<String>,
+    pub hybrid_pane_pid: Option<serde_json::Value>,
+    pub previous_hybrid_pane_id: Option<String>,
+    pub status: Option<String>,
+    pub current_loop: Option<u64>,
+    pub current_prompt_index: Option<u64>,
+    pub current_attempt: Option<u64>,
+    pub current_session: Option<String>,
+    pub current_session_id: Option<String>,
+    pub last_log: Option<String>,
+    pub last_output_bytes: Option<u64>,
+    pub loop_duration_seconds: Option<f64>,
+    pub returncode: Option<i64>,
+    pub timed_out: Option<bool>,
+    pub completion_detected: Option<bool>,
+    pub completion_streak: Option<u64>,
+    pub plan_unchecked: Option<u64>,
+    pub no_progress_count: Option<u64>,
+    pub output_decline_count: Option<u64>,
+    pub output_match_detected: Option<bool>,
+    pub output_match_count: Option<u64>,
+    pub output_match_pattern: Option<String>,
+    pub retry_count: Option<u64>,
+    pub retry_kind: Option<String>,
+    pub retry_after_seconds: Option<f64>,
+    pub retry_status: Option<String>,
+    pub retry_until: Option<String>,
+    pub dry_run: Option<bool>,
+    pub control_processed_count: Option<u64>,
+    pub control_last_action: Option<String>,
+    pub control_last_reason: Option<String>,
+    pub control_last_id: Option<String>,
+    pub last_backup_branch: Option<String>,
+    pub agent_notice: Option<String>,
+    pub focus: Option<String>,
+    pub usage: Option<Usage>,
+    pub usage_total: Option<Usage>,
+    pub stop_reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub last_event: Option<String>,
+    pub stale_reason: Option<String>,
+    pub stale_repaired_at: Option<String>,
+    pub looper_version: Option<String>,
+}
+
+/// UTC now in the records' format, millisecond precision.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+impl RunState {
+    /// Fold one event into the snapshot.
+    pub fn apply(&mut self, event: &Event, at: &str) {
+        self.updated_at = Some(at.to_string());
+        self.last_event = Some(event.name().to_string());
+        match event {
+            Event::RunStarted { dry_run } => {
+                self.status = Some("running".into());
+                self.dry_run = Some(*dry_run);
+                self.started_at = Some(at.to_string());
+                self.current_loop = Some(0);
+                self.current_prompt_index = Some(0);
+                self.retry_count = Some(0);
+                self.control_processed_count = Some(0);
+            }
+            Event::LoopStarted {
+                loop_number,
+                session,
+                session_id,
+                total_prompts,
+            } => {
+                self.current_loop = Some(*loop_number);
+                self.current_prompt_index = Some(0);
+                self.current_session = Some(session.clone());
+                self.current_session_id = session_id.clone();
+                self.total_prompts = Some(*total_prompts as u64);
+                self.stop_reason = None;
+                self.completion_detected = Some(false);
+            }
+            Event::BackupCreated { branch, .. } => {
+                self.last_backup_branch = Some(branch.clone());
+            }
+            Event::PromptStarted {
+                prompt_index,
+                attempt,
+                session,
+                session_id,
+                ..
+            } => {
+                self.current_prompt_index = Some(*prompt_index as u64);
+                self.current_attempt = Some(u64::from(*attempt));
+                self.current_session = Some(session.clone());
+                if session_id.is_some() {
+                    self.current_session_id = session_id.clone();
+                }
+                self.stop_reason = None;
+                if *attempt == 1 {
+                    self.retry_count = Some(0);
+                    self.retry_kind = None;
+                    self.retry_status = None;
+                    self.retry_until = None;
+                    self.retry_after_seconds = None;
+                }
+                self.status = Some("running".into());
+            }
+            Event::PromptCompleted {
+                returncode,
+                timed_out,
+                output_bytes,
+                completion_detected,
+                output_match_detected,
+                session_id,
+                usage,
+                retry_kind,
+                retry_after_seconds,
+                ..
+            } => {
+                self.returncode = returncode.map(i64::from);
+                self.timed_out = Some(*timed_out);
+                self.last_output_bytes = Some(*output_bytes);
+                if *completion_detected {
+                    self.completion_detected = Some(true);
+                }
+                self.output_match_detected = Some(*output_match_detected);
+                if session_id.is_some() {
+                    self.current_session_id = session_id.clone();
+                }
+                if !usage.is_empty() {
+                    let mut total = self.usage_total.unwrap_or_default();
+                    total.add(usage);
+                    self.usage_total = Some(total);
+                }
+                self.retry_kind = retry_kind.map(|k| k.as_str().to_string());
+                self.retry_after_seconds = *retry_after_seconds;
+                self.child_pid = None;
+                self.child_pgid = None;
+            }
+            Event::RetryWait {
+                retry_kind,
+                retry_count,
+                wait_seconds,
+                retry_status,
+                ..
+            } => {
+                self.status = Some("retrying".into());
+                self.retry_kind = Some(retry_kind.as_str().to_string());
+                self.retry_count = Some(*retry_count);
+                self.retry_after_seconds = Some(*wait_seconds);
+                self.retry_status = Some(retry_status.clone());
+                let until = chrono::DateTime::parse_from_rfc3339(at)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .and_then(|t| {
+                        t.checked_add_signed(chrono::TimeDelta::milliseconds(
+                            (*wait_seconds * 1000.0) as i64,
+                        ))
+                    });
+                self.retry_until = until.map(timestamp);
+            }
+            Event::LoopCompleted {
+                duration_seconds,
+                output_bytes,
+                completion_detected,
+                plan_unchecked,
+                completion_streak,
+                no_progress_count,
+                output_decline_count,
+                output_match_count,
+                usage,
+                usage_total,
+                ..
+            } => {
+                self.loop_duration_seconds = Some(*duration_seconds);
+                self.last_output_bytes = Some(*output_bytes);
+                self.completion_detected = Some(*completion_detected);
+                self.plan_unchecked = plan_unchecked.map(|n| n as u64);
+                self.completion_streak = Some(*completion_streak);
+                self.no_progress_count = Some(*no_progress_count);
+                self.output_decline_count = Some(*output_decline_count);
+                self.output_match_count = Some(*output_match_count);
+                self.current_prompt_index = self.total_prompts;
+                if !usage.is_empty() {
+                    self.usage = Some(*usage);
+                }
+                if !usage_total.is_empty() {
+                    self.usage_total = Some(*usage_total);
+                }
+                self.status = Some("running".into());
+            }
+            Event::ControlCommandReceived { id, action, reason } => {
+                self.control_processed_count = Some(self.control_processed_count.unwrap_or(0) + 1);
+                self.control_last_action = Some(action.clone());
+                self.control_last_reason = reason.clone();
+                self.control_last_id = Some(id.clone());
+            }
+            Event::Paused { .. } => self.status = Some("paused".into()),
+            Event::Resumed { .. } => self.status = Some("running".into()),
+            Event::NoteDelivered { .. } => {}
+            Event::RunStopped {
+                status,
+                stop_reason,
+                exit_code,
+            } => {
+                self.status = Some(status.as_str().to_string());
+                self.stop_reason = Some(stop_reason.clone());
+                self.exit_code = Some(i64::from(*exit_code));
+                self.child_pid = None;
+                self.child_pgid = None;
+                if self.completed_at.is_none() {
+                    self.completed_at = Some(at.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("running" | "retrying" | "paused")
+        )
+    }
+}

@@ -1,0 +1,189 @@
+//! Rendering agent output for people: assistant text as text, tool calls as one line,
+//! errors marked, protocol noise dropped. Used by the live view, `looper logs` and the
+//! supervisor pane. Pure.
+
+use serde_json::Value as Json;
+
+fn s<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Json::as_str)
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+/// Render one output line; `None` hides it.
+pub fn render(stream: &str, line: &str) -> Option<String> {
+    let t = line.trim_end();
+    if t.trim().is_empty() {
+        return None;
+    }
+    let trimmed = t.trim();
+    if trimmed.starts_with('{') && trimmed.ends_with('}')
+        && let Ok(v) = serde_json::from_str::<Json>(trimmed)
+        && v.is_object()
+    {
+        return render_json(&v);
+    }
+    if stream == "stderr" {
+        Some(format!("stderr: {t}"))
+    } else {
+        Some(t.to_string())
+    }
+}
+
+fn render_json(v: &Json) -> Option<String> {
+    let ty = s(v, "type").unwrap_or("");
+    match ty {
+        "thread.started" | "turn.started" | "turn.completed" | "init" | "stream_event" => None,
+        "item.started" | "item.updated" => None,
+        "item.completed" => {
+            let item = v.get("item")?;
+            match s(item, "type").unwrap_or("") {
+                "agent_message" => s(item, "text").map(str::to_string),
+                "reasoning" => None,
+                "command_execution" => Some(format!(
+                    "tool: shell - $ {}",
+                    one_line(s(item, "command").unwrap_or(""), 160)
+                )),
+                "file_change" => Some("tool: file change".into()),
+                "error" => s(item, "message").map(|m| format!("warning: {}", one_line(m, 200))),
+                other => Some(format!("tool: {other}")),
+            }
+        }
+        "assistant" => {
+            let content = v.get("message")?.get("content")?.as_array()?;
+            let parts: Vec<String> = content
+                .iter()
+                .filter_map(|c| match s(c, "type")? {
+                    "text" => s(c, "text").map(str::to_string),
+                    "tool_use" => {
+                        let name = s(c, "name").unwrap_or("tool");
+                        let input = c.get("input");
+                        let desc = input.and_then(|i| s(i, "description"));
+                        let cmd = input.and_then(|i| s(i, "command"));
+                        let mut line = format!("tool: {name}");
+                        if let Some(d) = desc {
+                            line.push_str(&format!(" - {}", one_line(d, 120)));
+                        }
+                        if let Some(c) = cmd {
+                            line.push_str(&format!(" $ {}", one_line(c, 160)));
+                        } else if desc.is_none() && let Some(i) = input {
+                            line.push_str(&format!(" {}", one_line(&i.to_string(), 160)));
+                        }
+                        Some(line)
+                    }
+                    _ => None,
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("\n"))
+        }
+        "user" => {
+            let content = v.get("message")?.get("content")?.as_array()?;
+            let parts: Vec<String> = content
+                .iter()
+                .filter(|c| s(c, "type") == Some("tool_result"))
+                .map(|c| {
+                    let is_err = c.get("is_error").and_then(Json::as_bool).unwrap_or(false);
+                    let body = match c.get("content") {
+                        Some(Json::String(t)) => t.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    };
+                    format!(
+                        "{} {}",
+                        if is_err { "tool error:" } else { "tool result:" },
+                        one_line(&body, 160)
+                    )
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("\n"))
+        }
+        "result" => {
+            let is_err = v.get("is_error").and_then(Json::as_bool).unwrap_or(false);
+            if is_err {
+                Some(format!("error: {}", s(v, "result").unwrap_or("agent reported an error")))
+            } else {
+                let cost = v.get("total_cost_usd").and_then(Json::as_f64);
+                Some(match cost {
+                    Some(c) => format!("result: done (${c:.4})"),
+                    None => "result: done".into(),
+                })
+            }
+        }
+        "message" => {
+            if s(v, "role") == Some("assistant") {
+                s(v, "content").map(str::to_string)
+            } else {
+                None
+            }
+        }
+        "system" => match s(v, "subtype").unwrap_or("") {
+            "api_retry" => Some(format!(
+                "notice: agent retrying the API (attempt {}, {})",
+                v.get("attempt").map(|a| a.to_string()).unwrap_or_default(),
+                s(v, "error").unwrap_or("error")
+            )),
+            _ => None,
+        },
+        "rate_limit_event" => {
+            let info = v.get("rate_limit_info").unwrap_or(v);
+            Some(format!("rate limit event: status={}", s(info, "status").unwrap_or("unknown")))
+        }
+        "error" | "turn.failed" => {
+            let msg = s(v, "message")
+                .or_else(|| v.get("error").and_then(|e| s(e, "message")))
+                .unwrap_or("error");
+            Some(format!("error: {msg}"))
+        }
+        "tool_use" => Some(format!("tool: {}", s(v, "tool_name").unwrap_or("tool"))),
+        "tool_result" => Some(format!("tool result: {}", s(v, "status").unwrap_or(""))),
+        _ => None,
+    }
+}
+
+/// Render a raw log record line (`[stamp] stdout: ...`).
+pub fn render_log_record(record: &str) -> Option<String> {
+    let rest = record.split_once("] ").map_or(record, |(_, r)| r);
+    let (tag, body) = rest.split_once(": ")?;
+    match tag.trim_end_matches('*') {
+        "stdout" => render("stdout", body),
+        "stderr" => render("stderr", body),
+        "returncode" => Some(format!("-- exit {body}")),
+        "stop_reason" => Some(format!("-- stop: {body}")),
+        "looper" => Some(format!("-- {body}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_codex_claude_and_noise() {
+        assert_eq!(render("stdout", r#"{"type":"thread.started","thread_id":"t"}"#), None);
+        assert_eq!(
+            render("stdout", r#"{"type":"item.completed","item":{"type":"agent_message","text":"hi"}}"#),
+            Some("hi".into())
+        );
+        assert_eq!(
+            render("stdout", r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"ls -la","description":"List files"}}]}}"#),
+            Some("tool: Bash - List files $ ls -la".into())
+        );
+        assert_eq!(
+            render("stdout", r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"a\nb"}]}}"#),
+            Some("tool result: a b".into())
+        );
+        assert_eq!(render("stdout", r#"{"type":"system","subtype":"thinking_tokens"}"#), None);
+        assert_eq!(render("stderr", "boom"), Some("stderr: boom".into()));
+        assert_eq!(render_log_record("[20261121T091032Z] stdout: plain"), Some("plain".into()));
+        assert_eq!(render_log_record("[20261121T091032Z] returncode: 0"), Some("-- exit 0".into()));
+    }
+}
