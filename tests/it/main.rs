@@ -1,0 +1,7 @@
+//! The integration test binary: every module runs real looper processes against the
+//! fake agent in temporary git repositories.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod engine_runs;
