@@ -21,9 +21,9 @@
 //! list; every helper call seen from codex 0.169.0, claude 2.1.197 and gemini 0.61.0 sends
 //! none or `tools: []`:
 //!
-//! * claude's `HEAD /` probe before each run (404, no body), `count_tokens` (JSON count), and
-//!   the interactive session-title request (haiku, `"tools": []`, `output_config.format`
-//!   JSON schema asking for `{"title": ...}`);
+//! * claude's `HEAD /` probe before each run (404, no body) and the interactive session-title
+//!   request (haiku, `"tools": []`, `output_config.format` JSON schema asking for
+//!   `{"title": ...}`); `count_tokens` was not seen but is answered (a JSON count) anyway;
 //! * gemini's model-routing `generateContent` call before every turn (no tools,
 //!   `generationConfig.responseJsonSchema` asking for `complexity_reasoning` and
 //!   `complexity_score`).
