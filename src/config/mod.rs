@@ -574,8 +574,8 @@ fn build(
             (mode, PathBuf::from(file))
         }
         (false, true) => {
-            let is_legacy = configured_prompt.components().collect::<PathBuf>()
-                == Path::new(LEGACY_PROMPT_FILE);
+            let is_legacy = absolutize(&inv.base_dir, &configured_prompt)
+                == inv.base_dir.join(LEGACY_PROMPT_FILE);
             let mode = if is_legacy { PromptMode::Sequence } else { PromptMode::Single };
             (mode, configured_prompt)
         }
@@ -713,3 +713,6 @@ pub fn render_resolved(settings: &Settings, show_origin: bool) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests;

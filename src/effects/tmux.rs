@@ -109,7 +109,7 @@ mod tests {
     fn window_option_argv_uses_long_names() {
         assert_eq!(
             argv(set_window_option("%3", "@codex_state", "RUN")),
-            ["tmux", "set-option", "-w", "-q", "-t", "%3", "@codex_state", "RUN"]
+            ["tmux", "set-option", "-q", "-w", "-t", "%3", "@codex_state", "RUN"]
         );
         assert_eq!(
             argv(display_message("%3", "Looper retry wait: x")),
