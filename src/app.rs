@@ -33,7 +33,11 @@ pub fn main_with(default_bin: &str) -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit_code::USAGE as u8 } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                exit_code::USAGE as u8
+            } else {
+                0
+            });
         }
     };
     let cli = match Cli::from_arg_matches(&matches) {

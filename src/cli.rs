@@ -64,10 +64,14 @@ pub enum Command {
     #[command(subcommand)]
     Control(ControlCommand),
     /// Show the fleet of runs: what needs attention first, then running, then finished.
-    #[command(after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale")]
+    #[command(
+        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale"
+    )]
     Status(StatusArgs),
     /// Show a run's current or last loop log as a readable transcript.
-    #[command(after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw")]
+    #[command(
+        after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw"
+    )]
     Logs(LogsArgs),
     /// Check that the configured agents, tmux and git are ready.
     #[command(after_help = "Examples:\n  looper doctor\n  claude-looper doctor")]
@@ -76,7 +80,9 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  looper completions bash > ~/.local/share/bash-completion/completions/looper\n  looper completions zsh > ~/.zfunc/_looper\n  looper completions fish > ~/.config/fish/completions/looper.fish")]
+    #[command(
+        after_help = "Examples:\n  looper completions bash > ~/.local/share/bash-completion/completions/looper\n  looper completions zsh > ~/.zfunc/_looper\n  looper completions fish > ~/.config/fish/completions/looper.fish"
+    )]
     Completions(CompletionsArgs),
     /// Run a self-contained demo: a throwaway git repository, a plan file and a scripted agent.
     #[command(after_help = "Examples:\n  looper demo\n  looper demo --keep")]
@@ -265,7 +271,9 @@ pub struct TargetArgs {
 #[derive(Debug, Subcommand)]
 pub enum ControlCommand {
     /// Ask a run to stop at a boundary (after the loop by default).
-    #[command(after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now")]
+    #[command(
+        after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now"
+    )]
     Stop(StopArgs),
     /// Hold the run before its next loop.
     #[command(after_help = "Examples:\n  looper control pause smoke")]
@@ -274,10 +282,14 @@ pub enum ControlCommand {
     #[command(after_help = "Examples:\n  looper control resume smoke")]
     Resume(SimpleControlArgs),
     /// Record an operator note, or deliver it to the agent.
-    #[command(after_help = "Examples:\n  looper control note smoke --note \"tests are flaky on CI, ignore them\"\n  looper control note --note-file steer.md --delivery next-prompt\n  looper control note --note \"also update the changelog\" --delivery btw")]
+    #[command(
+        after_help = "Examples:\n  looper control note smoke --note \"tests are flaky on CI, ignore them\"\n  looper control note --note-file steer.md --delivery next-prompt\n  looper control note --note \"also update the changelog\" --delivery btw"
+    )]
     Note(NoteArgs),
     /// Record what the run is focused on (shown by the supervisor and status).
-    #[command(after_help = "Examples:\n  looper control focus --summary \"migrating the parser to nom\"")]
+    #[command(
+        after_help = "Examples:\n  looper control focus --summary \"migrating the parser to nom\""
+    )]
     Focus(FocusArgs),
 }
 
@@ -332,7 +344,11 @@ pub struct NoteArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// The note text.
-    #[arg(long, conflicts_with = "note_file", required_unless_present = "note_file")]
+    #[arg(
+        long,
+        conflicts_with = "note_file",
+        required_unless_present = "note_file"
+    )]
     pub note: Option<String>,
     /// Read the note from a file.
     #[arg(long, value_name = "FILE")]
@@ -401,7 +417,9 @@ pub struct DoctorArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print it resolved.
-    #[command(after_help = "Examples:\n  looper config check\n  claude-looper config check --show-origin --preset rai")]
+    #[command(
+        after_help = "Examples:\n  looper config check\n  claude-looper config check --show-origin --preset rai"
+    )]
     Check(ConfigCheckArgs),
 }
 

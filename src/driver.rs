@@ -19,12 +19,14 @@ use crate::config::{AgentKind, Interface, Settings};
 use crate::effects::git;
 use crate::effects::inbox::{self, Inbox};
 use crate::effects::outlog::LogWriter;
-use crate::effects::process::{self, AttemptControl, AttemptExit, OutputSink, SinkAction, SpawnSpec};
+use crate::effects::process::{
+    self, AttemptControl, AttemptExit, OutputSink, SinkAction, SpawnSpec,
+};
 use crate::effects::store::{self, RunStore};
 use crate::effects::{procinfo, tmux};
 use crate::engine::{
-    AttemptReport, AttemptSpec, BackupInfo, Effect, Engine, EngineConfig, Event, Input, RetryPolicy,
-    Status, StopReason, WaitPurpose,
+    AttemptReport, AttemptSpec, BackupInfo, Effect, Engine, EngineConfig, Event, Input,
+    RetryPolicy, Status, StopReason, WaitPurpose,
 };
 use crate::error::{Error, Result};
 use crate::prompts::{self, PromptSet};
@@ -137,7 +139,11 @@ pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepare
 
     let needs_git = (settings.backup_enabled || settings.cb_no_progress > 0) && !settings.dry_run;
     let workspace = if needs_git {
-        let what = if settings.backup_enabled { "--backup" } else { "--cb-no-progress" };
+        let what = if settings.backup_enabled {
+            "--backup"
+        } else {
+            "--cb-no-progress"
+        };
         let ws = git::Workspace::open(&settings.agent.cwd)
             .map_err(|e| Error::Git(format!("{what} needs a git work tree: {e}")))?;
         ws.require_head()
@@ -319,16 +325,26 @@ impl Driver {
             }
             Effect::LoadPrompts => {
                 let input = if self.reload_count == 0 || self.p.settings.reload_prompt_each_loop {
-                    match prompts::load(&self.p.settings.prompt_file, self.p.settings.mode, &self.p.separator) {
+                    match prompts::load(
+                        &self.p.settings.prompt_file,
+                        self.p.settings.mode,
+                        &self.p.separator,
+                    ) {
                         Ok(set) => {
                             self.prompts = set;
                             self.reload_count += 1;
-                            Input::PromptsLoaded { count: self.prompts.prompts.len() }
+                            Input::PromptsLoaded {
+                                count: self.prompts.prompts.len(),
+                            }
                         }
-                        Err(e) => Input::PromptsFailed { error: e.to_string() },
+                        Err(e) => Input::PromptsFailed {
+                            error: e.to_string(),
+                        },
                     }
                 } else {
-                    Input::PromptsLoaded { count: self.prompts.prompts.len() }
+                    Input::PromptsLoaded {
+                        count: self.prompts.prompts.len(),
+                    }
                 };
                 self.note_prompt_facts();
                 self.queue.push_back(input);
@@ -348,7 +364,13 @@ impl Driver {
                 let s = &self.p.settings;
                 let input = match self.p.workspace.as_ref() {
                     Some(ws) => {
-                        let made = ws.create_backup(&s.backup_prefix, Utc::now(), loop_number, s.backup_dirty, &self.excluded);
+                        let made = ws.create_backup(
+                            &s.backup_prefix,
+                            Utc::now(),
+                            loop_number,
+                            s.backup_dirty,
+                            &self.excluded,
+                        );
                         match made {
                             Ok(b) => {
                                 let keep = usize::try_from(s.backup_keep).unwrap_or(usize::MAX);
@@ -359,7 +381,10 @@ impl Driver {
                                         snapshot: b.snapshot,
                                         pruned,
                                     })),
-                                    Err(e) => Input::BackupDone(Err(format!("pruning {}: {e}", s.backup_prefix))),
+                                    Err(e) => Input::BackupDone(Err(format!(
+                                        "pruning {}: {e}",
+                                        s.backup_prefix
+                                    ))),
                                 }
                             }
                             Err(e) => Input::BackupDone(Err(e.to_string())),
@@ -372,9 +397,15 @@ impl Driver {
             Effect::RunAttempt(spec) => self.start_attempt(spec)?,
             Effect::Wait { seconds, purpose } => {
                 if purpose == WaitPurpose::Sleep {
-                    self.say(format!("sleeping {} before the next loop", crate::engine::stop::fmt_duration(seconds)));
+                    self.say(format!(
+                        "sleeping {} before the next loop",
+                        crate::engine::stop::fmt_duration(seconds)
+                    ));
                 } else {
-                    self.say(format!("sleeping {} before retry", crate::engine::stop::fmt_duration(seconds)));
+                    self.say(format!(
+                        "sleeping {} before retry",
+                        crate::engine::stop::fmt_duration(seconds)
+                    ));
                 }
                 let until = tokio::time::Instant::now() + Duration::from_secs_f64(seconds.min(1e9));
                 self.wait = Some(Box::pin(tokio::time::sleep_until(until)));
@@ -382,7 +413,9 @@ impl Driver {
             Effect::CheckPlan => {
                 let input = match &self.p.settings.plan_file {
                     Some(plan) => match std::fs::read(plan) {
-                        Ok(bytes) => Input::PlanChecked(Ok(unchecked_tasks(&String::from_utf8_lossy(&bytes)))),
+                        Ok(bytes) => Input::PlanChecked(Ok(unchecked_tasks(
+                            &String::from_utf8_lossy(&bytes),
+                        ))),
                         Err(_) => Input::PlanChecked(Err(plan.display().to_string())),
                     },
                     None => Input::PlanChecked(Ok(0)),
@@ -416,8 +449,15 @@ impl Driver {
     fn on_event(&mut self, event: Event) -> Result<()> {
         let mut extra = None;
         match &event {
-            Event::LoopStarted { loop_number, session, total_prompts, .. } => {
-                self.say(format!("== loop {loop_number} ({total_prompts} prompt(s)) session {session}"));
+            Event::LoopStarted {
+                loop_number,
+                session,
+                total_prompts,
+                ..
+            } => {
+                self.say(format!(
+                    "== loop {loop_number} ({total_prompts} prompt(s)) session {session}"
+                ));
             }
             Event::BackupCreated { branch, pruned, .. } => {
                 self.say(format!("backup branch: {branch}"));
@@ -425,27 +465,46 @@ impl Driver {
                     self.say(format!("pruned backup branch: {p}"));
                 }
             }
-            Event::PromptStarted { loop_number, prompt_index, .. } => {
-                let log = self.store.path(&format!("loop-{loop_number:04}__prompt-{prompt_index:03}.log"));
+            Event::PromptStarted {
+                loop_number,
+                prompt_index,
+                ..
+            } => {
+                let log = self.store.path(&format!(
+                    "loop-{loop_number:04}__prompt-{prompt_index:03}.log"
+                ));
                 self.store.state.last_log = Some(log.display().to_string());
                 self.attempt_log = Some(log.clone());
                 let mut m = Map::new();
                 m.insert("log".into(), json!(log));
                 extra = Some(m);
             }
-            Event::PromptCompleted { error, .. } => {
-                if let Some(e) = error {
-                    self.say(format!("agent error: {e}"));
-                }
+            Event::PromptCompleted { error: Some(e), .. } => {
+                self.say(format!("agent error: {e}"));
             }
-            Event::RetryWait { retry_status, wait_seconds, .. } => {
+            Event::RetryWait {
+                retry_status,
+                wait_seconds,
+                ..
+            } => {
                 self.say(format!("RETRY: {retry_status}"));
                 if let Some(log) = &self.attempt_log {
                     self.say(format!("last log: {}", log.display()));
                 }
-                self.window.retrying(retry_status, *wait_seconds, self.p.settings.retry_notify_after_seconds);
+                self.window.retrying(
+                    retry_status,
+                    *wait_seconds,
+                    self.p.settings.retry_notify_after_seconds,
+                );
             }
-            Event::LoopCompleted { loop_number, duration_seconds, output_bytes, completion_blocked_by_plan, plan_unchecked, .. } => {
+            Event::LoopCompleted {
+                loop_number,
+                duration_seconds,
+                output_bytes,
+                completion_blocked_by_plan,
+                plan_unchecked,
+                ..
+            } => {
                 self.say(format!(
                     "loop metrics: loop={loop_number} duration={}s output={}",
                     {
@@ -473,9 +532,17 @@ impl Driver {
 
     fn start_attempt(&mut self, spec: AttemptSpec) -> Result<()> {
         let s = &self.p.settings;
-        let Some(base) = self.prompts.prompts.get(spec.prompt_index.saturating_sub(1)) else {
+        let Some(base) = self
+            .prompts
+            .prompts
+            .get(spec.prompt_index.saturating_sub(1))
+        else {
             self.queue.push_back(Input::AttemptFinished(AttemptReport {
-                spawn_error: Some(format!("prompt {} no longer exists in {}", spec.prompt_index, self.prompts.path.display())),
+                spawn_error: Some(format!(
+                    "prompt {} no longer exists in {}",
+                    spec.prompt_index,
+                    self.prompts.path.display()
+                )),
                 ..AttemptReport::default()
             }));
             return Ok(());
@@ -505,7 +572,11 @@ impl Driver {
             }
         };
         let shown = cmd.display();
-        let shown = if shown.len() > 600 { format!("{}…", &shown[..shown.floor_char_boundary(600)]) } else { shown };
+        let shown = if shown.len() > 600 {
+            format!("{}…", &shown[..shown.floor_char_boundary(600)])
+        } else {
+            shown
+        };
         self.say(format!("$ {shown}"));
         if spec.dry_run {
             self.queue.push_back(Input::AttemptFinished(AttemptReport {
@@ -519,8 +590,15 @@ impl Driver {
             .attempt_log
             .clone()
             .unwrap_or_else(|| self.store.path("attempt.log"));
-        let mut log = LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
-        let _ = log.note("looper", &format!("attempt {} of prompt {}: $ {shown}", spec.attempt, spec.prompt_index));
+        let mut log =
+            LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
+        let _ = log.note(
+            "looper",
+            &format!(
+                "attempt {} of prompt {}: $ {shown}",
+                spec.attempt, spec.prompt_index
+            ),
+        );
         let scanner = Scanner::new(
             s.agent.kind,
             s.agent.scan_stdout_for_stop_patterns,
@@ -531,7 +609,12 @@ impl Driver {
         );
         let env = agent_env(s, &self.store, &self.p.label);
         let spawn_spec = SpawnSpec {
-            program: self.p.program_path.as_ref().map(|p| p.display().to_string()).unwrap_or(cmd.program.clone()),
+            program: self
+                .p
+                .program_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or(cmd.program.clone()),
             args: cmd.args.clone(),
             env,
             cwd: s.agent.cwd.clone(),
@@ -541,7 +624,15 @@ impl Driver {
             leak_timeout: Duration::from_secs_f64(s.pipe_leak_timeout_seconds),
         };
         let spawn_spec = if s.agent.first_command.is_some() {
-            SpawnSpec { program: self.p.program_path.as_ref().map(|p| p.display().to_string()).unwrap_or(cmd.program), ..spawn_spec }
+            SpawnSpec {
+                program: self
+                    .p
+                    .program_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(cmd.program),
+                ..spawn_spec
+            }
         } else {
             spawn_spec
         };
@@ -564,7 +655,9 @@ impl Driver {
         let mut sink = Sink {
             log,
             scanner,
-            echo: self.opts.echo_transcript.then(|| Echo { partial: [Vec::new(), Vec::new()] }),
+            echo: self.opts.echo_transcript.then(|| Echo {
+                partial: [Vec::new(), Vec::new()],
+            }),
             kill_on_error: s.kill_on_stop_pattern,
             log_error: None,
             notice: None,
@@ -585,12 +678,21 @@ impl Driver {
         };
         let _ = sink.log.note("returncode", &rc);
         if exit.timed_out {
-            let _ = sink.log.note("stop_reason", &format!("local timeout after {} seconds", crate::engine::stop::fmt_secs(self.p.settings.timeout_seconds)));
+            let _ = sink.log.note(
+                "stop_reason",
+                &format!(
+                    "local timeout after {} seconds",
+                    crate::engine::stop::fmt_secs(self.p.settings.timeout_seconds)
+                ),
+            );
         } else if let Some(e) = &sink.scanner.error {
             let _ = sink.log.note("stop_reason", &e.reason);
         }
         if exit.pipes_leaked {
-            let _ = sink.log.note("looper", "the agent exited but a descendant held its output open; the group was killed");
+            let _ = sink.log.note(
+                "looper",
+                "the agent exited but a descendant held its output open; the group was killed",
+            );
         }
         if let Some(err) = sink.log_error.take() {
             self.queue.push_back(Input::Failure(err));
@@ -634,13 +736,27 @@ impl Driver {
 /// The agent's environment: the supervisor's, the agent table's, and the run context with
 /// absolute paths under both names (D4).
 fn agent_env(s: &Settings, store: &RunStore, label: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = s.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env: Vec<(String, String)> = s
+        .agent
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let ctx = [
         ("RUN_DIR", store.dir.display().to_string()),
         ("LABEL", label.to_string()),
-        ("CONTROL_FILE", store.path(store::CONTROL_FILE).display().to_string()),
-        ("FOCUS_FILE", store.path(store::FOCUS_FILE).display().to_string()),
-        ("OPERATOR_NOTES_FILE", store.path(store::NOTES_FILE).display().to_string()),
+        (
+            "CONTROL_FILE",
+            store.path(store::CONTROL_FILE).display().to_string(),
+        ),
+        (
+            "FOCUS_FILE",
+            store.path(store::FOCUS_FILE).display().to_string(),
+        ),
+        (
+            "OPERATOR_NOTES_FILE",
+            store.path(store::NOTES_FILE).display().to_string(),
+        ),
     ];
     for (k, v) in ctx {
         env.push((format!("CODEX_LOOPER_{k}"), v.clone()));
@@ -662,7 +778,10 @@ fn engine_config(p: &Prepared) -> EngineConfig {
         plan_gate: s.plan_file.is_some(),
         cb_no_progress: s.cb_no_progress,
         cb_output_decline: s.cb_output_decline,
-        output_match_repeats: s.cb_output_match_pattern.as_ref().map(|_| s.cb_output_match_repeats),
+        output_match_repeats: s
+            .cb_output_match_pattern
+            .as_ref()
+            .map(|_| s.cb_output_match_repeats),
         retry: RetryPolicy {
             max_transient_retries: s.max_transient_retries,
             backoff_base: s.retry_backoff_base_seconds,
@@ -772,12 +891,17 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
     let _watcher = watch_dir(&d.store.dir, watch_tx);
     let mut safety_poll = tokio::time::interval(Duration::from_secs(2));
     safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot watch", "SIGINT", e))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch", "SIGTERM", e))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch", "SIGHUP", e))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot watch", "SIGINT", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch", "SIGTERM", e))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch", "SIGHUP", e))?;
     let mut interrupts = 0u32;
-    let runtime_deadline = (d.p.settings.max_runtime_seconds > 0.0)
-        .then(|| tokio::time::Instant::now() + Duration::from_secs_f64(d.p.settings.max_runtime_seconds.min(1e9)));
+    let runtime_deadline = (d.p.settings.max_runtime_seconds > 0.0).then(|| {
+        tokio::time::Instant::now()
+            + Duration::from_secs_f64(d.p.settings.max_runtime_seconds.min(1e9))
+    });
     let mut runtime_fired = false;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 10);
 
@@ -832,7 +956,9 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
             }
         }
     }
-    let reason = d.finished.take().unwrap_or(StopReason::Internal("the run ended without a reason".into()));
+    let reason = d.finished.take().unwrap_or(StopReason::Internal(
+        "the run ended without a reason".into(),
+    ));
     Ok(reason.exit_code())
 }
 

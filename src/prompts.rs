@@ -24,7 +24,11 @@ pub fn split(text: &str, mode: PromptMode, separator: &regex::Regex) -> Vec<Stri
     match mode {
         PromptMode::Single => {
             let t = text.trim();
-            if t.is_empty() { vec![] } else { vec![t.to_string()] }
+            if t.is_empty() {
+                vec![]
+            } else {
+                vec![t.to_string()]
+            }
         }
         PromptMode::Sequence => {
             let mut prompts = Vec::new();
@@ -82,7 +86,10 @@ pub fn load(path: &Path, mode: PromptMode, separator: &regex::Regex) -> Result<P
     }
     let prompts = split(text, mode, separator);
     if prompts.is_empty() {
-        return Err(Error::Prompt(format!("no prompts found in {}", path.display())));
+        return Err(Error::Prompt(format!(
+            "no prompts found in {}",
+            path.display()
+        )));
     }
     let mtime = std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -103,10 +110,12 @@ pub fn load(path: &Path, mode: PromptMode, separator: &regex::Regex) -> Result<P
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -120,25 +129,37 @@ mod tests {
     #[test]
     fn single_mode_keeps_separators_inside_the_prompt() {
         let text = "one\n---\ntwo\n";
-        assert_eq!(split(text, PromptMode::Single, &sep()), vec!["one\n---\ntwo"]);
+        assert_eq!(
+            split(text, PromptMode::Single, &sep()),
+            vec!["one\n---\ntwo"]
+        );
     }
 
     #[test]
     fn sequence_mode_splits_on_separator_lines_with_trailing_space() {
         let text = "one\n---  \ntwo\n---\n\n---\nthree";
-        assert_eq!(split(text, PromptMode::Sequence, &sep()), vec!["one", "two", "three"]);
+        assert_eq!(
+            split(text, PromptMode::Sequence, &sep()),
+            vec!["one", "two", "three"]
+        );
     }
 
     #[test]
     fn four_dashes_are_not_a_separator() {
         let text = "one\n----\ntwo";
-        assert_eq!(split(text, PromptMode::Sequence, &sep()), vec!["one\n----\ntwo"]);
+        assert_eq!(
+            split(text, PromptMode::Sequence, &sep()),
+            vec!["one\n----\ntwo"]
+        );
     }
 
     #[test]
     fn crlf_separator_lines_split() {
         let text = "one\r\n---\r\ntwo\r\n";
-        assert_eq!(split(text, PromptMode::Sequence, &sep()), vec!["one", "two"]);
+        assert_eq!(
+            split(text, PromptMode::Sequence, &sep()),
+            vec!["one", "two"]
+        );
     }
 
     #[test]
@@ -152,13 +173,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("PROMPT.md");
         let err = load(&p, PromptMode::Single, &sep()).expect_err("missing");
-        assert!(err.to_string().starts_with("prompt file not found: "), "{err}");
+        assert!(
+            err.to_string().starts_with("prompt file not found: "),
+            "{err}"
+        );
         std::fs::write(&p, "  \n").expect("write");
         let err = load(&p, PromptMode::Single, &sep()).expect_err("empty");
-        assert_eq!(err.to_string(), format!("no prompts found in {}", p.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("no prompts found in {}", p.display())
+        );
         std::fs::write(&p, b"ok \xff\xfe").expect("write");
         let err = load(&p, PromptMode::Single, &sep()).expect_err("utf8");
-        assert!(err.to_string().contains("is not valid UTF-8 (invalid byte at offset 3)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is not valid UTF-8 (invalid byte at offset 3)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub fn render(stream: &str, line: &str) -> Option<String> {
         return None;
     }
     let trimmed = t.trim();
-    if trimmed.starts_with('{') && trimmed.ends_with('}')
+    if trimmed.starts_with('{')
+        && trimmed.ends_with('}')
         && let Ok(v) = serde_json::from_str::<Json>(trimmed)
         && v.is_object()
     {
@@ -74,7 +75,9 @@ fn render_json(v: &Json) -> Option<String> {
                         }
                         if let Some(c) = cmd {
                             line.push_str(&format!(" $ {}", one_line(c, 160)));
-                        } else if desc.is_none() && let Some(i) = input {
+                        } else if desc.is_none()
+                            && let Some(i) = input
+                        {
                             line.push_str(&format!(" {}", one_line(&i.to_string(), 160)));
                         }
                         Some(line)
@@ -98,7 +101,11 @@ fn render_json(v: &Json) -> Option<String> {
                     };
                     format!(
                         "{} {}",
-                        if is_err { "tool error:" } else { "tool result:" },
+                        if is_err {
+                            "tool error:"
+                        } else {
+                            "tool result:"
+                        },
                         one_line(&body, 160)
                     )
                 })
@@ -108,7 +115,10 @@ fn render_json(v: &Json) -> Option<String> {
         "result" => {
             let is_err = v.get("is_error").and_then(Json::as_bool).unwrap_or(false);
             if is_err {
-                Some(format!("error: {}", s(v, "result").unwrap_or("agent reported an error")))
+                Some(format!(
+                    "error: {}",
+                    s(v, "result").unwrap_or("agent reported an error")
+                ))
             } else {
                 let cost = v.get("total_cost_usd").and_then(Json::as_f64);
                 Some(match cost {
@@ -134,7 +144,10 @@ fn render_json(v: &Json) -> Option<String> {
         },
         "rate_limit_event" => {
             let info = v.get("rate_limit_info").unwrap_or(v);
-            Some(format!("rate limit event: status={}", s(info, "status").unwrap_or("unknown")))
+            Some(format!(
+                "rate limit event: status={}",
+                s(info, "status").unwrap_or("unknown")
+            ))
         }
         "error" | "turn.failed" => {
             let msg = s(v, "message")
@@ -168,22 +181,43 @@ mod tests {
 
     #[test]
     fn renders_codex_claude_and_noise() {
-        assert_eq!(render("stdout", r#"{"type":"thread.started","thread_id":"t"}"#), None);
         assert_eq!(
-            render("stdout", r#"{"type":"item.completed","item":{"type":"agent_message","text":"hi"}}"#),
+            render("stdout", r#"{"type":"thread.started","thread_id":"t"}"#),
+            None
+        );
+        assert_eq!(
+            render(
+                "stdout",
+                r#"{"type":"item.completed","item":{"type":"agent_message","text":"hi"}}"#
+            ),
             Some("hi".into())
         );
         assert_eq!(
-            render("stdout", r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"ls -la","description":"List files"}}]}}"#),
+            render(
+                "stdout",
+                r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"ls -la","description":"List files"}}]}}"#
+            ),
             Some("tool: Bash - List files $ ls -la".into())
         );
         assert_eq!(
-            render("stdout", r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"a\nb"}]}}"#),
+            render(
+                "stdout",
+                r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"a\nb"}]}}"#
+            ),
             Some("tool result: a b".into())
         );
-        assert_eq!(render("stdout", r#"{"type":"system","subtype":"thinking_tokens"}"#), None);
+        assert_eq!(
+            render("stdout", r#"{"type":"system","subtype":"thinking_tokens"}"#),
+            None
+        );
         assert_eq!(render("stderr", "boom"), Some("stderr: boom".into()));
-        assert_eq!(render_log_record("[20261121T091032Z] stdout: plain"), Some("plain".into()));
-        assert_eq!(render_log_record("[20261121T091032Z] returncode: 0"), Some("-- exit 0".into()));
+        assert_eq!(
+            render_log_record("[20261121T091032Z] stdout: plain"),
+            Some("plain".into())
+        );
+        assert_eq!(
+            render_log_record("[20261121T091032Z] returncode: 0"),
+            Some("-- exit 0".into())
+        );
     }
 }

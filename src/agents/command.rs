@@ -42,7 +42,11 @@ impl AgentCommand {
         let quoted: Vec<String> = self
             .argv()
             .iter()
-            .map(|a| shlex::try_quote(a).map(|c| c.into_owned()).unwrap_or_else(|_| format!("{a:?}")))
+            .map(|a| {
+                shlex::try_quote(a)
+                    .map(|c| c.into_owned())
+                    .unwrap_or_else(|_| format!("{a:?}"))
+            })
             .collect();
         let mut s = quoted.join(" ");
         if self.stdin.is_some() {
@@ -63,7 +67,10 @@ fn extra(agent: &AgentSettings) -> Vec<String> {
         match agent.kind {
             AgentKind::Codex => {
                 out.push("--config".into());
-                out.push(format!("model_reasoning_effort={}", serde_json::Value::String(e.clone())));
+                out.push(format!(
+                    "model_reasoning_effort={}",
+                    serde_json::Value::String(e.clone())
+                ));
             }
             AgentKind::Claude => {
                 out.push("--effort".into());
@@ -78,7 +85,10 @@ fn extra(agent: &AgentSettings) -> Vec<String> {
 pub fn build(agent: &AgentSettings, ctx: &PromptContext) -> Result<AgentCommand> {
     let resume = ctx.session.resume;
     let template = if resume {
-        agent.resume_command.as_ref().or(agent.first_command.as_ref())
+        agent
+            .resume_command
+            .as_ref()
+            .or(agent.first_command.as_ref())
     } else {
         agent.first_command.as_ref()
     };

@@ -120,9 +120,17 @@ fn plain<'a>(kind: AgentKind, stream: Stream, line: &'a str, scan_stdout: bool) 
 /// The CLIs print these while they retry on their own; acting on them would race them.
 fn self_retry_notice(line: &str) -> Option<String> {
     let lower = line.to_ascii_lowercase();
-    let retrying = lower.contains("retrying with backoff")
+    // gemini: "Attempt 2 failed: <why>" precedes its own "Retrying after ..." line.
+    let attempt_failed = lower
+        .trim_start()
+        .strip_prefix("attempt ")
+        .and_then(|r| r.split_once(' '))
+        .is_some_and(|(n, rest)| n.parse::<u32>().is_ok() && rest.starts_with("failed"));
+    let retrying = attempt_failed
+        || lower.contains("retrying with backoff")
         || lower.contains("retrying in ")
-        || lower.starts_with("reconnecting");
+        || lower.contains("retrying after")
+        || lower.trim_start().starts_with("reconnecting");
     retrying.then(|| line.trim().to_string())
 }
 
@@ -174,22 +182,28 @@ fn structured_error(v: &Json, now_epoch: f64) -> Option<RawError> {
         .unwrap_or_else(|| v.to_string());
     Some(RawError {
         hint: status_hint(v).or_else(|| err.and_then(status_hint)),
+        retry_after: json_delay(v, now_epoch).or_else(|| plain_delay(&text)),
         text,
         structured: true,
-        retry_after: json_delay(v, now_epoch),
     })
 }
 
 /// An HTTP status or provider error type in a structured error.
 fn status_hint(v: &Json) -> Option<ErrorClass> {
-    let code = ["status", "status_code", "code", "error_status", "api_error_status"]
-        .iter()
-        .find_map(|k| {
-            v.get(*k).and_then(|c| {
-                c.as_u64()
-                    .or_else(|| c.as_str().and_then(|s| s.trim().parse().ok()))
-            })
-        });
+    let code = [
+        "status",
+        "status_code",
+        "code",
+        "error_status",
+        "api_error_status",
+    ]
+    .iter()
+    .find_map(|k| {
+        v.get(*k).and_then(|c| {
+            c.as_u64()
+                .or_else(|| c.as_str().and_then(|s| s.trim().parse().ok()))
+        })
+    });
     if let Some(code) = code {
         return match code {
             429 => Some(ErrorClass::RateLimit),
@@ -233,15 +247,23 @@ fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                 });
             }
         }
-        "error" | "turn.failed" => facts.error = structured_error(v, now_epoch),
+        "error" | "turn.failed" => {
+            // codex reports its own stream retries as `error` events: not final.
+            match s(v, "message").and_then(self_retry_notice) {
+                Some(notice) => facts.notice = Some(notice),
+                None => facts.error = structured_error(v, now_epoch),
+            }
+        }
         _ => {}
     }
     facts
 }
 
 fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
-    let mut facts = LineFacts::default();
-    facts.session_id = s(v, "session_id").map(str::to_string);
+    let mut facts = LineFacts {
+        session_id: s(v, "session_id").map(str::to_string),
+        ..LineFacts::default()
+    };
     let ty = s(v, "type").unwrap_or("");
     let subtype = s(v, "subtype").unwrap_or("");
     match ty {
@@ -267,7 +289,10 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                     input_tokens: u(usage, "input_tokens"),
                     output_tokens: u(usage, "output_tokens"),
                     cached_input_tokens: u(usage, "cache_read_input_tokens"),
-                    cost_usd: v.get("total_cost_usd").and_then(Json::as_f64).unwrap_or(0.0),
+                    cost_usd: v
+                        .get("total_cost_usd")
+                        .and_then(Json::as_f64)
+                        .unwrap_or(0.0),
                 });
             }
             let is_error = v.get("is_error").and_then(Json::as_bool).unwrap_or(false)
@@ -276,9 +301,12 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                 let text = s(v, "result")
                     .map(str::to_string)
                     .or_else(|| {
-                        v.get("errors")
-                            .and_then(Json::as_array)
-                            .map(|e| e.iter().filter_map(Json::as_str).collect::<Vec<_>>().join("; "))
+                        v.get("errors").and_then(Json::as_array).map(|e| {
+                            e.iter()
+                                .filter_map(Json::as_str)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
                     })
                     .unwrap_or_else(|| format!("claude result {subtype}"));
                 let hint = v
@@ -291,7 +319,8 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                             .then_some(ErrorClass::RateLimit)
                     });
                 facts.error = Some(RawError {
-                    retry_after: json_delay(v, now_epoch).or_else(|| usage_limit_reset(&text, now_epoch)),
+                    retry_after: json_delay(v, now_epoch)
+                        .or_else(|| usage_limit_reset(&text, now_epoch)),
                     text,
                     structured: true,
                     hint,
@@ -305,7 +334,9 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                 "claude is retrying the API itself: attempt {}/{} after {} ({})",
                 u(v, "attempt"),
                 u(v, "max_retries"),
-                v.get("error_status").map(|x| x.to_string()).unwrap_or_default(),
+                v.get("error_status")
+                    .map(|x| x.to_string())
+                    .unwrap_or_default(),
                 s(v, "error").unwrap_or("error")
             ));
         }
@@ -322,10 +353,8 @@ fn gemini<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
     let ty = s(v, "type").unwrap_or("");
     match ty {
         "init" => facts.session_id = s(v, "session_id").map(str::to_string),
-        "message" => {
-            if s(v, "role") == Some("assistant") {
-                facts.text = s(v, "content").map(|t| Cow::Owned(t.to_string()));
-            }
+        "message" if s(v, "role") == Some("assistant") => {
+            facts.text = s(v, "content").map(|t| Cow::Owned(t.to_string()));
         }
         "result" => {
             if let Some(stats) = v.get("stats") {

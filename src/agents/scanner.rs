@@ -76,20 +76,24 @@ impl Classifier {
         let matched = self.patterns.iter().find_map(|re| re.find(&haystack));
         let Some(m) = matched else {
             // A structured error whose status says what it is still counts.
-            return err.hint.filter(|_| err.structured).map(|class| ErrorSignal {
-                class,
-                reason: format!(
-                    "{} error in structured {}: {}",
-                    class.as_str(),
-                    stream.as_str(),
-                    truncate(&err.text, 200)
-                ),
-                retry_after: err.retry_after,
-            });
+            return err
+                .hint
+                .filter(|_| err.structured)
+                .map(|class| ErrorSignal {
+                    class,
+                    reason: format!(
+                        "{} error in structured {}: {}",
+                        class.as_str(),
+                        stream.as_str(),
+                        truncate(&err.text, 200)
+                    ),
+                    retry_after: err.retry_after,
+                });
         };
+        // The whole text decides, rate-limit words first: "quota ... retry after 2s" is a
+        // rate limit even though the pattern that matched was "retry after".
         let class = err
             .hint
-            .or_else(|| class_of_text(m.as_str()))
             .or_else(|| class_of_text(&haystack))
             .unwrap_or(ErrorClass::Terminal);
         let reason = if err.text.starts_with("rate limit event:") {

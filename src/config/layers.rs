@@ -128,7 +128,10 @@ impl Layers {
     /// Merge a TOML document (project file or preset) over the current values.
     pub fn apply_document(&mut self, text: &str, origin: &Origin) -> Result<()> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::Usage(format!("{origin}: invalid TOML: {}", e.to_string().trim_end()))
+            Error::Usage(format!(
+                "{origin}: invalid TOML: {}",
+                e.to_string().trim_end()
+            ))
         })?;
         for (section, value) in table {
             match section.as_str() {
@@ -138,8 +141,11 @@ impl Layers {
                         let spec = schema::looper_key(k).ok_or_else(|| Error::UnknownKey {
                             origin: origin.to_string(),
                             key: format!("looper.{k}"),
-                            suggestion: schema::suggest(k, schema::LOOPER_KEYS.iter().map(|s| s.name))
-                                .map(|s| format!("looper.{s}")),
+                            suggestion: schema::suggest(
+                                k,
+                                schema::LOOPER_KEYS.iter().map(|s| s.name),
+                            )
+                            .map(|s| format!("looper.{s}")),
                         })?;
                         let path = format!("looper.{k}");
                         let checked = check(spec, v, origin, &path)?;
@@ -150,15 +156,23 @@ impl Layers {
                     let agents = as_table(&value, origin, "agents")?;
                     for (name, agent) in agents {
                         if name.trim().is_empty() {
-                            return Err(Error::config(origin.to_string(), "agents", "non-empty agent names", "an empty name"));
+                            return Err(Error::config(
+                                origin.to_string(),
+                                "agents",
+                                "non-empty agent names",
+                                "an empty name",
+                            ));
                         }
                         let t = as_table(agent, origin, &format!("agents.{name}"))?;
                         for (k, v) in t {
                             let spec = schema::agent_key(k).ok_or_else(|| Error::UnknownKey {
                                 origin: origin.to_string(),
                                 key: format!("agents.{name}.{k}"),
-                                suggestion: schema::suggest(k, schema::AGENT_KEYS.iter().map(|s| s.name))
-                                    .map(|s| format!("agents.{name}.{s}")),
+                                suggestion: schema::suggest(
+                                    k,
+                                    schema::AGENT_KEYS.iter().map(|s| s.name),
+                                )
+                                .map(|s| format!("agents.{name}.{s}")),
                             })?;
                             let path = format!("agents.{name}.{k}");
                             let checked = check(spec, v, origin, &path)?;
@@ -276,8 +290,11 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
                     if s.is_empty() {
                         return Err(fail(format!("an array whose item {i} is an empty string")));
                     }
-                    compile_regex(s, true)
-                        .map_err(|e| fail(format!("an array whose item {i} is not a valid regex ({e})")))?;
+                    compile_regex(s, true).map_err(|e| {
+                        fail(format!(
+                            "an array whose item {i} is not a valid regex ({e})"
+                        ))
+                    })?;
                 }
                 out.push(s.to_string());
             }
@@ -286,7 +303,7 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
                     return Err(fail("an empty command".into()));
                 }
                 for item in &out {
-                    check_placeholders(item).map_err(|bad| fail(bad))?;
+                    check_placeholders(item).map_err(&fail)?;
                 }
             }
             Ok(Value::List(out))
@@ -309,7 +326,10 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
 }
 
 /// Compile a user regex; stop patterns are case-insensitive, completion markers are not.
-pub fn compile_regex(pattern: &str, case_insensitive: bool) -> std::result::Result<regex::Regex, String> {
+pub fn compile_regex(
+    pattern: &str,
+    case_insensitive: bool,
+) -> std::result::Result<regex::Regex, String> {
     regex::RegexBuilder::new(pattern)
         .case_insensitive(case_insensitive)
         .multi_line(true)
@@ -347,7 +367,10 @@ pub fn check_placeholders(item: &str) -> std::result::Result<(), String> {
         };
         let name = &after[..end];
         if !schema::PLACEHOLDERS.contains(&name) {
-            return Err(format!("the unknown placeholder {{{name}}} in {}", toml_string(item)));
+            return Err(format!(
+                "the unknown placeholder {{{name}}} in {}",
+                toml_string(item)
+            ));
         }
         rest = &after[end + 1..];
     }

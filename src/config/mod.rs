@@ -195,7 +195,11 @@ impl Invocation {
 /// Built-in agents: codex (json), claude (hybrid), gemini (json) (D9, D27).
 fn builtin_agents(layers: &mut Layers) {
     for (name, interface) in [("codex", "json"), ("claude", "hybrid"), ("gemini", "json")] {
-        layers.set(format!("agents.{name}.kind"), Value::Str(name.into()), Origin::Default);
+        layers.set(
+            format!("agents.{name}.kind"),
+            Value::Str(name.into()),
+            Origin::Default,
+        );
         layers.set(
             format!("agents.{name}.interface"),
             Value::Str(interface.into()),
@@ -238,12 +242,20 @@ fn apply_flags(layers: &mut Layers, args: &RunArgs) {
         set("mode", Value::Str(m.into()), flag("mode"));
     }
     if let Some(p) = &args.prompt_file {
-        set("prompt_file", Value::Str(p.to_string_lossy().into()), flag("prompt-file"));
+        set(
+            "prompt_file",
+            Value::Str(p.to_string_lossy().into()),
+            flag("prompt-file"),
+        );
     }
     let nums = [
         ("timeout_seconds", args.timeout, "timeout"),
         ("sleep_seconds", args.sleep, "sleep"),
-        ("retry_notify_after_seconds", args.retry_notify_after, "retry-notify-after"),
+        (
+            "retry_notify_after_seconds",
+            args.retry_notify_after,
+            "retry-notify-after",
+        ),
         ("max_runtime_seconds", args.max_runtime, "max-runtime"),
         ("max_cost_usd", args.max_cost, "max-cost"),
     ];
@@ -254,17 +266,37 @@ fn apply_flags(layers: &mut Layers, args: &RunArgs) {
     }
     let ints = [
         ("max_loops", args.max_loops, "max-loops"),
-        ("max_transient_retries", args.max_transient_retries, "max-transient-retries"),
-        ("completion_streak", args.completion_streak, "completion-streak"),
+        (
+            "max_transient_retries",
+            args.max_transient_retries,
+            "max-transient-retries",
+        ),
+        (
+            "completion_streak",
+            args.completion_streak,
+            "completion-streak",
+        ),
         ("backup_keep", args.backup_keep, "backup-keep"),
         ("cb_no_progress", args.cb_no_progress, "cb-no-progress"),
-        ("cb_output_decline", args.cb_output_decline, "cb-output-decline"),
-        ("cb_output_match_repeats", args.cb_output_match_repeats, "cb-output-match-repeats"),
+        (
+            "cb_output_decline",
+            args.cb_output_decline,
+            "cb-output-decline",
+        ),
+        (
+            "cb_output_match_repeats",
+            args.cb_output_match_repeats,
+            "cb-output-match-repeats",
+        ),
         ("max_tokens", args.max_tokens, "max-tokens"),
     ];
     for (key, value, name) in ints {
         if let Some(v) = value {
-            set(key, Value::Int(i64::try_from(v).unwrap_or(i64::MAX)), flag(name));
+            set(
+                key,
+                Value::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+                flag(name),
+            );
         }
     }
     if args.once {
@@ -272,10 +304,18 @@ fn apply_flags(layers: &mut Layers, args: &RunArgs) {
     }
     if let Some(re) = &args.complete_on {
         set("completion_enabled", Value::Bool(true), flag("complete-on"));
-        set("completion_marker", Value::Str(re.clone()), flag("complete-on"));
+        set(
+            "completion_marker",
+            Value::Str(re.clone()),
+            flag("complete-on"),
+        );
     }
     if let Some(p) = &args.plan_file {
-        set("plan_file", Value::Str(p.to_string_lossy().into()), flag("plan-file"));
+        set(
+            "plan_file",
+            Value::Str(p.to_string_lossy().into()),
+            flag("plan-file"),
+        );
     }
     if args.backup {
         set("backup_enabled", Value::Bool(true), flag("backup"));
@@ -285,28 +325,52 @@ fn apply_flags(layers: &mut Layers, args: &RunArgs) {
         set("backup_dirty", Value::Bool(true), flag("backup-dirty"));
     }
     if let Some(p) = &args.backup_prefix {
-        set("backup_prefix", Value::Str(p.clone()), flag("backup-prefix"));
+        set(
+            "backup_prefix",
+            Value::Str(p.clone()),
+            flag("backup-prefix"),
+        );
     }
     if let Some(re) = &args.cb_output_match {
-        set("cb_output_match_pattern", Value::Str(re.clone()), flag("cb-output-match"));
+        set(
+            "cb_output_match_pattern",
+            Value::Str(re.clone()),
+            flag("cb-output-match"),
+        );
     }
     if args.fresh_session_per_loop {
-        set("fresh_session_per_loop", Value::Bool(true), flag("fresh-session-per-loop"));
+        set(
+            "fresh_session_per_loop",
+            Value::Bool(true),
+            flag("fresh-session-per-loop"),
+        );
     }
     if args.reuse_session {
-        set("fresh_session_per_loop", Value::Bool(false), flag("reuse-session"));
+        set(
+            "fresh_session_per_loop",
+            Value::Bool(false),
+            flag("reuse-session"),
+        );
     }
     if args.ignore_nonzero {
         set("ignore_nonzero", Value::Bool(true), flag("ignore-nonzero"));
     }
     if args.stop_on_nonzero {
-        set("ignore_nonzero", Value::Bool(false), flag("stop-on-nonzero"));
+        set(
+            "ignore_nonzero",
+            Value::Bool(false),
+            flag("stop-on-nonzero"),
+        );
     }
     if args.hold_on_stop {
         set("hold_on_stop", Value::Bool(true), flag("hold-on-stop"));
     }
     if args.keep_agent_pane {
-        set("keep_agent_pane", Value::Bool(true), flag("keep-agent-pane"));
+        set(
+            "keep_agent_pane",
+            Value::Bool(true),
+            flag("keep-agent-pane"),
+        );
     }
     if let Some(layout) = args.tmux_layout {
         let l = match layout {
@@ -345,7 +409,8 @@ pub fn resolve(args: &RunArgs, inv: &Invocation) -> Result<Settings> {
     }
 
     if let Some((var, value)) = inv.env_var("LAYOUT") {
-        let spec = schema::looper_key("tmux_layout").ok_or_else(|| Error::Usage("schema".into()))?;
+        let spec =
+            schema::looper_key("tmux_layout").ok_or_else(|| Error::Usage("schema".into()))?;
         let normalized = value.trim().to_ascii_lowercase();
         let checked = layers::check(
             spec,
@@ -370,7 +435,10 @@ pub fn resolve(args: &RunArgs, inv: &Invocation) -> Result<Settings> {
         let Value::Str(s) = &entry.value else {
             return Err(Error::Usage("default_agent is not a string".into()));
         };
-        (s.clone(), format!("looper.default_agent ({})", entry.origin))
+        (
+            s.clone(),
+            format!("looper.default_agent ({})", entry.origin),
+        )
     };
     let known = layers.agent_names();
     if !known.contains(&agent_name) {
@@ -390,18 +458,33 @@ pub fn resolve(args: &RunArgs, inv: &Invocation) -> Result<Settings> {
             cli::Interface::Json => "json",
             cli::Interface::Hybrid => "hybrid",
         };
-        layers.set(format!("{prefix}.interface"), Value::Str(s.into()), flag("interface"));
+        layers.set(
+            format!("{prefix}.interface"),
+            Value::Str(s.into()),
+            flag("interface"),
+        );
     }
     if let Some(cwd) = &args.cwd {
-        layers.set(format!("{prefix}.cwd"), Value::Str(cwd.to_string_lossy().into()), flag("cwd"));
+        layers.set(
+            format!("{prefix}.cwd"),
+            Value::Str(cwd.to_string_lossy().into()),
+            flag("cwd"),
+        );
     }
     if !args.agent_args.is_empty() {
-        let mut extra = match layers.get(&format!("{prefix}.extra_args")).map(|e| &e.value) {
+        let mut extra = match layers
+            .get(&format!("{prefix}.extra_args"))
+            .map(|e| &e.value)
+        {
             Some(Value::List(l)) => l.clone(),
             _ => vec![],
         };
         extra.extend(args.agent_args.iter().cloned());
-        layers.set(format!("{prefix}.extra_args"), Value::List(extra), Origin::AgentArgs);
+        layers.set(
+            format!("{prefix}.extra_args"),
+            Value::List(extra),
+            Origin::AgentArgs,
+        );
     }
 
     build(layers, args, inv, agent_name, config_path, config_found)
@@ -488,7 +571,12 @@ fn build(
         }
     });
     let kind = AgentKind::parse(&kind_str).ok_or_else(|| {
-        Error::config(r.origin(&a("kind")), a("kind"), schema::AGENT_KEYS[0].kind.expected(), kind_str.clone())
+        Error::config(
+            r.origin(&a("kind")),
+            a("kind"),
+            schema::AGENT_KEYS[0].kind.expected(),
+            kind_str.clone(),
+        )
     })?;
     let interface_explicit = r.explicit(&a("interface"));
     let interface = match r.opt_str(&a("interface")).as_deref() {
@@ -517,7 +605,12 @@ fn build(
     if let Some(cmd) = r.list(&a("interactive_command"))
         && cmd.first().is_none_or(|c| c.trim().is_empty())
     {
-        return Err(Error::config(r.origin(&a("interactive_command")), a("interactive_command"), "a non-empty array of strings", "an empty command"));
+        return Err(Error::config(
+            r.origin(&a("interactive_command")),
+            a("interactive_command"),
+            "a non-empty array of strings",
+            "an empty command",
+        ));
     }
     let cwd_rel = r.opt_str(&a("cwd")).unwrap_or_else(|| ".".into());
     let cwd = absolutize(&inv.base_dir, Path::new(&cwd_rel));
@@ -531,9 +624,15 @@ fn build(
     let stop_patterns = r
         .list(&a("stop_patterns"))
         .or_else(|| r.list("looper.stop_patterns"))
-        .unwrap_or_else(|| schema::DEFAULT_STOP_PATTERNS.iter().map(|s| s.to_string()).collect());
+        .unwrap_or_else(|| {
+            schema::DEFAULT_STOP_PATTERNS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
     let scan_stdout = r.bool("looper.scan_stdout_for_stop_patterns")
-        || r.opt_bool(&a("scan_stdout_for_stop_patterns")).unwrap_or(false);
+        || r.opt_bool(&a("scan_stdout_for_stop_patterns"))
+            .unwrap_or(false);
     let env = match r.value(&a("env")) {
         Some(Value::Map(m)) => m.clone(),
         _ => BTreeMap::new(),
@@ -576,7 +675,11 @@ fn build(
         (false, true) => {
             let is_legacy = absolutize(&inv.base_dir, &configured_prompt)
                 == inv.base_dir.join(LEGACY_PROMPT_FILE);
-            let mode = if is_legacy { PromptMode::Sequence } else { PromptMode::Single };
+            let mode = if is_legacy {
+                PromptMode::Sequence
+            } else {
+                PromptMode::Single
+            };
             (mode, configured_prompt)
         }
         (false, false) => {
@@ -659,7 +762,11 @@ fn parse_mode(s: &str) -> PromptMode {
 /// Join a relative path onto `base`; absolute paths are kept. `.` and `..` are folded
 /// lexically so recorded paths read cleanly.
 pub fn absolutize(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
     let mut out = PathBuf::new();
     for comp in joined.components() {
         match comp {

@@ -47,11 +47,13 @@ pub fn resolve(spec: &str, base_dir: &Path, env: &BTreeMap<String, String>) -> R
             display: spec.to_string(),
         });
     }
-    let looks_like_path = expanded.is_absolute()
-        || spec.contains('/')
-        || expanded.extension().is_some();
+    let looks_like_path =
+        expanded.is_absolute() || spec.contains('/') || expanded.extension().is_some();
     if looks_like_path {
-        return Err(Error::Usage(format!("preset not found: {}", direct.display())));
+        return Err(Error::Usage(format!(
+            "preset not found: {}",
+            direct.display()
+        )));
     }
     let dirs = search_dirs(env);
     for dir in &dirs {
@@ -76,7 +78,11 @@ pub fn resolve(spec: &str, base_dir: &Path, env: &BTreeMap<String, String>) -> R
         .collect();
     searched.push(format!(
         "built-in presets ({})",
-        BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        BUILTIN
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     Err(Error::Usage(format!(
         "preset `{spec}` not found; searched: {}",

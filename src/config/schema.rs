@@ -11,15 +11,24 @@ pub enum Kind {
     /// A string that must not be empty.
     NonEmptyStr,
     /// A path; empty means "unset" when `optional`.
-    Path { optional: bool },
+    Path {
+        optional: bool,
+    },
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
     /// A regular expression compiled at load; empty means "off" when `optional`.
-    Regex { optional: bool },
+    Regex {
+        optional: bool,
+    },
     /// A whole number `>= min`.
-    Int { min: i64 },
+    Int {
+        min: i64,
+    },
     /// A finite number `> min` (exclusive) or `>= min`.
-    Num { min: f64, exclusive: bool },
+    Num {
+        min: f64,
+        exclusive: bool,
+    },
     Bool,
     /// An array of strings (may be empty).
     StrList,
@@ -137,6 +146,7 @@ pub const DEFAULT_STOP_PATTERNS: &[&str] = &[
     r"internal server error",
     r"\b(?:500|502|503|504|529)\b",
     r"usage limit",
+    r"resource[\s_-]*(?:has been )?exhausted",
 ];
 
 use DefaultValue as D;
@@ -144,62 +154,352 @@ use Kind as K;
 
 /// Keys of the `[looper]` table, in the order the starter file and `config check` show them.
 pub const LOOPER_KEYS: &[KeySpec] = &[
-    key("default_agent", K::NonEmptyStr, D::Str("codex"), "Agent table used when neither --agent nor a wrapper name chooses one."),
-    key("mode", K::Choice(MODES), D::Str("single"), "single: the whole prompt file is one prompt; sequence: split on separator lines."),
-    key("prompt_file", K::Path { optional: false }, D::Str("PROMPT.md"), "Prompt file, relative to the directory the looper starts in."),
-    key("separator", K::Regex { optional: false }, D::Str(r"^---\s*$"), "Sequence-mode separator, matched per line."),
-    key("timeout_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(7200.0), "Per-prompt wall-clock limit for the agent."),
-    key("sleep_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(2.0), "Pause between completed loops (0 allowed)."),
-    key("fresh_session_per_loop", K::Bool, D::Bool(true), "Start a new agent session every loop; false reuses one session for the run."),
-    key("reload_prompt_each_loop", K::Bool, D::Bool(true), "Re-read the prompt file before every loop."),
-    key("max_loops", K::Int { min: 0 }, D::Int(0), "Stop after this many loops; 0 is unlimited."),
-    key("max_transient_retries", K::Int { min: 0 }, D::Int(12), "Cap on transient (non rate-limit) retries of one prompt; 0 is unlimited."),
-    key("retry_notify_after_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(300.0), "tmux notification for retry waits at least this long; 0 disables."),
-    key("retry_backoff_base_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(5.0), "First retry wait when the provider gives no delay; doubles each attempt, with jitter."),
-    key("retry_backoff_max_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(600.0), "Longest backoff wait when the provider gives no delay."),
-    key("rate_limit_max_wait_seconds", K::Num { min: 0.0, exclusive: true }, D::Num(21600.0), "Longest wait honoured from a provider's retry delay."),
-    key("log_dir", K::Path { optional: false }, D::Str(".agent-looper/runs"), "Where run directories are created."),
-    key("stop_patterns", K::RegexList, D::None, "Error patterns (case-insensitive) matched on error channels; replaces the built-in list; [] turns pattern matching off."),
-    key("kill_on_stop_pattern", K::Bool, D::Bool(true), "Terminate the agent as soon as an error pattern is seen."),
-    key("ignore_nonzero", K::Bool, D::Bool(false), "Continue after a nonzero agent exit."),
-    key("scan_stdout_for_stop_patterns", K::Bool, D::Bool(false), "Also match stop patterns on plain stdout lines (all agents)."),
-    key("completion_enabled", K::Bool, D::Bool(false), "Stop when the agent's own output matches completion_marker."),
-    key("completion_marker", K::Regex { optional: false }, D::Str(r"EXIT_SIGNAL:\s*true"), "Completion regex, matched on the agent's own output only."),
-    key("completion_streak", K::Int { min: 1 }, D::Int(1), "Consecutive completed loops with the marker needed to stop."),
-    key("plan_file", K::Path { optional: true }, D::Str(""), "Markdown checklist; the marker counts only when no `- [ ]` task is left."),
-    key("backup_enabled", K::Bool, D::Bool(false), "Create a git backup branch before each loop."),
-    key("backup_prefix", K::NonEmptyStr, D::Str("looper-backup"), "Backup branch namespace."),
-    key("backup_keep", K::Int { min: 0 }, D::Int(10), "Keep the newest N backup branches of the namespace; 0 keeps all."),
-    key("backup_dirty", K::Bool, D::Bool(false), "Backups snapshot dirty and untracked files too (a commit on top of HEAD; index and worktree untouched)."),
-    key("cb_no_progress", K::Int { min: 0 }, D::Int(0), "Stop after N loops with no git workspace change; 0 is off."),
-    key("cb_output_decline", K::Int { min: 0 }, D::Int(0), "Stop after N loops in a row whose output is smaller than the previous loop's; 0 is off."),
-    key("cb_output_match_pattern", K::Regex { optional: true }, D::Str(""), "Stop when the agent's output matches this regex for cb_output_match_repeats loops."),
-    key("cb_output_match_repeats", K::Int { min: 1 }, D::Int(1), "Consecutive matching loops before cb_output_match_pattern stops."),
-    key("max_runtime_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(0.0), "Budget: wall clock for the whole run, waits included; 0 is unlimited."),
-    key("max_tokens", K::Int { min: 0 }, D::Int(0), "Budget: total tokens the agents report; 0 is unlimited."),
-    key("max_cost_usd", K::Num { min: 0.0, exclusive: false }, D::Num(0.0), "Budget: total cost in USD the agents report; 0 is unlimited."),
-    key("terminate_grace_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(5.0), "After SIGTERM to the agent's group, wait this long (still reading output) before SIGKILL."),
-    key("pipe_leak_timeout_seconds", K::Num { min: 0.0, exclusive: false }, D::Num(1.0), "After the agent exits, how long a grandchild may hold its output open before the group is killed."),
-    key("tmux_layout", K::Choice(LAYOUTS), D::Str("auto"), "auto: split inside tmux; single: one pane; split: supervisor and live view."),
-    key("hold_on_stop", K::Bool, D::Bool(false), "Wait for Enter before exiting (keeps a tmux pane readable)."),
-    key("keep_agent_pane", K::Bool, D::Bool(false), "Hybrid: leave the agent pane open when the run ends."),
+    key(
+        "default_agent",
+        K::NonEmptyStr,
+        D::Str("codex"),
+        "Agent table used when neither --agent nor a wrapper name chooses one.",
+    ),
+    key(
+        "mode",
+        K::Choice(MODES),
+        D::Str("single"),
+        "single: the whole prompt file is one prompt; sequence: split on separator lines.",
+    ),
+    key(
+        "prompt_file",
+        K::Path { optional: false },
+        D::Str("PROMPT.md"),
+        "Prompt file, relative to the directory the looper starts in.",
+    ),
+    key(
+        "separator",
+        K::Regex { optional: false },
+        D::Str(r"^---\s*$"),
+        "Sequence-mode separator, matched per line.",
+    ),
+    key(
+        "timeout_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(7200.0),
+        "Per-prompt wall-clock limit for the agent.",
+    ),
+    key(
+        "sleep_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(2.0),
+        "Pause between completed loops (0 allowed).",
+    ),
+    key(
+        "fresh_session_per_loop",
+        K::Bool,
+        D::Bool(true),
+        "Start a new agent session every loop; false reuses one session for the run.",
+    ),
+    key(
+        "reload_prompt_each_loop",
+        K::Bool,
+        D::Bool(true),
+        "Re-read the prompt file before every loop.",
+    ),
+    key(
+        "max_loops",
+        K::Int { min: 0 },
+        D::Int(0),
+        "Stop after this many loops; 0 is unlimited.",
+    ),
+    key(
+        "max_transient_retries",
+        K::Int { min: 0 },
+        D::Int(12),
+        "Cap on transient (non rate-limit) retries of one prompt; 0 is unlimited.",
+    ),
+    key(
+        "retry_notify_after_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(300.0),
+        "tmux notification for retry waits at least this long; 0 disables.",
+    ),
+    key(
+        "retry_backoff_base_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(5.0),
+        "First retry wait when the provider gives no delay; doubles each attempt, with jitter.",
+    ),
+    key(
+        "retry_backoff_max_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(600.0),
+        "Longest backoff wait when the provider gives no delay.",
+    ),
+    key(
+        "rate_limit_max_wait_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(21600.0),
+        "Longest wait honoured from a provider's retry delay.",
+    ),
+    key(
+        "log_dir",
+        K::Path { optional: false },
+        D::Str(".agent-looper/runs"),
+        "Where run directories are created.",
+    ),
+    key(
+        "stop_patterns",
+        K::RegexList,
+        D::None,
+        "Error patterns (case-insensitive) matched on error channels; replaces the built-in list; [] turns pattern matching off.",
+    ),
+    key(
+        "kill_on_stop_pattern",
+        K::Bool,
+        D::Bool(true),
+        "Terminate the agent as soon as an error pattern is seen.",
+    ),
+    key(
+        "ignore_nonzero",
+        K::Bool,
+        D::Bool(false),
+        "Continue after a nonzero agent exit.",
+    ),
+    key(
+        "scan_stdout_for_stop_patterns",
+        K::Bool,
+        D::Bool(false),
+        "Also match stop patterns on plain stdout lines (all agents).",
+    ),
+    key(
+        "completion_enabled",
+        K::Bool,
+        D::Bool(false),
+        "Stop when the agent's own output matches completion_marker.",
+    ),
+    key(
+        "completion_marker",
+        K::Regex { optional: false },
+        D::Str(r"EXIT_SIGNAL:\s*true"),
+        "Completion regex, matched on the agent's own output only.",
+    ),
+    key(
+        "completion_streak",
+        K::Int { min: 1 },
+        D::Int(1),
+        "Consecutive completed loops with the marker needed to stop.",
+    ),
+    key(
+        "plan_file",
+        K::Path { optional: true },
+        D::Str(""),
+        "Markdown checklist; the marker counts only when no `- [ ]` task is left.",
+    ),
+    key(
+        "backup_enabled",
+        K::Bool,
+        D::Bool(false),
+        "Create a git backup branch before each loop.",
+    ),
+    key(
+        "backup_prefix",
+        K::NonEmptyStr,
+        D::Str("looper-backup"),
+        "Backup branch namespace.",
+    ),
+    key(
+        "backup_keep",
+        K::Int { min: 0 },
+        D::Int(10),
+        "Keep the newest N backup branches of the namespace; 0 keeps all.",
+    ),
+    key(
+        "backup_dirty",
+        K::Bool,
+        D::Bool(false),
+        "Backups snapshot dirty and untracked files too (a commit on top of HEAD; index and worktree untouched).",
+    ),
+    key(
+        "cb_no_progress",
+        K::Int { min: 0 },
+        D::Int(0),
+        "Stop after N loops with no git workspace change; 0 is off.",
+    ),
+    key(
+        "cb_output_decline",
+        K::Int { min: 0 },
+        D::Int(0),
+        "Stop after N loops in a row whose output is smaller than the previous loop's; 0 is off.",
+    ),
+    key(
+        "cb_output_match_pattern",
+        K::Regex { optional: true },
+        D::Str(""),
+        "Stop when the agent's output matches this regex for cb_output_match_repeats loops.",
+    ),
+    key(
+        "cb_output_match_repeats",
+        K::Int { min: 1 },
+        D::Int(1),
+        "Consecutive matching loops before cb_output_match_pattern stops.",
+    ),
+    key(
+        "max_runtime_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(0.0),
+        "Budget: wall clock for the whole run, waits included; 0 is unlimited.",
+    ),
+    key(
+        "max_tokens",
+        K::Int { min: 0 },
+        D::Int(0),
+        "Budget: total tokens the agents report; 0 is unlimited.",
+    ),
+    key(
+        "max_cost_usd",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(0.0),
+        "Budget: total cost in USD the agents report; 0 is unlimited.",
+    ),
+    key(
+        "terminate_grace_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(5.0),
+        "After SIGTERM to the agent's group, wait this long (still reading output) before SIGKILL.",
+    ),
+    key(
+        "pipe_leak_timeout_seconds",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(1.0),
+        "After the agent exits, how long a grandchild may hold its output open before the group is killed.",
+    ),
+    key(
+        "tmux_layout",
+        K::Choice(LAYOUTS),
+        D::Str("auto"),
+        "auto: split inside tmux; single: one pane; split: supervisor and live view.",
+    ),
+    key(
+        "hold_on_stop",
+        K::Bool,
+        D::Bool(false),
+        "Wait for Enter before exiting (keeps a tmux pane readable).",
+    ),
+    key(
+        "keep_agent_pane",
+        K::Bool,
+        D::Bool(false),
+        "Hybrid: leave the agent pane open when the run ends.",
+    ),
 ];
 
 /// Keys of an `[agents.<name>]` table. Defaults come from the built-in agent of the same kind.
 pub const AGENT_KEYS: &[KeySpec] = &[
-    key("kind", K::Choice(KINDS), D::None, "codex, claude, gemini or generic (a command template)."),
-    key("interface", K::Choice(INTERFACES), D::None, "json: a subprocess per prompt; hybrid: the agent's TUI in a tmux pane (claude, codex)."),
-    key("executable", K::NonEmptyStr, D::None, "The agent program for built-in kinds (default: the kind's name on PATH)."),
-    key("cwd", K::Path { optional: false }, D::Str("."), "Agent working directory, relative to where the looper starts; --cwd overrides."),
-    key("env", K::Env, D::None, "Extra environment variables for the agent."),
-    key("extra_args", K::StrList, D::EmptyList, "Arguments added to the built-in command (before --model/--effort)."),
-    key("model", K::Str, D::None, "Adds --model <value> (built-in kinds)."),
-    key("effort", K::Str, D::None, "Adds the kind's effort flag (claude --effort, codex model_reasoning_effort)."),
-    key("interactive_command", K::StrList, D::None, "Hybrid: the pane command, replacing the built-in one entirely."),
-    key("first_command", K::Template, D::None, "Template for the first prompt of a session."),
-    key("resume_command", K::Template, D::None, "Template for later prompts of a session."),
-    key("stop_patterns", K::RegexList, D::None, "Per-agent replacement for looper.stop_patterns."),
-    key("scan_stdout_for_stop_patterns", K::Bool, D::None, "Also match stop patterns on plain stdout lines of this agent."),
+    key(
+        "kind",
+        K::Choice(KINDS),
+        D::None,
+        "codex, claude, gemini or generic (a command template).",
+    ),
+    key(
+        "interface",
+        K::Choice(INTERFACES),
+        D::None,
+        "json: a subprocess per prompt; hybrid: the agent's TUI in a tmux pane (claude, codex).",
+    ),
+    key(
+        "executable",
+        K::NonEmptyStr,
+        D::None,
+        "The agent program for built-in kinds (default: the kind's name on PATH).",
+    ),
+    key(
+        "cwd",
+        K::Path { optional: false },
+        D::Str("."),
+        "Agent working directory, relative to where the looper starts; --cwd overrides.",
+    ),
+    key(
+        "env",
+        K::Env,
+        D::None,
+        "Extra environment variables for the agent.",
+    ),
+    key(
+        "extra_args",
+        K::StrList,
+        D::EmptyList,
+        "Arguments added to the built-in command (before --model/--effort).",
+    ),
+    key(
+        "model",
+        K::Str,
+        D::None,
+        "Adds --model <value> (built-in kinds).",
+    ),
+    key(
+        "effort",
+        K::Str,
+        D::None,
+        "Adds the kind's effort flag (claude --effort, codex model_reasoning_effort).",
+    ),
+    key(
+        "interactive_command",
+        K::StrList,
+        D::None,
+        "Hybrid: the pane command, replacing the built-in one entirely.",
+    ),
+    key(
+        "first_command",
+        K::Template,
+        D::None,
+        "Template for the first prompt of a session.",
+    ),
+    key(
+        "resume_command",
+        K::Template,
+        D::None,
+        "Template for later prompts of a session.",
+    ),
+    key(
+        "stop_patterns",
+        K::RegexList,
+        D::None,
+        "Per-agent replacement for looper.stop_patterns.",
+    ),
+    key(
+        "scan_stdout_for_stop_patterns",
+        K::Bool,
+        D::None,
+        "Also match stop patterns on plain stdout lines of this agent.",
+    ),
 ];
 
 pub const PLACEHOLDERS: &[&str] = &[

@@ -111,7 +111,10 @@ pub fn starter_config(answers: &Answers) -> String {
         if STARTER_KEYS.contains(&spec.name) {
             out.push_str(&format!("{} = {rendered}\n", spec.name));
         } else {
-            out.push_str(&format!("# {} = {rendered}    # {}\n", spec.name, spec.help));
+            out.push_str(&format!(
+                "# {} = {rendered}    # {}\n",
+                spec.name, spec.help
+            ));
         }
     }
     out.push_str(

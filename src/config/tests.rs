@@ -31,30 +31,124 @@ fn err(toml_text: &str) -> String {
 /// A valid TOML literal and a list of (bad literal, "found ..." text) per kind.
 fn cases(kind: Kind) -> (&'static str, Vec<(&'static str, &'static str)>) {
     match kind {
-        Kind::Str => ("\"x\"", vec![("3", "an integer 3"), ("true", "a boolean true"), ("[\"a\"]", "an array")]),
+        Kind::Str => (
+            "\"x\"",
+            vec![
+                ("3", "an integer 3"),
+                ("true", "a boolean true"),
+                ("[\"a\"]", "an array"),
+            ],
+        ),
         Kind::NonEmptyStr | Kind::Path { optional: false } => (
             "\"x\"",
-            vec![("\"\"", "an empty string"), ("\"  \"", "a string \"  \""), ("3", "an integer 3"), ("false", "a boolean false")],
+            vec![
+                ("\"\"", "an empty string"),
+                ("\"  \"", "a string \"  \""),
+                ("3", "an integer 3"),
+                ("false", "a boolean false"),
+            ],
         ),
-        Kind::Path { optional: true } => ("\"plan.md\"", vec![("1.5", "a float 1.5"), ("{}", "a table")]),
-        Kind::Choice(_) => ("", vec![("\"nope\"", "a string \"nope\""), ("1", "an integer 1")]),
+        Kind::Path { optional: true } => (
+            "\"plan.md\"",
+            vec![("1.5", "a float 1.5"), ("{}", "a table")],
+        ),
+        Kind::Choice(_) => (
+            "",
+            vec![("\"nope\"", "a string \"nope\""), ("1", "an integer 1")],
+        ),
         Kind::Regex { optional } => (
             "\"^ok$\"",
             if optional {
-                vec![("\"[\"", "a string \"[\" (unclosed character class)"), ("1", "an integer 1")]
+                vec![
+                    ("\"[\"", "a string \"[\" (unclosed character class)"),
+                    ("1", "an integer 1"),
+                ]
             } else {
-                vec![("\"\"", "an empty string"), ("\"(\"", "a string \"(\" (unclosed group)"), ("true", "a boolean true")]
+                vec![
+                    ("\"\"", "an empty string"),
+                    ("\"(\"", "a string \"(\" (unclosed group)"),
+                    ("true", "a boolean true"),
+                ]
             },
         ),
-        Kind::Int { min: 0 } => ("3", vec![("\"3\"", "a string \"3\""), ("1.5", "a float 1.5"), ("true", "a boolean true"), ("-1", "an integer -1")]),
-        Kind::Int { .. } => ("3", vec![("0", "an integer 0"), ("\"3\"", "a string \"3\""), ("2.0", "a float 2")]),
-        Kind::Num { exclusive: true, .. } => ("2.5", vec![("0", "an integer 0"), ("-1.5", "a float -1.5"), ("inf", "a non-finite number inf"), ("nan", "a non-finite number NaN"), ("\"5\"", "a string \"5\""), ("true", "a boolean true")]),
-        Kind::Num { .. } => ("0", vec![("-1", "an integer -1"), ("-inf", "a non-finite number -inf"), ("\"5\"", "a string \"5\"")]),
-        Kind::Bool => ("true", vec![("\"true\"", "a string \"true\""), ("1", "an integer 1")]),
-        Kind::StrList => ("[\"a\", \"b\"]", vec![("\"a\"", "a string \"a\""), ("[\"a\", 3]", "an array whose item 1 is an integer 3")]),
-        Kind::RegexList => ("[\"a+\"]", vec![("[\"(\"]", "an array whose item 0 is not a valid regex (unclosed group)"), ("[\"\"]", "an array whose item 0 is an empty string"), ("\"a\"", "a string \"a\"")]),
-        Kind::Template => ("[\"my-agent\", \"{prompt}\"]", vec![("[]", "an empty command"), ("[\"a\", \"{nope}\"]", "the unknown placeholder {nope} in \"{nope}\""), ("[\"a\", 1]", "an array whose item 1 is an integer 1")]),
-        Kind::Env => ("{ A = \"1\" }", vec![("{ A = 1 }", "a table whose key A is an integer 1"), ("\"A=1\"", "a string \"A=1\"")]),
+        Kind::Int { min: 0 } => (
+            "3",
+            vec![
+                ("\"3\"", "a string \"3\""),
+                ("1.5", "a float 1.5"),
+                ("true", "a boolean true"),
+                ("-1", "an integer -1"),
+            ],
+        ),
+        Kind::Int { .. } => (
+            "3",
+            vec![
+                ("0", "an integer 0"),
+                ("\"3\"", "a string \"3\""),
+                ("2.0", "a float 2"),
+            ],
+        ),
+        Kind::Num {
+            exclusive: true, ..
+        } => (
+            "2.5",
+            vec![
+                ("0", "an integer 0"),
+                ("-1.5", "a float -1.5"),
+                ("inf", "a non-finite number inf"),
+                ("nan", "a non-finite number NaN"),
+                ("\"5\"", "a string \"5\""),
+                ("true", "a boolean true"),
+            ],
+        ),
+        Kind::Num { .. } => (
+            "0",
+            vec![
+                ("-1", "an integer -1"),
+                ("-inf", "a non-finite number -inf"),
+                ("\"5\"", "a string \"5\""),
+            ],
+        ),
+        Kind::Bool => (
+            "true",
+            vec![("\"true\"", "a string \"true\""), ("1", "an integer 1")],
+        ),
+        Kind::StrList => (
+            "[\"a\", \"b\"]",
+            vec![
+                ("\"a\"", "a string \"a\""),
+                ("[\"a\", 3]", "an array whose item 1 is an integer 3"),
+            ],
+        ),
+        Kind::RegexList => (
+            "[\"a+\"]",
+            vec![
+                (
+                    "[\"(\"]",
+                    "an array whose item 0 is not a valid regex (unclosed group)",
+                ),
+                ("[\"\"]", "an array whose item 0 is an empty string"),
+                ("\"a\"", "a string \"a\""),
+            ],
+        ),
+        Kind::Template => (
+            "[\"my-agent\", \"{prompt}\"]",
+            vec![
+                ("[]", "an empty command"),
+                (
+                    "[\"a\", \"{nope}\"]",
+                    "the unknown placeholder {nope} in \"{nope}\"",
+                ),
+                ("[\"a\", 1]", "an array whose item 1 is an integer 1"),
+            ],
+        ),
+        Kind::Env => (
+            "{ A = \"1\" }",
+            vec![
+                ("{ A = 1 }", "a table whose key A is an integer 1"),
+                ("\"A=1\"", "a string \"A=1\""),
+            ],
+        ),
     }
 }
 
@@ -69,10 +163,23 @@ fn valid_choice(kind: Kind) -> String {
 fn every_looper_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
     for spec in LOOPER_KEYS {
         let (valid, bad) = cases(spec.kind);
-        let valid = if valid.is_empty() { valid_choice(spec.kind) } else { valid.to_string() };
-        let extra = if spec.name == "default_agent" { "\n[agents.x]\nkind = \"codex\"\n" } else { "" };
+        let valid = if valid.is_empty() {
+            valid_choice(spec.kind)
+        } else {
+            valid.to_string()
+        };
+        let extra = if spec.name == "default_agent" {
+            "\n[agents.x]\nkind = \"codex\"\n"
+        } else {
+            ""
+        };
         let ok = load(&format!("[looper]\n{} = {valid}\n{extra}", spec.name));
-        assert!(ok.is_ok(), "looper.{} = {valid}: {:?}", spec.name, ok.err().map(|e| e.to_string()));
+        assert!(
+            ok.is_ok(),
+            "looper.{} = {valid}: {:?}",
+            spec.name,
+            ok.err().map(|e| e.to_string())
+        );
         for (literal, found) in bad {
             let msg = err(&format!("[looper]\n{} = {literal}\n", spec.name));
             let expected = format!(
@@ -80,7 +187,11 @@ fn every_looper_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
                 spec.name,
                 spec.kind.expected()
             );
-            assert!(msg.starts_with(&expected), "key {}:\n got: {msg}\nwant: {expected}", spec.name);
+            assert!(
+                msg.starts_with(&expected),
+                "key {}:\n got: {msg}\nwant: {expected}",
+                spec.name
+            );
         }
     }
 }
@@ -89,17 +200,33 @@ fn every_looper_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
 fn every_agent_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
     for spec in AGENT_KEYS {
         let (valid, bad) = cases(spec.kind);
-        let valid = if valid.is_empty() { valid_choice(spec.kind) } else { valid.to_string() };
+        let valid = if valid.is_empty() {
+            valid_choice(spec.kind)
+        } else {
+            valid.to_string()
+        };
         // Keep the agent runnable: a generic agent needs a template.
         let base = if spec.name == "kind" {
             "first_command = [\"a\", \"{prompt}\"]\n"
         } else {
             "kind = \"codex\"\n"
         };
-        let cwd_ok = if spec.name == "cwd" { "\".\"".to_string() } else { valid };
-        let text = format!("[looper]\ndefault_agent = \"x\"\n[agents.x]\n{base}{} = {cwd_ok}\n", spec.name);
+        let cwd_ok = if spec.name == "cwd" {
+            "\".\"".to_string()
+        } else {
+            valid
+        };
+        let text = format!(
+            "[looper]\ndefault_agent = \"x\"\n[agents.x]\n{base}{} = {cwd_ok}\n",
+            spec.name
+        );
         let ok = load(&text);
-        assert!(ok.is_ok(), "agents.x.{} = {cwd_ok}: {:?}", spec.name, ok.err().map(|e| e.to_string()));
+        assert!(
+            ok.is_ok(),
+            "agents.x.{} = {cwd_ok}: {:?}",
+            spec.name,
+            ok.err().map(|e| e.to_string())
+        );
         for (literal, found) in bad {
             let msg = err(&format!("[agents.x]\n{} = {literal}\n", spec.name));
             let expected = format!(
@@ -107,7 +234,11 @@ fn every_agent_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
                 spec.name,
                 spec.kind.expected()
             );
-            assert!(msg.starts_with(&expected), "key {}:\n got: {msg}\nwant: {expected}", spec.name);
+            assert!(
+                msg.starts_with(&expected),
+                "key {}:\n got: {msg}\nwant: {expected}",
+                spec.name
+            );
         }
     }
 }
@@ -126,7 +257,10 @@ fn unknown_keys_are_errors_with_suggestions() {
         err("[loper]\nmax_loops = 3\n"),
         "agent-looper.toml: unknown key `loper` (did you mean `looper`?)"
     );
-    assert_eq!(err("[looper]\nzzz = 1\n"), "agent-looper.toml: unknown key `looper.zzz`");
+    assert_eq!(
+        err("[looper]\nzzz = 1\n"),
+        "agent-looper.toml: unknown key `looper.zzz`"
+    );
     assert_eq!(
         err("[looper]\nmode = \"x\"\n"),
         "agent-looper.toml: looper.mode: expected one of \"single\", \"sequence\", found a string \"x\""
@@ -146,9 +280,17 @@ fn invalid_toml_and_utf8_are_clear_errors() {
     let msg = err("[looper\n");
     assert!(msg.starts_with("agent-looper.toml: invalid TOML:"), "{msg}");
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE), b"[looper]\nlabel = \"\xff\"\n").expect("write");
+    std::fs::write(
+        dir.path().join(DEFAULT_CONFIG_FILE),
+        b"[looper]\nlabel = \"\xff\"\n",
+    )
+    .expect("write");
     let e = resolve(&RunArgs::default(), &inv(dir.path())).expect_err("utf8");
-    assert!(e.to_string().ends_with("the config file is not valid UTF-8 (invalid byte at offset 18)"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("the config file is not valid UTF-8 (invalid byte at offset 18)"),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), 2);
 }
 
@@ -159,7 +301,9 @@ fn agent_rules() {
         "agent-looper.toml: agents.g.first_command: expected a command template for a generic agent, e.g. first_command = [\"my-agent\", \"{prompt}\"], found nothing"
     );
     assert_eq!(
-        err("[agents.g]\nkind = \"generic\"\ninterface = \"hybrid\"\nfirst_command = [\"a\"]\n[looper]\ndefault_agent = \"g\"\n"),
+        err(
+            "[agents.g]\nkind = \"generic\"\ninterface = \"hybrid\"\nfirst_command = [\"a\"]\n[looper]\ndefault_agent = \"g\"\n"
+        ),
         "agent-looper.toml: agents.g.interface: expected \"json\" (hybrid is supported for claude and codex agents only), found \"hybrid\" for a generic agent"
     );
     let msg = err("[looper]\ndefault_agent = \"cladue\"\n");
@@ -174,7 +318,11 @@ fn layering_defaults_file_preset_env_flags_and_agent_args() {
         "[looper]\nmax_loops = 5\nsleep_seconds = 9\n[agents.claude]\nextra_args = [\"--from-file\"]\ninterface = \"json\"\n",
     )
     .expect("write");
-    std::fs::write(dir.path().join("p.toml"), "[looper]\nmax_loops = 7\ntimeout_seconds = 60\n").expect("write");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[looper]\nmax_loops = 7\ntimeout_seconds = 60\n",
+    )
+    .expect("write");
     let mut i = inv(dir.path());
     i.env.insert("LOOPER_LAYOUT".into(), "Single".into());
     i.env.insert("CODEX_LOOPER_LAYOUT".into(), "split".into());
@@ -190,14 +338,29 @@ fn layering_defaults_file_preset_env_flags_and_agent_args() {
     assert_eq!(s.max_loops, 7, "preset over file");
     assert_eq!(s.sleep_seconds, 9.0, "file over default");
     assert_eq!(s.timeout_seconds, 30.0, "flag over preset");
-    assert_eq!(s.tmux_layout, Layout::Single, "LOOPER_ wins over CODEX_LOOPER_");
-    assert_eq!(s.agent.extra_args, ["--from-file", "--dangerously-skip-permissions"]);
-    let origin = |k: &str| s.layers.get(k).map(|e| e.origin.to_string()).unwrap_or_default();
+    assert_eq!(
+        s.tmux_layout,
+        Layout::Single,
+        "LOOPER_ wins over CODEX_LOOPER_"
+    );
+    assert_eq!(
+        s.agent.extra_args,
+        ["--from-file", "--dangerously-skip-permissions"]
+    );
+    let origin = |k: &str| {
+        s.layers
+            .get(k)
+            .map(|e| e.origin.to_string())
+            .unwrap_or_default()
+    };
     assert_eq!(origin("looper.max_loops"), "preset p.toml");
     assert_eq!(origin("looper.sleep_seconds"), "agent-looper.toml");
     assert_eq!(origin("looper.timeout_seconds"), "command line --timeout");
     assert_eq!(origin("looper.tmux_layout"), "environment LOOPER_LAYOUT");
-    assert_eq!(origin("agents.claude.extra_args"), "command line -- AGENT_ARGS");
+    assert_eq!(
+        origin("agents.claude.extra_args"),
+        "command line -- AGENT_ARGS"
+    );
     assert_eq!(origin("looper.completion_streak"), "default");
     let shown = render_resolved(&s, true);
     assert!(shown.contains("max_loops = 7"), "{shown}");
@@ -207,13 +370,31 @@ fn layering_defaults_file_preset_env_flags_and_agent_args() {
 #[test]
 fn wrapper_and_flag_agent_selection() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE), "[looper]\ndefault_agent = \"gemini\"\n").expect("write");
+    std::fs::write(
+        dir.path().join(DEFAULT_CONFIG_FILE),
+        "[looper]\ndefault_agent = \"gemini\"\n",
+    )
+    .expect("write");
     let mut i = inv(dir.path());
-    assert_eq!(resolve(&RunArgs::default(), &i).expect("r").agent.name, "gemini");
+    assert_eq!(
+        resolve(&RunArgs::default(), &i).expect("r").agent.name,
+        "gemini"
+    );
     i.wrapper_agent = Some("codex".into());
-    assert_eq!(resolve(&RunArgs::default(), &i).expect("r").agent.name, "codex", "wrapper beats default_agent");
-    let args = RunArgs { agent: Some("claude".into()), ..RunArgs::default() };
-    assert_eq!(resolve(&args, &i).expect("r").agent.name, "claude", "--agent beats the wrapper");
+    assert_eq!(
+        resolve(&RunArgs::default(), &i).expect("r").agent.name,
+        "codex",
+        "wrapper beats default_agent"
+    );
+    let args = RunArgs {
+        agent: Some("claude".into()),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        resolve(&args, &i).expect("r").agent.name,
+        "claude",
+        "--agent beats the wrapper"
+    );
 }
 
 #[test]
@@ -243,31 +424,68 @@ fn prompt_case(files: &[&str], args: RunArgs, config: &str) -> (PromptMode, Stri
         std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE), config).expect("write");
     }
     let s = resolve(&args, &inv(dir.path())).expect("resolve");
-    let name = s.prompt_file.strip_prefix(dir.path()).map(|p| p.display().to_string()).unwrap_or_default();
+    let name = s
+        .prompt_file
+        .strip_prefix(dir.path())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     (s.mode, name)
 }
 
 #[test]
 fn prompt_precedence_follows_the_five_rules() {
     use PromptMode::*;
-    let seq = RunArgs { mode: Some(crate::cli::Mode::Sequence), ..RunArgs::default() };
+    let seq = RunArgs {
+        mode: Some(crate::cli::Mode::Sequence),
+        ..RunArgs::default()
+    };
     // 1. An explicit --mode wins (and picks the matching default file).
-    assert_eq!(prompt_case(&["PROMPT.md"], seq.clone(), ""), (Sequence, "prompts.md".into()));
+    assert_eq!(
+        prompt_case(&["PROMPT.md"], seq.clone(), ""),
+        (Sequence, "prompts.md".into())
+    );
     // 2. Otherwise [looper].mode wins.
-    assert_eq!(prompt_case(&[], RunArgs::default(), "[looper]\nmode = \"sequence\"\n"), (Sequence, "prompts.md".into()));
+    assert_eq!(
+        prompt_case(&[], RunArgs::default(), "[looper]\nmode = \"sequence\"\n"),
+        (Sequence, "prompts.md".into())
+    );
     // 3. Otherwise a custom --prompt-file uses single mode ...
-    let custom = RunArgs { prompt_file: Some("tasks.md".into()), ..RunArgs::default() };
-    assert_eq!(prompt_case(&["prompts.md"], custom, ""), (Single, "tasks.md".into()));
+    let custom = RunArgs {
+        prompt_file: Some("tasks.md".into()),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        prompt_case(&["prompts.md"], custom, ""),
+        (Single, "tasks.md".into())
+    );
     // ... except the legacy name itself.
-    let legacy = RunArgs { prompt_file: Some("./prompts.md".into()), ..RunArgs::default() };
-    assert_eq!(prompt_case(&[], legacy, ""), (Sequence, "prompts.md".into()));
+    let legacy = RunArgs {
+        prompt_file: Some("./prompts.md".into()),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        prompt_case(&[], legacy, ""),
+        (Sequence, "prompts.md".into())
+    );
     // 4. Otherwise a lone prompts.md implies sequence.
-    assert_eq!(prompt_case(&["prompts.md"], RunArgs::default(), ""), (Sequence, "prompts.md".into()));
+    assert_eq!(
+        prompt_case(&["prompts.md"], RunArgs::default(), ""),
+        (Sequence, "prompts.md".into())
+    );
     // 5. Otherwise PROMPT.md in single mode.
-    assert_eq!(prompt_case(&["PROMPT.md", "prompts.md"], RunArgs::default(), ""), (Single, "PROMPT.md".into()));
-    assert_eq!(prompt_case(&[], RunArgs::default(), ""), (Single, "PROMPT.md".into()));
+    assert_eq!(
+        prompt_case(&["PROMPT.md", "prompts.md"], RunArgs::default(), ""),
+        (Single, "PROMPT.md".into())
+    );
+    assert_eq!(
+        prompt_case(&[], RunArgs::default(), ""),
+        (Single, "PROMPT.md".into())
+    );
     // Both explicit.
-    let both = RunArgs { prompt_file: Some("a.md".into()), ..seq };
+    let both = RunArgs {
+        prompt_file: Some("a.md".into()),
+        ..seq
+    };
     assert_eq!(prompt_case(&[], both, ""), (Sequence, "a.md".into()));
 }
 
@@ -276,34 +494,78 @@ fn presets_by_path_name_builtin_and_missing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut i = inv(dir.path());
     // Shipped in the binary.
-    let args = RunArgs { preset: Some("rai".into()), ..RunArgs::default() };
+    let args = RunArgs {
+        preset: Some("rai".into()),
+        ..RunArgs::default()
+    };
     let s = resolve(&args, &i).expect("rai");
     assert_eq!(s.agent.name, "claude");
     assert_eq!(s.plan_file, Some(dir.path().join("fix_plan.md")));
     assert!(s.backup_enabled);
     assert_eq!(s.backup_prefix, "rai-loop-backup");
-    assert!(s.agent.extra_args.contains(&"--dangerously-skip-permissions".to_string()));
-    assert_eq!(s.layers.get("looper.plan_file").map(|e| e.origin.to_string()).as_deref(), Some("preset rai (built-in)"));
+    assert!(
+        s.agent
+            .extra_args
+            .contains(&"--dangerously-skip-permissions".to_string())
+    );
+    assert_eq!(
+        s.layers
+            .get("looper.plan_file")
+            .map(|e| e.origin.to_string())
+            .as_deref(),
+        Some("preset rai (built-in)")
+    );
     // Named, from the user's folders (agent-looper first, then codexfarm).
     let xdg = dir.path().join("xdg");
     std::fs::create_dir_all(xdg.join("codexfarm/presets")).expect("mkdir");
-    std::fs::write(xdg.join("codexfarm/presets/rai.toml"), "[looper]\nmax_loops = 4\n").expect("write");
-    i.env.insert("XDG_CONFIG_HOME".into(), xdg.display().to_string());
-    assert_eq!(resolve(&args, &i).expect("named").max_loops, 4, "a user preset shadows the built-in one");
+    std::fs::write(
+        xdg.join("codexfarm/presets/rai.toml"),
+        "[looper]\nmax_loops = 4\n",
+    )
+    .expect("write");
+    i.env
+        .insert("XDG_CONFIG_HOME".into(), xdg.display().to_string());
+    assert_eq!(
+        resolve(&args, &i).expect("named").max_loops,
+        4,
+        "a user preset shadows the built-in one"
+    );
     // By path.
     std::fs::write(dir.path().join("mine.toml"), "[looper]\nmax_loops = 8\n").expect("write");
-    let by_path = RunArgs { preset: Some("./mine.toml".into()), ..RunArgs::default() };
+    let by_path = RunArgs {
+        preset: Some("./mine.toml".into()),
+        ..RunArgs::default()
+    };
     assert_eq!(resolve(&by_path, &i).expect("path").max_loops, 8);
     // Missing: an error listing where it looked.
-    let missing = RunArgs { preset: Some("nope".into()), ..RunArgs::default() };
+    let missing = RunArgs {
+        preset: Some("nope".into()),
+        ..RunArgs::default()
+    };
     let e = resolve(&missing, &i).expect_err("missing").to_string();
     assert!(e.starts_with("preset `nope` not found; searched: "), "{e}");
-    assert!(e.contains("agent-looper/presets/nope.toml") && e.contains("codexfarm/presets/nope.toml") && e.contains("built-in presets (rai)"), "{e}");
-    let missing_path = RunArgs { preset: Some("x/nope.toml".into()), ..RunArgs::default() };
-    assert!(resolve(&missing_path, &i).expect_err("missing").to_string().starts_with("preset not found: "));
+    assert!(
+        e.contains("agent-looper/presets/nope.toml")
+            && e.contains("codexfarm/presets/nope.toml")
+            && e.contains("built-in presets (rai)"),
+        "{e}"
+    );
+    let missing_path = RunArgs {
+        preset: Some("x/nope.toml".into()),
+        ..RunArgs::default()
+    };
+    assert!(
+        resolve(&missing_path, &i)
+            .expect_err("missing")
+            .to_string()
+            .starts_with("preset not found: ")
+    );
     // Preset errors name the preset.
     std::fs::write(dir.path().join("bad.toml"), "[looper]\nmax_loops = -2\n").expect("write");
-    let bad = RunArgs { preset: Some("bad.toml".into()), ..RunArgs::default() };
+    let bad = RunArgs {
+        preset: Some("bad.toml".into()),
+        ..RunArgs::default()
+    };
     assert_eq!(
         resolve(&bad, &i).expect_err("bad").to_string(),
         "preset bad.toml: looper.max_loops: expected a whole number >= 0, found an integer -2"
@@ -319,18 +581,29 @@ fn the_shipped_preset_file_matches_the_builtin() {
 #[test]
 fn the_example_config_is_the_starter_and_valid() {
     let example = include_str!("../../agent-looper.toml.example");
-    assert_eq!(example, starter::starter_config(&starter::Answers::default()));
+    assert_eq!(
+        example,
+        starter::starter_config(&starter::Answers::default())
+    );
     assert!(load(example).is_ok());
-    assert_eq!(include_str!("../../PROMPT.md.example"), starter::STARTER_PROMPT);
+    assert_eq!(
+        include_str!("../../PROMPT.md.example"),
+        starter::STARTER_PROMPT
+    );
 }
 
 #[test]
 fn explicit_missing_config_is_an_error_but_the_default_may_be_absent() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert!(resolve(&RunArgs::default(), &inv(dir.path())).is_ok());
-    let args = RunArgs { config: Some("other.toml".into()), ..RunArgs::default() };
+    let args = RunArgs {
+        config: Some("other.toml".into()),
+        ..RunArgs::default()
+    };
     assert_eq!(
-        resolve(&args, &inv(dir.path())).expect_err("missing").to_string(),
+        resolve(&args, &inv(dir.path()))
+            .expect_err("missing")
+            .to_string(),
         "--config other.toml: file not found"
     );
 }

@@ -39,7 +39,9 @@ pub struct LockGuard {
 }
 impl Workspace {
     pub fn open(agent_cwd: &Path) -> Result<Workspace, GitError> {
-        Ok(Workspace { workdir: agent_cwd.to_path_buf() })
+        Ok(Workspace {
+            workdir: agent_cwd.to_path_buf(),
+        })
     }
     pub fn require_head(&self) -> Result<String, GitError> {
         Err(GitError::Other("git support is not built yet".into()))
@@ -50,7 +52,14 @@ impl Workspace {
     pub fn fingerprint(&mut self, _excluded: &[PathBuf]) -> Result<Fingerprint, GitError> {
         Err(GitError::Other("git support is not built yet".into()))
     }
-    pub fn create_backup(&self, _prefix: &str, _stamp: chrono::DateTime<chrono::Utc>, _loop_number: u64, _dirty: bool, _excluded: &[PathBuf]) -> Result<Backup, GitError> {
+    pub fn create_backup(
+        &self,
+        _prefix: &str,
+        _stamp: chrono::DateTime<chrono::Utc>,
+        _loop_number: u64,
+        _dirty: bool,
+        _excluded: &[PathBuf],
+    ) -> Result<Backup, GitError> {
         Err(GitError::Other("git support is not built yet".into()))
     }
     pub fn prune_backups(&self, _prefix: &str, _keep: usize) -> Result<Vec<String>, GitError> {

@@ -22,10 +22,7 @@ pub fn parse_control_line(line: &[u8], line_no: usize) -> Option<ControlCommand>
         Some(Json::String(s)) if !s.is_empty() => s.clone(),
         _ => format!("line-{line_no}"),
     };
-    let reason = obj
-        .get("reason")
-        .and_then(Json::as_str)
-        .map(str::to_string);
+    let reason = obj.get("reason").and_then(Json::as_str).map(str::to_string);
     let note = obj.get("note").and_then(Json::as_str).map(str::to_string);
     if action == ControlAction::Note && note.as_deref().is_none_or(|n| n.trim().is_empty()) {
         return None;
@@ -201,7 +198,8 @@ mod tests {
         assert_eq!(got[0].action, ControlAction::Resume);
         let huge = vec![b'x'; MAX_CONTROL_LINE * 2];
         f.write_all(&huge).expect("write");
-        f.write_all(b"\n{\"id\":\"3\",\"action\":\"resume\"}\n").expect("write");
+        f.write_all(b"\n{\"id\":\"3\",\"action\":\"resume\"}\n")
+            .expect("write");
         let got = inbox.poll();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id, "3");

@@ -160,9 +160,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("l.log");
         let mut w = LogWriter::open(&p).expect("open");
-        let big: Vec<u8> = (0..(MAX_RECORD * 3 + 17)).map(|i| b'a' + (i % 26) as u8).collect();
+        let big: Vec<u8> = (0..(MAX_RECORD * 3 + 17))
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
         let mut expected_out = Vec::new();
-        for chunk in [&b"hello\nwor"[..], b"ld\n\xff\xfeinvalid\n", &big, b"\ntail-no-newline"] {
+        for chunk in [
+            &b"hello\nwor"[..],
+            b"ld\n\xff\xfeinvalid\n",
+            &big,
+            b"\ntail-no-newline",
+        ] {
             w.chunk(Stream::Stdout, chunk).expect("chunk");
             w.chunk(Stream::Stderr, b"err line\n").expect("err");
             expected_out.extend_from_slice(chunk);

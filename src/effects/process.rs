@@ -70,8 +70,8 @@ pub struct Guard {
 
 impl Guard {
     pub fn spawn() -> std::io::Result<Guard> {
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(std::io::Error::from)?;
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         let devnull = CString::new("/dev/null").unwrap_or_default();
         let read_fd = read_end.as_raw_fd();
         // SAFETY: the child only calls async-signal-safe libc functions before `_exit`.
@@ -82,7 +82,13 @@ impl Guard {
         if pid == 0 {
             unsafe {
                 libc::setpgid(0, 0);
-                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE] {
+                for sig in [
+                    libc::SIGINT,
+                    libc::SIGTERM,
+                    libc::SIGHUP,
+                    libc::SIGQUIT,
+                    libc::SIGPIPE,
+                ] {
                     libc::signal(sig, libc::SIG_IGN);
                 }
                 libc::dup2(read_fd, 0);

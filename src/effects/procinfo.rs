@@ -25,7 +25,9 @@ pub fn state(pid: i32) -> Option<char> {
 pub fn parse_stat_field(stat: &str, field: usize) -> Option<&str> {
     let close = stat.rfind(')')?;
     // Fields after the command name start at field 3.
-    stat[close + 1..].split_whitespace().nth(field.checked_sub(3)?)
+    stat[close + 1..]
+        .split_whitespace()
+        .nth(field.checked_sub(3)?)
 }
 
 /// Alive and not a zombie.
@@ -74,7 +76,8 @@ mod tests {
 
     #[test]
     fn stat_parsing_survives_parentheses_in_the_command_name() {
-        let stat = "1234 (my (weird) cmd) S 1 1234 1234 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0";
+        let stat =
+            "1234 (my (weird) cmd) S 1 1234 1234 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0";
         assert_eq!(parse_stat_field(stat, 3), Some("S"));
         assert_eq!(parse_stat_field(stat, 5), Some("1234"));
         assert_eq!(parse_stat_field(stat, 22), Some("987654"));

@@ -75,7 +75,8 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
     let mut f = open_append(path).map_err(|e| Error::io("cannot open", path, e))?;
-    f.write_all(&buf).map_err(|e| Error::io("cannot append to", path, e))
+    f.write_all(&buf)
+        .map_err(|e| Error::io("cannot append to", path, e))
 }
 
 /// Replace a file atomically: temp file in the same directory, then rename.
@@ -142,10 +143,9 @@ impl RunStore {
         let events_path = dir.join(EVENTS_FILE);
         let events =
             open_append(&events_path).map_err(|e| Error::io("cannot create", &events_path, e))?;
-        for name in [CONTROL_FILE] {
-            let p = dir.join(name);
-            open_append(&p).map_err(|e| Error::io("cannot create", &p, e))?;
-        }
+        // Created up front so the operator's inbox exists with the right mode.
+        let control = dir.join(CONTROL_FILE);
+        open_append(&control).map_err(|e| Error::io("cannot create", &control, e))?;
         Ok(Self {
             dir,
             run_id,
@@ -179,7 +179,12 @@ impl RunStore {
     }
 
     /// Append a record that is not an engine event (lock takeover, agent notices, focus).
-    pub fn append_raw(&mut self, name: &str, at: DateTime<Utc>, fields: Map<String, Json>) -> Result<()> {
+    pub fn append_raw(
+        &mut self,
+        name: &str,
+        at: DateTime<Utc>,
+        fields: Map<String, Json>,
+    ) -> Result<()> {
         let ts = timestamp(at);
         let mut obj = fields;
         obj.insert("event".into(), Json::String(name.into()));
@@ -216,7 +221,10 @@ pub fn registry_path(env: &std::collections::BTreeMap<String, String>) -> Option
         .get("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".local").join("state")))?;
+        .or_else(|| {
+            env.get("HOME")
+                .map(|h| Path::new(h).join(".local").join("state"))
+        })?;
     Some(base.join("agent-looper").join("runs.jsonl"))
 }
 
@@ -257,9 +265,17 @@ mod tests {
         let a = RunStore::create(dir.path(), "x", now, 1).expect("a");
         let b = RunStore::create(dir.path(), "x", now, 2).expect("b");
         assert_ne!(a.dir, b.dir);
-        let mode = std::fs::metadata(&a.dir).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&a.dir)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o700);
-        let mode = std::fs::metadata(a.dir.join(EVENTS_FILE)).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(a.dir.join(EVENTS_FILE))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 }

@@ -35,19 +35,31 @@ pub fn set_window_option<'a>(target: &'a str, name: &'a str, value: &'a str) -> 
 
 /// `display-message -t <pane> <text>`.
 pub fn display_message<'a>(target: &'a str, text: &'a str) -> TmuxCommand<'a> {
-    DisplayMessage::new().target_pane(target).message(text).build()
+    DisplayMessage::new()
+        .target_pane(target)
+        .message(text)
+        .build()
 }
 
 /// The argv a command runs as (for tests and logs).
 pub fn argv(cmd: TmuxCommand<'_>) -> Vec<String> {
     let mut v: Vec<String> = vec!["tmux".into()];
-    v.extend(Tmux::with_command(cmd).build().to_vec().into_iter().skip(1).map(|c| c.into_owned()));
+    v.extend(
+        Tmux::with_command(cmd)
+            .build()
+            .to_vec()
+            .into_iter()
+            .skip(1)
+            .map(|c| c.into_owned()),
+    );
     v
 }
 
 fn run(cmd: TmuxCommand<'_>) {
     let mut c = Tmux::with_command(cmd).into_command();
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let _ = c.status();
 }
 
@@ -109,11 +121,26 @@ mod tests {
     fn window_option_argv_uses_long_names() {
         assert_eq!(
             argv(set_window_option("%3", "@codex_state", "RUN")),
-            ["tmux", "set-option", "-q", "-w", "-t", "%3", "@codex_state", "RUN"]
+            [
+                "tmux",
+                "set-option",
+                "-q",
+                "-w",
+                "-t",
+                "%3",
+                "@codex_state",
+                "RUN"
+            ]
         );
         assert_eq!(
             argv(display_message("%3", "Looper retry wait: x")),
-            ["tmux", "display-message", "-t", "%3", "Looper retry wait: x"]
+            [
+                "tmux",
+                "display-message",
+                "-t",
+                "%3",
+                "Looper retry wait: x"
+            ]
         );
     }
 

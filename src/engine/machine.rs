@@ -114,8 +114,12 @@ pub struct BackupInfo {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Start,
-    PromptsLoaded { count: usize },
-    PromptsFailed { error: String },
+    PromptsLoaded {
+        count: usize,
+    },
+    PromptsFailed {
+        error: String,
+    },
     Fingerprint(Result<String, String>),
     BackupDone(Result<BackupInfo, String>),
     AttemptFinished(AttemptReport),
@@ -123,7 +127,10 @@ pub enum Input {
     PlanChecked(Result<usize, String>),
     Control(ControlCommand),
     /// A supervisor signal; `forceful` for a second Ctrl-C.
-    Signal { name: &'static str, forceful: bool },
+    Signal {
+        name: &'static str,
+        forceful: bool,
+    },
     RuntimeExpired,
     /// The supervisor itself failed (records, I/O); the run must end.
     Failure(String),
@@ -167,12 +174,19 @@ pub enum Effect {
     SetStatus(Status),
     LoadPrompts,
     Fingerprint,
-    Backup { loop_number: u64 },
+    Backup {
+        loop_number: u64,
+    },
     RunAttempt(AttemptSpec),
-    Wait { seconds: f64, purpose: WaitPurpose },
+    Wait {
+        seconds: f64,
+        purpose: WaitPurpose,
+    },
     CheckPlan,
     /// Stop the running attempt's process group (graceful, or at once when `forceful`).
-    Terminate { forceful: bool },
+    Terminate {
+        forceful: bool,
+    },
     CancelWait,
     Finish(StopReason),
 }
@@ -305,7 +319,10 @@ impl Engine {
                     self.after_loop_fingerprint(&mut fx);
                 }
                 (Phase::FingerprintBefore | Phase::FingerprintAfter, Err(e)) => {
-                    self.finish(&mut fx, StopReason::Internal(format!("git fingerprint failed: {e}")));
+                    self.finish(
+                        &mut fx,
+                        StopReason::Internal(format!("git fingerprint failed: {e}")),
+                    );
                 }
                 _ => {}
             },
@@ -428,7 +445,10 @@ impl Engine {
 
     fn begin_loop(&mut self, fx: &mut Vec<Effect>) {
         self.phase = Phase::Idle;
-        let pending = self.stop_after_loop.take().or_else(|| self.stop_after_prompt.take());
+        let pending = self
+            .stop_after_loop
+            .take()
+            .or_else(|| self.stop_after_prompt.take());
         if let Some(cmd) = pending {
             let reason = StopReason::Control {
                 action: cmd.action.as_str().into(),
@@ -466,7 +486,9 @@ impl Engine {
     fn new_session(&mut self, name: String) -> SessionRef {
         let id = self.cfg.preassign_session_ids.then(|| {
             let bytes: [u8; 16] = self.rng.random();
-            uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string()
         });
         SessionRef {
             name,

@@ -40,10 +40,22 @@ pub enum StopReason {
     OutputDecline(u64),
     OutputMatch(u64),
     MaxRuntime(f64),
-    TokenBudget { used: u64, max: u64 },
-    CostBudget { used: f64, max: f64 },
-    Control { action: String, reason: Option<String> },
-    TransientCap { max: u64, reason: String },
+    TokenBudget {
+        used: u64,
+        max: u64,
+    },
+    CostBudget {
+        used: f64,
+        max: f64,
+    },
+    Control {
+        action: String,
+        reason: Option<String>,
+    },
+    TransientCap {
+        max: u64,
+        reason: String,
+    },
     /// A terminal error signal (stop pattern, fatal structured error).
     Terminal(String),
     Timeout(f64),
@@ -139,7 +151,11 @@ impl StopReason {
 
     /// The tmux window state the manual prescribes for this ending.
     pub fn window_state(&self) -> &'static str {
-        if self.status() == Status::Stopped { "READY" } else { "ERR" }
+        if self.status() == Status::Stopped {
+            "READY"
+        } else {
+            "ERR"
+        }
     }
 }
 

@@ -119,17 +119,21 @@ impl Sim {
                 match effect {
                     Effect::Record(e) => self.events.push(e),
                     Effect::SetStatus(_) | Effect::CancelWait => {}
-                    Effect::LoadPrompts => queue.push_back(Input::PromptsLoaded { count: self.prompts }),
+                    Effect::LoadPrompts => queue.push_back(Input::PromptsLoaded {
+                        count: self.prompts,
+                    }),
                     Effect::Fingerprint => {
                         let fp = self.fingerprints.pop_front().unwrap_or("same");
                         queue.push_back(Input::Fingerprint(Ok(fp.to_string())));
                     }
-                    Effect::Backup { loop_number } => queue.push_back(Input::BackupDone(Ok(BackupInfo {
-                        branch: format!("b/{loop_number}"),
-                        commit: "c".into(),
-                        snapshot: false,
-                        pruned: vec![],
-                    }))),
+                    Effect::Backup { loop_number } => {
+                        queue.push_back(Input::BackupDone(Ok(BackupInfo {
+                            branch: format!("b/{loop_number}"),
+                            commit: "c".into(),
+                            snapshot: false,
+                            pruned: vec![],
+                        })))
+                    }
                     Effect::RunAttempt(spec) => {
                         self.specs.push(spec);
                         let n = self.specs.len();
@@ -164,7 +168,10 @@ impl Sim {
     }
 
     fn reason(&self) -> String {
-        self.stop.as_ref().map(StopReason::reason).unwrap_or_default()
+        self.stop
+            .as_ref()
+            .map(StopReason::reason)
+            .unwrap_or_default()
     }
 
     fn exit(&self) -> i32 {
@@ -197,18 +204,137 @@ fn stop_conditions_table() {
         calls: usize,
     }
     let rows = vec![
-        Row { name: "max loops", cfg: with(|c| c.max_loops = 3), attempts: vec![], reason: "max loops reached: 3", exit: 0, calls: 3 },
-        Row { name: "dry run stops after one loop", cfg: with(|c| c.dry_run = true), attempts: vec![], reason: "dry run complete", exit: 0, calls: 1 },
-        Row { name: "completion on loop 1", cfg: with(|c| c.completion_streak = Some(1)), attempts: vec![done()], reason: "completion marker", exit: 0, calls: 1 },
-        Row { name: "timeout", cfg: cfg(), attempts: vec![AttemptReport { timed_out: true, signal: Some(15), ..AttemptReport::default() }], reason: "local timeout after 7200 seconds", exit: 124, calls: 1 },
-        Row { name: "nonzero exit", cfg: cfg(), attempts: vec![AttemptReport { exit_code: Some(3), ..AttemptReport::default() }], reason: "command exited with code 3", exit: 1, calls: 1 },
-        Row { name: "killed by a signal", cfg: cfg(), attempts: vec![AttemptReport { signal: Some(9), ..AttemptReport::default() }], reason: "command was killed by signal 9 (SIGKILL)", exit: 1, calls: 1 },
-        Row { name: "nonzero ignored", cfg: with(|c| { c.ignore_nonzero = true; c.max_loops = 2 }), attempts: vec![AttemptReport { exit_code: Some(3), ..AttemptReport::default() }], reason: "max loops reached: 2", exit: 0, calls: 2 },
-        Row { name: "terminal error", cfg: cfg(), attempts: vec![err(ErrorClass::Terminal, None)], reason: "terminal error", exit: 1, calls: 1 },
-        Row { name: "spawn failure", cfg: cfg(), attempts: vec![AttemptReport { spawn_error: Some("no such file".into()), ..AttemptReport::default() }], reason: "failed to start agent: no such file", exit: 1, calls: 1 },
-        Row { name: "transient cap", cfg: with(|c| c.retry.max_transient_retries = 2), attempts: vec![err(ErrorClass::Transient, None); 5], reason: "transient retry limit reached after 2 attempts: transient error", exit: 1, calls: 3 },
-        Row { name: "token budget", cfg: with(|c| c.max_tokens = Some(150)), attempts: vec![AttemptReport { usage: Usage { input_tokens: 100, output_tokens: 60, ..Usage::default() }, ..ok() }], reason: "token budget reached: 160 tokens used (max 150)", exit: 3, calls: 1 },
-        Row { name: "cost budget", cfg: with(|c| c.max_cost_usd = Some(0.5)), attempts: vec![AttemptReport { usage: Usage { cost_usd: 0.3, ..Usage::default() }, ..ok() }; 2], reason: "cost budget reached: $0.6000 used (max $0.5000)", exit: 3, calls: 2 },
+        Row {
+            name: "max loops",
+            cfg: with(|c| c.max_loops = 3),
+            attempts: vec![],
+            reason: "max loops reached: 3",
+            exit: 0,
+            calls: 3,
+        },
+        Row {
+            name: "dry run stops after one loop",
+            cfg: with(|c| c.dry_run = true),
+            attempts: vec![],
+            reason: "dry run complete",
+            exit: 0,
+            calls: 1,
+        },
+        Row {
+            name: "completion on loop 1",
+            cfg: with(|c| c.completion_streak = Some(1)),
+            attempts: vec![done()],
+            reason: "completion marker",
+            exit: 0,
+            calls: 1,
+        },
+        Row {
+            name: "timeout",
+            cfg: cfg(),
+            attempts: vec![AttemptReport {
+                timed_out: true,
+                signal: Some(15),
+                ..AttemptReport::default()
+            }],
+            reason: "local timeout after 7200 seconds",
+            exit: 124,
+            calls: 1,
+        },
+        Row {
+            name: "nonzero exit",
+            cfg: cfg(),
+            attempts: vec![AttemptReport {
+                exit_code: Some(3),
+                ..AttemptReport::default()
+            }],
+            reason: "command exited with code 3",
+            exit: 1,
+            calls: 1,
+        },
+        Row {
+            name: "killed by a signal",
+            cfg: cfg(),
+            attempts: vec![AttemptReport {
+                signal: Some(9),
+                ..AttemptReport::default()
+            }],
+            reason: "command was killed by signal 9 (SIGKILL)",
+            exit: 1,
+            calls: 1,
+        },
+        Row {
+            name: "nonzero ignored",
+            cfg: with(|c| {
+                c.ignore_nonzero = true;
+                c.max_loops = 2
+            }),
+            attempts: vec![AttemptReport {
+                exit_code: Some(3),
+                ..AttemptReport::default()
+            }],
+            reason: "max loops reached: 2",
+            exit: 0,
+            calls: 2,
+        },
+        Row {
+            name: "terminal error",
+            cfg: cfg(),
+            attempts: vec![err(ErrorClass::Terminal, None)],
+            reason: "terminal error",
+            exit: 1,
+            calls: 1,
+        },
+        Row {
+            name: "spawn failure",
+            cfg: cfg(),
+            attempts: vec![AttemptReport {
+                spawn_error: Some("no such file".into()),
+                ..AttemptReport::default()
+            }],
+            reason: "failed to start agent: no such file",
+            exit: 1,
+            calls: 1,
+        },
+        Row {
+            name: "transient cap",
+            cfg: with(|c| c.retry.max_transient_retries = 2),
+            attempts: vec![err(ErrorClass::Transient, None); 5],
+            reason: "transient retry limit reached after 2 attempts: transient error",
+            exit: 1,
+            calls: 3,
+        },
+        Row {
+            name: "token budget",
+            cfg: with(|c| c.max_tokens = Some(150)),
+            attempts: vec![AttemptReport {
+                usage: Usage {
+                    input_tokens: 100,
+                    output_tokens: 60,
+                    ..Usage::default()
+                },
+                ..ok()
+            }],
+            reason: "token budget reached: 160 tokens used (max 150)",
+            exit: 3,
+            calls: 1,
+        },
+        Row {
+            name: "cost budget",
+            cfg: with(|c| c.max_cost_usd = Some(0.5)),
+            attempts: vec![
+                AttemptReport {
+                    usage: Usage {
+                        cost_usd: 0.3,
+                        ..Usage::default()
+                    },
+                    ..ok()
+                };
+                2
+            ],
+            reason: "cost budget reached: $0.6000 used (max $0.5000)",
+            exit: 3,
+            calls: 2,
+        },
     ];
     for row in rows {
         let sim = Sim::new(row.cfg).attempts(row.attempts).run();
@@ -226,7 +352,13 @@ fn statuses_follow_d5() {
         (StopReason::NoProgress(2), Status::Stopped),
         (StopReason::Timeout(1.0), Status::Error),
         (StopReason::Signal("SIGTERM"), Status::Interrupted),
-        (StopReason::TransientCap { max: 1, reason: "x".into() }, Status::Error),
+        (
+            StopReason::TransientCap {
+                max: 1,
+                reason: "x".into(),
+            },
+            Status::Error,
+        ),
     ] {
         assert_eq!(r.status(), status, "{r:?}");
     }
@@ -240,7 +372,14 @@ fn one_loop_event_order_matches_the_reference() {
     let sim = Sim::new(with(|c| c.max_loops = 1)).run();
     assert_eq!(
         sim.names(),
-        ["run_started", "loop_started", "prompt_started", "prompt_completed", "loop_completed", "run_stopped"]
+        [
+            "run_started",
+            "loop_started",
+            "prompt_started",
+            "prompt_completed",
+            "loop_completed",
+            "run_stopped"
+        ]
     );
 }
 
@@ -250,10 +389,16 @@ fn sequence_prompts_share_a_session_and_resume() {
     sim.prompts = 3;
     let sim = sim
         .attempts([
-            AttemptReport { session_id: Some("thread-1".into()), ..ok() },
+            AttemptReport {
+                session_id: Some("thread-1".into()),
+                ..ok()
+            },
             ok(),
             ok(),
-            AttemptReport { session_id: Some("thread-2".into()), ..ok() },
+            AttemptReport {
+                session_id: Some("thread-2".into()),
+                ..ok()
+            },
         ])
         .run();
     assert_eq!(sim.calls(), 6);
@@ -275,7 +420,10 @@ fn reuse_session_resumes_across_loops() {
         c.max_loops = 3;
         c.fresh_session_per_loop = false;
     }))
-    .attempts([AttemptReport { session_id: Some("th".into()), ..ok() }])
+    .attempts([AttemptReport {
+        session_id: Some("th".into()),
+        ..ok()
+    }])
     .run();
     assert_eq!(sim.calls(), 3);
     assert!(!sim.specs[0].session.resume);
@@ -318,13 +466,24 @@ fn rate_limits_retry_without_a_cap_and_honour_the_provider_delay() {
         .map(|(s, _)| *s)
         .collect();
     assert_eq!(retry_waits[0], 42.0);
-    assert_eq!(retry_waits[1], 3600.0, "provider delay capped by rate_limit_max_wait");
+    assert_eq!(
+        retry_waits[1], 3600.0,
+        "provider delay capped by rate_limit_max_wait"
+    );
     // Third: backoff for the third rate-limit retry: 20 s with equal jitter -> [10, 20].
-    assert!((10.0..=20.0).contains(&retry_waits[2]), "{}", retry_waits[2]);
+    assert!(
+        (10.0..=20.0).contains(&retry_waits[2]),
+        "{}",
+        retry_waits[2]
+    );
     // The same prompt, attempt numbers counting up.
     let attempts: Vec<u32> = sim.specs.iter().map(|s| s.attempt).collect();
     assert_eq!(attempts, [1, 2, 3, 4]);
-    assert!(sim.specs.iter().all(|s| s.prompt_index == 1 && s.loop_number == 1));
+    assert!(
+        sim.specs
+            .iter()
+            .all(|s| s.prompt_index == 1 && s.loop_number == 1)
+    );
 }
 
 #[test]
@@ -366,19 +525,41 @@ fn retry_wait_events_carry_kind_delay_and_status_text() {
         .events
         .iter()
         .find_map(|e| match e {
-            Event::RetryWait { retry_status, wait_seconds, retry_kind, next_attempt, .. } => {
-                Some((retry_status.clone(), *wait_seconds, *retry_kind, *next_attempt))
-            }
+            Event::RetryWait {
+                retry_status,
+                wait_seconds,
+                retry_kind,
+                next_attempt,
+                ..
+            } => Some((
+                retry_status.clone(),
+                *wait_seconds,
+                *retry_kind,
+                *next_attempt,
+            )),
             _ => None,
         })
         .expect("a retry_wait event");
-    assert_eq!(wait.0, "retrying rate_limit attempt 1; next in 10m: rate_limit error");
+    assert_eq!(
+        wait.0,
+        "retrying rate_limit attempt 1; next in 10m: rate_limit error"
+    );
     assert_eq!(wait.1, 600.0);
     assert_eq!(wait.2, ErrorClass::RateLimit);
     assert_eq!(wait.3, 2);
     assert_eq!(
         sim.names(),
-        ["run_started", "loop_started", "prompt_started", "prompt_completed", "retry_wait", "prompt_started", "prompt_completed", "loop_completed", "run_stopped"]
+        [
+            "run_started",
+            "loop_started",
+            "prompt_started",
+            "prompt_completed",
+            "retry_wait",
+            "prompt_started",
+            "prompt_completed",
+            "loop_completed",
+            "run_stopped"
+        ]
     );
 }
 
@@ -397,7 +578,9 @@ fn completion_streaks() {
     assert_eq!(sim.calls(), 2);
     assert_eq!(sim.waits.len(), 1);
     // Streak 1: no sleep.
-    let sim = Sim::new(with(|c| c.completion_streak = Some(1))).attempts([done()]).run();
+    let sim = Sim::new(with(|c| c.completion_streak = Some(1)))
+        .attempts([done()])
+        .run();
     assert!(sim.waits.is_empty());
 }
 
@@ -425,13 +608,28 @@ fn the_plan_gate_blocks_and_resets_the_streak() {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::LoopCompleted { completion_blocked_by_plan, plan_unchecked, completion_streak, .. } => {
-                Some((*completion_blocked_by_plan, *plan_unchecked, *completion_streak))
-            }
+            Event::LoopCompleted {
+                completion_blocked_by_plan,
+                plan_unchecked,
+                completion_streak,
+                ..
+            } => Some((
+                *completion_blocked_by_plan,
+                *plan_unchecked,
+                *completion_streak,
+            )),
             _ => None,
         })
         .collect();
-    assert_eq!(blocked, [(false, Some(0), 1), (true, Some(2), 0), (false, Some(0), 1), (false, Some(0), 2)]);
+    assert_eq!(
+        blocked,
+        [
+            (false, Some(0), 1),
+            (true, Some(2), 0),
+            (false, Some(0), 1),
+            (false, Some(0), 2)
+        ]
+    );
 }
 
 #[test]
@@ -490,11 +688,17 @@ fn output_decline_counts_consecutive_drops() {
 
 #[test]
 fn output_match_needs_consecutive_loops() {
-    let m = || AttemptReport { output_match_seen: true, ..ok() };
+    let m = || AttemptReport {
+        output_match_seen: true,
+        ..ok()
+    };
     let sim = Sim::new(with(|c| c.output_match_repeats = Some(2)))
         .attempts([m(), ok(), m(), m()])
         .run();
-    assert_eq!(sim.reason(), "output matched configured pattern for 2 loop(s)");
+    assert_eq!(
+        sim.reason(),
+        "output matched configured pattern for 2 loop(s)"
+    );
     assert_eq!(sim.calls(), 4);
     assert_eq!(sim.exit(), 3);
 }
@@ -510,7 +714,11 @@ fn when_several_gates_trip_the_documented_order_wins() {
     }));
     sim.fingerprints = VecDeque::from(["a", "a"]);
     let sim = sim
-        .attempts([AttemptReport { completion_seen: true, output_match_seen: true, ..ok() }])
+        .attempts([AttemptReport {
+            completion_seen: true,
+            output_match_seen: true,
+            ..ok()
+        }])
         .run();
     assert_eq!(sim.reason(), "completion marker");
     // No progress beats output match and max loops.
@@ -520,16 +728,27 @@ fn when_several_gates_trip_the_documented_order_wins() {
         c.max_loops = 1;
     }));
     sim.fingerprints = VecDeque::from(["a", "a"]);
-    let sim = sim.attempts([AttemptReport { output_match_seen: true, ..ok() }]).run();
+    let sim = sim
+        .attempts([AttemptReport {
+            output_match_seen: true,
+            ..ok()
+        }])
+        .run();
     assert_eq!(sim.reason(), "no git progress for 1 loop(s)");
     // Output match beats max loops; a budget beats max loops too.
     let sim = Sim::new(with(|c| {
         c.output_match_repeats = Some(1);
         c.max_loops = 1;
     }))
-    .attempts([AttemptReport { output_match_seen: true, ..ok() }])
+    .attempts([AttemptReport {
+        output_match_seen: true,
+        ..ok()
+    }])
     .run();
-    assert_eq!(sim.reason(), "output matched configured pattern for 1 loop(s)");
+    assert_eq!(
+        sim.reason(),
+        "output matched configured pattern for 1 loop(s)"
+    );
     // A control stop beats everything at the loop boundary.
     let mut sim = Sim::new(with(|c| {
         c.completion_streak = Some(1);
@@ -581,7 +800,13 @@ fn interrupt_now_terminates_the_attempt_and_stops() {
     fx = e.step(0.2, Input::Control(stop_cmd(ControlAction::InterruptNow)));
     assert!(fx.contains(&Effect::Terminate { forceful: false }));
     assert!(!e.is_finished());
-    fx = e.step(0.3, Input::AttemptFinished(AttemptReport { signal: Some(15), ..AttemptReport::default() }));
+    fx = e.step(
+        0.3,
+        Input::AttemptFinished(AttemptReport {
+            signal: Some(15),
+            ..AttemptReport::default()
+        }),
+    );
     assert!(fx.contains(&Effect::Finish(StopReason::Control {
         action: "interrupt_now".into(),
         reason: Some("checkpoint".into())
@@ -594,11 +819,29 @@ fn signals_terminate_gracefully_then_forcefully() {
     let mut e = Engine::new(cfg(), 1);
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
-    let fx = e.step(1.0, Input::Signal { name: "SIGINT", forceful: false });
+    let fx = e.step(
+        1.0,
+        Input::Signal {
+            name: "SIGINT",
+            forceful: false,
+        },
+    );
     assert_eq!(fx, vec![Effect::Terminate { forceful: false }]);
-    let fx = e.step(1.5, Input::Signal { name: "SIGINT", forceful: true });
+    let fx = e.step(
+        1.5,
+        Input::Signal {
+            name: "SIGINT",
+            forceful: true,
+        },
+    );
     assert_eq!(fx, vec![Effect::Terminate { forceful: true }]);
-    let fx = e.step(1.6, Input::AttemptFinished(AttemptReport { signal: Some(9), ..AttemptReport::default() }));
+    let fx = e.step(
+        1.6,
+        Input::AttemptFinished(AttemptReport {
+            signal: Some(9),
+            ..AttemptReport::default()
+        }),
+    );
     let stop = fx.iter().find_map(|f| match f {
         Effect::Finish(r) => Some(r.clone()),
         _ => None,
@@ -614,7 +857,13 @@ fn waits_are_interruptible() {
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
     let fx = e.step(1.0, Input::AttemptFinished(ok()));
-    assert!(fx.iter().any(|f| matches!(f, Effect::Wait { purpose: WaitPurpose::Sleep, .. })));
+    assert!(fx.iter().any(|f| matches!(
+        f,
+        Effect::Wait {
+            purpose: WaitPurpose::Sleep,
+            ..
+        }
+    )));
     let fx = e.step(1.5, Input::Control(stop_cmd(ControlAction::StopAfterLoop)));
     assert!(fx.contains(&Effect::CancelWait));
     assert!(e.is_finished());
@@ -622,16 +871,34 @@ fn waits_are_interruptible() {
     let mut e = Engine::new(cfg(), 1);
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
-    let fx = e.step(1.0, Input::AttemptFinished(err(ErrorClass::RateLimit, Some(3000.0))));
-    assert!(fx.iter().any(|f| matches!(f, Effect::Wait { purpose: WaitPurpose::Retry, .. })));
-    let fx = e.step(2.0, Input::Signal { name: "SIGTERM", forceful: false });
+    let fx = e.step(
+        1.0,
+        Input::AttemptFinished(err(ErrorClass::RateLimit, Some(3000.0))),
+    );
+    assert!(fx.iter().any(|f| matches!(
+        f,
+        Effect::Wait {
+            purpose: WaitPurpose::Retry,
+            ..
+        }
+    )));
+    let fx = e.step(
+        2.0,
+        Input::Signal {
+            name: "SIGTERM",
+            forceful: false,
+        },
+    );
     assert!(fx.contains(&Effect::CancelWait));
     assert!(fx.contains(&Effect::Finish(StopReason::Signal("SIGTERM"))));
     // stop_after_prompt during a retry wait stops; stop_after_loop waits for the loop.
     let mut e = Engine::new(cfg(), 1);
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
-    e.step(1.0, Input::AttemptFinished(err(ErrorClass::RateLimit, Some(30.0))));
+    e.step(
+        1.0,
+        Input::AttemptFinished(err(ErrorClass::RateLimit, Some(30.0))),
+    );
     let fx = e.step(2.0, Input::Control(stop_cmd(ControlAction::StopAfterLoop)));
     assert!(!fx.contains(&Effect::CancelWait));
     assert!(!e.is_finished());
@@ -642,21 +909,51 @@ fn pause_holds_before_the_next_loop_until_resume() {
     let mut e = Engine::new(with(|c| c.max_loops = 3), 1);
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
-    e.step(0.5, Input::Control(ControlCommand { id: "p".into(), action: ControlAction::Pause, reason: None, note: None }));
+    e.step(
+        0.5,
+        Input::Control(ControlCommand {
+            id: "p".into(),
+            action: ControlAction::Pause,
+            reason: None,
+            note: None,
+        }),
+    );
     let fx = e.step(1.0, Input::AttemptFinished(ok()));
     assert!(fx.iter().any(|f| matches!(f, Effect::Wait { .. })));
     let fx = e.step(3.0, Input::WaitElapsed);
-    assert!(fx.iter().any(|f| matches!(f, Effect::Record(Event::Paused { .. }))));
+    assert!(
+        fx.iter()
+            .any(|f| matches!(f, Effect::Record(Event::Paused { .. })))
+    );
     assert!(fx.contains(&Effect::SetStatus(Status::Paused)));
     assert!(!fx.contains(&Effect::LoadPrompts));
-    let fx = e.step(9.0, Input::Control(ControlCommand { id: "r".into(), action: ControlAction::Resume, reason: None, note: None }));
-    assert!(fx.iter().any(|f| matches!(f, Effect::Record(Event::Resumed { .. }))));
+    let fx = e.step(
+        9.0,
+        Input::Control(ControlCommand {
+            id: "r".into(),
+            action: ControlAction::Resume,
+            reason: None,
+            note: None,
+        }),
+    );
+    assert!(
+        fx.iter()
+            .any(|f| matches!(f, Effect::Record(Event::Resumed { .. })))
+    );
     assert!(fx.contains(&Effect::LoadPrompts));
     // A stop while paused ends the run.
     let mut e = Engine::new(cfg(), 1);
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
-    e.step(0.5, Input::Control(ControlCommand { id: "p".into(), action: ControlAction::Pause, reason: None, note: None }));
+    e.step(
+        0.5,
+        Input::Control(ControlCommand {
+            id: "p".into(),
+            action: ControlAction::Pause,
+            reason: None,
+            note: None,
+        }),
+    );
     e.step(1.0, Input::AttemptFinished(ok()));
     e.step(3.0, Input::WaitElapsed);
     let fx = e.step(4.0, Input::Control(stop_cmd(ControlAction::StopAfterLoop)));
@@ -666,25 +963,44 @@ fn pause_holds_before_the_next_loop_until_resume() {
 #[test]
 fn notes_reach_the_next_prompt_once() {
     let mut sim = Sim::new(with(|c| c.max_loops = 3));
-    sim.control_at_attempt = vec![(1, ControlCommand {
-        id: "n1".into(),
-        action: ControlAction::Note,
-        reason: None,
-        note: Some("use the new API".into()),
-    })];
+    sim.control_at_attempt = vec![(
+        1,
+        ControlCommand {
+            id: "n1".into(),
+            action: ControlAction::Note,
+            reason: None,
+            note: Some("use the new API".into()),
+        },
+    )];
     let sim = sim.run();
     assert!(sim.specs[0].notes.is_empty());
-    assert_eq!(sim.specs[1].notes, vec![("n1".to_string(), "use the new API".to_string())]);
+    assert_eq!(
+        sim.specs[1].notes,
+        vec![("n1".to_string(), "use the new API".to_string())]
+    );
     assert!(sim.specs[2].notes.is_empty());
-    assert_eq!(sim.names().iter().filter(|n| **n == "note_delivered").count(), 1);
+    assert_eq!(
+        sim.names()
+            .iter()
+            .filter(|n| **n == "note_delivered")
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn prompt_reload_failure_stops_with_exit_2() {
     let mut e = Engine::new(cfg(), 1);
     e.step(0.0, Input::Start);
-    let fx = e.step(0.0, Input::PromptsFailed { error: "no prompts found in PROMPT.md".into() });
-    assert!(fx.contains(&Effect::Finish(StopReason::PromptReload("no prompts found in PROMPT.md".into()))));
+    let fx = e.step(
+        0.0,
+        Input::PromptsFailed {
+            error: "no prompts found in PROMPT.md".into(),
+        },
+    );
+    assert!(fx.contains(&Effect::Finish(StopReason::PromptReload(
+        "no prompts found in PROMPT.md".into()
+    ))));
     assert_eq!(StopReason::PromptReload(String::new()).exit_code(), 2);
 }
 
@@ -705,10 +1021,22 @@ fn backups_run_before_each_loop_but_not_in_dry_run() {
         c.backup = true;
     }))
     .run();
-    assert_eq!(sim.names().iter().filter(|n| **n == "backup_created").count(), 2);
+    assert_eq!(
+        sim.names()
+            .iter()
+            .filter(|n| **n == "backup_created")
+            .count(),
+        2
+    );
     let names = sim.names();
-    let b = names.iter().position(|n| *n == "backup_created").unwrap_or(usize::MAX);
-    let p = names.iter().position(|n| *n == "prompt_started").unwrap_or(0);
+    let b = names
+        .iter()
+        .position(|n| *n == "backup_created")
+        .unwrap_or(usize::MAX);
+    let p = names
+        .iter()
+        .position(|n| *n == "prompt_started")
+        .unwrap_or(0);
     assert!(b < p, "backup before the first prompt");
     let sim = Sim::new(with(|c| {
         c.dry_run = true;
@@ -726,12 +1054,21 @@ fn runtime_budget_stops_at_the_next_boundary_or_now() {
     e.step(0.0, Input::PromptsLoaded { count: 1 });
     let fx = e.step(10.0, Input::RuntimeExpired);
     assert_eq!(fx, vec![Effect::Terminate { forceful: false }]);
-    let fx = e.step(10.5, Input::AttemptFinished(AttemptReport { signal: Some(15), ..AttemptReport::default() }));
+    let fx = e.step(
+        10.5,
+        Input::AttemptFinished(AttemptReport {
+            signal: Some(15),
+            ..AttemptReport::default()
+        }),
+    );
     let stop = fx.iter().find_map(|f| match f {
         Effect::Finish(r) => Some(r.clone()),
         _ => None,
     });
-    assert_eq!(stop.as_ref().map(StopReason::reason).as_deref(), Some("max runtime reached: 10"));
+    assert_eq!(
+        stop.as_ref().map(StopReason::reason).as_deref(),
+        Some("max runtime reached: 10")
+    );
     assert_eq!(stop.map(|s| s.exit_code()), Some(3));
 }
 

@@ -10,7 +10,14 @@ fn a_one_loop_run_writes_the_reference_event_sequence() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         p.event_names(),
-        ["run_started", "loop_started", "prompt_started", "prompt_completed", "loop_completed", "run_stopped"]
+        [
+            "run_started",
+            "loop_started",
+            "prompt_started",
+            "prompt_completed",
+            "loop_completed",
+            "run_stopped"
+        ]
     );
     let st = p.state();
     assert_eq!(st["status"], "stopped");

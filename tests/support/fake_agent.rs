@@ -93,15 +93,23 @@ fn main() {
             "raw" => out(unescape(rest).as_bytes()),
             "json" => line(rest),
             "codex-reply" => {
-                line(&format!(r#"{{"type":"thread.started","thread_id":"{session}"}}"#));
+                line(&format!(
+                    r#"{{"type":"thread.started","thread_id":"{session}"}}"#
+                ));
                 line(r#"{"type":"turn.started"}"#);
                 line(&serde_json::json!({"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":unescape(rest)}}).to_string());
-                line(r#"{"type":"turn.completed","usage":{"input_tokens":100,"cached_input_tokens":10,"output_tokens":20}}"#);
+                line(
+                    r#"{"type":"turn.completed","usage":{"input_tokens":100,"cached_input_tokens":10,"output_tokens":20}}"#,
+                );
             }
             "codex-error" => {
-                line(&format!(r#"{{"type":"thread.started","thread_id":"{session}"}}"#));
+                line(&format!(
+                    r#"{{"type":"thread.started","thread_id":"{session}"}}"#
+                ));
                 line(&serde_json::json!({"type":"error","message":rest}).to_string());
-                line(&serde_json::json!({"type":"turn.failed","error":{"message":rest}}).to_string());
+                line(
+                    &serde_json::json!({"type":"turn.failed","error":{"message":rest}}).to_string(),
+                );
             }
             "claude-reply" => {
                 line(&serde_json::json!({"type":"system","subtype":"init","session_id":session,"cwd":std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),"tools":["Bash"]}).to_string());
@@ -110,14 +118,20 @@ fn main() {
             }
             "claude-error" => {
                 let (status, msg) = rest.split_once(' ').unwrap_or((rest, "API Error"));
-                line(&serde_json::json!({"type":"system","subtype":"init","session_id":session}).to_string());
+                line(
+                    &serde_json::json!({"type":"system","subtype":"init","session_id":session})
+                        .to_string(),
+                );
                 line(&serde_json::json!({"type":"result","subtype":"success","is_error":true,"api_error_status":status.parse::<u64>().unwrap_or(500),"result":msg,"session_id":session}).to_string());
             }
             "claude-retry" => {
                 line(&serde_json::json!({"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":1000,"error_status":rest.parse::<u64>().unwrap_or(429),"error":"rate_limit","session_id":session}).to_string());
             }
             "gemini-reply" => {
-                line(&serde_json::json!({"type":"init","session_id":session,"model":"fake"}).to_string());
+                line(
+                    &serde_json::json!({"type":"init","session_id":session,"model":"fake"})
+                        .to_string(),
+                );
                 line(&serde_json::json!({"type":"message","role":"assistant","content":unescape(rest),"delta":true}).to_string());
                 line(&serde_json::json!({"type":"result","status":"success","stats":{"input_tokens":10,"output_tokens":3}}).to_string());
             }
@@ -132,9 +146,14 @@ fn main() {
                         .unwrap_or(0.0);
                     info["resetsAt"] = serde_json::json!((now + secs).round() as i64);
                 }
-                line(&serde_json::json!({"type":"rate_limit_event","rate_limit_info":info}).to_string());
+                line(
+                    &serde_json::json!({"type":"rate_limit_event","rate_limit_info":info})
+                        .to_string(),
+                );
             }
-            "sleep" => std::thread::sleep(Duration::from_secs_f64(rest.trim().parse().unwrap_or(0.0))),
+            "sleep" => {
+                std::thread::sleep(Duration::from_secs_f64(rest.trim().parse().unwrap_or(0.0)))
+            }
             "exit" => std::process::exit(rest.trim().parse().unwrap_or(0)),
             "ignore-term" => unsafe {
                 libc::signal(libc::SIGTERM, libc::SIG_IGN);
@@ -150,10 +169,19 @@ fn main() {
             "flood" => {
                 let mut parts = rest.split_whitespace();
                 let total: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let len: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(100).max(2);
+                let len: usize = parts
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(100)
+                    .max(2);
                 let mut lineb = vec![b'x'; len - 1];
                 lineb.push(b'\n');
-                let block: Vec<u8> = lineb.iter().copied().cycle().take(len * (65536 / len).max(1)).collect();
+                let block: Vec<u8> = lineb
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(len * (65536 / len).max(1))
+                    .collect();
                 let mut o = std::io::stdout().lock();
                 let mut left = total;
                 while left > 0 {
@@ -191,7 +219,11 @@ fn main() {
                     "pid": std::process::id(),
                     "pgid": unsafe { libc::getpgrp() },
                 });
-                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(rest.trim()) {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(rest.trim())
+                {
                     let _ = writeln!(f, "{rec}");
                 }
             }

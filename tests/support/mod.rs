@@ -45,7 +45,10 @@ impl Project {
     /// A plain directory, not a git repository.
     pub fn bare_dir() -> Self {
         Project {
-            dir: tempfile::Builder::new().prefix("looper-test-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("looper-test-")
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -76,7 +79,11 @@ impl Project {
             .current_dir(self.path())
             .output()
             .expect("git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -160,7 +167,9 @@ pub fn read_json(p: &Path) -> Json {
 
 pub fn read_events(run_dir: &Path) -> Vec<Json> {
     let text = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -173,11 +182,17 @@ pub fn stderr(o: &Output) -> String {
 
 /// Is any process of group `pgid` still alive (zombies excluded)?
 pub fn group_alive(pgid: i64) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
         .any(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-            let Some(close) = stat.rfind(')') else { return false };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
             let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse::<i64>().ok()) == Some(pgid)
         })

@@ -49,26 +49,46 @@ fn argv(a: &AgentSettings, prompt: &str, id: Option<&str>, resume: bool) -> Vec<
 #[test]
 fn codex_first_and_resume_by_thread_id() {
     let a = agent(AgentKind::Codex);
-    assert_eq!(argv(&a, "hi", None, false), ["codex", "exec", "--json", "--", "hi"]);
+    assert_eq!(
+        argv(&a, "hi", None, false),
+        ["codex", "exec", "--json", "--", "hi"]
+    );
     assert_eq!(
         argv(&a, "hi", Some("th-1"), true),
         ["codex", "exec", "--json", "resume", "th-1", "--", "hi"]
     );
     // No id: a new thread, never `resume --last` (D27).
-    assert_eq!(argv(&a, "hi", None, true), ["codex", "exec", "--json", "--", "hi"]);
+    assert_eq!(
+        argv(&a, "hi", None, true),
+        ["codex", "exec", "--json", "--", "hi"]
+    );
 }
 
 #[test]
 fn codex_extra_args_agent_args_model_and_effort() {
     let mut a = agent(AgentKind::Codex);
-    a.extra_args = vec!["--sandbox".into(), "workspace-write".into(), "--skip-git-repo-check".into()];
+    a.extra_args = vec![
+        "--sandbox".into(),
+        "workspace-write".into(),
+        "--skip-git-repo-check".into(),
+    ];
     a.model = Some("gpt-5.4".into());
     a.effort = Some("high".into());
     assert_eq!(
         argv(&a, "hi", None, false),
         [
-            "codex", "exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check",
-            "--model", "gpt-5.4", "--config", "model_reasoning_effort=\"high\"", "--", "hi"
+            "codex",
+            "exec",
+            "--json",
+            "--sandbox",
+            "workspace-write",
+            "--skip-git-repo-check",
+            "--model",
+            "gpt-5.4",
+            "--config",
+            "model_reasoning_effort=\"high\"",
+            "--",
+            "hi"
         ]
     );
 }
@@ -83,9 +103,20 @@ fn claude_json_uses_exact_session_ids() {
     assert_eq!(
         argv(&a, "hi", Some(id), false),
         [
-            "claude", "-p", "--output-format", "stream-json", "--verbose",
-            "--dangerously-skip-permissions", "--model", "claude-opus-4-8", "--effort", "max",
-            "--session-id", id, "--", "hi"
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--dangerously-skip-permissions",
+            "--model",
+            "claude-opus-4-8",
+            "--effort",
+            "max",
+            "--session-id",
+            id,
+            "--",
+            "hi"
         ]
     );
     let resumed = argv(&a, "hi", Some(id), true);
@@ -97,11 +128,25 @@ fn gemini_stream_json_with_sessions() {
     let a = agent(AgentKind::Gemini);
     assert_eq!(
         argv(&a, "-x", Some("s1"), false),
-        ["gemini", "--output-format", "stream-json", "--session-id", "s1", "--prompt=-x"]
+        [
+            "gemini",
+            "--output-format",
+            "stream-json",
+            "--session-id",
+            "s1",
+            "--prompt=-x"
+        ]
     );
     assert_eq!(
         argv(&a, "hi", Some("s1"), true),
-        ["gemini", "--output-format", "stream-json", "--resume", "s1", "--prompt=hi"]
+        [
+            "gemini",
+            "--output-format",
+            "stream-json",
+            "--resume",
+            "s1",
+            "--prompt=hi"
+        ]
     );
 }
 
@@ -111,7 +156,11 @@ fn hostile_prompts_are_one_argument_byte_for_byte() {
         let a = agent(kind);
         let v = argv(&a, HOSTILE, Some("id"), false);
         assert_eq!(v.last().map(String::as_str), Some(HOSTILE), "{kind:?}");
-        assert_eq!(v[v.len() - 2], "--", "{kind:?}: a `--` guard protects a leading dash");
+        assert_eq!(
+            v[v.len() - 2],
+            "--",
+            "{kind:?}: a `--` guard protects a leading dash"
+        );
     }
     let v = argv(&agent(AgentKind::Gemini), HOSTILE, None, false);
     assert_eq!(v.last().cloned(), Some(format!("--prompt={HOSTILE}")));
@@ -129,14 +178,28 @@ fn generic_templates_render_every_placeholder() {
         "{{literal}}".into(),
         "{prompt}".into(),
     ]);
-    a.resume_command = Some(vec!["my-agent".into(), "--resume".into(), "{session}".into(), "{prompt}".into()]);
+    a.resume_command = Some(vec![
+        "my-agent".into(),
+        "--resume".into(),
+        "{session}".into(),
+        "{prompt}".into(),
+    ]);
     assert_eq!(
         argv(&a, HOSTILE, Some("uuid-1"), false),
         [
-            "my-agent", "--session=lbl-loop-0001", "uuid-1", "1/2", "lbl@/runs/r1", "{literal}", HOSTILE
+            "my-agent",
+            "--session=lbl-loop-0001",
+            "uuid-1",
+            "1/2",
+            "lbl@/runs/r1",
+            "{literal}",
+            HOSTILE
         ]
     );
-    assert_eq!(argv(&a, "p", None, true), ["my-agent", "--resume", "lbl-loop-0001", "p"]);
+    assert_eq!(
+        argv(&a, "p", None, true),
+        ["my-agent", "--resume", "lbl-loop-0001", "p"]
+    );
     // Without resume_command, later prompts reuse first_command.
     a.resume_command = None;
     assert_eq!(argv(&a, "p", None, true)[0], "my-agent");
@@ -154,8 +217,19 @@ fn templates_replace_built_in_commands_and_get_no_extra_args() {
 #[test]
 fn prompts_too_large_for_argv_go_to_stdin_or_are_refused() {
     let big = "x".repeat(MAX_ARG_BYTES + 1);
-    let session = SessionRef { name: "s".into(), id: None, resume: false };
-    let ctx = PromptContext { prompt: &big, session: &session, loop_number: 1, prompt_index: 1, label: "l", run_dir: "/r" };
+    let session = SessionRef {
+        name: "s".into(),
+        id: None,
+        resume: false,
+    };
+    let ctx = PromptContext {
+        prompt: &big,
+        session: &session,
+        loop_number: 1,
+        prompt_index: 1,
+        label: "l",
+        run_dir: "/r",
+    };
     let c = build(&agent(AgentKind::Codex), &ctx).expect("codex takes stdin");
     assert_eq!(c.args.last().map(String::as_str), Some("-"));
     assert_eq!(c.stdin.as_deref(), Some(big.as_str()));
@@ -169,6 +243,10 @@ fn prompts_too_large_for_argv_go_to_stdin_or_are_refused() {
 
 #[test]
 fn display_quotes_for_reading_only() {
-    let c = AgentCommand { program: "codex".into(), args: vec!["exec".into(), "a b".into(), "it's".into()], stdin: None };
+    let c = AgentCommand {
+        program: "codex".into(),
+        args: vec!["exec".into(), "a b".into(), "it's".into()],
+        stdin: None,
+    };
     assert_eq!(c.display(), r#"codex exec 'a b' "it's""#);
 }

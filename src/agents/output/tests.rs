@@ -1,1 +1,329 @@
+//! Parsers on output recorded from the real CLIs (tests/fixtures/clis, captured against the
+//! mock model server) and on the reference tool's traps. A CLI upgrade that changes its
+//! wording shows up here as a failing fixture.
 
+use super::*;
+use crate::agents::scanner::{Classifier, Scanner};
+use crate::config::schema::DEFAULT_STOP_PATTERNS;
+
+fn classifier() -> Classifier {
+    let patterns: Vec<String> = DEFAULT_STOP_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    Classifier::new(&patterns).expect("default patterns compile")
+}
+
+fn fixture(cli: &str, name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/clis/{cli}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Feed a recorded run through the scanner, stdout then stderr, in odd-sized chunks.
+fn scan(kind: AgentKind, cli: &str, scenario: &str) -> Scanner {
+    let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
+    let mut s = Scanner::new(kind, false, completion, None, classifier(), 1.8e9);
+    for (stream, ext) in [(Stream::Stdout, "stdout"), (Stream::Stderr, "stderr")] {
+        let bytes = fixture(cli, &format!("{scenario}.{ext}"));
+        for chunk in bytes.chunks(97) {
+            s.feed(stream, chunk);
+        }
+        s.finish_stream(stream);
+    }
+    s
+}
+
+fn class(s: &Scanner) -> Option<ErrorClass> {
+    s.error.as_ref().map(|e| e.class)
+}
+
+#[test]
+fn codex_recorded_runs() {
+    let s = scan(AgentKind::Codex, "codex", "success");
+    assert!(s.completion_seen);
+    assert!(s.session_id.is_some());
+    assert!(s.usage.input_tokens > 0 && s.usage.output_tokens > 0);
+    assert_eq!(
+        s.error, None,
+        "the model-metadata warning item is not an error"
+    );
+    for (scenario, want) in [
+        ("rate_limit_429", ErrorClass::RateLimit),
+        ("quota", ErrorClass::RateLimit),
+        ("server_error_500", ErrorClass::Transient),
+        ("overloaded_503", ErrorClass::Transient),
+        ("rate_limit_in_stream", ErrorClass::RateLimit),
+    ] {
+        let s = scan(AgentKind::Codex, "codex", scenario);
+        assert_eq!(class(&s), Some(want), "codex {scenario}: {:?}", s.error);
+        assert!(!s.completion_seen, "codex {scenario}");
+    }
+    // Its own reconnect attempts are notices, not the final error.
+    let s = scan(
+        AgentKind::Codex,
+        "codex",
+        "rate_limit_then_success_default_retries",
+    );
+    assert_eq!(s.error, None, "{:?}", s.error);
+    assert!(
+        s.last_notice
+            .as_deref()
+            .is_some_and(|n| n.starts_with("Reconnecting"))
+    );
+    let s = scan(AgentKind::Codex, "codex", "timeout");
+    assert_eq!(s.error, None);
+}
+
+#[test]
+fn claude_recorded_runs() {
+    let s = scan(AgentKind::Claude, "claude", "success");
+    assert!(s.completion_seen);
+    assert!(s.session_id.is_some());
+    assert!(s.usage.cost_usd >= 0.0 && s.usage.output_tokens > 0);
+    assert_eq!(s.error, None, "system/init is never an error channel");
+    for (scenario, want) in [
+        ("rate_limit_429", ErrorClass::RateLimit),
+        ("rate_limit_429_max_retries_0", ErrorClass::RateLimit),
+        ("server_error_500", ErrorClass::Transient),
+        ("overloaded_529", ErrorClass::Transient),
+        ("overloaded_503", ErrorClass::Transient),
+    ] {
+        let s = scan(AgentKind::Claude, "claude", scenario);
+        assert_eq!(class(&s), Some(want), "claude {scenario}: {:?}", s.error);
+    }
+    // api_retry records while claude retries by itself are notices.
+    let s = scan(AgentKind::Claude, "claude", "rate_limit_then_success");
+    assert_eq!(s.error, None, "{:?}", s.error);
+    assert!(s.completion_seen);
+    assert!(s.last_notice.is_some());
+}
+
+#[test]
+fn gemini_recorded_runs() {
+    let s = scan(AgentKind::Gemini, "gemini", "success");
+    assert!(
+        s.completion_seen,
+        "assistant message deltas carry the marker"
+    );
+    assert!(s.session_id.is_some());
+    assert_eq!(s.error, None, "stderr warnings are not errors");
+    let s = scan(AgentKind::Gemini, "gemini", "rate_limit_429");
+    assert_eq!(class(&s), Some(ErrorClass::RateLimit), "{:?}", s.error);
+    assert_eq!(
+        s.error.as_ref().and_then(|e| e.retry_after),
+        Some(2.0),
+        "Suggested retry after 2s"
+    );
+    for scenario in ["server_error_500", "overloaded_503"] {
+        let s = scan(AgentKind::Gemini, "gemini", scenario);
+        assert_eq!(
+            class(&s),
+            Some(ErrorClass::Transient),
+            "gemini {scenario}: {:?}",
+            s.error
+        );
+    }
+    let s = scan(AgentKind::Gemini, "gemini", "rate_limit_then_success");
+    assert_eq!(s.error, None, "{:?}", s.error);
+    assert!(s.completion_seen);
+}
+
+#[test]
+fn the_echoed_prompt_never_completes() {
+    // gemini echoes the user prompt as a `message` with role user.
+    let line = r#"{"type":"message","role":"user","content":"say EXIT_SIGNAL: true"}"#;
+    let f = parse_line(AgentKind::Gemini, Stream::Stdout, line, false, 0.0);
+    assert_eq!(f.text, None);
+}
+
+#[test]
+fn reference_traps() {
+    let c = classifier();
+    // claude's init record mentioning a rate-limiter directory is not a rate limit.
+    let init = r#"{"type":"system","subtype":"init","cwd":"/work/rate-limiter","tools":["Bash"],"session_id":"s1"}"#;
+    let f = parse_line(AgentKind::Claude, Stream::Stdout, init, false, 0.0);
+    assert_eq!(f.error, None);
+    assert_eq!(f.session_id.as_deref(), Some("s1"));
+    // A rate_limit_event with status allowed (or allowed_warning) is ignored.
+    for status in ["allowed", "allowed_warning"] {
+        let l =
+            format!(r#"{{"type":"rate_limit_event","rate_limit_info":{{"status":"{status}"}}}}"#);
+        for kind in [AgentKind::Claude, AgentKind::Generic] {
+            let f = parse_line(kind, Stream::Stdout, &l, true, 0.0);
+            assert_eq!(f.error, None, "{kind:?} {status}");
+        }
+    }
+    // Rejected: a rate limit with the reset delay.
+    let l =
+        r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1000042}}"#;
+    let f = parse_line(AgentKind::Claude, Stream::Stdout, l, false, 1_000_000.0);
+    let sig = f
+        .error
+        .as_ref()
+        .and_then(|e| c.classify(e, Stream::Stdout))
+        .expect("signal");
+    assert_eq!(sig.class, ErrorClass::RateLimit);
+    assert_eq!(sig.reason, "rate limit event: status=rejected");
+    assert_eq!(sig.retry_after, Some(42.0));
+    // EXIT_SIGNAL inside a claude `result` field counts as the agent's own output.
+    let l = r#"{"type":"result","subtype":"success","is_error":false,"result":"done\nEXIT_SIGNAL: true"}"#;
+    let f = parse_line(AgentKind::Claude, Stream::Stdout, l, false, 0.0);
+    assert!(
+        f.text
+            .as_deref()
+            .is_some_and(|t| t.contains("EXIT_SIGNAL: true"))
+    );
+    // A success result mentioning rate_limit is not an error.
+    let l = r#"{"type":"result","subtype":"success","is_error":false,"result":"fixed the rate_limit bug"}"#;
+    assert_eq!(
+        parse_line(AgentKind::Claude, Stream::Stdout, l, false, 0.0).error,
+        None
+    );
+    // task notifications mentioning timeouts are not stops.
+    let l = r#"{"type":"system","subtype":"task_notification","text":"request timed out"}"#;
+    assert_eq!(
+        parse_line(AgentKind::Claude, Stream::Stdout, l, false, 0.0).error,
+        None
+    );
+    // codex item text with "rate limit" is prose, not an error, even with stdout scanning.
+    let l =
+        r#"{"type":"item.completed","item":{"type":"agent_message","text":"added a rate limit"}}"#;
+    assert_eq!(
+        parse_line(AgentKind::Codex, Stream::Stdout, l, true, 0.0).error,
+        None
+    );
+}
+
+#[test]
+fn plain_stderr_is_matched_without_paths() {
+    let c = classifier();
+    let f = parse_line(
+        AgentKind::Codex,
+        Stream::Stderr,
+        "warning: refusing to create helpers under /tmp/rate_limit_dir/x",
+        false,
+        0.0,
+    );
+    assert_eq!(
+        f.error.as_ref().and_then(|e| c.classify(e, Stream::Stderr)),
+        None
+    );
+    let f = parse_line(
+        AgentKind::Generic,
+        Stream::Stderr,
+        "Error: 429 Too Many Requests, retry after 30 seconds",
+        false,
+        0.0,
+    );
+    let sig = f
+        .error
+        .as_ref()
+        .and_then(|e| c.classify(e, Stream::Stderr))
+        .expect("signal");
+    assert_eq!(sig.class, ErrorClass::RateLimit);
+    assert_eq!(sig.retry_after, Some(30.0));
+    assert!(
+        sig.reason
+            .starts_with("stop pattern detected in stderr: '429'"),
+        "{}",
+        sig.reason
+    );
+    let f = parse_line(
+        AgentKind::Generic,
+        Stream::Stderr,
+        "request timed out",
+        false,
+        0.0,
+    );
+    let sig = f
+        .error
+        .as_ref()
+        .and_then(|e| c.classify(e, Stream::Stderr))
+        .expect("signal");
+    assert_eq!(sig.class, ErrorClass::Terminal);
+    // Plain stdout is scanned only when asked.
+    let f = parse_line(
+        AgentKind::Generic,
+        Stream::Stdout,
+        "rate limit hit",
+        false,
+        0.0,
+    );
+    assert_eq!(f.error, None);
+    assert_eq!(f.text.as_deref(), Some("rate limit hit"));
+    let f = parse_line(
+        AgentKind::Generic,
+        Stream::Stdout,
+        "rate limit hit",
+        true,
+        0.0,
+    );
+    assert!(f.error.is_some());
+}
+
+#[test]
+fn delays_in_every_format() {
+    use serde_json::json;
+    let now = 1_000_000.0;
+    assert_eq!(json_delay(&json!({"retry_after": 7}), now), Some(7.0));
+    assert_eq!(json_delay(&json!({"retryAfter": "30s"}), now), Some(30.0));
+    assert_eq!(
+        json_delay(&json!({"error": {"retry_after_seconds": "12"}}), now),
+        Some(12.0)
+    );
+    assert_eq!(json_delay(&json!({"resetsAt": 1_000_060}), now), Some(60.0));
+    assert_eq!(
+        json_delay(&json!({"reset_at": 1_800_000_060_000u64}), 1.8e9),
+        Some(60.0),
+        "milliseconds"
+    );
+    assert_eq!(
+        json_delay(&json!({"resetAt": "1970-01-12T13:47:00Z"}), now),
+        Some(1_000_020.0 - now)
+    );
+    assert_eq!(
+        json_delay(
+            &json!({"error": {"details": [{"retryDelay": "1.5m"}]}}),
+            now
+        ),
+        Some(90.0)
+    );
+    assert_eq!(
+        json_delay(&json!({"resetsAt": 10}), now),
+        Some(0.0),
+        "past resets clamp to 0"
+    );
+    assert_eq!(json_delay(&json!({"retry_after": "soon"}), now), None);
+    assert_eq!(plain_delay("please try again in 250ms"), Some(0.25));
+    assert_eq!(
+        usage_limit_reset("Claude AI usage limit reached|1000100", now),
+        Some(100.0)
+    );
+}
+
+#[test]
+fn hostile_lines_do_not_panic() {
+    for line in [
+        "{",
+        "{}",
+        "{\"type\":1}",
+        "[1,2]",
+        "{\"type\":\"result\",\"usage\":\"x\"}",
+        "\u{0}{}\u{0}",
+        "{\"error\":null}",
+    ] {
+        for kind in [
+            AgentKind::Codex,
+            AgentKind::Claude,
+            AgentKind::Gemini,
+            AgentKind::Generic,
+        ] {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let _ = parse_line(kind, stream, line, true, 0.0);
+            }
+        }
+    }
+}
