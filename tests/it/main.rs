@@ -4,5 +4,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod engine_runs;
 mod process;
