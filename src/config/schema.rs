@@ -529,3 +529,41 @@ pub fn suggest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> O
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k.to_string())
 }
+
+/// The README's configuration reference, generated from this table (a test keeps the
+/// README in step).
+pub fn markdown_reference() -> String {
+    fn default_text(d: DefaultValue) -> String {
+        match d {
+            DefaultValue::Str("") => "`\"\"`".into(),
+            DefaultValue::Str(s) => format!("`{}`", toml::Value::String(s.into())),
+            DefaultValue::Int(i) => format!("`{i}`"),
+            DefaultValue::Num(n) => format!("`{}`", super::layers::format_num(n)),
+            DefaultValue::Bool(b) => format!("`{b}`"),
+            DefaultValue::EmptyList => "`[]`".into(),
+            DefaultValue::None => "—".into(),
+        }
+    }
+    let mut out = String::from("`[looper]`\n\n| key | type | default | constraint and meaning |\n|---|---|---|---|\n");
+    for k in LOOPER_KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {}; {} |\n",
+            k.name,
+            k.kind.type_name(),
+            default_text(k.default),
+            k.kind.expected(),
+            k.help
+        ));
+    }
+    out.push_str("\n`[agents.<name>]` (built-in: `codex`, `claude`, `gemini`; any other name is a custom agent)\n\n| key | type | constraint and meaning |\n|---|---|---|\n");
+    for k in AGENT_KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | {}; {} |\n",
+            k.name,
+            k.kind.type_name(),
+            k.kind.expected(),
+            k.help
+        ));
+    }
+    out
+}
