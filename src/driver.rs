@@ -23,7 +23,7 @@ use crate::effects::process::{
     self, AttemptControl, AttemptExit, OutputSink, SinkAction, SpawnSpec,
 };
 use crate::effects::store::{self, RunStore};
-use crate::effects::{procinfo, tmux};
+use crate::effects::{hybrid, procinfo, tmux};
 use crate::engine::{
     AttemptReport, AttemptSpec, BackupInfo, Effect, Engine, EngineConfig, Event, Input,
     RetryPolicy, Status, StopReason, WaitPurpose,
@@ -116,10 +116,18 @@ pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepare
                 settings.agent.name
             )));
         }
-        if !settings.agent.interface_explicit || !tmux::hybrid_supported() {
+        let why = if settings.agent.kind != AgentKind::Claude {
+            Some("hybrid panes are built for claude only so far")
+        } else if !in_tmux {
+            Some("not inside tmux")
+        } else if settings.dry_run {
+            Some("dry run")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             notices.push(format!(
-                "interface: json ({} hybrid pane not used here; pass --interface json to silence this)",
-                settings.agent.kind.as_str()
+                "interface: json ({why}; pass --interface json to silence this)"
             ));
             settings.agent.interface = Interface::Json;
         }
@@ -272,7 +280,9 @@ impl OutputSink for Sink {
     }
 }
 
-type AttemptFuture = Pin<Box<dyn std::future::Future<Output = (AttemptExit, Sink)>>>;
+/// An attempt in flight: its exit, its sink, and a failure that prevented it from running.
+type AttemptFuture =
+    Pin<Box<dyn std::future::Future<Output = (AttemptExit, Sink, Option<String>)>>>;
 
 struct Driver {
     p: Prepared,
@@ -292,6 +302,8 @@ struct Driver {
     finished: Option<StopReason>,
     excluded: Vec<PathBuf>,
     window: tmux::WindowState,
+    /// The hybrid agent pane of the current session.
+    pane: Option<hybrid::Pane>,
 }
 
 impl Driver {
@@ -586,6 +598,9 @@ impl Driver {
             }));
             return Ok(());
         }
+        if s.agent.interface == Interface::Hybrid {
+            return self.start_hybrid_attempt(spec, prompt, shown);
+        }
         let log_path = self
             .attempt_log
             .clone()
@@ -598,14 +613,6 @@ impl Driver {
                 "attempt {} of prompt {}: $ {shown}",
                 spec.attempt, spec.prompt_index
             ),
-        );
-        let scanner = Scanner::new(
-            s.agent.kind,
-            s.agent.scan_stdout_for_stop_patterns,
-            self.p.completion.clone(),
-            self.p.output_match.clone(),
-            self.p.classifier.clone(),
-            Utc::now().timestamp_millis() as f64 / 1000.0,
         );
         let env = agent_env(s, &self.store, &self.p.label);
         let spawn_spec = SpawnSpec {
@@ -652,25 +659,127 @@ impl Driver {
         self.store.write_state(false)?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.attempt_ctl = Some(tx);
-        let mut sink = Sink {
+        let mut sink = self.new_sink(log, self.opts.echo_transcript);
+        self.attempt = Some(Box::pin(async move {
+            let exit = process::supervise(spawned, &spawn_spec, &mut sink, &mut rx).await;
+            (exit, sink, None)
+        }));
+        Ok(())
+    }
+
+    fn new_sink(&self, log: LogWriter, echo: bool) -> Sink {
+        let s = &self.p.settings;
+        Sink {
             log,
-            scanner,
-            echo: self.opts.echo_transcript.then(|| Echo {
+            scanner: Scanner::new(
+                s.agent.kind,
+                s.agent.scan_stdout_for_stop_patterns,
+                self.p.completion.clone(),
+                self.p.output_match.clone(),
+                self.p.classifier.clone(),
+                Utc::now().timestamp_millis() as f64 / 1000.0,
+            ),
+            echo: echo.then(|| Echo {
                 partial: [Vec::new(), Vec::new()],
             }),
             kill_on_error: s.kill_on_stop_pattern,
             log_error: None,
             notice: None,
+        }
+    }
+
+    /// A turn in the hybrid pane: (re)start the pane for this session, paste, follow the
+    /// transcript.
+    fn start_hybrid_attempt(&mut self, spec: AttemptSpec, prompt: String, shown: String) -> Result<()> {
+        let s = &self.p.settings;
+        let session_id = spec.session.id.clone().unwrap_or_default();
+        if self.pane.as_ref().is_some_and(|p| p.session_id != session_id) {
+            if let Some(old) = self.pane.take() {
+                hybrid::kill_pane(&old);
+                self.store.state.previous_hybrid_pane_id = Some(old.id);
+            }
+        }
+        let log_path = self.attempt_log.clone().unwrap_or_else(|| self.store.path("attempt.log"));
+        let mut log = LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
+        let _ = log.note("looper", &format!("attempt {} of prompt {} (hybrid pane)", spec.attempt, spec.prompt_index));
+        if self.pane.is_none() {
+            let mut env = agent_env(s, &self.store, &self.p.label);
+            for k in ["CODEX_HOME", "CLAUDE_CONFIG_DIR", "CLAUDE_HOME"] {
+                if !s.agent.env.contains_key(k)
+                    && let Ok(v) = std::env::var(k)
+                {
+                    env.push((k.to_string(), v));
+                }
+            }
+            let argv = match &s.agent.interactive_command {
+                Some(cmd) => cmd.clone(),
+                None => {
+                    let mut a = vec![self.p.program_path.as_ref().map(|p| p.display().to_string()).unwrap_or(s.agent.executable.clone())];
+                    a.extend(s.agent.extra_args.iter().cloned());
+                    if let Some(m) = &s.agent.model {
+                        a.extend(["--model".to_string(), m.clone()]);
+                    }
+                    if let Some(e) = &s.agent.effort {
+                        a.extend(["--effort".to_string(), e.clone()]);
+                    }
+                    a.push(if spec.session.resume { "--resume" } else { "--session-id" }.into());
+                    a.push(session_id.clone());
+                    a
+                }
+            };
+            let lookup = |k: &str| s.agent.env.get(k).cloned().or_else(|| std::env::var(k).ok());
+            let config_dir = lookup("CLAUDE_CONFIG_DIR")
+                .map(PathBuf::from)
+                .or_else(|| lookup("HOME").map(|h| PathBuf::from(h).join(".claude")))
+                .unwrap_or_else(|| PathBuf::from(".claude"));
+            let transcript = hybrid::transcript_path(&config_dir, &s.agent.cwd, &session_id);
+            let target = std::env::var("TMUX_PANE").unwrap_or_default();
+            match hybrid::start_pane(&target, &s.agent.cwd, &env, &argv, &session_id, transcript) {
+                Ok(pane) => {
+                    self.say(format!("hybrid agent pane {} (pid {}) for session {session_id}", pane.id, pane.pid));
+                    self.store.state.hybrid_pane_id = Some(pane.id.clone());
+                    self.store.state.hybrid_pane_pid = Some(json!(pane.pid));
+                    self.store.write_state(false)?;
+                    self.pane = Some(pane);
+                }
+                Err(e) => {
+                    let _ = log.note("stop_reason", &e);
+                    self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                        spawn_error: Some(e),
+                        ..AttemptReport::default()
+                    }));
+                    return Ok(());
+                }
+            }
+        }
+        let _ = shown;
+        let Some(pane) = self.pane.clone() else {
+            return Ok(());
         };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.attempt_ctl = Some(tx);
+        let mut sink = self.new_sink(log, false);
+        let timeout = Duration::from_secs_f64(s.timeout_seconds.min(1e9));
         self.attempt = Some(Box::pin(async move {
-            let exit = process::supervise(spawned, &spawn_spec, &mut sink, &mut rx).await;
-            (exit, sink)
+            match hybrid::run_turn(&pane, &prompt, timeout, &mut sink, &mut rx).await {
+                Ok(exit) => (exit, sink, None),
+                Err(e) => (AttemptExit::default(), sink, Some(e)),
+            }
         }));
         Ok(())
     }
 
-    fn attempt_done(&mut self, exit: AttemptExit, mut sink: Sink) -> Result<()> {
+    fn attempt_done(&mut self, exit: AttemptExit, mut sink: Sink, failure: Option<String>) -> Result<()> {
         self.attempt_ctl = None;
+        if let Some(e) = failure {
+            let _ = sink.log.note("stop_reason", &e);
+            self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                spawn_error: Some(e),
+                output_bytes: sink.scanner.bytes,
+                ..AttemptReport::default()
+            }));
+            return Ok(());
+        }
         let rc = match (exit.exit_code, exit.signal) {
             (Some(c), _) => c.to_string(),
             (None, Some(sig)) => format!("signal {sig}"),
@@ -799,6 +908,37 @@ fn engine_config(p: &Prepared) -> EngineConfig {
     }
 }
 
+/// The run directory of the run in progress, for the panic hook.
+static CURRENT_RUN: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Even a panic ends the run on record (D11): the hook marks the state `error` and appends
+/// `run_stopped`; the guard process then ends the agent's group as the supervisor exits.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let dir = CURRENT_RUN.lock().ok().and_then(|g| g.clone());
+        if let Some(dir) = dir {
+            let reason = format!("supervisor error: panic: {info}");
+            let now = crate::state::timestamp(Utc::now());
+            let state_path = dir.join(store::STATE_FILE);
+            if let Ok(mut st) = store::read_state(&state_path) {
+                st.status = Some("error".into());
+                st.stop_reason = Some(reason.clone());
+                st.exit_code = Some(1);
+                st.last_event = Some("run_stopped".into());
+                st.updated_at = Some(now.clone());
+                st.completed_at = Some(now.clone());
+                if let Ok(bytes) = serde_json::to_vec_pretty(&st) {
+                    let _ = store::write_atomic(&state_path, &bytes, true);
+                }
+            }
+            let line = json!({"ts": now, "event": "run_stopped", "status": "error", "stop_reason": reason, "exit_code": 1});
+            let _ = store::append_line(&dir.join(store::EVENTS_FILE), &line.to_string());
+        }
+        previous(info);
+    }));
+}
+
 /// Run a prepared loop to its end and return the exit code. The lock must be held.
 pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Result<i32> {
     let s = &p.settings;
@@ -838,6 +978,10 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
         st.pid_identity = procinfo::pid_identity(me);
     }
     let excluded = vec![s.log_dir.clone(), store.dir.clone()];
+    install_panic_hook();
+    if let Ok(mut current) = CURRENT_RUN.lock() {
+        *current = Some(store.dir.clone());
+    }
     let inbox = Inbox::new(&store.path(store::CONTROL_FILE));
     let seed: u64 = rand::random();
     let engine = Engine::new(engine_config(&p), seed);
@@ -861,6 +1005,7 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
         finished: None,
         excluded,
         window,
+        pane: None,
     };
     d.say(format!(
         "looper: run {} label {} agent {} ({}, {}) cwd {}",
@@ -932,8 +1077,8 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
         tokio::select! {
             done = async { match d.attempt.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 d.attempt = None;
-                let (exit, sink) = done;
-                d.attempt_done(exit, sink)?;
+                let (exit, sink, failure) = done;
+                d.attempt_done(exit, sink, failure)?;
             }
             _ = async { match d.wait.as_mut() { Some(w) => w.await, None => std::future::pending().await } } => {
                 d.wait = None;
@@ -955,6 +1100,14 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
                 d.queue.push_back(Input::RuntimeExpired);
             }
         }
+    }
+    if let Some(pane) = d.pane.take()
+        && !d.p.settings.keep_agent_pane
+    {
+        hybrid::kill_pane(&pane);
+    }
+    if let Ok(mut current) = CURRENT_RUN.lock() {
+        *current = None;
     }
     let reason = d.finished.take().unwrap_or(StopReason::Internal(
         "the run ended without a reason".into(),

@@ -281,7 +281,24 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                         .join("\n")
                 })
                 .filter(|t| !t.is_empty());
-            facts.text = text.map(Cow::Owned);
+            // A synthetic record carrying an API error (transcripts and stream-json alike)
+            // is an error report, not the agent's words.
+            if v.get("isApiErrorMessage").and_then(Json::as_bool) == Some(true) {
+                let text = text.unwrap_or_else(|| "API Error".into());
+                let hint = v
+                    .get("apiErrorStatus")
+                    .and_then(Json::as_u64)
+                    .and_then(|c| status_hint(&serde_json::json!({ "status": c })))
+                    .or_else(|| s(v, "error").and_then(|e| status_hint(&serde_json::json!({ "type": e }))));
+                facts.error = Some(RawError {
+                    retry_after: plain_delay(&text).or_else(|| usage_limit_reset(&text, now_epoch)),
+                    text,
+                    structured: true,
+                    hint,
+                });
+            } else {
+                facts.text = text.map(Cow::Owned);
+            }
         }
         "result" => {
             if let Some(usage) = v.get("usage") {

@@ -7,3 +7,4 @@ pub mod process;
 pub mod procinfo;
 pub mod store;
 pub mod tmux;
+pub mod hybrid;
