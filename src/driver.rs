@@ -690,18 +690,37 @@ impl Driver {
 
     /// A turn in the hybrid pane: (re)start the pane for this session, paste, follow the
     /// transcript.
-    fn start_hybrid_attempt(&mut self, spec: AttemptSpec, prompt: String, shown: String) -> Result<()> {
+    fn start_hybrid_attempt(
+        &mut self,
+        spec: AttemptSpec,
+        prompt: String,
+        shown: String,
+    ) -> Result<()> {
         let s = &self.p.settings;
         let session_id = spec.session.id.clone().unwrap_or_default();
-        if self.pane.as_ref().is_some_and(|p| p.session_id != session_id) {
+        if self
+            .pane
+            .as_ref()
+            .is_some_and(|p| p.session_id != session_id)
+        {
             if let Some(old) = self.pane.take() {
                 hybrid::kill_pane(&old);
                 self.store.state.previous_hybrid_pane_id = Some(old.id);
             }
         }
-        let log_path = self.attempt_log.clone().unwrap_or_else(|| self.store.path("attempt.log"));
-        let mut log = LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
-        let _ = log.note("looper", &format!("attempt {} of prompt {} (hybrid pane)", spec.attempt, spec.prompt_index));
+        let log_path = self
+            .attempt_log
+            .clone()
+            .unwrap_or_else(|| self.store.path("attempt.log"));
+        let mut log =
+            LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
+        let _ = log.note(
+            "looper",
+            &format!(
+                "attempt {} of prompt {} (hybrid pane)",
+                spec.attempt, spec.prompt_index
+            ),
+        );
         if self.pane.is_none() {
             let mut env = agent_env(s, &self.store, &self.p.label);
             for k in ["CODEX_HOME", "CLAUDE_CONFIG_DIR", "CLAUDE_HOME"] {
@@ -714,7 +733,13 @@ impl Driver {
             let argv = match &s.agent.interactive_command {
                 Some(cmd) => cmd.clone(),
                 None => {
-                    let mut a = vec![self.p.program_path.as_ref().map(|p| p.display().to_string()).unwrap_or(s.agent.executable.clone())];
+                    let mut a = vec![
+                        self.p
+                            .program_path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or(s.agent.executable.clone()),
+                    ];
                     a.extend(s.agent.extra_args.iter().cloned());
                     if let Some(m) = &s.agent.model {
                         a.extend(["--model".to_string(), m.clone()]);
@@ -722,12 +747,25 @@ impl Driver {
                     if let Some(e) = &s.agent.effort {
                         a.extend(["--effort".to_string(), e.clone()]);
                     }
-                    a.push(if spec.session.resume { "--resume" } else { "--session-id" }.into());
+                    a.push(
+                        if spec.session.resume {
+                            "--resume"
+                        } else {
+                            "--session-id"
+                        }
+                        .into(),
+                    );
                     a.push(session_id.clone());
                     a
                 }
             };
-            let lookup = |k: &str| s.agent.env.get(k).cloned().or_else(|| std::env::var(k).ok());
+            let lookup = |k: &str| {
+                s.agent
+                    .env
+                    .get(k)
+                    .cloned()
+                    .or_else(|| std::env::var(k).ok())
+            };
             let config_dir = lookup("CLAUDE_CONFIG_DIR")
                 .map(PathBuf::from)
                 .or_else(|| lookup("HOME").map(|h| PathBuf::from(h).join(".claude")))
@@ -736,7 +774,10 @@ impl Driver {
             let target = std::env::var("TMUX_PANE").unwrap_or_default();
             match hybrid::start_pane(&target, &s.agent.cwd, &env, &argv, &session_id, transcript) {
                 Ok(pane) => {
-                    self.say(format!("hybrid agent pane {} (pid {}) for session {session_id}", pane.id, pane.pid));
+                    self.say(format!(
+                        "hybrid agent pane {} (pid {}) for session {session_id}",
+                        pane.id, pane.pid
+                    ));
                     self.store.state.hybrid_pane_id = Some(pane.id.clone());
                     self.store.state.hybrid_pane_pid = Some(json!(pane.pid));
                     self.store.write_state(false)?;
@@ -769,7 +810,12 @@ impl Driver {
         Ok(())
     }
 
-    fn attempt_done(&mut self, exit: AttemptExit, mut sink: Sink, failure: Option<String>) -> Result<()> {
+    fn attempt_done(
+        &mut self,
+        exit: AttemptExit,
+        mut sink: Sink,
+        failure: Option<String>,
+    ) -> Result<()> {
         self.attempt_ctl = None;
         if let Some(e) = failure {
             let _ = sink.log.note("stop_reason", &e);

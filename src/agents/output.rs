@@ -289,7 +289,9 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                     .get("apiErrorStatus")
                     .and_then(Json::as_u64)
                     .and_then(|c| status_hint(&serde_json::json!({ "status": c })))
-                    .or_else(|| s(v, "error").and_then(|e| status_hint(&serde_json::json!({ "type": e }))));
+                    .or_else(|| {
+                        s(v, "error").and_then(|e| status_hint(&serde_json::json!({ "type": e })))
+                    });
                 facts.error = Some(RawError {
                     retry_after: plain_delay(&text).or_else(|| usage_limit_reset(&text, now_epoch)),
                     text,

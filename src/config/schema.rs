@@ -544,7 +544,9 @@ pub fn markdown_reference() -> String {
             DefaultValue::None => "—".into(),
         }
     }
-    let mut out = String::from("`[looper]`\n\n| key | type | default | constraint and meaning |\n|---|---|---|---|\n");
+    let mut out = String::from(
+        "`[looper]`\n\n| key | type | default | constraint and meaning |\n|---|---|---|---|\n",
+    );
     for k in LOOPER_KEYS {
         out.push_str(&format!(
             "| `{}` | {} | {} | {}; {} |\n",

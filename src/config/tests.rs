@@ -612,7 +612,10 @@ fn explicit_missing_config_is_an_error_but_the_default_may_be_absent() {
 fn readme_config_reference_is_current() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let readme = std::fs::read_to_string(path).expect("README.md");
-    let (start, end) = ("<!-- config-reference:start -->\n", "<!-- config-reference:end -->");
+    let (start, end) = (
+        "<!-- config-reference:start -->\n",
+        "<!-- config-reference:end -->",
+    );
     let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
         panic!("README.md lacks the config reference markers");
     };
@@ -623,7 +626,9 @@ fn readme_config_reference_is_current() {
             let updated = format!("{}{want}{}", &readme[..a + start.len()], &readme[b..]);
             std::fs::write(path, updated).expect("write README.md");
         } else {
-            panic!("README.md config reference is out of date; run `BLESS=1 cargo test readme_config_reference`");
+            panic!(
+                "README.md config reference is out of date; run `BLESS=1 cargo test readme_config_reference`"
+            );
         }
     }
 }

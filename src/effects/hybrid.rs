@@ -60,7 +60,11 @@ fn run_tmux(cmd: TmuxCommand<'_>, stdin: Option<&[u8]>) -> Result<String, String
     let argv = tmux_argv(cmd);
     let mut c = Command::new(&argv[0]);
     c.args(&argv[1..])
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().map_err(|e| format!("cannot run tmux: {e}"))?;
@@ -194,7 +198,9 @@ pub fn classify(capture: &str) -> Screen {
             "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json".into(),
         );
     }
-    if lower.contains("api key") && (lower.contains("do you want to use") || lower.contains("detected a custom")) {
+    if lower.contains("api key")
+        && (lower.contains("do you want to use") || lower.contains("detected a custom"))
+    {
         return Screen::Blocked(
             "claude is asking whether to use the API key in the environment; run claude once interactively to approve it".into(),
         );
@@ -215,9 +221,16 @@ pub fn classify(capture: &str) -> Screen {
 /// Bracketed paste of `text` from a named buffer, then Enter after a settle time that
 /// grows with the size of the paste (a large paste takes the TUI a moment to absorb).
 async fn paste(pane: &Pane, text: &str) -> Result<(), String> {
-    let buffer = format!("looper-{}-{}", std::process::id(), pane.id.trim_start_matches('%'));
+    let buffer = format!(
+        "looper-{}-{}",
+        std::process::id(),
+        pane.id.trim_start_matches('%')
+    );
     run_tmux(
-        LoadBuffer::new().buffer_name(buffer.as_str()).path("-").build(),
+        LoadBuffer::new()
+            .buffer_name(buffer.as_str())
+            .path("-")
+            .build(),
         Some(text.as_bytes()),
     )?;
     run_tmux(
@@ -232,7 +245,10 @@ async fn paste(pane: &Pane, text: &str) -> Result<(), String> {
     let settle = (0.25 + text.len() as f64 / 50_000.0).min(2.0);
     tokio::time::sleep(Duration::from_secs_f64(settle)).await;
     run_tmux(
-        SendKeys::new().target_pane(pane.id.as_str()).key("Enter").build(),
+        SendKeys::new()
+            .target_pane(pane.id.as_str())
+            .key("Enter")
+            .build(),
         None,
     )?;
     Ok(())
@@ -243,7 +259,9 @@ pub async fn wait_ready(pane: &Pane, limit: Duration) -> Result<(), String> {
     let end = tokio::time::Instant::now() + limit;
     loop {
         if let Some(code) = pane_dead(pane) {
-            return Err(format!("the hybrid agent pane exited (status {code}) before it was ready"));
+            return Err(format!(
+                "the hybrid agent pane exited (status {code}) before it was ready"
+            ));
         }
         match classify(&capture(pane)?) {
             Screen::Ready => return Ok(()),
@@ -342,7 +360,10 @@ mod tests {
 
     #[test]
     fn transcript_paths_follow_claude() {
-        assert_eq!(project_dir_name(Path::new("/tmp/my_repo.v2")), "-tmp-my-repo-v2");
+        assert_eq!(
+            project_dir_name(Path::new("/tmp/my_repo.v2")),
+            "-tmp-my-repo-v2"
+        );
         assert_eq!(
             transcript_path(Path::new("/h/.claude"), Path::new("/w/x"), "abc"),
             PathBuf::from("/h/.claude/projects/-w-x/abc.jsonl")
@@ -352,12 +373,32 @@ mod tests {
     #[test]
     fn split_window_argv_is_exact() {
         let env = vec![("K".to_string(), "v w".to_string())];
-        let argv = vec!["claude".to_string(), "--session-id".to_string(), "u-1".to_string()];
+        let argv = vec![
+            "claude".to_string(),
+            "--session-id".to_string(),
+            "u-1".to_string(),
+        ];
         assert_eq!(
             tmux_argv(split_window_command("%1", "/w", &env, &argv)),
             [
-                "tmux", "split-window", "-d", "-h", "-P", "-c", "/w", "-t", "%1", "-F",
-                "#{pane_id} #{pane_pid}", "-l", "70%", "-e", "K=v w", "claude", "--session-id", "u-1"
+                "tmux",
+                "split-window",
+                "-d",
+                "-h",
+                "-P",
+                "-c",
+                "/w",
+                "-t",
+                "%1",
+                "-F",
+                "#{pane_id} #{pane_pid}",
+                "-l",
+                "70%",
+                "-e",
+                "K=v w",
+                "claude",
+                "--session-id",
+                "u-1"
             ]
         );
     }
@@ -373,7 +414,9 @@ mod tests {
             Screen::Blocked(_)
         ));
         assert!(matches!(
-            classify("Detected a custom API key in your environment\nDo you want to use this API key?"),
+            classify(
+                "Detected a custom API key in your environment\nDo you want to use this API key?"
+            ),
             Screen::Blocked(_)
         ));
     }

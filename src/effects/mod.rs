@@ -1,10 +1,10 @@
 //! Thin adapters for everything that touches the world: processes, files, git, tmux.
 
 pub mod git;
+pub mod hybrid;
 pub mod inbox;
 pub mod outlog;
 pub mod process;
 pub mod procinfo;
 pub mod store;
 pub mod tmux;
-pub mod hybrid;

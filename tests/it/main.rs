@@ -6,4 +6,5 @@ mod support;
 
 mod cli;
 mod engine_runs;
+mod hybrid;
 mod process;

@@ -136,8 +136,18 @@ fn claude_hybrid_transcript() {
     // The transcript of a real interactive session: user records carry the prompt (with
     // the marker) and never complete; assistant replies do; the API error record is a rate limit.
     let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
-    let mut s = Scanner::new(AgentKind::Claude, false, completion, None, classifier(), 1.8e9);
-    s.feed(Stream::Stdout, &fixture("claude", "hybrid_transcript.jsonl"));
+    let mut s = Scanner::new(
+        AgentKind::Claude,
+        false,
+        completion,
+        None,
+        classifier(),
+        1.8e9,
+    );
+    s.feed(
+        Stream::Stdout,
+        &fixture("claude", "hybrid_transcript.jsonl"),
+    );
     s.finish_stream(Stream::Stdout);
     assert!(s.completion_seen, "the first reply says EXIT_SIGNAL: true");
     assert_eq!(class(&s), Some(ErrorClass::RateLimit), "{:?}", s.error);
