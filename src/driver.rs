@@ -702,11 +702,10 @@ impl Driver {
             .pane
             .as_ref()
             .is_some_and(|p| p.session_id != session_id)
+            && let Some(old) = self.pane.take()
         {
-            if let Some(old) = self.pane.take() {
-                hybrid::kill_pane(&old);
-                self.store.state.previous_hybrid_pane_id = Some(old.id);
-            }
+            hybrid::kill_pane(&old);
+            self.store.state.previous_hybrid_pane_id = Some(old.id);
         }
         let log_path = self
             .attempt_log
