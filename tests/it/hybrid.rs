@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[allow(dead_code)]
 #[path = "../support/mock_server.rs"]
 mod mock_server;
 
