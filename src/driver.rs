@@ -299,6 +299,8 @@ struct Driver {
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     inbox: Inbox,
     focus: Option<String>,
+    /// Size of focus.jsonl when last read: it is re-read only when it grows.
+    focus_len: u64,
     finished: Option<StopReason>,
     excluded: Vec<PathBuf>,
     window: tmux::WindowState,
@@ -878,7 +880,13 @@ impl Driver {
         for w in self.inbox.warnings.drain(..) {
             eprintln!("looper: warning: {w}");
         }
-        let focus = inbox::latest_focus(&self.store.path(store::FOCUS_FILE));
+        let focus_path = self.store.path(store::FOCUS_FILE);
+        let len = std::fs::metadata(&focus_path).map(|m| m.len()).unwrap_or(0);
+        if len == self.focus_len {
+            return;
+        }
+        self.focus_len = len;
+        let focus = inbox::latest_focus(&focus_path);
         if focus.is_some() && focus != self.focus {
             self.say(format!("focus: {}", focus.as_deref().unwrap_or("")));
             self.store.state.focus = focus.clone();
@@ -1047,6 +1055,7 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
         wait: None,
         inbox,
         focus: None,
+        focus_len: 0,
         finished: None,
         excluded,
         window,
@@ -1164,8 +1173,14 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
 /// (the safety poll still reads the inbox).
 fn watch_dir(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
+    // Only the operator's files matter: the supervisor's own log and state writes land in
+    // the same directory and must not wake it up once per chunk of output.
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        let ours = |p: &PathBuf| {
+            p.file_name()
+                .is_some_and(|n| n == store::CONTROL_FILE || n == store::FOCUS_FILE)
+        };
+        if res.is_ok_and(|e| e.paths.iter().any(ours)) {
             let _ = tx.send(());
         }
     })
