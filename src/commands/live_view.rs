@@ -28,6 +28,8 @@ use crate::transcript;
 const TICK: Duration = Duration::from_millis(200);
 /// At most ten frames a second, however fast the agent writes.
 const MIN_FRAME: Duration = Duration::from_millis(100);
+/// Panes shorter than this get the compact header.
+const COMPACT_BELOW: usize = 16;
 /// Rendered transcript lines kept for scrollback-free redraws.
 const MAX_LINES: usize = 2000;
 /// Bytes of log read per tick, so a flood cannot stall the keys.
@@ -224,19 +226,21 @@ impl View {
         changed
     }
 
-    fn header(&self) -> Vec<String> {
+    /// Header rows; `compact` (a short pane) keeps the transcript visible by folding the
+    /// run, status and loop into one row and leaving out session, usage and focus.
+    fn header(&self, compact: bool) -> Vec<String> {
         let mut h = Vec::new();
         let Some(st) = &self.state else {
             h.push(format!("looper live view · {}", self.run_dir.display()));
             h.push("waiting for the run to start".into());
-            return h;
+            return h.iter().map(|l| sanitize(l)).collect();
         };
         let dash = || "-".to_string();
-        h.push(format!(
+        let title = format!(
             "{} · run {}",
             st.label.clone().unwrap_or_else(dash),
             st.run_id.clone().unwrap_or_else(dash)
-        ));
+        );
         let mut status = format!("status: {}", st.status.clone().unwrap_or_else(dash));
         if let Some(l) = st.current_loop.filter(|l| *l > 0) {
             status.push_str(&format!(" · loop {l}"));
@@ -249,24 +253,29 @@ impl View {
         if let Some(a) = st.current_attempt.filter(|a| *a > 1) {
             status.push_str(&format!(" · attempt {a}"));
         }
-        h.push(status);
-        let session = st
-            .current_session_id
-            .clone()
-            .or_else(|| st.current_session.clone())
-            .unwrap_or_else(dash);
-        let usage = match &st.usage_total {
-            Some(u) if u.cost_usd > 0.0 => {
-                format!("{} tokens, ${:.4}", u.total_tokens(), u.cost_usd)
-            }
-            Some(u) => format!("{} tokens", u.total_tokens()),
-            None => "-".into(),
-        };
-        h.push(format!("session: {session} · usage: {usage}"));
-        h.push(format!(
-            "focus: {}",
-            self.focus.as_deref().unwrap_or("not reported yet")
-        ));
+        if compact {
+            h.push(format!("{status} · {title}"));
+        } else {
+            h.push(title);
+            h.push(status);
+            let session = st
+                .current_session_id
+                .clone()
+                .or_else(|| st.current_session.clone())
+                .unwrap_or_else(dash);
+            let usage = match &st.usage_total {
+                Some(u) if u.cost_usd > 0.0 => {
+                    format!("{} tokens, ${:.4}", u.total_tokens(), u.cost_usd)
+                }
+                Some(u) => format!("{} tokens", u.total_tokens()),
+                None => "-".into(),
+            };
+            h.push(format!("session: {session} · usage: {usage}"));
+            h.push(format!(
+                "focus: {}",
+                self.focus.as_deref().unwrap_or("not reported yet")
+            ));
+        }
         if let Some(r) = &st.stop_reason {
             h.push(format!("stop: {r}"));
         } else if let Some(r) = &st.retry_status {
@@ -278,7 +287,12 @@ impl View {
     /// The whole screen, `height` rows of at most `width` characters.
     pub fn frame(&self, width: usize, height: usize) -> Vec<String> {
         let width = width.max(1);
-        let mut rows: Vec<String> = self.header().iter().map(|l| clip(l, width)).collect();
+        let compact = height < COMPACT_BELOW;
+        let mut rows: Vec<String> = self
+            .header(compact)
+            .iter()
+            .map(|l| clip(l, width))
+            .collect();
         rows.push(match (&self.note, &self.message) {
             (Some(n), _) => {
                 // A long note scrolls: its end, where the typing happens, stays visible.
@@ -293,7 +307,9 @@ impl View {
                 width,
             ),
         });
-        rows.push("─".repeat(width));
+        if !compact {
+            rows.push("─".repeat(width));
+        }
         let body = height.saturating_sub(rows.len());
         let mut tail: Vec<String> = Vec::new();
         for line in self.lines.iter().rev() {
@@ -395,12 +411,14 @@ impl Drop for TermGuard {
     }
 }
 
-fn draw(out: &mut impl Write, view: &View, (w, h): (u16, u16)) -> std::io::Result<()> {
-    for (i, row) in view
-        .frame(usize::from(w), usize::from(h))
-        .iter()
-        .enumerate()
-    {
+/// Draw a frame. The last frame (`last`) leaves the top row blank and draws one row lower:
+/// when the pane dies, tmux scrolls it up one row to print "Pane is dead" at the bottom,
+/// and this way the header survives that scroll.
+fn draw(out: &mut impl Write, view: &View, (w, h): (u16, u16), last: bool) -> std::io::Result<()> {
+    let skip = usize::from(last && h > 2);
+    let mut rows = vec![String::new(); skip];
+    rows.extend(view.frame(usize::from(w), usize::from(h).saturating_sub(skip)));
+    for (i, row) in rows.iter().enumerate() {
         let y = u16::try_from(i).unwrap_or(u16::MAX);
         queue!(
             out,
@@ -433,12 +451,12 @@ pub fn live_view(args: &LiveViewArgs) -> Result<i32> {
                 while view.refresh() {}
                 view.note = None;
                 view.message = Some("the supervisor exited; live view stopped".into());
-                draw(&mut out, &view, size).map_err(term_err)?;
+                draw(&mut out, &view, size, true).map_err(term_err)?;
                 return Ok(0);
             }
         }
         if dirty && last_draw.is_none_or(|t| t.elapsed() >= MIN_FRAME) {
-            draw(&mut out, &view, size).map_err(term_err)?;
+            draw(&mut out, &view, size, false).map_err(term_err)?;
             dirty = false;
             last_draw = Some(Instant::now());
         }
@@ -452,7 +470,11 @@ pub fn live_view(args: &LiveViewArgs) -> Result<i32> {
             Event::Key(k) if k.kind == KeyEventKind::Press => match view.on_key(k) {
                 KeyAction::None => {}
                 KeyAction::Redraw => dirty = true,
-                KeyAction::Quit => return Ok(0),
+                KeyAction::Quit => {
+                    view.message = Some("live view closed".into());
+                    draw(&mut out, &view, size, true).map_err(term_err)?;
+                    return Ok(0);
+                }
                 KeyAction::Queue(action, reason, note) => {
                     view.queue(action, reason.as_deref(), note.as_deref());
                     dirty = true;
@@ -582,8 +604,8 @@ mod tests {
         .expect("write");
         let mut v = View::new(dir.path());
         assert!(v.refresh());
-        let f = v.frame(40, 12);
-        assert_eq!(f.len(), 12);
+        let f = v.frame(40, 20);
+        assert_eq!(f.len(), 20);
         assert_eq!(f[0], "smoke · run r1");
         assert_eq!(f[1], "status: running · loop 3, prompt 1/2");
         assert_eq!(f[2], "session: sess-1 · usage: -");
@@ -593,6 +615,16 @@ mod tests {
         assert_eq!(f[7], "hello there");
         assert_eq!(f[8], "");
         assert!(!v.refresh(), "nothing new");
+        let small = v.frame(60, 5);
+        assert_eq!(
+            small[0],
+            "status: running · loop 3, prompt 1/2 · smoke · run r1"
+        );
+        assert!(small[1].starts_with("keys: "));
+        assert_eq!(
+            small[2..],
+            ["── loop-0001__prompt-001.log ──", "hello there", ""]
+        );
         // The rest of the partial line arrives; a long line wraps.
         let mut f1 = std::fs::OpenOptions::new()
             .append(true)
@@ -601,7 +633,7 @@ mod tests {
         f1.write_all(format!("tial\n[x] stdout: {}\n", "y".repeat(50)).as_bytes())
             .expect("append");
         assert!(v.refresh());
-        let f = v.frame(40, 12);
+        let f = v.frame(40, 20);
         assert_eq!(
             &f[8..11],
             ["partial".to_string(), "y".repeat(40), "y".repeat(10)]

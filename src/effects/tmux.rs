@@ -286,16 +286,16 @@ impl WindowState {
 
     pub fn set_running(&self) {
         if let Some(p) = &self.pane {
-            run(set_window_option(p, "@codex_state", "RUN"));
             run(set_window_option(p, "@codex_stop_reason", ""));
+            run(set_window_option(p, "@codex_state", "RUN"));
         }
     }
 
     pub fn retrying(&self, status: &str, wait: f64, notify_after: f64) {
         if let Some(p) = &self.pane {
             let text = truncate_reason(status);
-            run(set_window_option(p, "@codex_state", "RUN"));
             run(set_window_option(p, "@codex_stop_reason", &text));
+            run(set_window_option(p, "@codex_state", "RUN"));
             if notify_after > 0.0 && wait >= notify_after {
                 let msg = format!("Looper retry wait: {text}");
                 run(display_message(p, &msg));
@@ -303,13 +303,15 @@ impl WindowState {
         }
     }
 
+    /// The reason is written before the state, so whoever sees the final state also sees
+    /// why.
     pub fn finish(&self, reason: &StopReason) {
         if let Some(p) = &self.pane {
-            run(set_window_option(p, "@codex_state", reason.window_state()));
             if !matches!(reason, StopReason::MaxLoops(_) | StopReason::DryRun) {
                 let text = truncate_reason(&reason.reason());
                 run(set_window_option(p, "@codex_stop_reason", &text));
             }
+            run(set_window_option(p, "@codex_state", reason.window_state()));
         }
     }
 }

@@ -5,3 +5,4 @@
 mod support;
 
 mod engine_runs;
+mod tmux;
