@@ -348,7 +348,7 @@ fn launch_tmux(plan: &FarmPlan, exe: &Path, env: &[(String, String)]) -> Result<
     };
     let pane = created.map_err(|e| {
         Error::Tmux(format!(
-            "cannot open a window in tmux session {}: {e}",
+            "cannot open a window in tmux session {}: {e} (pass --local to run in this terminal)",
             plan.session
         ))
     })?;
@@ -366,7 +366,7 @@ fn launch_tmux(plan: &FarmPlan, exe: &Path, env: &[(String, String)]) -> Result<
     if let Err(e) = tmux::output(tmux::respawn_pane(&pane, &cwd, env, &argv)) {
         let _ = tmux::output(tmux::kill_window(&pane));
         return Err(Error::Tmux(format!(
-            "cannot start the looper in the farm window: {e}"
+            "cannot start the looper in the farm window: {e} (pass --local to run in this terminal)"
         )));
     }
     println!(

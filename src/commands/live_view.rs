@@ -375,6 +375,12 @@ impl View {
         }
     }
 
+    /// Closing the view leaves the supervisor pane without a transcript: say where it is.
+    fn closed_message(&self) -> String {
+        let run = self.run_dir.display().to_string();
+        format!("live view closed; follow the transcript with: looper logs --run-dir {run} -f")
+    }
+
     /// Append a control line and say so in the view.
     fn queue(&mut self, action: &str, reason: Option<&str>, note: Option<&str>) {
         let line = control_line(action, reason, note, Utc::now(), rand::random());
@@ -471,7 +477,7 @@ pub fn live_view(args: &LiveViewArgs) -> Result<i32> {
                 KeyAction::None => {}
                 KeyAction::Redraw => dirty = true,
                 KeyAction::Quit => {
-                    view.message = Some("live view closed".into());
+                    view.message = Some(view.closed_message());
                     draw(&mut out, &view, size, true).map_err(term_err)?;
                     return Ok(0);
                 }
