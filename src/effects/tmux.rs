@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 
 use tmux_interface::{
-    AttachSession, DisplayMessage, HasSession, KillWindow, NewSession, NewWindow, RespawnPane,
-    SetOption, SplitWindow, SwitchClient, Tmux, TmuxCommand,
+    AttachSession, CapturePane, DisplayMessage, HasSession, KillPane, KillWindow, LoadBuffer,
+    NewSession, NewWindow, PasteBuffer, RespawnPane, SendKeys, SetOption, SplitWindow,
+    SwitchClient, Tmux, TmuxCommand,
 };
 
 use crate::engine::StopReason;
@@ -316,6 +317,283 @@ impl WindowState {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Hybrid claude (D26): the building blocks for running claude's own TUI in a pane. The pane
+// runs `claude --session-id <uuid>`, so the transcript file is known exactly; prompts are
+// pasted bracketed; a turn ends when the transcript has a new assistant record that ends
+// the turn and the pane is idle. Not yet driven by the driver (`hybrid_supported` is false).
+// ---------------------------------------------------------------------------------------
+
+/// The agent pane's share of the window (reference 5.1).
+pub const AGENT_PANE_SIZE: &str = "70%";
+
+/// `claude --session-id <uuid> [extra args]`: the interactive TUI with a known identity.
+pub fn claude_pane_argv(executable: &str, session_id: &str, extra: &[String]) -> Vec<String> {
+    let mut v = vec![
+        executable.to_string(),
+        "--session-id".into(),
+        session_id.to_string(),
+    ];
+    v.extend(extra.iter().cloned());
+    v
+}
+
+/// `split-window -d -v -P -F #{pane_id} -l 70% -c <cwd> [-e K=V]... -t <pane> <argv>...`.
+pub fn agent_pane<'a>(
+    pane: &'a str,
+    cwd: &'a str,
+    env: &[(String, String)],
+    argv: &[String],
+) -> TmuxCommand<'a> {
+    let mut cmd = SplitWindow::new()
+        .detached()
+        .vertical()
+        .print()
+        .format(PANE_ID)
+        .build();
+    cmd.push_option("-l", AGENT_PANE_SIZE);
+    cmd.push_option("-c", cwd);
+    for (k, v) in env {
+        cmd.push_option("-e", format!("{k}={v}"));
+    }
+    cmd.push_option("-t", pane);
+    push_argv(&mut cmd, argv);
+    cmd
+}
+
+/// `load-buffer -b <buffer> -`: the prompt comes on stdin, never in argv (reference 5.3).
+pub fn load_buffer(buffer: &str) -> TmuxCommand<'_> {
+    LoadBuffer::new().buffer_name(buffer).path("-").build()
+}
+
+/// `paste-buffer -d -p -b <buffer> -t <pane>`: bracketed, so newlines do not submit.
+pub fn paste_buffer<'a>(buffer: &'a str, pane: &'a str) -> TmuxCommand<'a> {
+    PasteBuffer::new()
+        .delete()
+        .bracket_codes()
+        .buffer_name(buffer)
+        .target_pane(pane)
+        .build()
+}
+
+/// `send-keys -t <pane> Enter`.
+pub fn send_enter(pane: &str) -> TmuxCommand<'_> {
+    SendKeys::new().target_pane(pane).key("Enter").build()
+}
+
+/// `capture-pane -p -S -220 -t <pane>`: the visible screen and some history, as text.
+pub fn capture_pane(pane: &str) -> TmuxCommand<'_> {
+    CapturePane::new()
+        .stdout()
+        .start_line("-220")
+        .target_pane(pane)
+        .build()
+}
+
+/// `kill-pane -t <pane>`.
+pub fn kill_pane(pane: &str) -> TmuxCommand<'_> {
+    KillPane::new().target_pane(pane).build()
+}
+
+/// How long to let a pasted prompt settle before Enter (reference 5.3).
+pub fn paste_settle(bytes: usize) -> std::time::Duration {
+    std::time::Duration::from_secs_f64((0.25 + bytes as f64 / 50_000.0).min(2.0))
+}
+
+/// Open the agent pane below `supervisor_pane`; `remain-on-exit` keeps a crashed agent's
+/// last screen readable. Returns the pane id.
+pub fn start_agent_pane(
+    supervisor_pane: &str,
+    cwd: &str,
+    env: &[(String, String)],
+    argv: &[String],
+) -> std::result::Result<String, String> {
+    let id = output(agent_pane(supervisor_pane, cwd, env, argv))?;
+    let id = id.lines().last().unwrap_or_default().to_string();
+    if !id.starts_with('%') {
+        return Err(format!("tmux printed no pane id: {id:?}"));
+    }
+    run(set_window_option(&id, "remain-on-exit", "on"));
+    Ok(id)
+}
+
+/// Paste a prompt into the pane and submit it.
+pub fn paste_prompt(pane: &str, prompt: &str, buffer: &str) -> std::result::Result<(), String> {
+    use std::io::Write as _;
+    let mut c = Tmux::with_command(load_buffer(buffer)).into_command();
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| format!("cannot run tmux: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(prompt.as_bytes())
+            .map_err(|e| format!("cannot hand the prompt to tmux: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("tmux load-buffer: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    output(paste_buffer(buffer, pane))?;
+    std::thread::sleep(paste_settle(prompt.len()));
+    output(send_enter(pane)).map(|_| ())
+}
+
+/// What the agent pane looks like it is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaneState {
+    Ready,
+    Run,
+    Err,
+}
+
+/// Remove CSI escape sequences (colours, cursor moves) from a capture.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if ('@'..='~').contains(&d) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Classify a claude pane capture (reference 5.6): an empty screen is an error; a prompt
+/// line or a numbered choice is ready; a spinner with `…` is running; anything else ready.
+pub fn classify_claude_pane(capture: &str) -> PaneState {
+    let text = strip_ansi(capture);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        return PaneState::Err;
+    }
+    let tail = &lines[lines.len().saturating_sub(50)..];
+    let choice = tail.iter().any(|l| {
+        l.trim_start()
+            .strip_prefix('❯')
+            .map(str::trim_start)
+            .is_some_and(|r| {
+                r.chars().next().is_some_and(|c| c.is_ascii_digit()) && r.contains('.')
+            })
+    });
+    let last = lines[lines.len() - 1].trim_matches(|c: char| c == ' ' || c == '\u{a0}');
+    if choice || last == ">" {
+        return PaneState::Ready;
+    }
+    const SPINNER: [char; 10] = ['✻', '✽', '✶', '✳', '✢', '·', '*', '⏺', '✺', '●'];
+    const WORDS: [&str; 7] = [
+        "thinking",
+        "processing",
+        "reading",
+        "writing",
+        "searching",
+        "running",
+        "working",
+    ];
+    let running = tail.iter().any(|l| {
+        let t = l.trim_start();
+        let lower = t.to_lowercase();
+        let spinner = t.starts_with(SPINNER) && t.contains('…');
+        (spinner
+            && (lower.contains("esc to interrupt")
+                || ["tokens", "thinking", "effort", "s)"]
+                    .iter()
+                    .any(|w| lower.contains(w))))
+            || WORDS
+                .iter()
+                .any(|w| lower.starts_with(w) && t.contains('…'))
+    });
+    if running {
+        PaneState::Run
+    } else {
+        PaneState::Ready
+    }
+}
+
+fn record_role(v: &serde_json::Value) -> Option<&str> {
+    v.pointer("/message/role")
+        .and_then(serde_json::Value::as_str)
+        .or_else(|| v.get("type").and_then(serde_json::Value::as_str))
+}
+
+/// Did the turn end? `records` are the transcript records written since the prompt was
+/// sent. It needs the prompt's user record and an assistant record that ends the turn
+/// (not `tool_use`/`pause_turn`); a running-looking pane is overridden only by an explicit
+/// terminal stop reason (reference 5.4).
+pub fn claude_turn_done(records: &[serde_json::Value], pane: PaneState) -> bool {
+    let user = records.iter().any(|r| record_role(r) == Some("user"));
+    let Some(last) = records
+        .iter()
+        .rev()
+        .find(|r| record_role(r) == Some("assistant"))
+    else {
+        return false;
+    };
+    let stop = last
+        .pointer("/message/stop_reason")
+        .and_then(serde_json::Value::as_str);
+    let continues = matches!(stop, Some("tool_use" | "pause_turn"));
+    user && match pane {
+        PaneState::Err => false,
+        PaneState::Run => stop.is_some() && !continues,
+        PaneState::Ready => !continues,
+    }
+}
+
+/// claude's configuration directory: `CLAUDE_CONFIG_DIR`, else `~/.claude`.
+pub fn claude_config_dir(
+    env: &std::collections::BTreeMap<String, String>,
+) -> Option<std::path::PathBuf> {
+    env.get("CLAUDE_CONFIG_DIR")
+        .filter(|v| !v.trim().is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".claude")))
+}
+
+/// claude's project directory name for a working directory: every character that is not
+/// an ASCII letter or digit becomes `-`.
+pub fn claude_project_dir(cwd: &Path) -> String {
+    cwd.display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// The session's transcript: `<config>/projects/<project>/<uuid>.jsonl`; if claude named
+/// the project directory differently, the file with exactly that session id in any project
+/// directory (the id is a fresh uuid, so this is still exact, never a guess by mtime).
+pub fn claude_transcript(
+    config_dir: &Path,
+    cwd: &Path,
+    session_id: &str,
+) -> Option<std::path::PathBuf> {
+    let file = format!("{session_id}.jsonl");
+    let projects = config_dir.join("projects");
+    let expected = projects.join(claude_project_dir(cwd)).join(&file);
+    if expected.is_file() {
+        return Some(expected);
+    }
+    std::fs::read_dir(&projects)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(&file))
+        .find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +790,162 @@ mod tests {
         assert_eq!(command_arg(";"), "\\;");
         assert_eq!(command_arg("a;b"), "a;b");
         assert_eq!(command_arg("a\\;"), "a\\\\;");
+    }
+
+    #[test]
+    fn hybrid_pane_commands() {
+        let argv = claude_pane_argv("claude", "u-1", &strings(&["--model", "opus"]));
+        assert_eq!(argv, ["claude", "--session-id", "u-1", "--model", "opus"]);
+        let env = vec![("CLAUDE_CONFIG_DIR".to_string(), "/c".to_string())];
+        assert_eq!(
+            argv_of(agent_pane("%1", "/p", &env, &argv)),
+            [
+                "tmux",
+                "split-window",
+                "-d",
+                "-v",
+                "-P",
+                "-F",
+                "#{pane_id}",
+                "-l",
+                "70%",
+                "-c",
+                "/p",
+                "-e",
+                "CLAUDE_CONFIG_DIR=/c",
+                "-t",
+                "%1",
+                "claude",
+                "--session-id",
+                "u-1",
+                "--model",
+                "opus"
+            ]
+        );
+        assert_eq!(
+            argv_of(load_buffer("b1")),
+            ["tmux", "load-buffer", "-b", "b1", "-"]
+        );
+        assert_eq!(
+            argv_of(paste_buffer("b1", "%2")),
+            ["tmux", "paste-buffer", "-d", "-p", "-b", "b1", "-t", "%2"]
+        );
+        assert_eq!(
+            argv_of(send_enter("%2")),
+            ["tmux", "send-keys", "-t", "%2", "Enter"]
+        );
+        assert_eq!(
+            argv_of(capture_pane("%2")),
+            ["tmux", "capture-pane", "-p", "-S", "-220", "-t", "%2"]
+        );
+        assert_eq!(argv_of(kill_pane("%2")), ["tmux", "kill-pane", "-t", "%2"]);
+        assert_eq!(paste_settle(0).as_millis(), 250);
+        assert_eq!(paste_settle(10_000_000).as_secs(), 2);
+    }
+
+    fn argv_of(cmd: TmuxCommand<'_>) -> Vec<String> {
+        argv(cmd)
+    }
+
+    #[test]
+    fn claude_pane_classification() {
+        assert_eq!(classify_claude_pane("\n  \n"), PaneState::Err);
+        assert_eq!(classify_claude_pane("welcome\n> \n"), PaneState::Ready);
+        assert_eq!(
+            classify_claude_pane("pick one\n❯ 1. Yes\n  2. No\n"),
+            PaneState::Ready
+        );
+        assert_eq!(
+            classify_claude_pane(
+                "\u{1b}[33m✻ Thinking… (12s · esc to interrupt)\u{1b}[0m\n│ >   │\n"
+            ),
+            PaneState::Run
+        );
+        assert_eq!(
+            classify_claude_pane("Reading… src/main.rs\n"),
+            PaneState::Run
+        );
+        assert_eq!(
+            classify_claude_pane("all done\n│ >   │\n"),
+            PaneState::Ready
+        );
+    }
+
+    #[test]
+    fn claude_turn_completion() {
+        let j = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("json");
+        let user = j(r#"{"type":"user","message":{"role":"user","content":"do it"}}"#);
+        let tool =
+            j(r#"{"type":"assistant","message":{"role":"assistant","stop_reason":"tool_use"}}"#);
+        let end =
+            j(r#"{"type":"assistant","message":{"role":"assistant","stop_reason":"end_turn"}}"#);
+        let open = j(r#"{"type":"assistant","message":{"role":"assistant","stop_reason":null}}"#);
+        assert!(
+            !claude_turn_done(&[user.clone()], PaneState::Ready),
+            "no answer yet"
+        );
+        assert!(
+            !claude_turn_done(&[end.clone()], PaneState::Ready),
+            "not our prompt's turn"
+        );
+        assert!(
+            !claude_turn_done(&[user.clone(), tool.clone()], PaneState::Ready),
+            "a tool call continues"
+        );
+        assert!(claude_turn_done(
+            &[user.clone(), tool.clone(), end.clone()],
+            PaneState::Ready
+        ));
+        assert!(
+            claude_turn_done(&[user.clone(), end.clone()], PaneState::Run),
+            "terminal record wins"
+        );
+        assert!(!claude_turn_done(
+            &[user.clone(), open.clone()],
+            PaneState::Run
+        ));
+        assert!(
+            claude_turn_done(&[user.clone(), open], PaneState::Ready),
+            "idle pane, no stop reason"
+        );
+        assert!(!claude_turn_done(&[user, end], PaneState::Err));
+    }
+
+    #[test]
+    fn claude_transcript_is_found_by_exact_session_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: std::collections::BTreeMap<String, String> =
+            [("HOME".to_string(), "/h".to_string())]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            claude_config_dir(&env),
+            Some(std::path::PathBuf::from("/h/.claude"))
+        );
+        let mut env2 = env.clone();
+        env2.insert("CLAUDE_CONFIG_DIR".into(), dir.path().display().to_string());
+        assert_eq!(claude_config_dir(&env2).as_deref(), Some(dir.path()));
+        assert_eq!(
+            claude_project_dir(Path::new("/home/u/my.proj_x")),
+            "-home-u-my-proj-x"
+        );
+        let cwd = Path::new("/w/p");
+        assert_eq!(claude_transcript(dir.path(), cwd, "u-1"), None);
+        let other = dir.path().join("projects/-w-p-renamed");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::write(other.join("u-1.jsonl"), "").expect("write");
+        assert_eq!(
+            claude_transcript(dir.path(), cwd, "u-1"),
+            Some(other.join("u-1.jsonl"))
+        );
+        let exact = dir.path().join("projects/-w-p");
+        std::fs::create_dir_all(&exact).expect("mkdir");
+        std::fs::write(exact.join("u-1.jsonl"), "").expect("write");
+        assert_eq!(
+            claude_transcript(dir.path(), cwd, "u-1"),
+            Some(exact.join("u-1.jsonl"))
+        );
+        assert_eq!(claude_transcript(dir.path(), cwd, "u-2"), None);
     }
 
     #[test]

@@ -697,3 +697,124 @@ fn a_retry_wait_shows_in_the_window_and_clears_after() {
     );
     assert_eq!(p.calls(), 2);
 }
+
+/// An interactive stand-in for claude's TUI: `--session-id ID`, a `> ` prompt, and a
+/// transcript under `$CLAUDE_CONFIG_DIR/projects/<cwd>/<ID>.jsonl`.
+const FAKE_CLAUDE: &str = r#"#!/bin/sh
+[ "$1" = "--session-id" ] || exit 9
+dir="$CLAUDE_CONFIG_DIR/projects/$(pwd | sed 's/[^A-Za-z0-9]/-/g')"
+mkdir -p "$dir"
+f="$dir/$2.jsonl"
+printf 'fake claude\n> '
+while IFS= read -r line; do
+  printf '{"type":"user","message":{"role":"user","content":"%s"}}\n' "$line" >> "$f"
+  printf '✻ Thinking… (esc to interrupt)\n'
+  sleep 0.5
+  printf '{"type":"assistant","message":{"role":"assistant","stop_reason":"end_turn","content":[{"type":"text","text":"answer: %s"}]}}\n' "$line" >> "$f"
+  printf 'answered\n> '
+done
+"#;
+
+#[test]
+fn hybrid_building_blocks_drive_an_interactive_pane() {
+    use agent_looper::effects::tmux as tx;
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    p.write("bin/claude", FAKE_CLAUDE);
+    let mut perms = std::fs::metadata(p.join("bin/claude"))
+        .expect("meta")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(p.join("bin/claude"), perms).expect("chmod");
+    let config = p.join(".claude-config");
+    let run = |argv: Vec<String>| {
+        t.tmux(
+            &p,
+            &argv[1..].iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "h1",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "cat",
+        ],
+    )
+    .expect("session");
+    let sup = panes(&t, &p, "h1")[0].0.clone();
+    let session_id = "0b7c3a52-6a4e-4e43-9a0e-4f3b2a1c9d8e";
+    let argv = tx::claude_pane_argv(&p.join("bin/claude").display().to_string(), session_id, &[]);
+    let env = vec![(
+        "CLAUDE_CONFIG_DIR".to_string(),
+        config.display().to_string(),
+    )];
+    let cwd = p.path().display().to_string();
+    let agent = run(tx::argv(tx::agent_pane(&sup, &cwd, &env, &argv)))
+        .expect("agent pane")
+        .trim()
+        .to_string();
+    assert!(agent.starts_with('%'), "{agent}");
+    let state =
+        || tx::classify_claude_pane(&run(tx::argv(tx::capture_pane(&agent))).unwrap_or_default());
+    assert!(
+        wait_until(10.0, || state() == tx::PaneState::Ready),
+        "{}",
+        capture(&t, &p, &agent)
+    );
+
+    // Paste the prompt from stdin (never argv), bracketed, then Enter after the settle.
+    let load = tx::argv(tx::load_buffer("looper-test"));
+    let mut c = Command::new("tmux");
+    t.env(&mut c, &p);
+    let mut child = c
+        .args(&load[1..])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("load-buffer");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"fix the parser")
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
+    run(tx::argv(tx::paste_buffer("looper-test", &agent))).expect("paste");
+    std::thread::sleep(tx::paste_settle(14));
+    run(tx::argv(tx::send_enter(&agent))).expect("enter");
+
+    let records = || -> Vec<Json> {
+        tx::claude_transcript(&config, p.path(), session_id)
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| {
+                s.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(10.0, || tx::claude_turn_done(&records(), state())),
+        "{:?}\n{}",
+        records(),
+        capture(&t, &p, &agent)
+    );
+    let recs = records();
+    assert_eq!(recs[0]["message"]["content"], "fix the parser");
+    assert_eq!(
+        recs[1]["message"]["content"][0]["text"],
+        "answer: fix the parser"
+    );
+    let file = tx::claude_transcript(&config, p.path(), session_id).expect("transcript");
+    assert!(
+        file.starts_with(config.join("projects")),
+        "{}",
+        file.display()
+    );
+
+    run(tx::argv(tx::kill_pane(&agent))).expect("kill-pane");
+    assert_eq!(panes(&t, &p, "h1").len(), 1);
+}
