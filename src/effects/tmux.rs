@@ -881,11 +881,11 @@ mod tests {
             j(r#"{"type":"assistant","message":{"role":"assistant","stop_reason":"end_turn"}}"#);
         let open = j(r#"{"type":"assistant","message":{"role":"assistant","stop_reason":null}}"#);
         assert!(
-            !claude_turn_done(&[user.clone()], PaneState::Ready),
+            !claude_turn_done(std::slice::from_ref(&user), PaneState::Ready),
             "no answer yet"
         );
         assert!(
-            !claude_turn_done(&[end.clone()], PaneState::Ready),
+            !claude_turn_done(std::slice::from_ref(&end), PaneState::Ready),
             "not our prompt's turn"
         );
         assert!(
