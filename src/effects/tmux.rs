@@ -400,47 +400,6 @@ pub fn paste_settle(bytes: usize) -> std::time::Duration {
     std::time::Duration::from_secs_f64((0.25 + bytes as f64 / 50_000.0).min(2.0))
 }
 
-/// Open the agent pane below `supervisor_pane`; `remain-on-exit` keeps a crashed agent's
-/// last screen readable. Returns the pane id.
-pub fn start_agent_pane(
-    supervisor_pane: &str,
-    cwd: &str,
-    env: &[(String, String)],
-    argv: &[String],
-) -> std::result::Result<String, String> {
-    let id = output(agent_pane(supervisor_pane, cwd, env, argv))?;
-    let id = id.lines().last().unwrap_or_default().to_string();
-    if !id.starts_with('%') {
-        return Err(format!("tmux printed no pane id: {id:?}"));
-    }
-    run(set_window_option(&id, "remain-on-exit", "on"));
-    Ok(id)
-}
-
-/// Paste a prompt into the pane and submit it.
-pub fn paste_prompt(pane: &str, prompt: &str, buffer: &str) -> std::result::Result<(), String> {
-    use std::io::Write as _;
-    let mut c = Tmux::with_command(load_buffer(buffer)).into_command();
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().map_err(|e| format!("cannot run tmux: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(prompt.as_bytes())
-            .map_err(|e| format!("cannot hand the prompt to tmux: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("tmux load-buffer: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    output(paste_buffer(buffer, pane))?;
-    std::thread::sleep(paste_settle(prompt.len()));
-    output(send_enter(pane)).map(|_| ())
-}
-
 /// What the agent pane looks like it is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaneState {
@@ -592,6 +551,160 @@ pub fn claude_transcript(
         .filter_map(|e| e.ok())
         .map(|e| e.path().join(&file))
         .find(|p| p.is_file())
+}
+
+/// Run a command on `socket` (a private server, for tests) or the server `$TMUX` names.
+fn output_on(socket: Option<&Path>, cmd: TmuxCommand<'_>) -> std::result::Result<String, String> {
+    let Some(s) = socket else { return output(cmd) };
+    let mut c = Tmux::new()
+        .socket_path(s.display().to_string())
+        .command(cmd)
+        .into_command();
+    c.stdin(Stdio::null());
+    let out = c.output().map_err(|e| format!("cannot run tmux: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// One claude TUI in a pane, polled by its caller: `send` a prompt, then `poll` until the
+/// turn is done. New transcript lines are handed to the caller as they appear, so they can
+/// go to the loop log and the stop-pattern scanner like a json agent's stdout.
+pub struct ClaudePane {
+    pub pane: String,
+    pub session_id: String,
+    config_dir: std::path::PathBuf,
+    cwd: std::path::PathBuf,
+    socket: Option<std::path::PathBuf>,
+    transcript: Option<std::path::PathBuf>,
+    offset: u64,
+    partial: Vec<u8>,
+    since_prompt: Vec<serde_json::Value>,
+}
+
+impl ClaudePane {
+    /// Open the pane below `supervisor_pane` running `<executable> --session-id <id>`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a distinct, named input of the pane"
+    )]
+    pub fn start(
+        supervisor_pane: &str,
+        cwd: &Path,
+        config_dir: &Path,
+        env: &[(String, String)],
+        executable: &str,
+        extra: &[String],
+        session_id: &str,
+        socket: Option<&Path>,
+    ) -> std::result::Result<Self, String> {
+        let argv = claude_pane_argv(executable, session_id, extra);
+        let dir = cwd.display().to_string();
+        let id = output_on(socket, agent_pane(supervisor_pane, &dir, env, &argv))?;
+        let id = id.lines().last().unwrap_or_default().to_string();
+        if !id.starts_with('%') {
+            return Err(format!(
+                "failed to start Claude hybrid pane: tmux printed {id:?}"
+            ));
+        }
+        let _ = output_on(socket, set_window_option(&id, "remain-on-exit", "on"));
+        Ok(Self {
+            pane: id,
+            session_id: session_id.to_string(),
+            config_dir: config_dir.to_path_buf(),
+            cwd: cwd.to_path_buf(),
+            socket: socket.map(Path::to_path_buf),
+            transcript: None,
+            offset: 0,
+            partial: Vec::new(),
+            since_prompt: Vec::new(),
+        })
+    }
+
+    pub fn state(&self) -> PaneState {
+        output_on(self.socket.as_deref(), capture_pane(&self.pane))
+            .map(|c| classify_claude_pane(&c))
+            .unwrap_or(PaneState::Err)
+    }
+
+    /// Paste a prompt (stdin to `load-buffer`, bracketed paste, settle, Enter). Only the
+    /// transcript written after this point counts towards the turn (records left over from
+    /// the previous turn are read and dropped here, not counted twice).
+    pub fn send(&mut self, prompt: &str, buffer: &str) -> std::result::Result<(), String> {
+        self.read_new(&mut |_| {});
+        self.since_prompt.clear();
+        let socket = self.socket.as_ref().map(|s| s.display().to_string());
+        let mut t = Tmux::new();
+        if let Some(s) = &socket {
+            t = t.socket_path(s.as_str());
+        }
+        let mut c = t.command(load_buffer(buffer)).into_command();
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|e| format!("cannot run tmux: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin
+                .write_all(prompt.as_bytes())
+                .map_err(|e| format!("failed to send prompt to Claude hybrid pane: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("tmux load-buffer: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        output_on(self.socket.as_deref(), paste_buffer(buffer, &self.pane))?;
+        std::thread::sleep(paste_settle(prompt.len()));
+        output_on(self.socket.as_deref(), send_enter(&self.pane)).map(|_| ())
+    }
+
+    /// Hand new complete transcript lines to `on_line`, keeping the turn's records.
+    fn read_new(&mut self, on_line: &mut dyn FnMut(&str)) {
+        use std::io::{Read as _, Seek as _};
+        if self.transcript.is_none() {
+            self.transcript = claude_transcript(&self.config_dir, &self.cwd, &self.session_id);
+        }
+        let Some(path) = &self.transcript else { return };
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return;
+        };
+        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let Ok(n) = f.read_to_end(&mut buf) else {
+            return;
+        };
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&buf);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                self.since_prompt.push(v);
+            }
+            on_line(&text);
+        }
+    }
+
+    /// New transcript lines go to `on_line`; true once the turn is done.
+    pub fn poll(&mut self, on_line: &mut dyn FnMut(&str)) -> bool {
+        self.read_new(on_line);
+        claude_turn_done(&self.since_prompt, self.state())
+    }
+
+    /// The transcript path, once claude has created it.
+    pub fn transcript(&self) -> Option<&Path> {
+        self.transcript.as_deref()
+    }
+
+    pub fn kill(&self) -> std::result::Result<(), String> {
+        output_on(self.socket.as_deref(), kill_pane(&self.pane)).map(|_| ())
+    }
 }
 
 #[cfg(test)]

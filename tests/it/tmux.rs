@@ -716,7 +716,7 @@ done
 "#;
 
 #[test]
-fn hybrid_building_blocks_drive_an_interactive_pane() {
+fn a_claude_pane_is_driven_through_one_turn() {
     use agent_looper::effects::tmux as tx;
     let Some(t) = TmuxServer::new() else { return };
     let p = Project::new();
@@ -727,12 +727,6 @@ fn hybrid_building_blocks_drive_an_interactive_pane() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(p.join("bin/claude"), perms).expect("chmod");
     let config = p.join(".claude-config");
-    let run = |argv: Vec<String>| {
-        t.tmux(
-            &p,
-            &argv[1..].iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-    };
 
     t.tmux(
         &p,
@@ -749,72 +743,65 @@ fn hybrid_building_blocks_drive_an_interactive_pane() {
         ],
     )
     .expect("session");
+    let socket = PathBuf::from(
+        t.tmux(&p, &["display-message", "-p", "#{socket_path}"])
+            .expect("socket")
+            .trim(),
+    );
     let sup = panes(&t, &p, "h1")[0].0.clone();
     let session_id = "0b7c3a52-6a4e-4e43-9a0e-4f3b2a1c9d8e";
-    let argv = tx::claude_pane_argv(&p.join("bin/claude").display().to_string(), session_id, &[]);
     let env = vec![(
         "CLAUDE_CONFIG_DIR".to_string(),
         config.display().to_string(),
     )];
-    let cwd = p.path().display().to_string();
-    let agent = run(tx::argv(tx::agent_pane(&sup, &cwd, &env, &argv)))
-        .expect("agent pane")
-        .trim()
-        .to_string();
-    assert!(agent.starts_with('%'), "{agent}");
-    let state =
-        || tx::classify_claude_pane(&run(tx::argv(tx::capture_pane(&agent))).unwrap_or_default());
+    let mut pane = tx::ClaudePane::start(
+        &sup,
+        p.path(),
+        &config,
+        &env,
+        &p.join("bin/claude").display().to_string(),
+        &[],
+        session_id,
+        Some(&socket),
+    )
+    .expect("agent pane");
     assert!(
-        wait_until(10.0, || state() == tx::PaneState::Ready),
+        panes(&t, &p, "h1")[1]
+            .2
+            .contains(&format!("--session-id {session_id}"))
+    );
+    assert!(
+        wait_until(10.0, || pane.state() == tx::PaneState::Ready),
         "{}",
-        capture(&t, &p, &agent)
+        capture(&t, &p, &pane.pane)
     );
 
-    // Paste the prompt from stdin (never argv), bracketed, then Enter after the settle.
-    let load = tx::argv(tx::load_buffer("looper-test"));
-    let mut c = Command::new("tmux");
-    t.env(&mut c, &p);
-    let mut child = c
-        .args(&load[1..])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("load-buffer");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"fix the parser")
-        .expect("write");
-    assert!(child.wait().expect("wait").success());
-    run(tx::argv(tx::paste_buffer("looper-test", &agent))).expect("paste");
-    std::thread::sleep(tx::paste_settle(14));
-    run(tx::argv(tx::send_enter(&agent))).expect("enter");
-
-    let records = || -> Vec<Json> {
-        tx::claude_transcript(&config, p.path(), session_id)
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|s| {
-                s.lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    pane.send("fix the parser", "looper-test").expect("send");
+    let mut lines = Vec::new();
     assert!(
-        wait_until(10.0, || tx::claude_turn_done(&records(), state())),
-        "{:?}\n{}",
-        records(),
-        capture(&t, &p, &agent)
+        wait_until(10.0, || pane.poll(&mut |l| lines.push(l.to_string()))),
+        "{lines:?}\n{}",
+        capture(&t, &p, &pane.pane)
     );
-    let recs = records();
-    assert_eq!(recs[0]["message"]["content"], "fix the parser");
-    assert_eq!(
-        recs[1]["message"]["content"][0]["text"],
-        "answer: fix the parser"
-    );
-    let file = tx::claude_transcript(&config, p.path(), session_id).expect("transcript");
+    assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(
-        file.starts_with(config.join("projects")),
-        "{}",
-        file.display()
+        lines[0].contains(r#""content":"fix the parser""#),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("answer: fix the parser"), "{lines:?}");
+    assert!(
+        pane.transcript()
+            .expect("transcript")
+            .starts_with(config.join("projects"))
     );
 
-    run(tx::argv(tx::kill_pane(&agent))).expect("kill-pane");
+    // A second turn counts only what was written after its prompt.
+    pane.send("and the docs", "looper-test").expect("send");
+    let mut second = Vec::new();
+    assert!(wait_until(10.0, || pane.poll(&mut |l| second.push(l.to_string()))));
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second[1].contains("answer: and the docs"));
+
+    pane.kill().expect("kill-pane");
     assert_eq!(panes(&t, &p, "h1").len(), 1);
 }
