@@ -805,3 +805,56 @@ fn a_claude_pane_is_driven_through_one_turn() {
     pane.kill().expect("kill-pane");
     assert_eq!(panes(&t, &p, "h1").len(), 1);
 }
+
+#[test]
+fn when_the_split_fails_the_transcript_stays_in_the_supervisor_pane() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(
+        &p,
+        "fake",
+        "=== default\ncodex-reply shown in the supervisor pane\n",
+        "",
+    );
+    // A window too small to split.
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t8",
+            "-x",
+            "30",
+            "-y",
+            "2",
+            "-n",
+            "home",
+            "cat",
+        ],
+    )
+    .expect("session");
+    let out = t.looper(&p, &looper_bin(), &["--once", "--farm-session", "t8"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(wait_until(30.0, || status(&p) == "stopped"));
+    let v = panes(&t, &p, "t8");
+    assert_eq!(v.len(), 2, "home and the supervisor, no live view: {v:?}");
+    let sup = &v[1].0;
+    let history = t
+        .tmux(&p, &["capture-pane", "-p", "-J", "-S", "-200", "-t", sup])
+        .unwrap_or_default();
+    assert!(
+        history.contains("cannot open the live-view pane"),
+        "{history}"
+    );
+    assert!(
+        history.contains("shown in the supervisor pane"),
+        "{history}"
+    );
+}
