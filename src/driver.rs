@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub echo_transcript: bool,
     /// Print supervisor lines (status, commands) to stdout.
     pub quiet: bool,
+    /// Split layout (D25): once the run directory exists, open the live-view pane; when it
+    /// opens, the transcript is not echoed here.
+    pub split_live_view: bool,
 }
 
 /// Everything checked before `run_started` (D6): regexes, prompts, executable, git, lock.
@@ -993,7 +996,7 @@ fn install_panic_hook() {
 }
 
 /// Run a prepared loop to its end and return the exit code. The lock must be held.
-pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Result<i32> {
+pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>) -> Result<i32> {
     let s = &p.settings;
     let now = Utc::now();
     let mut store = RunStore::create(&s.log_dir, &p.label, now, rand::random())?;
@@ -1039,6 +1042,19 @@ pub async fn run(p: Prepared, opts: RunOptions, lock_note: Option<Json>) -> Resu
     let seed: u64 = rand::random();
     let engine = Engine::new(engine_config(&p), seed);
     let window = tmux::WindowState::new(&store.dir);
+    if opts.split_live_view {
+        match window.open_live_view(&store.dir) {
+            Ok(pane) => {
+                opts.echo_transcript = false;
+                p.notices.push(format!(
+                    "live view in tmux pane {pane}; the transcript is shown there"
+                ));
+            }
+            Err(e) => p.notices.push(format!(
+                "cannot open the live-view pane ({e}); the transcript is shown here"
+            )),
+        }
+    }
     let prompts = p.prompts.clone();
     let mut d = Driver {
         p,

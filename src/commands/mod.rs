@@ -3,6 +3,7 @@
 pub mod control;
 pub mod demo;
 pub mod doctor;
+pub mod farm;
 pub mod init;
 pub mod live_view;
 pub mod logs;

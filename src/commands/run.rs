@@ -25,7 +25,7 @@ pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> R
     }
     if !args.local
         && !args.dry_run
-        && let Some(code) = crate::commands::live_view::farm_launch(&args, &inv, bin)?
+        && let Some(code) = crate::commands::farm::launch(&args, &inv)?
     {
         return Ok(code);
     }
@@ -70,14 +70,10 @@ pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -
 
     let in_tmux = std::env::var_os("TMUX").is_some();
     let split = !dry && in_tmux && matches!(layout, config::Layout::Split | config::Layout::Auto);
-    let live_view = if split {
-        crate::commands::live_view::open_split()
-    } else {
-        false
-    };
     let opts = RunOptions {
-        echo_transcript: !live_view,
+        echo_transcript: true,
         quiet: false,
+        split_live_view: split,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,22 +1,22 @@
-//! tmux adapter: the window options the farm tooling reads (`@codex_state`,
-//! `@codex_stop_reason`, `@looper_run_dir`) and retry notifications. Commands are built
-//! with `tmux_interface` and run against the server named by `$TMUX`; outside tmux every
-//! call is a no-op.
+//! tmux adapter: the farm window (session, window, respawned command), the live-view split,
+//! the window options the farm tooling reads (`@codex_state`, `@codex_stop_reason`,
+//! `@looper_run_dir`) and retry notifications. Every command is built by a pure function
+//! with `tmux_interface` (so the argv is unit-tested without tmux) and runs against the
+//! server named by `$TMUX` (or `$TMUX_TMPDIR`'s default socket outside tmux). Window-state
+//! calls are no-ops outside tmux.
 
 use std::path::Path;
 use std::process::Stdio;
 
-use tmux_interface::{DisplayMessage, SetOption, Tmux, TmuxCommand};
+use tmux_interface::{
+    AttachSession, DisplayMessage, HasSession, KillWindow, NewSession, NewWindow, RespawnPane,
+    SetOption, SplitWindow, SwitchClient, Tmux, TmuxCommand,
+};
 
 use crate::engine::StopReason;
 
 /// The manual's limit for `@codex_stop_reason`.
 pub const STOP_REASON_MAX: usize = 250;
-
-/// True when hybrid panes can be driven by this build.
-pub fn hybrid_supported() -> bool {
-    false
-}
 
 pub fn truncate_reason(reason: &str) -> String {
     reason.chars().take(STOP_REASON_MAX).collect()
@@ -41,6 +41,140 @@ pub fn display_message<'a>(target: &'a str, text: &'a str) -> TmuxCommand<'a> {
         .build()
 }
 
+/// A placeholder the new farm pane runs until it is respawned with the real command: it
+/// blocks on the pane's terminal and needs no shell start-up. The window is created first
+/// and respawned only after `remain-on-exit` is set on it, so a looper that fails at once
+/// (a bad flag, a config error) leaves its message on screen instead of closing the window.
+pub const PLACEHOLDER: &str = "cat";
+
+/// The pane-id format printed by `-P`.
+const PANE_ID: &str = "#{pane_id}";
+
+/// tmux splits a command-line argument that ends in `;` into two commands; a `\` before
+/// that `;` keeps it literal (tmux removes the backslash). Agent arguments are user data,
+/// so every argument of a command we pass to tmux goes through this.
+pub fn command_arg(arg: &str) -> String {
+    match arg.strip_suffix(';') {
+        Some(head) => format!("{head}\\;"),
+        None => arg.to_string(),
+    }
+}
+
+fn push_argv<'a>(cmd: &mut TmuxCommand<'a>, argv: &[String]) {
+    for a in argv {
+        cmd.push_param(command_arg(a));
+    }
+}
+
+/// `has-session -t =<session>` (`=`: the exact name, not a prefix).
+pub fn has_session(session: &str) -> TmuxCommand<'static> {
+    HasSession::new()
+        .target_session(format!("={session}"))
+        .build()
+}
+
+/// `new-session -d -P -c <cwd> -F #{pane_id} -n <window> -s <session> cat`.
+pub fn new_session<'a>(session: &'a str, window: &'a str, cwd: &'a str) -> TmuxCommand<'a> {
+    let mut cmd = NewSession::new()
+        .detached()
+        .print()
+        .start_directory(cwd)
+        .format(PANE_ID)
+        .window_name(window)
+        .session_name(session)
+        .build();
+    cmd.push_param(PLACEHOLDER);
+    cmd
+}
+
+/// `new-window [-d] -P -c <cwd> -F #{pane_id} -n <window> -t =<session>: cat`.
+pub fn new_window<'a>(
+    session: &str,
+    window: &'a str,
+    cwd: &'a str,
+    detached: bool,
+) -> TmuxCommand<'a> {
+    let mut b = NewWindow::new();
+    if detached {
+        b = b.detached();
+    }
+    let mut cmd = b
+        .print()
+        .start_directory(cwd)
+        .format(PANE_ID)
+        .window_name(window)
+        .target_window(format!("={session}:"))
+        .build();
+    cmd.push_param(PLACEHOLDER);
+    cmd
+}
+
+/// `respawn-pane -k -c <cwd> [-e K=V]... -t <pane> <argv>...`: the command as separate
+/// arguments, which tmux executes directly (never through a shell).
+pub fn respawn_pane<'a>(
+    pane: &'a str,
+    cwd: &'a str,
+    env: &[(String, String)],
+    argv: &[String],
+) -> TmuxCommand<'a> {
+    let mut cmd = RespawnPane::new().kill().start_directory(cwd).build();
+    for (k, v) in env {
+        cmd.push_option("-e", format!("{k}={v}"));
+    }
+    cmd.push_option("-t", pane);
+    push_argv(&mut cmd, argv);
+    cmd
+}
+
+/// `kill-window -t <target>`: undo a farm window whose command could not start.
+pub fn kill_window(target: &str) -> TmuxCommand<'_> {
+    KillWindow::new().target_window(target).build()
+}
+
+/// `display-message -p -t <pane> '#{window_width} #{window_height}'`.
+pub fn window_size(pane: &str) -> TmuxCommand<'_> {
+    DisplayMessage::new()
+        .print()
+        .target_pane(pane)
+        .message("#{window_width} #{window_height}")
+        .build()
+}
+
+/// `split-window -d -h|-v -P -F #{pane_id} -l 35% -t <pane> <argv>...`: the live view.
+pub fn split_window<'a>(pane: &'a str, horizontal: bool, argv: &[String]) -> TmuxCommand<'a> {
+    let b = SplitWindow::new().detached();
+    let b = if horizontal {
+        b.horizontal()
+    } else {
+        b.vertical()
+    };
+    let mut cmd = b.print().format(PANE_ID).build();
+    // `-l 35%` by hand: the builder's percentage form emits the `-p` tmux 3.1 deprecated.
+    cmd.push_option("-l", "35%");
+    cmd.push_option("-t", pane);
+    push_argv(&mut cmd, argv);
+    cmd
+}
+
+/// `attach-session -t =<session>` (from outside tmux).
+pub fn attach_session(session: &str) -> TmuxCommand<'static> {
+    AttachSession::new()
+        .target_session(format!("={session}"))
+        .build()
+}
+
+/// `switch-client -t =<session>` (from inside tmux: attaching would nest).
+pub fn switch_client(session: &str) -> TmuxCommand<'static> {
+    SwitchClient::new()
+        .target_session(format!("={session}"))
+        .build()
+}
+
+/// Side by side when the window is wide enough for two readable columns, else stacked.
+pub fn split_horizontally(width: u32, height: u32) -> bool {
+    width >= 160 && width >= height * 3
+}
+
 /// The argv a command runs as (for tests and logs).
 pub fn argv(cmd: TmuxCommand<'_>) -> Vec<String> {
     let mut v: Vec<String> = vec!["tmux".into()];
@@ -63,6 +197,41 @@ fn run(cmd: TmuxCommand<'_>) {
     let _ = c.status();
 }
 
+/// Run a command and return its trimmed stdout, or tmux's complaint.
+pub fn output(cmd: TmuxCommand<'_>) -> std::result::Result<String, String> {
+    let mut c = Tmux::with_command(cmd).into_command();
+    c.stdin(Stdio::null());
+    let out = c.output().map_err(|e| format!("cannot run tmux: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(if err.is_empty() {
+            format!("tmux exited with {}", out.status)
+        } else {
+            err
+        })
+    }
+}
+
+/// Run a command with this terminal (attach, switch) and return its exit code.
+pub fn interactive(cmd: TmuxCommand<'_>) -> std::result::Result<i32, String> {
+    let status = Tmux::with_command(cmd)
+        .into_command()
+        .status()
+        .map_err(|e| format!("cannot run tmux: {e}"))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Did a command succeed (output discarded)?
+pub fn succeeds(cmd: TmuxCommand<'_>) -> bool {
+    let mut c = Tmux::with_command(cmd).into_command();
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c.status().is_ok_and(|s| s.success())
+}
+
 /// The supervisor's tmux window, when there is one.
 pub struct WindowState {
     pane: Option<String>,
@@ -83,18 +252,45 @@ impl WindowState {
         me
     }
 
+    /// Open the live view beside the supervisor's pane (D25): `remain-on-exit` on the
+    /// window, then a detached split running `<this binary> live-view`. Returns the new
+    /// pane's id; an error when not in tmux or when tmux refused, so the caller can keep
+    /// the transcript in the supervisor pane instead.
+    pub fn open_live_view(&self, run_dir: &Path) -> std::result::Result<String, String> {
+        let pane = self.pane.as_deref().ok_or("not inside tmux")?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot locate this binary: {e}"))?;
+        let argv = [
+            exe.display().to_string(),
+            "live-view".into(),
+            "--run-dir".into(),
+            run_dir.display().to_string(),
+            "--supervisor-pid".into(),
+            std::process::id().to_string(),
+        ];
+        run(set_window_option(pane, "remain-on-exit", "on"));
+        let horizontal = output(window_size(pane)).ok().is_some_and(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u32>().unwrap_or(0));
+            split_horizontally(it.next().unwrap_or(0), it.next().unwrap_or(0))
+        });
+        let id = output(split_window(pane, horizontal, &argv))?;
+        match id.lines().last() {
+            Some(id) if id.starts_with('%') => Ok(id.to_string()),
+            _ => Err(format!("tmux printed no pane id: {id:?}")),
+        }
+    }
+
     pub fn set_running(&self) {
         if let Some(p) = &self.pane {
-            run(set_window_option(p, "@codex_state", "RUN"));
             run(set_window_option(p, "@codex_stop_reason", ""));
+            run(set_window_option(p, "@codex_state", "RUN"));
         }
     }
 
     pub fn retrying(&self, status: &str, wait: f64, notify_after: f64) {
         if let Some(p) = &self.pane {
             let text = truncate_reason(status);
-            run(set_window_option(p, "@codex_state", "RUN"));
             run(set_window_option(p, "@codex_stop_reason", &text));
+            run(set_window_option(p, "@codex_state", "RUN"));
             if notify_after > 0.0 && wait >= notify_after {
                 let msg = format!("Looper retry wait: {text}");
                 run(display_message(p, &msg));
@@ -102,13 +298,15 @@ impl WindowState {
         }
     }
 
+    /// The reason is written before the state, so whoever sees the final state also sees
+    /// why.
     pub fn finish(&self, reason: &StopReason) {
         if let Some(p) = &self.pane {
-            run(set_window_option(p, "@codex_state", reason.window_state()));
             if !matches!(reason, StopReason::MaxLoops(_) | StopReason::DryRun) {
                 let text = truncate_reason(&reason.reason());
                 run(set_window_option(p, "@codex_stop_reason", &text));
             }
+            run(set_window_option(p, "@codex_state", reason.window_state()));
         }
     }
 }
@@ -142,6 +340,173 @@ mod tests {
                 "Looper retry wait: x"
             ]
         );
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn farm_window_commands() {
+        assert_eq!(
+            argv(has_session("looper")),
+            ["tmux", "has-session", "-t", "=looper"]
+        );
+        assert_eq!(
+            argv(new_session("looper", "proj", "/p")),
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-P",
+                "-c",
+                "/p",
+                "-F",
+                "#{pane_id}",
+                "-n",
+                "proj",
+                "-s",
+                "looper",
+                "cat"
+            ]
+        );
+        assert_eq!(
+            argv(new_window("looper", "proj", "/p", true)),
+            [
+                "tmux",
+                "new-window",
+                "-d",
+                "-P",
+                "-c",
+                "/p",
+                "-F",
+                "#{pane_id}",
+                "-n",
+                "proj",
+                "-t",
+                "=looper:",
+                "cat"
+            ]
+        );
+        assert_eq!(
+            argv(new_window("looper", "proj", "/p", false)),
+            [
+                "tmux",
+                "new-window",
+                "-P",
+                "-c",
+                "/p",
+                "-F",
+                "#{pane_id}",
+                "-n",
+                "proj",
+                "-t",
+                "=looper:",
+                "cat"
+            ]
+        );
+        let env = vec![("PATH".to_string(), "/bin".to_string())];
+        assert_eq!(
+            argv(respawn_pane(
+                "%4",
+                "/p",
+                &env,
+                &strings(&["/bin/looper", "--local", "--", "x;"])
+            )),
+            [
+                "tmux",
+                "respawn-pane",
+                "-k",
+                "-c",
+                "/p",
+                "-e",
+                "PATH=/bin",
+                "-t",
+                "%4",
+                "/bin/looper",
+                "--local",
+                "--",
+                "x\\;"
+            ]
+        );
+        assert_eq!(
+            argv(set_window_option("%4", "remain-on-exit", "on")),
+            [
+                "tmux",
+                "set-option",
+                "-q",
+                "-w",
+                "-t",
+                "%4",
+                "remain-on-exit",
+                "on"
+            ]
+        );
+        assert_eq!(argv(kill_window("%4")), ["tmux", "kill-window", "-t", "%4"]);
+        assert_eq!(
+            argv(attach_session("looper")),
+            ["tmux", "attach-session", "-t", "=looper"]
+        );
+        assert_eq!(
+            argv(switch_client("looper")),
+            ["tmux", "switch-client", "-t", "=looper"]
+        );
+    }
+
+    #[test]
+    fn live_view_split_commands() {
+        let cmd = strings(&[
+            "/bin/looper",
+            "live-view",
+            "--run-dir",
+            "/r",
+            "--supervisor-pid",
+            "42",
+        ]);
+        assert_eq!(
+            argv(split_window("%1", false, &cmd)),
+            [
+                "tmux",
+                "split-window",
+                "-d",
+                "-v",
+                "-P",
+                "-F",
+                "#{pane_id}",
+                "-l",
+                "35%",
+                "-t",
+                "%1",
+                "/bin/looper",
+                "live-view",
+                "--run-dir",
+                "/r",
+                "--supervisor-pid",
+                "42"
+            ]
+        );
+        assert_eq!(argv(split_window("%1", true, &cmd))[3], "-h");
+        assert_eq!(
+            argv(window_size("%1")),
+            [
+                "tmux",
+                "display-message",
+                "-p",
+                "-t",
+                "%1",
+                "#{window_width} #{window_height}"
+            ]
+        );
+        assert!(split_horizontally(200, 50));
+        assert!(!split_horizontally(80, 24));
+    }
+
+    #[test]
+    fn trailing_semicolons_stay_literal() {
+        assert_eq!(command_arg("a;"), "a\\;");
+        assert_eq!(command_arg(";"), "\\;");
+        assert_eq!(command_arg("a;b"), "a;b");
+        assert_eq!(command_arg("a\\;"), "a\\\\;");
     }
 
     #[test]

@@ -8,3 +8,4 @@ mod cli;
 mod engine_runs;
 mod hybrid;
 mod process;
+mod tmux;

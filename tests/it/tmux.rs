@@ -1,0 +1,752 @@
+//! The farm and the split layout against a real tmux. Every test runs its own tmux server
+//! (a private `TMUX_TMPDIR`, never the user's server) and kills it when done, even when
+//! the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value as Json;
+
+use crate::support::*;
+
+/// A private tmux server: every tmux and looper process of a test gets its `TMUX_TMPDIR`.
+struct TmuxServer {
+    tmpdir: tempfile::TempDir,
+}
+
+impl TmuxServer {
+    /// `None` (the test is skipped) when tmux is not installed.
+    fn new() -> Option<Self> {
+        let found = Command::new("tmux")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("tmux is not installed; skipping");
+            return None;
+        }
+        // Short path: the socket path must fit in sun_path.
+        let tmpdir = tempfile::Builder::new()
+            .prefix("lt")
+            .tempdir_in("/tmp")
+            .expect("tmux tmpdir");
+        Some(Self { tmpdir })
+    }
+
+    fn env(&self, c: &mut Command, p: &Project) {
+        c.env("TMUX_TMPDIR", self.tmpdir.path())
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .env_remove("LOOPER_NAME")
+            .env_remove("CODEX_NAME")
+            .env_remove("LOOPER_LAYOUT")
+            .env_remove("CODEX_LOOPER_LAYOUT")
+            .env_remove("LOOPER_REMAIN_ON_EXIT")
+            .env_remove("CODEX_REMAIN_ON_EXIT")
+            .env("XDG_STATE_HOME", p.join(".xdg-state"))
+            .env("XDG_CONFIG_HOME", p.join(".xdg-config"));
+    }
+
+    /// `tmux <args>` on this server; its stdout, or `Err(stderr)`.
+    fn tmux(&self, p: &Project, args: &[&str]) -> Result<String, String> {
+        let mut c = Command::new("tmux");
+        self.env(&mut c, p);
+        let out = c
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A looper binary (not `--local`) in the project, pointed at this server.
+    fn looper(&self, p: &Project, bin: &Path, args: &[&str]) -> Output {
+        let mut c = Command::new(bin);
+        self.env(&mut c, p);
+        c.current_dir(p.path()).args(args).stdin(Stdio::null());
+        c.output().expect("run looper")
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .env("TMUX_TMPDIR", self.tmpdir.path())
+            .env_remove("TMUX")
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A codex-kind agent played by the fake agent, so native agent arguments reach its argv.
+fn codex_fake(p: &Project, agent: &str, script: &str, looper_extra: &str) {
+    p.write("agent.script", script);
+    let cfg = format!(
+        "[looper]\ndefault_agent = \"{agent}\"\nsleep_seconds = 0\n{looper_extra}\n\n[agents.{agent}]\nkind = \"codex\"\nexecutable = {:?}\nenv = {{ FAKE_AGENT_SCRIPT = {:?} }}\n",
+        fake_agent_bin().display().to_string(),
+        p.join("agent.script").display().to_string()
+    );
+    p.write("agent-looper.toml", &cfg);
+    p.write("PROMPT.md", "do the thing\n");
+}
+
+fn dir_name(p: &Project) -> String {
+    p.path()
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `(pane id, dead, start command)` of every pane of a session.
+fn panes(t: &TmuxServer, p: &Project, session: &str) -> Vec<(String, bool, String)> {
+    t.tmux(
+        p,
+        &[
+            "list-panes",
+            "-s",
+            "-t",
+            &format!("={session}"),
+            "-F",
+            "#{pane_id}\t#{pane_dead}\t#{pane_start_command}",
+        ],
+    )
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| {
+        let mut f = l.splitn(3, '\t');
+        Some((
+            f.next()?.to_string(),
+            f.next()? == "1",
+            f.next()?.to_string(),
+        ))
+    })
+    .collect()
+}
+
+fn windows(t: &TmuxServer, p: &Project, session: &str) -> Vec<String> {
+    t.tmux(
+        p,
+        &[
+            "list-windows",
+            "-t",
+            &format!("={session}"),
+            "-F",
+            "#{window_name}",
+        ],
+    )
+    .unwrap_or_default()
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn window_option(t: &TmuxServer, p: &Project, pane: &str, name: &str) -> String {
+    t.tmux(p, &["show-options", "-w", "-v", "-t", pane, name])
+        .unwrap_or_default()
+        .trim_end_matches('\n')
+        .to_string()
+}
+
+fn capture(t: &TmuxServer, p: &Project, pane: &str) -> String {
+    t.tmux(p, &["capture-pane", "-p", "-t", pane])
+        .unwrap_or_default()
+}
+
+/// Wait until the session has `n` panes and all of them are dead (the run is over and
+/// remain-on-exit kept them).
+fn wait_all_dead(
+    t: &TmuxServer,
+    p: &Project,
+    session: &str,
+    n: usize,
+    secs: f64,
+) -> Vec<(String, bool, String)> {
+    let ok = wait_until(secs, || {
+        let v = panes(t, p, session);
+        v.len() == n && v.iter().all(|x| x.1)
+    });
+    let v = panes(t, p, session);
+    assert!(
+        ok,
+        "panes never all dead: {v:?}\n{}",
+        v.iter()
+            .map(|x| capture(t, p, &x.0))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
+    v
+}
+
+/// The newest run's status, "" while there is none yet (the farm returns before it starts).
+fn status(p: &Project) -> String {
+    let Some(run) = p.run_dirs().pop() else {
+        return String::new();
+    };
+    std::fs::read(run.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+        .and_then(|v| v["status"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn recorded_argv(path: &PathBuf) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let rec: Json = serde_json::from_str(text.lines().next().unwrap_or("{}")).expect("record line");
+    rec["argv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn farm_launch_opens_one_window_with_the_live_view_and_marks_it_ready() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    let rec = p.join("argv.jsonl");
+    codex_fake(
+        &p,
+        "fake",
+        &format!(
+            "=== default\nrecord {}\ncodex-reply hello from the fake agent\n",
+            rec.display()
+        ),
+        "",
+    );
+    let out = t.looper(
+        &p,
+        &looper_bin(),
+        &[
+            "--once",
+            "--farm-session",
+            "t1",
+            "--",
+            "--model",
+            "m1",
+            "semi;",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("started Looper_")
+            && text.contains(&format!(
+                "in tmux session t1, window {} (attach: tmux attach -t t1)",
+                dir_name(&p)
+            )),
+        "{text}"
+    );
+
+    let v = wait_all_dead(&t, &p, "t1", 2, 30.0);
+    // One window (no relaunch loop), named after the project directory.
+    assert_eq!(windows(&t, &p, "t1"), [dir_name(&p)]);
+    let (sup, view) = (&v[0], &v[1]);
+    assert!(
+        sup.2
+            .contains("--once --local --tmux-layout split --label Looper_"),
+        "{}",
+        sup.2
+    );
+    assert!(sup.2.contains("-- --model m1"), "{}", sup.2);
+    assert!(view.2.contains("live-view --run-dir"), "{}", view.2);
+
+    // The agent got the native arguments once, untouched by tmux's `;` parsing.
+    let argv = recorded_argv(&rec);
+    assert!(argv.windows(2).any(|w| w == ["--model", "m1"]), "{argv:?}");
+    assert!(argv.contains(&"semi;".to_string()), "{argv:?}");
+    assert_eq!(p.calls(), 1);
+
+    assert_eq!(window_option(&t, &p, &sup.0, "@codex_state"), "READY");
+    assert_eq!(window_option(&t, &p, &sup.0, "@codex_stop_reason"), "");
+    assert_eq!(
+        window_option(&t, &p, &sup.0, "@looper_run_dir"),
+        p.last_run().display().to_string()
+    );
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 1");
+
+    // The transcript went to the live view, not the supervisor pane.
+    let shown = capture(&t, &p, &view.0);
+    assert!(shown.contains("hello from the fake agent"), "{shown}");
+    assert!(shown.contains("stop: max loops reached: 1"), "{shown}");
+    let sup_text = capture(&t, &p, &sup.0);
+    assert!(sup_text.contains("live view in tmux pane"), "{sup_text}");
+    assert!(
+        !sup_text.contains("hello from the fake agent"),
+        "{sup_text}"
+    );
+}
+
+#[test]
+fn a_breaker_stop_is_written_to_the_window() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\ncodex-reply same old output\n", "");
+    let out = t.looper(
+        &p,
+        &looper_bin(),
+        &[
+            "--max-loops",
+            "5",
+            "--cb-output-match",
+            "same old",
+            "--farm-session",
+            "t2",
+            "--tmux-layout",
+            "single",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = wait_all_dead(&t, &p, "t2", 1, 30.0);
+    assert!(v[0].2.contains("--tmux-layout single"), "{}", v[0].2);
+    let reason = p.state()["stop_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(reason, "output matched configured pattern for 1 loop(s)");
+    assert_eq!(window_option(&t, &p, &v[0].0, "@codex_stop_reason"), reason);
+    assert_eq!(window_option(&t, &p, &v[0].0, "@codex_state"), "READY");
+    // Single layout: the transcript is in the supervisor pane.
+    assert!(capture(&t, &p, &v[0].0).contains("same old output"));
+}
+
+#[test]
+fn codex_looper_in_the_farm_passes_its_agent_and_keeps_the_pane() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "codex", "=== default\ncodex-reply hi\n", "");
+    let mut c = Command::new(codex_looper_bin());
+    t.env(&mut c, &p);
+    let out = c
+        .current_dir(p.path())
+        .env("LOOPER_NAME", "named-win")
+        .args(["--once", "--farm-session", "t3", "--label", "sweep"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run codex-looper");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).starts_with("started sweep in tmux session t3, window named-win"),
+        "{}",
+        stdout(&out)
+    );
+    let v = wait_all_dead(&t, &p, "t3", 2, 30.0);
+    assert_eq!(windows(&t, &p, "t3"), ["named-win"]);
+    assert!(
+        v[0].2
+            .contains("--label sweep --local --tmux-layout split --agent codex"),
+        "{}",
+        v[0].2
+    );
+    assert!(!v[0].2.contains("--farm-session"), "{}", v[0].2);
+    assert_eq!(p.state()["agent_name"], "codex");
+    assert_eq!(p.state()["label"], "sweep");
+}
+
+#[test]
+fn remain_on_exit_can_be_turned_off() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\ncodex-reply hi\n", "");
+    // A second window keeps the session alive after the farm window closes.
+    t.tmux(&p, &["new-session", "-d", "-s", "t4", "-n", "keep", "cat"])
+        .expect("session");
+    let mut c = Command::new(looper_bin());
+    t.env(&mut c, &p);
+    let out = c
+        .current_dir(p.path())
+        .env("CODEX_REMAIN_ON_EXIT", "off")
+        .args(["--once", "--farm-session", "t4", "--tmux-layout", "single"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run looper");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(wait_until(30.0, || status(&p) == "stopped"));
+    assert!(
+        wait_until(10.0, || windows(&t, &p, "t4") == ["keep"]),
+        "{:?}",
+        windows(&t, &p, "t4")
+    );
+}
+
+#[test]
+fn the_live_view_shows_the_transcript_and_its_l_key_stops_after_the_loop() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(
+        &p,
+        "fake",
+        "=== default\ncodex-reply working on it\nsleep 1\n",
+        "",
+    );
+    // An existing, roomy session: the farm adds its window there.
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t5",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-n",
+            "home",
+            "cat",
+        ],
+    )
+    .expect("session");
+    let out = t.looper(
+        &p,
+        &looper_bin(),
+        &["--max-loops", "20", "--farm-session", "t5"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        wait_until(20.0, || panes(&t, &p, "t5").len() == 3),
+        "{:?}",
+        panes(&t, &p, "t5")
+    );
+    let v = panes(&t, &p, "t5");
+    let view = v
+        .iter()
+        .find(|x| x.2.contains("live-view"))
+        .expect("live view pane")
+        .0
+        .clone();
+    assert!(
+        wait_until(20.0, || capture(&t, &p, &view).contains("working on it")),
+        "{}",
+        capture(&t, &p, &view)
+    );
+    let shown = capture(&t, &p, &view);
+    assert!(shown.contains("status: running"), "{shown}");
+    assert!(shown.contains("keys: p stop after prompt"), "{shown}");
+
+    // A note: `n`, the text, Enter; then `l`.
+    t.tmux(&p, &["send-keys", "-t", &view, "n"])
+        .expect("send-keys");
+    t.tmux(&p, &["send-keys", "-t", &view, "-l", "mind the docs"])
+        .expect("send-keys");
+    assert!(
+        wait_until(5.0, || capture(&t, &p, &view).contains("> mind the docs_")),
+        "{}",
+        capture(&t, &p, &view)
+    );
+    t.tmux(&p, &["send-keys", "-t", &view, "Enter"])
+        .expect("send-keys");
+    assert!(wait_until(5.0, || capture(&t, &p, &view)
+        .contains("note queued for the next prompt")));
+    t.tmux(&p, &["send-keys", "-t", &view, "l"])
+        .expect("send-keys");
+    assert!(
+        wait_until(30.0, || status(&p) == "stopped"),
+        "{}",
+        capture(&t, &p, &view)
+    );
+    let st = p.state();
+    assert_eq!(
+        st["stop_reason"],
+        "control stop_after_loop: live view: stop after loop"
+    );
+    assert!(p.calls() < 20, "stopped early: {} calls", p.calls());
+    let control =
+        std::fs::read_to_string(p.last_run().join("control.jsonl")).expect("control file");
+    let lines: Vec<Json> = control
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{control}");
+    assert_eq!(
+        (&lines[0]["action"], &lines[0]["note"]),
+        (&Json::from("note"), &Json::from("mind the docs"))
+    );
+    assert_eq!(lines[1]["action"], "stop_after_loop");
+    assert_eq!(lines[1]["reason"], "live view: stop after loop");
+    let sup = v
+        .iter()
+        .find(|x| x.2.contains("--local"))
+        .expect("supervisor pane")
+        .0
+        .clone();
+    assert!(wait_until(10.0, || window_option(
+        &t,
+        &p,
+        &sup,
+        "@codex_state"
+    ) == "READY"));
+    assert_eq!(
+        window_option(&t, &p, &sup, "@codex_stop_reason"),
+        "control stop_after_loop: live view: stop after loop"
+    );
+    // The view exits with the supervisor and its last frame stays readable.
+    assert!(wait_until(10.0, || panes(&t, &p, "t5")
+        .iter()
+        .filter(|x| x.1)
+        .count()
+        == 2));
+    assert!(
+        capture(&t, &p, &view).contains("the supervisor exited"),
+        "{}",
+        capture(&t, &p, &view)
+    );
+}
+
+#[test]
+fn without_tmux_the_run_stays_in_this_terminal() {
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\ncodex-reply local output\n", "");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = p
+        .looper()
+        .env("PATH", empty.path())
+        .env_remove("LOOPER_LAYOUT")
+        .env_remove("CODEX_LOOPER_LAYOUT")
+        .args(["--once", "--farm-session", "t6"])
+        .output()
+        .expect("run looper");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("tmux is not installed, so this run stays in this terminal"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("local output"), "{}", stdout(&out));
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 1");
+}
+
+#[test]
+fn farm_add_bin_delegates_to_a_codex_add_compatible_launcher() {
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\ncodex-reply hi\n", "");
+    let log = p.join("launcher.log");
+    p.write(
+        "bin/fake-add",
+        &format!(
+            "#!/bin/sh\n{{ echo \"args=$*\"; echo \"CODEX_NAME=$CODEX_NAME\"; echo \"CODEX_CMD=$CODEX_CMD\"; echo \"CODEX_ARGS=$CODEX_ARGS\"; echo \"CODEX_LOOPER_LAYOUT=$CODEX_LOOPER_LAYOUT\"; }} > {}\nexit 7\n",
+            log.display()
+        ),
+    );
+    let mut perms = std::fs::metadata(p.join("bin/fake-add"))
+        .expect("meta")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(p.join("bin/fake-add"), perms).expect("chmod");
+
+    let out = p
+        .looper()
+        .args([
+            "--farm-add-bin",
+            "bin/fake-add",
+            "--farm-session",
+            "work",
+            "--label",
+            "sweep",
+            "--once",
+            "--",
+            "--model",
+            "a b",
+        ])
+        .output()
+        .expect("run looper");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the launcher's status: {}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&log).expect("launcher ran");
+    assert!(
+        text.contains(&format!("args=-d work {}\n", p.path().display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("CODEX_NAME={}\n", dir_name(&p))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("CODEX_CMD={}\n", looper_bin().display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "CODEX_ARGS=--label sweep --once --local --tmux-layout split -- --model 'a b'\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("CODEX_LOOPER_LAYOUT=split\n"), "{text}");
+    assert!(p.run_dirs().is_empty(), "nothing ran here");
+
+    let out = p
+        .looper()
+        .args(["--farm-add-bin", "no-such-launcher", "--once"])
+        .output()
+        .expect("run looper");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("farm launcher not found: no-such-launcher"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_retry_wait_shows_in_the_window_and_clears_after() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(
+        &p,
+        "fake",
+        "=== call 1\ncodex-error Service temporarily unavailable\nexit 1\n=== default\ncodex-reply recovered\n",
+        "retry_backoff_base_seconds = 3\nretry_backoff_max_seconds = 3\n",
+    );
+    let out = t.looper(
+        &p,
+        &looper_bin(),
+        &[
+            "--once",
+            "--farm-session",
+            "t7",
+            "--tmux-layout",
+            "single",
+            "--retry-notify-after",
+            "1",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(wait_until(20.0, || panes(&t, &p, "t7").len() == 1));
+    let pane = panes(&t, &p, "t7")[0].0.clone();
+    let mut seen = String::new();
+    assert!(
+        wait_until(20.0, || {
+            seen = window_option(&t, &p, &pane, "@codex_stop_reason");
+            !seen.is_empty()
+        }),
+        "{}",
+        capture(&t, &p, &pane)
+    );
+    assert!(
+        seen.starts_with("retrying transient attempt 1; next in"),
+        "{seen}"
+    );
+    assert_eq!(
+        window_option(&t, &p, &pane, "@codex_state"),
+        "RUN",
+        "while waiting: {seen}"
+    );
+    let v = wait_all_dead(&t, &p, "t7", 1, 30.0);
+    assert_eq!(window_option(&t, &p, &v[0].0, "@codex_state"), "READY");
+    assert_eq!(
+        window_option(&t, &p, &v[0].0, "@codex_stop_reason"),
+        "",
+        "cleared after the successful prompt"
+    );
+    assert_eq!(p.calls(), 2);
+}
+
+#[test]
+fn when_the_split_fails_the_transcript_stays_in_the_supervisor_pane() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(
+        &p,
+        "fake",
+        "=== default\ncodex-reply shown in the supervisor pane\n",
+        "",
+    );
+    // A window too small to split.
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t8",
+            "-x",
+            "30",
+            "-y",
+            "2",
+            "-n",
+            "home",
+            "cat",
+        ],
+    )
+    .expect("session");
+    let out = t.looper(&p, &looper_bin(), &["--once", "--farm-session", "t8"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(wait_until(30.0, || status(&p) == "stopped"));
+    let v = panes(&t, &p, "t8");
+    assert_eq!(v.len(), 2, "home and the supervisor, no live view: {v:?}");
+    let sup = &v[1].0;
+    let history = t
+        .tmux(&p, &["capture-pane", "-p", "-J", "-S", "-200", "-t", sup])
+        .unwrap_or_default();
+    assert!(
+        history.contains("cannot open the live-view pane"),
+        "{history}"
+    );
+    assert!(
+        history.contains("shown in the supervisor pane"),
+        "{history}"
+    );
+}
