@@ -7,7 +7,8 @@ use crate::cli::{DemoAgentArgs, DemoArgs, RunArgs};
 use crate::config::{self, Invocation};
 use crate::error::{Error, Result};
 
-const PLAN: &str = "# Demo plan\n\n- [ ] write the greeting\n- [ ] add a farewell\n- [ ] sign the guest book\n";
+const PLAN: &str =
+    "# Demo plan\n\n- [ ] write the greeting\n- [ ] add a farewell\n- [ ] sign the guest book\n";
 const PROMPT: &str = "Work through fix_plan.md: finish the first unchecked task, tick it, and end with\nEXIT_SIGNAL: true only when no task is left (EXIT_SIGNAL: false otherwise).\n";
 
 fn demo_config(exe: &Path) -> String {
@@ -24,7 +25,13 @@ fn git_init(dir: &Path) -> Result<()> {
     let git = |e: git2::Error| Error::Git(format!("demo repository: {e}"));
     let repo = git2::Repository::init(dir).map_err(git)?;
     let mut index = repo.index().map_err(git)?;
-    for f in ["README.md", "fix_plan.md", "PROMPT.md", "agent-looper.toml", ".gitignore"] {
+    for f in [
+        "README.md",
+        "fix_plan.md",
+        "PROMPT.md",
+        "agent-looper.toml",
+        ".gitignore",
+    ] {
         index.add_path(Path::new(f)).map_err(git)?;
     }
     index.write().map_err(git)?;
@@ -37,7 +44,8 @@ fn git_init(dir: &Path) -> Result<()> {
 }
 
 pub fn demo(args: &DemoArgs) -> Result<i32> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("cannot locate", "the looper binary", e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("cannot locate", "the looper binary", e))?;
     let (dir, _temp): (PathBuf, Option<tempfile::TempDir>) = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| Error::io("cannot create", d, e))?;
@@ -62,8 +70,12 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
     write(".gitignore", ".agent-looper/\n")?;
     git_init(&dir)?;
     println!("looper demo: repository {}", dir.display());
-    println!("looper demo: a scripted agent ticks one task of fix_plan.md per loop; the run stops on");
-    println!("  EXIT_SIGNAL: true once the plan gate has no unchecked task left, with a git backup per loop.\n");
+    println!(
+        "looper demo: a scripted agent ticks one task of fix_plan.md per loop; the run stops on"
+    );
+    println!(
+        "  EXIT_SIGNAL: true once the plan gate has no unchecked task left, with a git backup per loop.\n"
+    );
 
     let inv = Invocation {
         base_dir: dir.clone(),
@@ -87,7 +99,11 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
             .collect();
         println!("looper demo: backup branches: {}", names.join(", "));
     }
-    println!("looper demo: run records under {}/.agent-looper/runs (try `looper status --state-root {}/.agent-looper/runs`)", dir.display(), dir.display());
+    println!(
+        "looper demo: run records under {}/.agent-looper/runs (try `looper status --state-root {}/.agent-looper/runs`)",
+        dir.display(),
+        dir.display()
+    );
     if args.keep || args.dir.is_some() {
         if let Some(t) = _temp {
             let kept = t.keep();
@@ -102,7 +118,8 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
 
 /// The scripted agent: tick the first unchecked task; report completion when none is left.
 pub fn demo_agent(args: &DemoAgentArgs) -> Result<i32> {
-    let text = std::fs::read_to_string(&args.plan).map_err(|e| Error::io("cannot read", &args.plan, e))?;
+    let text =
+        std::fs::read_to_string(&args.plan).map_err(|e| Error::io("cannot read", &args.plan, e))?;
     let mut done = None;
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {

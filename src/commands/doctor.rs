@@ -52,7 +52,11 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             println!(
                 "ok: config {} ({})",
                 s.config_path.display(),
-                if s.config_found { "found, valid" } else { "not found; defaults apply" }
+                if s.config_found {
+                    "found, valid"
+                } else {
+                    "not found; defaults apply"
+                }
             );
             Some(s)
         }
@@ -85,10 +89,15 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             .as_ref()
             .and_then(|t| t.first().cloned())
             .unwrap_or_else(|| s.agent.executable.clone());
-        let role = if Some(name) == selected.as_ref() { "selected agent" } else { "agent" };
+        let role = if Some(name) == selected.as_ref() {
+            "selected agent"
+        } else {
+            "agent"
+        };
         match find_program(&program, &s.agent.cwd, path.as_deref()) {
             Some(p) => {
-                let version = version_of(&p, "--version").unwrap_or_else(|| "version unknown".into());
+                let version =
+                    version_of(&p, "--version").unwrap_or_else(|| "version unknown".into());
                 println!(
                     "ok: {name} ({role}, kind {}, interface {}) -> {} ({version})",
                     s.agent.kind.as_str(),
@@ -110,7 +119,9 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             p.display(),
             version_of(&p, "-V").unwrap_or_else(|| "version unknown".into())
         ),
-        None => println!("missing: tmux (needed for the farm, split layout and hybrid panes; --local runs work without it)"),
+        None => println!(
+            "missing: tmux (needed for the farm, split layout and hybrid panes; --local runs work without it)"
+        ),
     }
     let cwd = settings
         .as_ref()
@@ -118,13 +129,29 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
         .unwrap_or_else(|| inv.base_dir.clone());
     match git2::Repository::discover(&cwd) {
         Ok(repo) if repo.workdir().is_some() => {
-            let head = repo.head().ok().and_then(|h| h.target()).map(|o| o.to_string());
+            let head = repo
+                .head()
+                .ok()
+                .and_then(|h| h.target())
+                .map(|o| o.to_string());
             match head {
-                Some(h) => println!("ok: git work tree at {} (HEAD {})", repo.workdir().map(|w| w.display().to_string()).unwrap_or_default(), &h[..12.min(h.len())]),
-                None => println!("warning: git work tree at {} has no commits yet (--backup and --cb-no-progress need one)", cwd.display()),
+                Some(h) => println!(
+                    "ok: git work tree at {} (HEAD {})",
+                    repo.workdir()
+                        .map(|w| w.display().to_string())
+                        .unwrap_or_default(),
+                    &h[..12.min(h.len())]
+                ),
+                None => println!(
+                    "warning: git work tree at {} has no commits yet (--backup and --cb-no-progress need one)",
+                    cwd.display()
+                ),
             }
         }
-        _ => println!("warning: {} is not in a git work tree (--backup and --cb-no-progress need one)", cwd.display()),
+        _ => println!(
+            "warning: {} is not in a git work tree (--backup and --cb-no-progress need one)",
+            cwd.display()
+        ),
     }
     if !ok {
         return Err(Error::WithCode {
@@ -134,7 +161,10 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
     }
     if !selected_runs {
         return Err(Error::WithCode {
-            message: format!("the selected agent `{}` cannot run here", selected.unwrap_or_default()),
+            message: format!(
+                "the selected agent `{}` cannot run here",
+                selected.unwrap_or_default()
+            ),
             code: exit_code::AGENT_FAILED,
         });
     }

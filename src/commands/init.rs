@@ -27,14 +27,28 @@ fn write_file(path: &Path, content: &str, force: bool, out: &mut impl Write) -> 
 /// `looper` in an empty directory.
 pub fn first_run(dir: &Path, bin: &str) -> Result<i32> {
     let mut out = std::io::stdout();
-    write_file(&dir.join(DEFAULT_CONFIG_FILE), &starter::starter_config(&Answers::default()), false, &mut out)?;
-    write_file(&dir.join(DEFAULT_PROMPT_FILE), starter::STARTER_PROMPT, false, &mut out)?;
-    println!("Initialized Agent Looper starter files.\n{}", next_steps(bin));
+    write_file(
+        &dir.join(DEFAULT_CONFIG_FILE),
+        &starter::starter_config(&Answers::default()),
+        false,
+        &mut out,
+    )?;
+    write_file(
+        &dir.join(DEFAULT_PROMPT_FILE),
+        starter::STARTER_PROMPT,
+        false,
+        &mut out,
+    )?;
+    println!(
+        "Initialized Agent Looper starter files.\n{}",
+        next_steps(bin)
+    );
     Ok(0)
 }
 
 pub fn init(args: &InitArgs, bin: &str) -> Result<i32> {
-    let dir = std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", ".", e))?;
+    let dir = std::env::current_dir()
+        .map_err(|e| Error::io("cannot read the current directory", ".", e))?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout();
@@ -42,7 +56,13 @@ pub fn init(args: &InitArgs, bin: &str) -> Result<i32> {
 }
 
 /// Testable core of `init`: answers come from `input`.
-pub fn init_in(dir: &Path, args: &InitArgs, bin: &str, input: &mut impl BufRead, out: &mut impl Write) -> Result<i32> {
+pub fn init_in(
+    dir: &Path,
+    args: &InitArgs,
+    bin: &str,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<i32> {
     let (answers, prompts) = if args.interactive {
         interview(input, out)
     } else {
@@ -51,7 +71,12 @@ pub fn init_in(dir: &Path, args: &InitArgs, bin: &str, input: &mut impl BufRead,
     let config = starter::starter_config(&answers);
     write_file(&dir.join(DEFAULT_CONFIG_FILE), &config, args.force, out)?;
     if answers.sequence {
-        write_file(&dir.join(LEGACY_PROMPT_FILE), &format!("{}\n", prompts.join("\n---\n")), args.force, out)?;
+        write_file(
+            &dir.join(LEGACY_PROMPT_FILE),
+            &format!("{}\n", prompts.join("\n---\n")),
+            args.force,
+            out,
+        )?;
     } else {
         let prompt = prompts
             .first()
@@ -103,7 +128,11 @@ fn number(min: f64, exclusive: bool) -> impl Fn(&str) -> Parsed<f64> {
         Ok(v) if !v.is_finite() => Parsed::Bad(format!("`{t}` is not a finite number")),
         Ok(v) if v < min || (exclusive && v <= min) => Parsed::Bad(format!(
             "must be {} {min}",
-            if exclusive { "greater than" } else { "at least" }
+            if exclusive {
+                "greater than"
+            } else {
+                "at least"
+            }
         )),
         Ok(v) => Parsed::Ok(v),
         Err(_) => Parsed::Bad(format!("`{t}` is not a number")),
@@ -120,21 +149,54 @@ fn count(t: &str) -> Parsed<u64> {
 fn interview(input: &mut impl BufRead, out: &mut impl Write) -> (Answers, Vec<String>) {
     let agents = starter::known_agents();
     let mut a = Answers {
-        default_agent: ask(input, out, &format!("Default agent ({})", agents.join("/")), "codex", |t| {
-            if agents.contains(&t) {
-                Parsed::Ok(t.to_string())
-            } else {
-                Parsed::Bad(format!("unknown agent `{t}`"))
-            }
-        }),
+        default_agent: ask(
+            input,
+            out,
+            &format!("Default agent ({})", agents.join("/")),
+            "codex",
+            |t| {
+                if agents.contains(&t) {
+                    Parsed::Ok(t.to_string())
+                } else {
+                    Parsed::Bad(format!("unknown agent `{t}`"))
+                }
+            },
+        ),
         ..Answers::default()
     };
-    a.timeout_seconds = ask(input, out, "Per-prompt timeout in seconds", "7200", number(0.0, true));
-    a.sleep_seconds = ask(input, out, "Sleep between loops in seconds", "2", number(0.0, false));
+    a.timeout_seconds = ask(
+        input,
+        out,
+        "Per-prompt timeout in seconds",
+        "7200",
+        number(0.0, true),
+    );
+    a.sleep_seconds = ask(
+        input,
+        out,
+        "Sleep between loops in seconds",
+        "2",
+        number(0.0, false),
+    );
     a.max_loops = ask(input, out, "Max loops (0 = unlimited)", "0", count);
-    a.max_transient_retries = ask(input, out, "Max transient retries (0 = unlimited)", "12", count);
-    a.retry_notify_after_seconds = ask(input, out, "Notify on retry waits at least this long, seconds (0 = never)", "300", number(0.0, false));
-    let _ = writeln!(out, "Prompts, one per line; an empty line ends (one prompt: PROMPT.md; several: prompts.md in sequence mode):");
+    a.max_transient_retries = ask(
+        input,
+        out,
+        "Max transient retries (0 = unlimited)",
+        "12",
+        count,
+    );
+    a.retry_notify_after_seconds = ask(
+        input,
+        out,
+        "Notify on retry waits at least this long, seconds (0 = never)",
+        "300",
+        number(0.0, false),
+    );
+    let _ = writeln!(
+        out,
+        "Prompts, one per line; an empty line ends (one prompt: PROMPT.md; several: prompts.md in sequence mode):"
+    );
     let mut prompts = Vec::new();
     loop {
         let _ = write!(out, "prompt {}> ", prompts.len() + 1);

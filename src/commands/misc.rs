@@ -15,7 +15,10 @@ pub fn config_check(args: &ConfigCheckArgs, wrapper: Option<&str>) -> Result<i32
         },
         inv.env.get("PATH").map(String::as_str),
     )?;
-    print!("{}", config::render_resolved(&prepared.settings, args.show_origin));
+    print!(
+        "{}",
+        config::render_resolved(&prepared.settings, args.show_origin)
+    );
     for n in &prepared.notices {
         println!("# note: {n}");
     }

@@ -9,3 +9,4 @@ pub mod logs;
 pub mod misc;
 pub mod run;
 pub mod status;
+pub mod target;

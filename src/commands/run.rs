@@ -4,7 +4,9 @@ use std::path::Path;
 
 use crate::cli::{Layout, RunArgs};
 use crate::commands::init;
-use crate::config::{self, DEFAULT_CONFIG_FILE, DEFAULT_PROMPT_FILE, Invocation, LEGACY_PROMPT_FILE};
+use crate::config::{
+    self, DEFAULT_CONFIG_FILE, DEFAULT_PROMPT_FILE, Invocation, LEGACY_PROMPT_FILE,
+};
 use crate::driver::{self, RunOptions};
 use crate::effects::{git, procinfo};
 use crate::error::{Error, Result};
@@ -51,14 +53,16 @@ pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -
             started_at: crate::state::timestamp(chrono::Utc::now()),
         };
         let lock_path = git::lock_path_for(&prepared.settings.agent.cwd);
-        let guard = git::acquire_run_lock(&lock_path, &holder)
-            .map_err(|e| Error::Usage(format!("{e}")))?;
+        let guard =
+            git::acquire_run_lock(&lock_path, &holder).map_err(|e| Error::Usage(format!("{e}")))?;
         if let Some(prev) = &guard.took_over {
             eprintln!(
                 "looper: took over a stale run lock from pid {} (label {}, run {})",
                 prev.pid, prev.label, prev.run_dir
             );
-            lock_note = serde_json::to_value(prev).ok().map(|v| serde_json::json!({ "previous_holder": v, "lock": lock_path }));
+            lock_note = serde_json::to_value(prev)
+                .ok()
+                .map(|v| serde_json::json!({ "previous_holder": v, "lock": lock_path }));
         }
         Some(guard)
     };
