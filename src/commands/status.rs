@@ -599,7 +599,7 @@ fn empty_message(roots: &[PathBuf], registry: Option<&Path>) -> String {
 }
 
 /// Repair every stale row in place; returns one line per repair (or failure).
-fn repair_rows(rows: &mut Vec<Row>) -> Vec<String> {
+fn repair_rows(rows: &mut [Row]) -> Vec<String> {
     let mut notes = Vec::new();
     let now = Utc::now();
     for row in rows.iter_mut() {

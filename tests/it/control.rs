@@ -66,7 +66,11 @@ fn wait_prompt_started(p: &Project, n: usize) -> PathBuf {
 }
 
 fn control(p: &Project, args: &[&str]) -> Output {
-    p.looper().arg("control").args(args).output().expect("control")
+    p.looper()
+        .arg("control")
+        .args(args)
+        .output()
+        .expect("control")
 }
 
 fn id_of(out: &Output) -> String {
@@ -97,15 +101,19 @@ fn assert_acknowledged(run: &Path, id: &str) {
         .into_iter()
         .find(|l| l["id"] == id)
         .expect("control line");
-    assert!(wait_until(10.0, || read_events(run)
-        .iter()
-        .any(|e| e["event"] == "control_command_received" && e["id"] == id)));
+    assert!(wait_until(10.0, || read_events(run).iter().any(
+        |e| e["event"] == "control_command_received" && e["id"] == id
+    )));
     let ev = read_events(run)
         .into_iter()
         .find(|e| e["event"] == "control_command_received" && e["id"] == id)
         .expect("received");
-    let lag = ms(ev["ts"].as_str().expect("ts")) - ms(line["created_at"].as_str().expect("created_at"));
-    assert!((0..=100).contains(&lag), "acknowledged {lag} ms after created_at");
+    let lag =
+        ms(ev["ts"].as_str().expect("ts")) - ms(line["created_at"].as_str().expect("created_at"));
+    assert!(
+        (0..=100).contains(&lag),
+        "acknowledged {lag} ms after created_at"
+    );
 }
 
 fn sequence_project(script: &str, extra: &str) -> Project {
@@ -124,7 +132,11 @@ fn stop_after_prompt_ends_the_run_after_the_current_prompt() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("queued stop_after_prompt for "), "{text}");
-    assert!(text.contains(&format!(" at {}", dir.display())) || text.contains(" at .agent-looper/runs/"), "{text}");
+    assert!(
+        text.contains(&format!(" at {}", dir.display()))
+            || text.contains(" at .agent-looper/runs/"),
+        "{text}"
+    );
     assert_acknowledged(&dir, &id_of(&out));
     assert_eq!(run.wait_exit(30.0), Some(0));
     let st = read_json(&dir.join("state.json"));
@@ -139,17 +151,40 @@ fn stop_after_loop_finishes_the_loop_and_wait_reports_the_reason() {
     let mut run = start(&p, &["--mode", "sequence", "-p", "prompts.md"]);
     let dir = wait_prompt_started(&p, 1);
     let out = control(&p, &["stop", "--wait", "--reason", "merge"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out);
     assert!(text.contains("queued stop_after_loop for "), "{text}");
-    assert!(text.contains("stopped (control stop_after_loop: merge)"), "{text}");
+    assert!(
+        text.contains("stopped (control stop_after_loop: merge)"),
+        "{text}"
+    );
     assert_acknowledged(&dir, &id_of(&out));
     assert_eq!(run.wait_exit(30.0), Some(0));
     assert_eq!(p.calls(), 2, "both prompts of the loop run");
-    let names: Vec<String> = read_events(&dir).iter().filter_map(|e| e["event"].as_str().map(String::from)).collect();
-    assert_eq!(names.iter().filter(|n| *n == "loop_completed").count(), 1, "{names:?}");
-    assert_eq!(names.iter().filter(|n| *n == "loop_started").count(), 1, "{names:?}");
-    assert_eq!(read_json(&dir.join("state.json"))["stop_reason"], "control stop_after_loop: merge");
+    let names: Vec<String> = read_events(&dir)
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "loop_completed").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "loop_started").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        read_json(&dir.join("state.json"))["stop_reason"],
+        "control stop_after_loop: merge"
+    );
 }
 
 #[test]
@@ -163,31 +198,67 @@ fn stop_now_is_carried_out_by_the_supervisor() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("queued interrupt_now for "));
     assert_acknowledged(&dir, &id_of(&out));
-    assert_eq!(run.wait_exit(20.0), Some(0), "the supervisor exits 0 on an operator stop");
+    assert_eq!(
+        run.wait_exit(20.0),
+        Some(0),
+        "the supervisor exits 0 on an operator stop"
+    );
     assert!(began.elapsed().as_secs_f64() < 15.0);
     let st = read_json(&dir.join("state.json"));
     assert_eq!(st["status"], "stopped");
     assert_eq!(st["stop_reason"], "control interrupt_now: enough");
-    assert_eq!(read_events(&dir).last().expect("event")["event"], "run_stopped");
+    assert_eq!(
+        read_events(&dir).last().expect("event")["event"],
+        "run_stopped"
+    );
 }
 
 #[test]
 fn force_kills_an_agent_that_ignores_sigterm() {
     let p = Project::new();
-    p.fake_agent("=== default\nignore-term\nsay started\nsleep 30\n", "terminate_grace_seconds = 60");
+    p.fake_agent(
+        "=== default\nignore-term\nsay started\nsleep 30\n",
+        "terminate_grace_seconds = 60",
+    );
     let mut run = start(&p, &[]);
     let dir = wait_prompt_started(&p, 1);
-    assert!(wait_until(10.0, || read_json(&dir.join("state.json"))["child_pgid"].is_i64()));
+    assert!(wait_until(10.0, || {
+        read_json(&dir.join("state.json"))["child_pgid"].is_i64()
+    }));
     // Give the agent time to install its SIGTERM handler.
-    assert!(wait_until(10.0, || std::fs::read_to_string(p.join("looper.out")).unwrap_or_default().contains("started")));
-    let pgid = read_json(&dir.join("state.json"))["child_pgid"].as_i64().expect("pgid");
+    assert!(wait_until(10.0, || std::fs::read_to_string(
+        p.join("looper.out")
+    )
+    .unwrap_or_default()
+    .contains("started")));
+    let pgid = read_json(&dir.join("state.json"))["child_pgid"]
+        .as_i64()
+        .expect("pgid");
     assert!(group_alive(pgid));
-    let out = control(&p, &["stop", "--force", "--grace-seconds", "0.5", "--reason", "stuck"]);
+    let out = control(
+        &p,
+        &[
+            "stop",
+            "--force",
+            "--grace-seconds",
+            "0.5",
+            "--reason",
+            "stuck",
+        ],
+    );
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(text.contains("queued interrupt_now"), "{text}");
-    assert!(text.contains(&format!("force: sent SIGKILL to agent process group {pgid}")), "{text}");
-    assert!(!group_alive(pgid), "no process of the agent's group may remain");
+    assert!(
+        text.contains(&format!(
+            "force: sent SIGKILL to agent process group {pgid}"
+        )),
+        "{text}"
+    );
+    assert!(
+        !group_alive(pgid),
+        "no process of the agent's group may remain"
+    );
     assert_eq!(run.wait_exit(20.0), Some(0));
     let st = read_json(&dir.join("state.json"));
     assert_eq!(st["status"], "stopped");
@@ -212,7 +283,10 @@ fn pause_holds_the_run_and_resume_continues_it() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("queued pause for "));
     assert_acknowledged(&dir, &id_of(&out));
-    assert!(wait_until(10.0, || read_json(&dir.join("state.json"))["status"] == "paused"));
+    assert!(wait_until(
+        10.0,
+        || read_json(&dir.join("state.json"))["status"] == "paused"
+    ));
     let started = count_events(&p, "prompt_started");
     // The paused run stays listed as active and selectable.
     let out = control(&p, &["resume"]);
@@ -222,12 +296,21 @@ fn pause_holds_the_run_and_resume_continues_it() {
     let out = control(&p, &["stop", "--now"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(run.wait_exit(20.0), Some(0));
-    let names: Vec<String> = read_events(&dir).iter().filter_map(|e| e["event"].as_str().map(String::from)).collect();
+    let names: Vec<String> = read_events(&dir)
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(String::from))
+        .collect();
     let paused = names.iter().position(|n| n == "paused").expect("paused");
     let resumed = names.iter().position(|n| n == "resumed").expect("resumed");
     assert!(paused < resumed);
-    assert!(names[resumed..].iter().any(|n| n == "loop_started"), "{names:?}");
-    assert!(!names[paused..resumed].iter().any(|n| n == "prompt_started"), "nothing runs while paused: {names:?}");
+    assert!(
+        names[resumed..].iter().any(|n| n == "loop_started"),
+        "{names:?}"
+    );
+    assert!(
+        !names[paused..resumed].iter().any(|n| n == "prompt_started"),
+        "nothing runs while paused: {names:?}"
+    );
 }
 
 #[test]
@@ -241,7 +324,18 @@ fn a_next_prompt_note_reaches_the_agent_once() {
     p.fake_agent(&script, "");
     let mut run = start(&p, &["--max-loops", "3"]);
     let dir = wait_prompt_started(&p, 1);
-    let out = control(&p, &["note", "--note", "  also   update\nthe changelog ", "--delivery", "next-prompt", "--actor", "me"]);
+    let out = control(
+        &p,
+        &[
+            "note",
+            "--note",
+            "  also   update\nthe changelog ",
+            "--delivery",
+            "next-prompt",
+            "--actor",
+            "me",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("operator note queued for the next prompt"));
     assert_eq!(run.wait_exit(30.0), Some(0));
@@ -254,7 +348,11 @@ fn a_next_prompt_note_reaches_the_agent_once() {
     let with_note: Vec<usize> = calls
         .iter()
         .enumerate()
-        .filter(|(_, c)| c["argv"].to_string().contains("also   update\\nthe changelog"))
+        .filter(|(_, c)| {
+            c["argv"]
+                .to_string()
+                .contains("also   update\\nthe changelog")
+        })
         .map(|(i, _)| i)
         .collect();
     assert_eq!(with_note, [1], "the note goes to the next prompt only");
@@ -275,8 +373,15 @@ fn fake_run(p: &Project, state: Json) -> PathBuf {
     use std::os::unix::fs::DirBuilderExt;
     let dir = p.join(".agent-looper/runs/20260101T000000.000000Z__fake__abcdef");
     std::fs::create_dir_all(dir.parent().expect("parent")).expect("mkdir");
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).expect("mkdir");
-    std::fs::write(dir.join("state.json"), serde_json::to_vec_pretty(&state).expect("json")).expect("write");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .expect("mkdir");
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_vec_pretty(&state).expect("json"),
+    )
+    .expect("write");
     dir
 }
 
@@ -295,10 +400,18 @@ fn record_and_btw_notes_and_focus_are_written_to_the_run() {
     let dir = fake_run(&p, own_running_state());
     let out = control(&p, &["note", "fake", "--note", "remember\n the  tests"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("operator note recorded for fake at .agent-looper/runs/"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("operator note recorded for fake at .agent-looper/runs/"),
+        "{}",
+        stdout(&out)
+    );
     let out = control(&p, &["note", "--note", "psst", "--delivery", "btw"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("the run has no hybrid agent pane"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the run has no hybrid agent pane"),
+        "{}",
+        stderr(&out)
+    );
     let notes: Vec<Json> = std::fs::read_to_string(dir.join("operator_notes.jsonl"))
         .expect("notes")
         .lines()
@@ -309,18 +422,48 @@ fn record_and_btw_notes_and_focus_are_written_to_the_run() {
     assert_eq!(notes[0]["note"], "remember\n the  tests");
     assert_eq!(notes[0]["note_preview"], "remember the tests");
     assert_eq!(notes[1]["status"], "failed");
-    assert!(notes[1]["error"].as_str().expect("error").contains("no hybrid agent pane"));
+    assert!(
+        notes[1]["error"]
+            .as_str()
+            .expect("error")
+            .contains("no hybrid agent pane")
+    );
     for n in &notes {
-        for k in ["id", "created_at", "actor", "delivery", "status", "note", "note_preview"] {
+        for k in [
+            "id",
+            "created_at",
+            "actor",
+            "delivery",
+            "status",
+            "note",
+            "note_preview",
+        ] {
             assert!(n.get(k).is_some(), "{k} missing in {n}");
         }
     }
-    assert!(!dir.join("control.jsonl").exists(), "record and btw never queue control lines");
+    assert!(
+        !dir.join("control.jsonl").exists(),
+        "record and btw never queue control lines"
+    );
 
-    let out = control(&p, &["focus", "--summary", "  parser \n migration ", "--actor", "agent"]);
+    let out = control(
+        &p,
+        &[
+            "focus",
+            "--summary",
+            "  parser \n migration ",
+            "--actor",
+            "agent",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("summary: parser migration"));
-    let f: Json = serde_json::from_str(std::fs::read_to_string(dir.join("focus.jsonl")).expect("focus").trim()).expect("json");
+    let f: Json = serde_json::from_str(
+        std::fs::read_to_string(dir.join("focus.jsonl"))
+            .expect("focus")
+            .trim(),
+    )
+    .expect("json");
     assert_eq!(f["summary"], "parser migration");
     assert_eq!(f["actor"], "agent");
     assert_eq!(f["source"], "manual");
@@ -337,13 +480,24 @@ fn control_files_that_are_not_ours_alone_are_refused() {
     std::os::unix::fs::symlink(p.join("elsewhere"), dir.join("control.jsonl")).expect("symlink");
     let out = control(&p, &["stop"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("is a symbolic link"), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(p.join("elsewhere")).expect("read"), "");
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("elsewhere")).expect("read"),
+        ""
+    );
     std::fs::remove_file(dir.join("control.jsonl")).expect("rm");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let out = control(&p, &["stop"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("writable by group or others"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.join("control.jsonl").exists());
 }
 
@@ -356,7 +510,10 @@ fn selection_errors_list_the_candidates() {
     let out = control(&p, &["stop", "nosuch"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("no active looper run matches `nosuch`"), "{err}");
+    assert!(
+        err.contains("no active looper run matches `nosuch`"),
+        "{err}"
+    );
     let out = control(&p, &["stop", "fake"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("fake [stopped]"), "{}", stderr(&out));
@@ -375,10 +532,19 @@ fn stop_now_on_a_stale_run_repairs_it() {
     let dir = fake_run(&p, st);
     let out = control(&p, &["stop", "--now"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains(&format!("repaired stale looper state: supervisor process {dead} is no longer running")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "repaired stale looper state: supervisor process {dead} is no longer running"
+        )),
+        "{}",
+        stdout(&out)
+    );
     let st = read_json(&dir.join("state.json"));
     assert_eq!(st["status"], "stopped");
-    assert_eq!(st["stop_reason"], format!("external termination: supervisor process {dead} is no longer running"));
+    assert_eq!(
+        st["stop_reason"],
+        format!("external termination: supervisor process {dead} is no longer running")
+    );
     assert_eq!(read_events(&dir).len(), 1);
     assert!(!dir.join("control.jsonl").exists());
 }
@@ -414,7 +580,11 @@ fn fifty_concurrent_writers_are_each_consumed_once() {
             .filter_map(|e| e["id"].as_str().map(String::from))
             .collect::<Vec<_>>()
     };
-    assert!(wait_until(10.0, || received().len() >= 50), "received {}", received().len());
+    assert!(
+        wait_until(10.0, || received().len() >= 50),
+        "received {}",
+        received().len()
+    );
     let got = received();
     for id in &ids {
         assert_eq!(got.iter().filter(|g| *g == id).count(), 1, "{id}");

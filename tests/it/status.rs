@@ -23,8 +23,15 @@ fn write_run(root: &Path, name: &str, state: &Json) -> PathBuf {
     use std::os::unix::fs::DirBuilderExt;
     let dir = root.join(name);
     std::fs::create_dir_all(root).expect("mkdir");
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).expect("mkdir");
-    std::fs::write(dir.join("state.json"), serde_json::to_vec_pretty(state).expect("json")).expect("write");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .expect("mkdir");
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_vec_pretty(state).expect("json"),
+    )
+    .expect("write");
     dir
 }
 
@@ -57,14 +64,19 @@ fn dead_pid() -> i32 {
 fn zombie() -> std::process::Child {
     let c = Command::new("true").spawn().expect("spawn");
     let pid = c.id();
-    assert!(wait_until(5.0, || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-        .unwrap_or(false)));
+    assert!(wait_until(5.0, || std::fs::read_to_string(format!(
+        "/proc/{pid}/stat"
+    ))
+    .map(|s| s
+        .rsplit_once(')')
+        .is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    .unwrap_or(false)));
     c
 }
 
 fn runs_json(out: &Output) -> Vec<Json> {
-    let doc: Json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)));
+    let doc: Json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)));
     assert_eq!(doc["schema"], "agent-looper/status");
     assert_eq!(doc["version"], 1);
     assert!(doc["generated_at"].is_string());
@@ -76,7 +88,11 @@ fn attention_first_with_stale_detection_by_pid_identity() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("runs");
     let zombie = zombie();
-    write_run(&root, "a", &run_state("healthy", "running", "2026-01-01T00:00:09Z"));
+    write_run(
+        &root,
+        "a",
+        &run_state("healthy", "running", "2026-01-01T00:00:09Z"),
+    );
     let mut dead = run_state("dead", "running", "2026-01-01T00:00:01Z");
     dead["pid"] = dead_pid().into();
     write_run(&root, "b", &dead);
@@ -112,25 +128,69 @@ fn attention_first_with_stale_detection_by_pid_identity() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let runs = runs_json(&out);
     let me = me();
-    let row = |label: &str| runs.iter().find(|r| r["label"] == label).unwrap_or_else(|| panic!("{label}")).clone();
+    let row = |label: &str| {
+        runs.iter()
+            .find(|r| r["label"] == label)
+            .unwrap_or_else(|| panic!("{label}"))
+            .clone()
+    };
     assert_eq!(row("healthy")["stale"], false);
     assert_eq!(row("dead")["stale"], true);
-    assert_eq!(row("dead")["stale_reason"], format!("supervisor process {} is no longer running", dead["pid"]));
-    assert_eq!(row("reused")["stale_reason"], format!("supervisor process {me} identity changed"));
-    assert_eq!(row("zombie")["stale_reason"], format!("supervisor process {} is no longer running", zombie.id()));
+    assert_eq!(
+        row("dead")["stale_reason"],
+        format!("supervisor process {} is no longer running", dead["pid"])
+    );
+    assert_eq!(
+        row("reused")["stale_reason"],
+        format!("supervisor process {me} identity changed")
+    );
+    assert_eq!(
+        row("zombie")["stale_reason"],
+        format!("supervisor process {} is no longer running", zombie.id())
+    );
     assert_eq!(row("paused")["stale"], false);
-    let unreadable = runs.iter().find(|r| r["status"] == "unreadable").expect("unreadable");
-    assert!(unreadable["error"].as_str().expect("error").contains("cannot parse state.json"));
-    let order: Vec<String> = runs.iter().map(|r| r["label"].as_str().unwrap_or("?").to_string()).collect();
+    let unreadable = runs
+        .iter()
+        .find(|r| r["status"] == "unreadable")
+        .expect("unreadable");
+    assert!(
+        unreadable["error"]
+            .as_str()
+            .expect("error")
+            .contains("cannot parse state.json")
+    );
+    let order: Vec<String> = runs
+        .iter()
+        .map(|r| r["label"].as_str().unwrap_or("?").to_string())
+        .collect();
     assert_eq!(
         order,
-        ["paused", "retry", "breaker", "zombie", "reused", "dead", "?", "healthy", "done"],
+        [
+            "paused", "retry", "breaker", "zombie", "reused", "dead", "?", "healthy", "done"
+        ],
         "attention first (newest first), then running, then finished"
     );
     for k in [
-        "run_dir", "run_id", "label", "status", "stale", "stale_reason", "agent", "agent_kind", "loop", "prompt",
-        "total_prompts", "updated_at", "started_at", "stop_reason", "exit_code", "retry_status", "retry_until",
-        "usage_total", "project", "pid",
+        "run_dir",
+        "run_id",
+        "label",
+        "status",
+        "stale",
+        "stale_reason",
+        "agent",
+        "agent_kind",
+        "loop",
+        "prompt",
+        "total_prompts",
+        "updated_at",
+        "started_at",
+        "stop_reason",
+        "exit_code",
+        "retry_status",
+        "retry_until",
+        "usage_total",
+        "project",
+        "pid",
     ] {
         assert!(row("done").get(k).is_some(), "{k} missing");
     }
@@ -142,13 +202,25 @@ fn attention_first_with_stale_detection_by_pid_identity() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("LABEL "), "{text}");
-    for h in ["STATUS", "AGENT", "LOOP", "UPDATED", "USAGE", "STOP/NOTE", "PROJECT"] {
+    for h in [
+        "STATUS",
+        "AGENT",
+        "LOOP",
+        "UPDATED",
+        "USAGE",
+        "STOP/NOTE",
+        "PROJECT",
+    ] {
         assert!(lines[0].contains(h), "{h}");
     }
     let first_two = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     assert_eq!(first_two(lines[1]), "paused paused");
     assert!(lines[1].contains("paused: lunch"), "{}", lines[1]);
-    assert!(lines[2].contains("rate limit: waiting 300s until "), "{}", lines[2]);
+    assert!(
+        lines[2].contains("rate limit: waiting 300s until "),
+        "{}",
+        lines[2]
+    );
     assert_eq!(first_two(lines[4]), "zombie stale");
     assert_eq!(first_two(lines[8]), "healthy running");
     assert!(lines[8].contains("codex  3 p2/3"), "{}", lines[8]);
@@ -167,21 +239,43 @@ fn repair_rewrites_stale_runs_once_and_listing_never_writes() {
     dead["pid"] = pid.into();
     dead["reference_only_field"] = "kept".into();
     let dir = write_run(&root, "dead", &dead);
-    std::fs::write(dir.join("events.jsonl"), "{\"event\":\"run_started\",\"ts\":\"2026-01-01T00:00:00Z\"}\n").expect("write");
-    let live = write_run(&root, "live", &run_state("live", "running", "2026-01-01T00:00:02Z"));
+    std::fs::write(
+        dir.join("events.jsonl"),
+        "{\"event\":\"run_started\",\"ts\":\"2026-01-01T00:00:00Z\"}\n",
+    )
+    .expect("write");
+    let live = write_run(
+        &root,
+        "live",
+        &run_state("live", "running", "2026-01-01T00:00:02Z"),
+    );
     let root_s = root.display().to_string();
     let before = std::fs::read(dir.join("state.json")).expect("read");
-    for args in [vec!["--state-root", &root_s], vec!["--state-root", &root_s, "--json"]] {
+    for args in [
+        vec!["--state-root", &root_s],
+        vec!["--state-root", &root_s, "--json"],
+    ] {
         let out = status(tmp.path(), &args);
         assert_eq!(out.status.code(), Some(0));
     }
-    assert_eq!(std::fs::read(dir.join("state.json")).expect("read"), before, "listing never writes");
+    assert_eq!(
+        std::fs::read(dir.join("state.json")).expect("read"),
+        before,
+        "listing never writes"
+    );
     assert_eq!(read_events(&dir).len(), 1);
 
-    let out = status(tmp.path(), &["--state-root", &root_s, "--repair-stale-loopers"]);
+    let out = status(
+        tmp.path(),
+        &["--state-root", &root_s, "--repair-stale-loopers"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let reason = format!("supervisor process {pid} is no longer running");
-    assert!(stdout(&out).contains(&format!("repaired: dead: {reason}")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("repaired: dead: {reason}")),
+        "{}",
+        stdout(&out)
+    );
     let st = read_json(&dir.join("state.json"));
     assert_eq!(st["status"], "stopped");
     assert_eq!(st["stop_reason"], format!("external termination: {reason}"));
@@ -194,38 +288,78 @@ fn repair_rewrites_stale_runs_once_and_listing_never_writes() {
     let events = read_events(&dir);
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["event"], "run_stopped");
-    assert_eq!(events[1]["stop_reason"], format!("external termination: {reason}"));
+    assert_eq!(
+        events[1]["stop_reason"],
+        format!("external termination: {reason}")
+    );
     assert_eq!(read_events(&live).len(), 0, "a live run is left alone");
     assert_eq!(read_json(&live.join("state.json"))["status"], "running");
 
     let out = status(tmp.path(), &["--state-root", &root_s, "--repair-stale"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(!stdout(&out).contains("repaired:"));
-    assert_eq!(read_events(&dir).len(), 2, "a repaired run is not repaired again");
-    let line = stdout(&out).lines().find(|l| l.starts_with("dead ")).expect("row").to_string();
-    assert!(line.contains("stopped") && line.contains("external termination"), "{line}");
+    assert_eq!(
+        read_events(&dir).len(),
+        2,
+        "a repaired run is not repaired again"
+    );
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("dead "))
+        .expect("row")
+        .to_string();
+    assert!(
+        line.contains("stopped") && line.contains("external termination"),
+        "{line}"
+    );
 }
 
 #[test]
 fn reference_runs_are_listed_with_the_crashed_one_stale() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-runs");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let out = status(tmp.path(), &["--state-root", &fixtures.display().to_string(), "--json"]);
+    let out = status(
+        tmp.path(),
+        &["--state-root", &fixtures.display().to_string(), "--json"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let runs = runs_json(&out);
     let mut labels: Vec<&str> = runs.iter().filter_map(|r| r["label"].as_str()).collect();
     labels.sort();
-    assert_eq!(labels, ["completed", "crashed", "failed", "maxloops", "timedout"]);
+    assert_eq!(
+        labels,
+        ["completed", "crashed", "failed", "maxloops", "timedout"]
+    );
     for r in &runs {
         assert_eq!(r["stale"], r["label"] == "crashed", "{r}");
     }
-    let crashed = runs.iter().find(|r| r["label"] == "crashed").expect("crashed");
-    assert!(crashed["stale_reason"].as_str().expect("reason").starts_with("supervisor process 27739 "));
-    assert_eq!(runs[0]["label"], "crashed", "stale runs need attention first");
-    let out = status(tmp.path(), &["--state-root", &fixtures.display().to_string()]);
+    let crashed = runs
+        .iter()
+        .find(|r| r["label"] == "crashed")
+        .expect("crashed");
+    assert!(
+        crashed["stale_reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("supervisor process 27739 ")
+    );
+    assert_eq!(
+        runs[0]["label"], "crashed",
+        "stale runs need attention first"
+    );
+    let out = status(
+        tmp.path(),
+        &["--state-root", &fixtures.display().to_string()],
+    );
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 6, "{text}");
-    assert!(text.lines().nth(1).expect("row").starts_with("crashed    stale "), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with("crashed    stale "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -233,7 +367,11 @@ fn an_empty_or_missing_root_is_a_friendly_message() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = status(tmp.path(), &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).starts_with("No looper runs found under .agent-looper/runs."), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("No looper runs found under .agent-looper/runs."),
+        "{}",
+        stdout(&out)
+    );
     let out = status(tmp.path(), &["--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(runs_json(&out).is_empty());
@@ -244,10 +382,22 @@ fn state_roots_come_from_the_environment_and_all_adds_the_registry() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    write_run(&a, "one", &run_state("one", "stopped", "2026-01-01T00:00:01Z"));
-    write_run(&b, "two", &run_state("two", "stopped", "2026-01-01T00:00:02Z"));
+    write_run(
+        &a,
+        "one",
+        &run_state("one", "stopped", "2026-01-01T00:00:01Z"),
+    );
+    write_run(
+        &b,
+        "two",
+        &run_state("two", "stopped", "2026-01-01T00:00:02Z"),
+    );
     let elsewhere = tmp.path().join("elsewhere");
-    let three = write_run(&elsewhere, "three", &run_state("three", "stopped", "2026-01-01T00:00:03Z"));
+    let three = write_run(
+        &elsewhere,
+        "three",
+        &run_state("three", "stopped", "2026-01-01T00:00:03Z"),
+    );
     let reg = tmp.path().join(".xdg-state/agent-looper/runs.jsonl");
     std::fs::create_dir_all(reg.parent().expect("parent")).expect("mkdir");
     let lines = [
@@ -255,20 +405,34 @@ fn state_roots_come_from_the_environment_and_all_adds_the_registry() {
         json!({"run_dir": a.join("one"), "created_at": "2026-01-01T00:00:01Z"}),
         json!({"run_dir": tmp.path().join("deleted"), "created_at": "2026-01-01T00:00:01Z"}),
     ];
-    std::fs::write(&reg, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).expect("write");
+    std::fs::write(
+        &reg,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write");
     let labels = |out: &Output| -> Vec<String> {
-        runs_json(out).iter().filter_map(|r| r["label"].as_str().map(String::from)).collect()
+        runs_json(out)
+            .iter()
+            .filter_map(|r| r["label"].as_str().map(String::from))
+            .collect()
     };
     let mut c = Command::new(looper_bin());
     c.current_dir(tmp.path())
-        .env("LOOPER_STATE_ROOT", format!("{}:{}", a.display(), b.display()))
+        .env(
+            "LOOPER_STATE_ROOT",
+            format!("{}:{}", a.display(), b.display()),
+        )
         .env("CODEX_LOOPER_STATE_ROOT", "/nonexistent")
         .env("XDG_STATE_HOME", tmp.path().join(".xdg-state"))
         .args(["status", "--json"]);
     let out = c.output().expect("status");
     assert_eq!(labels(&out), ["two", "one"]);
     let out = c.arg("--all").output().expect("status");
-    assert_eq!(labels(&out), ["three", "two", "one"], "registry runs are added once; deleted ones skipped");
+    assert_eq!(
+        labels(&out),
+        ["three", "two", "one"],
+        "registry runs are added once; deleted ones skipped"
+    );
 }
 
 #[test]
@@ -282,12 +446,19 @@ fn logs_render_the_last_log_and_follow_a_run_to_its_end() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    assert!(wait_until(20.0, || p.run_dirs().last().is_some_and(|d| d.join("loop-0001__prompt-001.log").exists())));
+    assert!(wait_until(20.0, || p
+        .run_dirs()
+        .last()
+        .is_some_and(|d| d.join("loop-0001__prompt-001.log").exists())));
     let follow = p.looper().args(["logs", "-f"]).output().expect("logs -f");
     assert_eq!(follow.status.code(), Some(0), "{}", stderr(&follow));
     let text = stdout(&follow);
-    let first = text.find("first output").unwrap_or_else(|| panic!("{text}"));
-    let second = text.find("second output").unwrap_or_else(|| panic!("{text}"));
+    let first = text
+        .find("first output")
+        .unwrap_or_else(|| panic!("{text}"));
+    let second = text
+        .find("second output")
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(first < second);
     assert!(text.contains("stderr: a warning"), "{text}");
     assert!(child.wait().expect("wait").success());
@@ -295,8 +466,19 @@ fn logs_render_the_last_log_and_follow_a_run_to_its_end() {
     let out = p.looper().arg("logs").output().expect("logs");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("second output") && !text.contains("first output"), "{text}");
+    assert!(
+        text.contains("second output") && !text.contains("first output"),
+        "{text}"
+    );
     assert!(text.contains("-- exit 0"), "{text}");
-    let raw = p.looper().args(["logs", "--raw"]).output().expect("logs --raw");
-    assert!(stdout(&raw).contains("] stdout: second output\n"), "{}", stdout(&raw));
+    let raw = p
+        .looper()
+        .args(["logs", "--raw"])
+        .output()
+        .expect("logs --raw");
+    assert!(
+        stdout(&raw).contains("] stdout: second output\n"),
+        "{}",
+        stdout(&raw)
+    );
 }
