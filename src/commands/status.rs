@@ -114,11 +114,38 @@ pub struct Row {
     pub updated: Option<DateTime<Utc>>,
 }
 
+/// Read a whole file into `buf` with plain `read` calls: no `stat` for a size hint (one
+/// syscall less per run) and no allocation once the buffer has grown to a state's size.
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    buf.clear();
+    let mut f = std::fs::File::open(path)?;
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8192);
+        }
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        match f.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Ok(());
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
+
 impl Row {
-    fn load(dir: PathBuf) -> Row {
+    fn load(dir: PathBuf, buf: &mut Vec<u8>) -> Row {
         let path = dir.join(store::STATE_FILE);
-        let (state, error) = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<StateView>(&bytes) {
+        let (state, error) = match read_into(&path, buf) {
+            Ok(()) => match serde_json::from_slice::<StateView>(buf) {
                 Ok(s) => (s, None),
                 Err(e) => (
                     StateView::default(),
@@ -142,6 +169,11 @@ impl Row {
             stale: None,
             updated,
         }
+    }
+
+    fn reload(&mut self) {
+        let dir = std::mem::take(&mut self.dir);
+        *self = Row::load(dir, &mut Vec::new());
     }
 
     fn name(&self) -> String {
@@ -308,7 +340,8 @@ pub fn load_rows(dirs: Vec<PathBuf>) -> Vec<Row> {
         .unwrap_or(1)
         .clamp(1, 8);
     let mut rows: Vec<Row> = if dirs.len() < 256 || threads == 1 {
-        dirs.into_iter().map(Row::load).collect()
+        let mut buf = Vec::new();
+        dirs.into_iter().map(|d| Row::load(d, &mut buf)).collect()
     } else {
         let chunk = dirs.len().div_ceil(threads);
         let mut parts: Vec<Vec<PathBuf>> = Vec::new();
@@ -319,7 +352,14 @@ pub fn load_rows(dirs: Vec<PathBuf>) -> Vec<Row> {
         std::thread::scope(|s| {
             let handles: Vec<_> = parts
                 .into_iter()
-                .map(|part| s.spawn(move || part.into_iter().map(Row::load).collect::<Vec<_>>()))
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut buf = Vec::new();
+                        part.into_iter()
+                            .map(|d| Row::load(d, &mut buf))
+                            .collect::<Vec<_>>()
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -609,8 +649,7 @@ fn repair_rows(rows: &mut [Row]) -> Vec<String> {
         match repair(&row.dir, &reason, now) {
             Ok(r) => {
                 notes.push(format!("repaired: {}: {}", row.label(), r.reason));
-                let dir = row.dir.clone();
-                *row = Row::load(dir);
+                row.reload();
             }
             Err(e) => notes.push(format!("repair failed: {}: {e}", row.label())),
         }
@@ -741,6 +780,20 @@ mod tests {
                 "paused", "breaker", "run-old", "failed", "run-new", "done-new", "done-old"
             ]
         );
+    }
+
+    #[test]
+    fn read_into_reuses_the_buffer_and_reads_large_files_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("big"), &big).expect("write");
+        std::fs::write(dir.path().join("small"), b"{}").expect("write");
+        let mut buf = Vec::new();
+        read_into(&dir.path().join("big"), &mut buf).expect("read");
+        assert_eq!(buf, big);
+        read_into(&dir.path().join("small"), &mut buf).expect("read");
+        assert_eq!(buf, b"{}");
+        assert!(read_into(&dir.path().join("missing"), &mut buf).is_err());
     }
 
     #[test]

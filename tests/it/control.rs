@@ -594,3 +594,89 @@ fn fifty_concurrent_writers_are_each_consumed_once() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(run.wait_exit(20.0), Some(0));
 }
+
+#[test]
+fn wait_exits_1_when_the_run_ends_for_another_reason() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay working\nsleep 0.7\nexit 5\n", "");
+    let mut run = start(&p, &[]);
+    wait_prompt_started(&p, 1);
+    let out = control(&p, &["stop", "--wait"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains(": error ("), "{text}");
+    assert_eq!(run.wait_exit(20.0), Some(1));
+}
+
+#[test]
+fn btw_notes_are_pasted_into_the_hybrid_pane() {
+    let p = Project::new();
+    let sock = p.join("tmux.sock");
+    let sock_s = sock.display().to_string();
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&sock_s)
+            .args(args)
+            .current_dir(p.path())
+            .env_remove("TMUX")
+            .output()
+            .expect("tmux")
+    };
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "cat > pane.txt",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pane = stdout(&tmux(&["display-message", "-p", "-t", "t", "#{pane_id}"]))
+        .trim()
+        .to_string();
+    let mut st = own_running_state();
+    st["hybrid_pane_id"] = pane.clone().into();
+    let dir = fake_run(&p, st);
+    let out = p
+        .looper()
+        .env("TMUX", format!("{sock_s},1,0"))
+        .args([
+            "control",
+            "note",
+            "--note",
+            "check\n  the   logs",
+            "--delivery",
+            "btw",
+        ])
+        .output()
+        .expect("control");
+    let _cleanup = tmux(&["list-panes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let got = wait_until(5.0, || {
+        std::fs::read_to_string(p.join("pane.txt"))
+            .unwrap_or_default()
+            .contains('\n')
+    });
+    let text = std::fs::read_to_string(p.join("pane.txt")).unwrap_or_default();
+    tmux(&["kill-server"]);
+    assert!(got, "nothing reached the pane: {text:?}");
+    assert_eq!(text, "/btw check the logs\n");
+    let note: Json = serde_json::from_str(
+        std::fs::read_to_string(dir.join("operator_notes.jsonl"))
+            .expect("notes")
+            .trim(),
+    )
+    .expect("json");
+    assert_eq!(note["status"], "delivered");
+    assert_eq!(note["pane"], pane);
+}
