@@ -119,6 +119,14 @@ fn stop(a: &StopArgs) -> Result<i32> {
         return Ok(exit_code::OK);
     }
     let id = queue_action(&t, action, Some(&a.reason), None)?;
+    if action != "interrupt_now"
+        && let Some(state) = t.reload()
+        && let Some(reason) = stale(&state)
+    {
+        eprintln!(
+            "warning: {reason}; nothing will read this command. `looper control stop --now` marks the run stopped"
+        );
+    }
     if a.force {
         force(&t, &id, Duration::from_secs_f64(a.grace_seconds))?;
     }

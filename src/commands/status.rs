@@ -259,32 +259,73 @@ impl Row {
         }
     }
 
-    pub fn to_json(&self) -> Json {
+    pub fn to_json(&self) -> RunJson<'_> {
         let s = &self.state;
-        json!({
-            "run_dir": self.dir,
-            "run_id": s.run_id,
-            "label": s.label,
-            "status": if self.error.is_some() { "unreadable".to_string() } else { s.status.clone().unwrap_or_else(|| "unknown".into()) },
-            "stale": self.stale.is_some(),
-            "stale_reason": self.stale.clone().or_else(|| s.stale_reason.clone()),
-            "error": self.error,
-            "agent": s.agent_name,
-            "agent_kind": s.agent_kind,
-            "loop": s.current_loop,
-            "prompt": s.current_prompt_index,
-            "total_prompts": s.total_prompts,
-            "updated_at": s.updated_at,
-            "started_at": s.started_at,
-            "stop_reason": s.stop_reason,
-            "exit_code": s.exit_code,
-            "retry_status": s.retry_status,
-            "retry_until": s.retry_until,
-            "usage_total": s.usage_total,
-            "project": self.project(),
-            "pid": s.pid,
-        })
+        RunJson {
+            run_dir: &self.dir,
+            run_id: s.run_id.as_deref(),
+            label: s.label.as_deref(),
+            status: if self.error.is_some() {
+                "unreadable"
+            } else {
+                s.status.as_deref().unwrap_or("unknown")
+            },
+            stale: self.stale.is_some(),
+            stale_reason: self.stale.as_deref().or(s.stale_reason.as_deref()),
+            error: self.error.as_deref(),
+            agent: s.agent_name.as_deref(),
+            agent_kind: s.agent_kind.as_deref(),
+            loop_number: s.current_loop,
+            prompt: s.current_prompt_index,
+            total_prompts: s.total_prompts,
+            updated_at: s.updated_at.as_deref(),
+            started_at: s.started_at.as_deref(),
+            stop_reason: s.stop_reason.as_deref(),
+            exit_code: s.exit_code,
+            retry_status: s.retry_status.as_deref(),
+            retry_until: s.retry_until.as_deref(),
+            usage_total: s.usage_total.as_ref(),
+            project: self.project(),
+            pid: s.pid,
+        }
     }
+}
+
+/// One entry of `runs` in the `--json` document (schema in the module docs), serialised
+/// straight from borrowed fields, in schema order.
+#[derive(Debug, serde::Serialize)]
+pub struct RunJson<'a> {
+    pub run_dir: &'a Path,
+    pub run_id: Option<&'a str>,
+    pub label: Option<&'a str>,
+    pub status: &'a str,
+    pub stale: bool,
+    pub stale_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub agent_kind: Option<&'a str>,
+    #[serde(rename = "loop")]
+    pub loop_number: Option<u64>,
+    pub prompt: Option<u64>,
+    pub total_prompts: Option<u64>,
+    pub updated_at: Option<&'a str>,
+    pub started_at: Option<&'a str>,
+    pub stop_reason: Option<&'a str>,
+    pub exit_code: Option<i64>,
+    pub retry_status: Option<&'a str>,
+    pub retry_until: Option<&'a str>,
+    pub usage_total: Option<&'a UsageView>,
+    pub project: Option<String>,
+    pub pid: Option<i64>,
+}
+
+/// The whole `--json` document.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusJson<'a> {
+    pub schema: &'static str,
+    pub version: u32,
+    pub generated_at: String,
+    pub runs: Vec<RunJson<'a>>,
 }
 
 /// Run directories under the roots (children holding a `state.json` or not; a child that is
@@ -499,13 +540,13 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
     out
 }
 
-pub fn render_json(rows: &[Row], now: DateTime<Utc>) -> Json {
-    json!({
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "generated_at": timestamp(now),
-        "runs": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
-    })
+pub fn render_json(rows: &[Row], now: DateTime<Utc>) -> StatusJson<'_> {
+    StatusJson {
+        schema: SCHEMA,
+        version: SCHEMA_VERSION,
+        generated_at: timestamp(now),
+        runs: rows.iter().map(Row::to_json).collect(),
+    }
 }
 
 /// What `--repair-stale` (and `control stop --now/--force`) wrote.
@@ -693,7 +734,11 @@ fn watch(roots: &[PathBuf], registry: Option<&Path>, repair_stale: bool) -> Resu
             Vec::new()
         };
         let now = Utc::now();
-        let (width, height) = terminal::size().unwrap_or((100, 30));
+        // A pseudo-terminal without a window size reports 0x0: draw as if 100x30.
+        let (width, height) = match terminal::size() {
+            Ok((w, h)) if w > 0 && h > 0 => (w, h),
+            _ => (100, 30),
+        };
         let mut lines = vec![format!(
             "looper status  {}  ({} runs)  q to quit",
             now.with_timezone(&chrono::Local).format("%H:%M:%S"),

@@ -482,3 +482,38 @@ fn logs_render_the_last_log_and_follow_a_run_to_its_end() {
         stdout(&raw)
     );
 }
+
+#[test]
+fn watch_draws_in_the_alternate_screen_and_restores_the_terminal_on_q() {
+    // `script` gives the watch a pseudo-terminal; skip where util-linux is missing.
+    if Command::new("script").arg("--version").output().is_err() {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-runs");
+    let cmd = format!(
+        "{} status --watch --state-root {}",
+        looper_bin().display(),
+        fixtures.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"q").expect("q");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("\u{1b}[?1049h\u{1b}[?25l"), "{text:?}");
+    assert!(text.contains("crashed    stale"), "{text:?}");
+    assert!(
+        text.ends_with("\u{1b}[?25h\u{1b}[?1049l"),
+        "cursor shown, screen left: {text:?}"
+    );
+}
