@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cli::LogsArgs;
 use crate::commands::target::{self, Stopped, Target};
+use crate::effects::procinfo;
 use crate::error::{Error, Result, exit_code};
 use crate::state::RunState;
 
@@ -175,6 +176,14 @@ fn run(t: &Target, args: &LogsArgs, out: &mut impl Write) -> Result<i32> {
         if !active {
             let _ = printer.finish(out);
             return Ok(exit_code::OK);
+        }
+        // A supervisor killed with SIGKILL leaves an active state behind: stop following.
+        if let Some(s) = &state
+            && let Some(why) = procinfo::stale_reason(s.pid, s.pid_identity.as_deref())
+        {
+            let _ = printer.finish(out);
+            eprintln!("looper: stopped following: {why} (see `looper status`)");
+            return Ok(exit_code::AGENT_FAILED);
         }
         std::thread::sleep(FOLLOW_POLL);
     }

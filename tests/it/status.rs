@@ -517,3 +517,29 @@ fn watch_draws_in_the_alternate_screen_and_restores_the_terminal_on_q() {
         "cursor shown, screen left: {text:?}"
     );
 }
+
+#[test]
+fn logs_follow_stops_when_the_supervisor_is_gone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut st = run_state("gone", "running", "2026-01-01T00:00:01Z");
+    st["pid"] = dead_pid().into();
+    let dir = write_run(&tmp.path().join("runs"), "gone", &st);
+    std::fs::write(
+        dir.join("loop-0001__prompt-001.log"),
+        "[20260101T000000Z] stdout: {\"type\":\"item.completed\",\"item\":{\"type\":\"agent_message\",\"text\":\"half done\"}}\n[20260101T000000Z] stdout*: no newline",
+    )
+    .expect("write");
+    let out = Command::new(looper_bin())
+        .current_dir(tmp.path())
+        .args(["logs", "-f", "--run-dir"])
+        .arg(&dir)
+        .output()
+        .expect("logs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "half done\nno newline\n");
+    assert!(
+        stderr(&out).contains("is no longer running"),
+        "{}",
+        stderr(&out)
+    );
+}
