@@ -263,7 +263,9 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
             println!("force: sent SIGKILL to agent process group {pgid}");
         }
     }
-    // With its agent gone the supervisor records the stop by itself; give it the grace.
+    // With its agent gone the supervisor records the stop by itself; give it the grace,
+    // and at least a second: it drains the agent's pipes and writes its records first.
+    let grace = grace.max(Duration::from_secs(1));
     if settled(t, grace, |_| false) {
         return Ok(());
     }
@@ -286,7 +288,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
     {
         println!("force: sent SIGKILL to supervisor {pid}");
         // SIGKILL leaves no chance to record the end (D11): record it for the supervisor.
-        let end = Instant::now() + grace.max(Duration::from_millis(500));
+        let end = Instant::now() + grace;
         while Instant::now() < end && procinfo::is_running(pid) {
             std::thread::sleep(POLL);
         }
