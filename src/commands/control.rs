@@ -1,6 +1,534 @@
-//! `looper control`: placeholder.
-use crate::cli::ControlCommand;
-use crate::error::{Error, Result};
-pub fn control(_cmd: ControlCommand) -> Result<i32> {
-    Err(Error::Usage("`looper control` is not available yet".into()))
+//! `looper control`: the operator's commands, written as one JSON line each into the run's
+//! files (D22). The supervisor acts on `control.jsonl` within milliseconds and records
+//! `control_command_received`; `--wait` and `--force` watch it do so, and `--force` signals
+//! only processes whose identity still matches the run's records.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value as Json, json};
+
+use crate::cli::{ControlCommand, Delivery, FocusArgs, NoteArgs, SimpleControlArgs, StopArgs};
+use crate::commands::status;
+use crate::commands::target::{self, Stopped, Target};
+use crate::effects::{procinfo, store};
+use crate::error::{Error, Result, exit_code};
+use crate::state::{RunState, timestamp};
+
+/// How often `--wait` and `--force` re-read `state.json`.
+const POLL: Duration = Duration::from_millis(50);
+/// Longest note preview kept in `operator_notes.jsonl`.
+const PREVIEW_CHARS: usize = 200;
+
+pub fn control(cmd: ControlCommand) -> Result<i32> {
+    match cmd {
+        ControlCommand::Stop(a) => stop(&a),
+        ControlCommand::Pause(a) => simple(&a, "pause"),
+        ControlCommand::Resume(a) => simple(&a, "resume"),
+        ControlCommand::Note(a) => note(&a),
+        ControlCommand::Focus(a) => focus(&a),
+    }
+}
+
+/// `<YYYYmmddTHHMMSSZ>-<8 hex>`: sortable by time, unique enough for concurrent writers.
+pub fn new_id(now: DateTime<Utc>) -> String {
+    format!(
+        "{}-{:08x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u32>()
+    )
+}
+
+/// All whitespace runs collapsed to one space, trimmed.
+pub fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn preview(text: &str) -> String {
+    let flat = collapse(text);
+    if flat.chars().count() > PREVIEW_CHARS {
+        let cut: String = flat.chars().take(PREVIEW_CHARS - 3).collect();
+        format!("{cut}...")
+    } else {
+        flat
+    }
+}
+
+/// Append one control line; returns its id.
+fn queue_action(
+    t: &Target,
+    action: &str,
+    reason: Option<&str>,
+    note: Option<&str>,
+) -> Result<String> {
+    let now = Utc::now();
+    let id = new_id(now);
+    let mut line = json!({
+        "id": id,
+        "action": action,
+        "reason": reason,
+        "created_at": timestamp(now),
+    });
+    if let Some(n) = note {
+        line["note"] = Json::String(n.into());
+    }
+    target::secure_append(&t.dir, store::CONTROL_FILE, &line.to_string())?;
+    println!("queued {action} for {} at {}", t.name, t.dir.display());
+    println!("control id: {id}");
+    Ok(id)
+}
+
+fn simple(a: &SimpleControlArgs, action: &str) -> Result<i32> {
+    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    queue_action(&t, action, a.reason.as_deref(), None)?;
+    Ok(exit_code::OK)
+}
+
+/// The stale reason of an active state, if its supervisor is gone.
+fn stale(state: &RunState) -> Option<String> {
+    if !state.is_active() {
+        return None;
+    }
+    procinfo::stale_reason(state.pid, state.pid_identity.as_deref())
+}
+
+fn stop(a: &StopArgs) -> Result<i32> {
+    if a.force && (a.after_prompt || a.after_loop) {
+        return Err(Error::Usage(
+            "--force stops now; it cannot be combined with --after-prompt or --after-loop".into(),
+        ));
+    }
+    let action = if a.now || a.force {
+        "interrupt_now"
+    } else if a.after_prompt {
+        "stop_after_prompt"
+    } else {
+        "stop_after_loop"
+    };
+    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    // A dead supervisor will never read the line: for an immediate stop, fix the records
+    // instead (the run is already over; nothing is left to signal).
+    if action == "interrupt_now"
+        && let Some(state) = t.reload()
+        && let Some(reason) = stale(&state)
+    {
+        let r = status::repair(&t.dir, &reason, Utc::now())
+            .map_err(|e| Error::Usage(format!("stale-state repair failed: {e}")))?;
+        println!("repaired stale looper state: {}", r.reason);
+        println!("stop reason: {}", r.stop_reason);
+        return Ok(exit_code::OK);
+    }
+    let id = queue_action(&t, action, Some(&a.reason), None)?;
+    if action != "interrupt_now"
+        && let Some(state) = t.reload()
+        && let Some(reason) = stale(&state)
+    {
+        eprintln!(
+            "warning: {reason}; nothing will read this command. `looper control stop --now` marks the run stopped"
+        );
+    }
+    if a.force {
+        force(&t, &id, Duration::from_secs_f64(a.grace_seconds))?;
+    }
+    if a.wait || a.force {
+        return wait(&t);
+    }
+    Ok(exit_code::OK)
+}
+
+/// Poll until the run is no longer active; print its final reason. Exit 0 when it stopped
+/// because of a control command (as asked), 1 otherwise (it ended for another reason, or
+/// its supervisor died without recording an end).
+fn wait(t: &Target) -> Result<i32> {
+    loop {
+        let Some(state) = t.reload() else {
+            return Err(Error::WithCode {
+                message: format!("cannot read {}", t.state_path().display()),
+                code: exit_code::AGENT_FAILED,
+            });
+        };
+        if !state.is_active() {
+            let reason = state.stop_reason.unwrap_or_else(|| "-".into());
+            println!(
+                "{}: {} ({reason})",
+                t.name,
+                state.status.as_deref().unwrap_or("unknown")
+            );
+            return Ok(if reason.starts_with("control ") {
+                exit_code::OK
+            } else {
+                exit_code::AGENT_FAILED
+            });
+        }
+        if let Some(why) = stale(&state) {
+            println!("{}: stale ({why})", t.name);
+            return Ok(exit_code::AGENT_FAILED);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Wait up to `grace` for the run to stop (or for `done` to hold); true if it did.
+fn settled(t: &Target, grace: Duration, done: impl Fn(&RunState) -> bool) -> bool {
+    let end = Instant::now() + grace;
+    loop {
+        match t.reload() {
+            Some(s) if !s.is_active() || done(&s) => return true,
+            None => return true,
+            _ => {}
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Members of the agent's group that still belong to this run: the group is the one the
+/// supervisor recorded only while the supervisor that recorded it is alive (same identity)
+/// and the members share its session. A pgid reused by someone else fails both checks.
+fn run_group(state: &RunState) -> Vec<i32> {
+    let Some(pgid) = state
+        .child_pgid
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1)
+    else {
+        return vec![];
+    };
+    if procinfo::stale_reason(state.pid, state.pid_identity.as_deref()).is_some() {
+        return vec![];
+    }
+    let Some(sup) = state.pid.and_then(|p| i32::try_from(p).ok()) else {
+        return vec![];
+    };
+    let Some(sid) = session_of(sup) else {
+        return vec![];
+    };
+    let members = procinfo::group_members(pgid);
+    if members.iter().all(|m| session_of(*m) == Some(sid)) {
+        members
+    } else {
+        vec![]
+    }
+}
+
+fn session_of(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    procinfo::parse_stat_field(&stat, 6)?.parse().ok()
+}
+
+fn signal_group(pgid: i32, sig: nix::sys::signal::Signal) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig).is_ok()
+}
+
+/// The supervisor's pid, only if its identity still matches the state.
+fn live_supervisor(state: &RunState) -> Option<i32> {
+    if procinfo::stale_reason(state.pid, state.pid_identity.as_deref()).is_some() {
+        return None;
+    }
+    state.pid.and_then(|p| i32::try_from(p).ok())
+}
+
+/// `--force`: give the supervisor `grace` to act on `interrupt_now`; then SIGTERM and, after
+/// another grace, SIGKILL the agent group; then the same for the supervisor. Each step
+/// re-checks identities, so nothing is signalled blindly.
+fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
+    use nix::sys::signal::Signal;
+    let acted = |s: &RunState| s.control_last_id.as_deref() == Some(id) && s.child_pgid.is_none();
+    if settled(t, grace, acted) {
+        return Ok(());
+    }
+    let Some(state) = t.reload() else {
+        return Ok(());
+    };
+    let pgid = state.child_pgid.and_then(|p| i32::try_from(p).ok());
+    if let Some(pgid) = pgid
+        && !run_group(&state).is_empty()
+    {
+        if signal_group(pgid, Signal::SIGTERM) {
+            println!("force: sent SIGTERM to agent process group {pgid}");
+        }
+        let end = Instant::now() + grace;
+        while Instant::now() < end && !procinfo::group_members(pgid).is_empty() {
+            std::thread::sleep(POLL);
+        }
+        let state = t.reload().unwrap_or(state);
+        if !run_group(&RunState {
+            child_pgid: Some(i64::from(pgid)),
+            ..state
+        })
+        .is_empty()
+            && signal_group(pgid, Signal::SIGKILL)
+        {
+            println!("force: sent SIGKILL to agent process group {pgid}");
+        }
+    }
+    // With its agent gone the supervisor records the stop by itself; give it the grace,
+    // and at least a second: it drains the agent's pipes and writes its records first.
+    let grace = grace.max(Duration::from_secs(1));
+    if settled(t, grace, |_| false) {
+        return Ok(());
+    }
+    let Some(state) = t.reload() else {
+        return Ok(());
+    };
+    let Some(pid) = live_supervisor(&state) else {
+        return Ok(());
+    };
+    let target = nix::unistd::Pid::from_raw(pid);
+    if nix::sys::signal::kill(target, Signal::SIGTERM).is_ok() {
+        println!("force: sent SIGTERM to supervisor {pid}");
+    }
+    if settled(t, grace, |_| false) {
+        return Ok(());
+    }
+    if let Some(state) = t.reload()
+        && live_supervisor(&state) == Some(pid)
+        && nix::sys::signal::kill(target, Signal::SIGKILL).is_ok()
+    {
+        println!("force: sent SIGKILL to supervisor {pid}");
+        // SIGKILL leaves no chance to record the end (D11): record it for the supervisor.
+        let end = Instant::now() + grace;
+        while Instant::now() < end && procinfo::is_running(pid) {
+            std::thread::sleep(POLL);
+        }
+        if let Some(state) = t.reload()
+            && let Some(reason) = stale(&state)
+        {
+            let r = status::repair(&t.dir, &reason, Utc::now())?;
+            println!("repaired stale looper state: {}", r.reason);
+        }
+    }
+    Ok(())
+}
+
+fn read_note(a: &NoteArgs) -> Result<String> {
+    let text = match (&a.note, &a.note_file) {
+        (Some(n), None) => n.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| Error::Usage(format!("cannot read note file {}: {e}", f.display())))?,
+        _ => {
+            return Err(Error::Usage(
+                "pass exactly one of --note or --note-file".into(),
+            ));
+        }
+    };
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(Error::Usage("the note is empty".into()));
+    }
+    Ok(text)
+}
+
+fn delivery_name(d: Delivery) -> &'static str {
+    match d {
+        Delivery::Record => "record",
+        Delivery::NextPrompt => "next-prompt",
+        Delivery::Btw => "btw",
+    }
+}
+
+fn note(a: &NoteArgs) -> Result<i32> {
+    let text = read_note(a)?;
+    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    let now = Utc::now();
+    let id = new_id(now);
+    let mut rec = json!({
+        "id": id,
+        "created_at": timestamp(now),
+        "actor": a.actor.trim(),
+        "delivery": delivery_name(a.delivery),
+        "status": "recorded",
+        "note": text,
+        "note_preview": preview(&text),
+        "run_dir": t.dir,
+        "label": t.name,
+    });
+    let mut failure = None;
+    match a.delivery {
+        Delivery::Record => {}
+        Delivery::NextPrompt => {
+            rec["status"] = json!("queued");
+        }
+        Delivery::Btw => {
+            let pane = t
+                .state
+                .as_ref()
+                .and_then(|s| s.hybrid_pane_id.clone())
+                .filter(|p| !p.is_empty());
+            match pane {
+                None => {
+                    failure = Some(
+                        "the run has no hybrid agent pane (no hybrid_pane_id in state.json); use --delivery next-prompt or record"
+                            .to_string(),
+                    );
+                }
+                Some(pane) => {
+                    let text = format!("/btw {}", collapse(&text));
+                    rec["pane"] = json!(pane);
+                    rec["delivered_text_preview"] = json!(preview(&text));
+                    match paste_into_pane(&pane, &text) {
+                        Ok(()) => rec["status"] = json!("delivered"),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+        }
+    }
+    if let Some(e) = &failure {
+        rec["status"] = json!("failed");
+        rec["error"] = json!(e);
+    }
+    target::secure_append(&t.dir, store::NOTES_FILE, &rec.to_string())?;
+    if let Some(e) = failure {
+        eprintln!("delivery error: {e}");
+        println!("note id: {id}");
+        return Ok(exit_code::USAGE);
+    }
+    match a.delivery {
+        Delivery::NextPrompt => {
+            let now = Utc::now();
+            let line = json!({
+                "id": id,
+                "action": "note",
+                "note": text,
+                "reason": format!("note from {}", a.actor.trim()),
+                "created_at": timestamp(now),
+            });
+            target::secure_append(&t.dir, store::CONTROL_FILE, &line.to_string())?;
+            println!(
+                "operator note queued for the next prompt of {} at {}",
+                t.name,
+                t.dir.display()
+            );
+        }
+        Delivery::Btw => println!(
+            "operator note delivered to {} at {}",
+            t.name,
+            t.dir.display()
+        ),
+        Delivery::Record => println!(
+            "operator note recorded for {} at {}",
+            t.name,
+            t.dir.display()
+        ),
+    }
+    println!("note id: {id}");
+    Ok(exit_code::OK)
+}
+
+/// The tmux commands that paste `text` into `pane` as one bracketed paste, then press Enter.
+pub fn btw_commands<'a>(buffer: &'a str, pane: &'a str) -> Vec<tmux_interface::TmuxCommand<'a>> {
+    use tmux_interface::{LoadBuffer, PasteBuffer, SendKeys};
+    vec![
+        LoadBuffer::new().buffer_name(buffer).path("-").build(),
+        PasteBuffer::new()
+            .bracket_codes()
+            .delete()
+            .buffer_name(buffer)
+            .target_pane(pane)
+            .build(),
+        SendKeys::new().target_pane(pane).key("Enter").build(),
+    ]
+}
+
+fn paste_into_pane(pane: &str, text: &str) -> std::result::Result<(), String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let buffer = format!(
+        "looper-note-{:012x}",
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    );
+    for (i, cmd) in btw_commands(&buffer, pane).into_iter().enumerate() {
+        let shown = crate::effects::tmux::argv(cmd.clone()).join(" ");
+        let mut c = tmux_interface::Tmux::with_command(cmd).into_command();
+        c.stdin(if i == 0 {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        if i == 0
+            && let Some(mut stdin) = child.stdin.take()
+        {
+            // The text goes through stdin, never through argv or a shell (D12).
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("cannot write to `{shown}`: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("`{shown}` failed: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`{shown}` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn focus(a: &FocusArgs) -> Result<i32> {
+    let summary = collapse(&a.summary);
+    if summary.is_empty() {
+        return Err(Error::Usage("the focus summary is empty".into()));
+    }
+    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    let now = Utc::now();
+    let id = new_id(now);
+    let rec = json!({
+        "id": id,
+        "created_at": timestamp(now),
+        "actor": a.actor.trim(),
+        "source": "manual",
+        "summary": summary,
+    });
+    target::secure_append(&t.dir, store::FOCUS_FILE, &rec.to_string())?;
+    println!("focus updated for {} at {}", t.name, t.dir.display());
+    println!("focus id: {id}");
+    println!("summary: {summary}");
+    Ok(exit_code::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_reference_shape() {
+        let now = crate::commands::target::parse_time("2026-11-21T09:10:32.5Z").expect("t");
+        let id = new_id(now);
+        assert!(id.starts_with("20261121T091032Z-"), "{id}");
+        let hex = &id["20261121T091032Z-".len()..];
+        assert_eq!(hex.len(), 8);
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn previews_collapse_and_cut() {
+        assert_eq!(collapse("  a\n\tb   c "), "a b c");
+        let long = "word ".repeat(100);
+        let p = preview(&long);
+        assert_eq!(p.chars().count(), 200);
+        assert!(p.ends_with("..."));
+    }
+
+    #[test]
+    fn btw_pastes_bracketed_from_stdin_then_presses_enter() {
+        let argv: Vec<Vec<String>> = btw_commands("buf", "%7")
+            .into_iter()
+            .map(crate::effects::tmux::argv)
+            .collect();
+        assert_eq!(argv[0], ["tmux", "load-buffer", "-b", "buf", "-"]);
+        assert_eq!(
+            argv[1],
+            ["tmux", "paste-buffer", "-d", "-p", "-b", "buf", "-t", "%7"]
+        );
+        assert_eq!(argv[2], ["tmux", "send-keys", "-t", "%7", "Enter"]);
+    }
 }

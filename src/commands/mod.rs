@@ -10,3 +10,4 @@ pub mod logs;
 pub mod misc;
 pub mod run;
 pub mod status;
+pub mod target;

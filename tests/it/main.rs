@@ -5,7 +5,9 @@
 mod support;
 
 mod cli;
+mod control;
 mod engine_runs;
 mod hybrid;
 mod process;
+mod status;
 mod tmux;

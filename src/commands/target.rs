@@ -1,0 +1,481 @@
+//! Which run an operator command means: state roots from flags and the environment (D4, D23),
+//! a label / run id / run-dir name, `--run-dir`, the newest active run; plus the checks that
+//! make it safe to write into a run directory (ours, not a symlink, not writable by others).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::cli::TargetArgs;
+use crate::effects::store;
+use crate::error::{Error, Result};
+use crate::state::RunState;
+
+/// The project's own runs, relative to the current directory.
+pub const DEFAULT_STATE_ROOT: &str = ".agent-looper/runs";
+
+/// State roots: the flags if any, else `LOOPER_STATE_ROOT`, else `CODEX_LOOPER_STATE_ROOT`
+/// (a `LOOPER_*` variable wins over its `CODEX_*` twin, D4), each a colon-separated list,
+/// else `.agent-looper/runs`.
+pub fn state_roots(explicit: &[PathBuf], env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+    if !explicit.is_empty() {
+        return explicit.to_vec();
+    }
+    for var in ["LOOPER_STATE_ROOT", "CODEX_LOOPER_STATE_ROOT"] {
+        if let Some(v) = env.get(var) {
+            let roots: Vec<PathBuf> = v
+                .split(':')
+                .filter(|s| !s.trim().is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if !roots.is_empty() {
+                return roots;
+            }
+        }
+    }
+    vec![PathBuf::from(DEFAULT_STATE_ROOT)]
+}
+
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// A run found under a state root.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub dir: PathBuf,
+    pub state: RunState,
+}
+
+impl Candidate {
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.dir.display().to_string())
+    }
+
+    /// What to call the run in messages: its label, else its run id, else the dir name.
+    pub fn display_name(&self) -> String {
+        self.state
+            .label
+            .clone()
+            .filter(|l| !l.is_empty())
+            .or_else(|| self.state.run_id.clone().filter(|r| !r.is_empty()))
+            .unwrap_or_else(|| self.name())
+    }
+
+    fn matches(&self, token: &str) -> bool {
+        self.state.label.as_deref() == Some(token)
+            || self.state.run_id.as_deref() == Some(token)
+            || self.name() == token
+    }
+
+    /// Sort key for "newest": updated_at (else started_at) as a time, then the dir name.
+    fn recency(&self) -> (Option<DateTime<Utc>>, String) {
+        let t = self
+            .state
+            .updated_at
+            .as_deref()
+            .or(self.state.started_at.as_deref())
+            .and_then(parse_time);
+        (t, self.name())
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "  {} [{}] {}",
+            self.display_name(),
+            self.state.status.as_deref().unwrap_or("unknown"),
+            self.dir.display()
+        )
+    }
+}
+
+/// Parse the records' timestamps (ours with milliseconds, the reference's in whole seconds).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Every readable `*/state.json` under the roots (unreadable ones are skipped here; `looper
+/// status` shows them).
+pub fn scan(roots: &[PathBuf]) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            if let Ok(state) = store::read_state(&dir.join(store::STATE_FILE)) {
+                out.push(Candidate { dir, state });
+            }
+        }
+    }
+    out
+}
+
+/// The selected run. `state` is `None` only for a `--run-dir` without a readable state.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub dir: PathBuf,
+    pub state: Option<RunState>,
+    pub name: String,
+}
+
+impl Target {
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(store::STATE_FILE)
+    }
+
+    /// Re-read the state (for `--wait`, `--force`, `logs -f`).
+    pub fn reload(&self) -> Option<RunState> {
+        store::read_state(&self.state_path()).ok()
+    }
+}
+
+/// How to treat runs that are no longer active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Only active runs, unless `--include-stopped`.
+    Exclude,
+    /// Prefer active runs, else the newest of any (`looper logs`).
+    Fallback,
+}
+
+pub fn resolve(args: &TargetArgs, stopped: Stopped) -> Result<Target> {
+    resolve_with(args, stopped, &process_env())
+}
+
+pub fn resolve_with(
+    args: &TargetArgs,
+    stopped: Stopped,
+    env: &BTreeMap<String, String>,
+) -> Result<Target> {
+    if let Some(dir) = &args.run_dir {
+        let meta = std::fs::symlink_metadata(dir)
+            .map_err(|e| Error::Usage(format!("no run directory at {}: {e}", dir.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is not a run directory",
+                dir.display()
+            )));
+        }
+        let state = store::read_state(&dir.join(store::STATE_FILE)).ok();
+        let c = Candidate {
+            dir: dir.clone(),
+            state: state.clone().unwrap_or_default(),
+        };
+        return Ok(Target {
+            dir: dir.clone(),
+            name: c.display_name(),
+            state,
+        });
+    }
+    let roots = state_roots(&args.state_root, env);
+    let all = scan(&roots);
+    select(
+        all,
+        args.target.as_deref(),
+        args.include_stopped,
+        stopped,
+        &roots,
+    )
+}
+
+/// Pick a run among `all` (pure apart from the error text, so it is unit-tested).
+pub fn select(
+    all: Vec<Candidate>,
+    token: Option<&str>,
+    include_stopped: bool,
+    stopped: Stopped,
+    roots: &[PathBuf],
+) -> Result<Target> {
+    let roots_text = roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let named: Vec<Candidate> = match token {
+        Some(t) => all.iter().filter(|c| c.matches(t)).cloned().collect(),
+        None => all.clone(),
+    };
+    let active: Vec<Candidate> = named
+        .iter()
+        .filter(|c| c.state.is_active())
+        .cloned()
+        .collect();
+    let pool = if include_stopped || (stopped == Stopped::Fallback && active.is_empty()) {
+        named.clone()
+    } else {
+        active
+    };
+    if pool.is_empty() {
+        let what = token.map_or_else(
+            || "no active looper run".to_string(),
+            |t| {
+                format!(
+                    "no {}looper run matches `{t}`",
+                    if include_stopped { "" } else { "active " }
+                )
+            },
+        );
+        let mut msg = format!("{what} under {roots_text}");
+        let listed: Vec<&Candidate> = if named.is_empty() {
+            all.iter().collect()
+        } else {
+            named.iter().collect()
+        };
+        if listed.is_empty() {
+            msg.push_str(" (no runs found there; pass --state-root or --run-dir)");
+        } else {
+            msg.push_str("; runs found:");
+            let mut listed = listed;
+            listed.sort_by_key(|c| std::cmp::Reverse(c.recency()));
+            for c in listed.iter().take(20) {
+                msg.push('\n');
+                msg.push_str(&c.summary());
+            }
+            if !include_stopped && stopped == Stopped::Exclude {
+                msg.push_str("\n(pass --include-stopped to select a run that has stopped)");
+            }
+        }
+        return Err(Error::Usage(msg));
+    }
+    // A token that names runs with different labels (a label here, a run id there) is
+    // ambiguous: refuse rather than guess which one the operator meant.
+    if let Some(t) = token {
+        let mut labels: Vec<String> = pool.iter().map(Candidate::display_name).collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() > 1 {
+            let mut msg = format!("`{t}` matches runs with different labels; pass --run-dir:");
+            for c in &pool {
+                msg.push('\n');
+                msg.push_str(&c.summary());
+            }
+            return Err(Error::Usage(msg));
+        }
+    }
+    let Some(best) = pool.into_iter().max_by_key(Candidate::recency) else {
+        return Err(Error::Usage(format!(
+            "no looper run found under {roots_text}"
+        )));
+    };
+    Ok(Target {
+        name: best.display_name(),
+        dir: best.dir,
+        state: Some(best.state),
+    })
+}
+
+/// Why writing into `path` (a run directory or one of its files) is unsafe, if it is: a
+/// symlink could redirect the write, and a file others can write could have been planted.
+pub fn unsafe_reason(meta: &std::fs::Metadata) -> Option<&'static str> {
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link")
+    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+        Some("is not owned by the current user")
+    } else if meta.mode() & 0o022 != 0 {
+        Some("is writable by group or others")
+    } else {
+        None
+    }
+}
+
+/// Check that a run directory may be written into.
+pub fn check_run_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::io("cannot inspect run directory", dir, e))?;
+    if let Some(why) = unsafe_reason(&meta) {
+        return Err(Error::Usage(format!(
+            "refusing to write into run directory {}: it {why}",
+            dir.display()
+        )));
+    }
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Append one line to `<run_dir>/<name>` with a single `write` on an `O_APPEND` file
+/// (concurrent writers never interleave), refusing symlinks and files or directories that
+/// someone else could have planted or can modify.
+pub fn secure_append(run_dir: &Path, name: &str, line: &str) -> Result<PathBuf> {
+    check_run_dir(run_dir)?;
+    let path = run_dir.join(name);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if let Some(why) = unsafe_reason(&meta) {
+            return Err(Error::Usage(format!(
+                "refusing to write to {}: it {why}",
+                path.display()
+            )));
+        }
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+    }
+    // O_NOFOLLOW closes the window between the check above and the open.
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| Error::io("cannot open", &path, e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io("cannot inspect", &path, e))?;
+    if let Some(why) = unsafe_reason(&meta) {
+        return Err(Error::Usage(format!(
+            "refusing to write to {}: it {why}",
+            path.display()
+        )));
+    }
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    f.write_all(&buf)
+        .map_err(|e| Error::io("cannot append to", &path, e))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(name: &str, label: &str, status: &str, updated: &str) -> Candidate {
+        Candidate {
+            dir: PathBuf::from(format!("/runs/{name}")),
+            state: RunState {
+                label: Some(label.into()),
+                run_id: Some(name.into()),
+                status: Some(status.into()),
+                updated_at: Some(updated.into()),
+                ..RunState::default()
+            },
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn roots_come_from_flags_then_looper_then_codex_variables() {
+        let e = env(&[
+            ("LOOPER_STATE_ROOT", "/a:/b"),
+            ("CODEX_LOOPER_STATE_ROOT", "/c"),
+        ]);
+        assert_eq!(
+            state_roots(&[], &e),
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(
+            state_roots(&[PathBuf::from("/x")], &e),
+            [PathBuf::from("/x")]
+        );
+        let e = env(&[("CODEX_LOOPER_STATE_ROOT", "/c::/d")]);
+        assert_eq!(
+            state_roots(&[], &e),
+            [PathBuf::from("/c"), PathBuf::from("/d")]
+        );
+        assert_eq!(
+            state_roots(&[], &env(&[])),
+            [PathBuf::from(DEFAULT_STATE_ROOT)]
+        );
+    }
+
+    #[test]
+    fn the_newest_matching_active_run_wins() {
+        let all = vec![
+            cand("r1", "a", "running", "2026-01-01T00:00:05Z"),
+            cand("r2", "a", "running", "2026-01-01T00:00:05.500Z"),
+            cand("r3", "a", "stopped", "2026-01-01T00:00:09Z"),
+            cand("r4", "b", "paused", "2026-01-01T00:00:01Z"),
+        ];
+        let t = select(all.clone(), Some("a"), false, Stopped::Exclude, &[]).expect("a");
+        assert_eq!(t.dir, PathBuf::from("/runs/r2"));
+        let t = select(all.clone(), Some("a"), true, Stopped::Exclude, &[]).expect("a stopped");
+        assert_eq!(t.dir, PathBuf::from("/runs/r3"));
+        let t = select(all.clone(), None, false, Stopped::Exclude, &[]).expect("any");
+        assert_eq!(t.dir, PathBuf::from("/runs/r2"));
+        let t = select(all.clone(), Some("r4"), false, Stopped::Exclude, &[]).expect("by id");
+        assert_eq!(t.name, "b");
+    }
+
+    #[test]
+    fn no_match_and_ambiguity_list_the_candidates() {
+        let all = vec![
+            cand("r1", "a", "stopped", "2026-01-01T00:00:05Z"),
+            cand("r2", "r1", "running", "2026-01-01T00:00:06Z"),
+            cand("r3", "r1", "running", "2026-01-01T00:00:07Z"),
+        ];
+        let e = select(
+            all.clone(),
+            Some("a"),
+            false,
+            Stopped::Exclude,
+            &[PathBuf::from("/runs")],
+        )
+        .expect_err("stopped only");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no active looper run matches `a` under /runs"),
+            "{msg}"
+        );
+        assert!(msg.contains("a [stopped] /runs/r1"), "{msg}");
+        assert!(msg.contains("--include-stopped"), "{msg}");
+        assert_eq!(e.exit_code(), 2);
+        let e =
+            select(all.clone(), Some("r1"), true, Stopped::Exclude, &[]).expect_err("ambiguous");
+        assert!(
+            e.to_string().contains("matches runs with different labels"),
+            "{e}"
+        );
+        let t = select(all, Some("a"), false, Stopped::Fallback, &[]).expect("fallback");
+        assert_eq!(t.dir, PathBuf::from("/runs/r1"));
+    }
+
+    #[test]
+    fn secure_append_refuses_symlinks_and_open_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).expect("mkdir");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let p = secure_append(&run, "control.jsonl", "{}").expect("append");
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::write(dir.path().join("elsewhere"), "").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), run.join("focus.jsonl"))
+            .expect("symlink");
+        let e = secure_append(&run, "focus.jsonl", "{}").expect_err("symlink");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = secure_append(&run, "control.jsonl", "{}").expect_err("world writable");
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = secure_append(&run, "x.jsonl", "{}").expect_err("open dir");
+        assert!(
+            e.to_string()
+                .contains("refusing to write into run directory"),
+            "{e}"
+        );
+    }
+}
