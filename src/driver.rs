@@ -324,11 +324,12 @@ impl Driver {
 
     fn record(&mut self, event: &Event, extra: Option<Map<String, Json>>) -> Result<()> {
         self.store.append_event(event, Utc::now(), extra)?;
-        let durable = matches!(
-            event,
-            Event::RunStarted { .. } | Event::LoopCompleted { .. } | Event::RunStopped { .. }
-        );
-        self.store.write_state(durable)
+        let sync = match event {
+            Event::RunStarted { .. } | Event::RunStopped { .. } => store::Sync::Now,
+            Event::LoopCompleted { .. } => store::Sync::Soon,
+            _ => store::Sync::No,
+        };
+        self.store.write_state(sync)
     }
 
     fn apply(&mut self, effect: Effect) -> Result<()> {
@@ -661,7 +662,7 @@ impl Driver {
         };
         self.store.state.child_pid = Some(i64::from(spawned.pid));
         self.store.state.child_pgid = Some(i64::from(spawned.guard.pgid));
-        self.store.write_state(false)?;
+        self.store.write_state(store::Sync::No)?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.attempt_ctl = Some(tx);
         let mut sink = self.new_sink(log, self.opts.echo_transcript);
@@ -784,7 +785,7 @@ impl Driver {
                     ));
                     self.store.state.hybrid_pane_id = Some(pane.id.clone());
                     self.store.state.hybrid_pane_pid = Some(json!(pane.pid));
-                    self.store.write_state(false)?;
+                    self.store.write_state(store::Sync::No)?;
                     self.pane = Some(pane);
                 }
                 Err(e) => {
@@ -1196,7 +1197,9 @@ fn watch_dir(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::Recomm
             p.file_name()
                 .is_some_and(|n| n == store::CONTROL_FILE || n == store::FOCUS_FILE)
         };
-        if res.is_ok_and(|e| e.paths.iter().any(ours)) {
+        // Reading the inbox opens it, which is itself an (access) event: only changes count,
+        // or every poll would trigger the next one.
+        if res.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(ours)) {
             let _ = tx.send(());
         }
     })

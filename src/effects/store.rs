@@ -132,6 +132,7 @@ pub struct RunStore {
     pub run_id: String,
     events: File,
     pub state: RunState,
+    syncer: Syncer,
 }
 
 impl RunStore {
@@ -151,6 +152,7 @@ impl RunStore {
             run_id,
             events,
             state: RunState::default(),
+            syncer: Syncer::start(),
         })
     }
 
@@ -200,18 +202,116 @@ impl RunStore {
             .map_err(|e| Error::io("cannot append to", self.dir.join(EVENTS_FILE), e))
     }
 
-    /// Rewrite state.json from the in-memory snapshot; `durable` also syncs it and the
-    /// events file to disk (run start, loop end, run end).
-    pub fn write_state(&mut self, durable: bool) -> Result<()> {
+    /// Rewrite state.json from the in-memory snapshot (always atomically).
+    pub fn write_state(&mut self, sync: Sync) -> Result<()> {
         let json = serde_json::to_value(&self.state).unwrap_or(Json::Null);
         let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
         bytes.push(b'\n');
-        if durable {
-            self.events
-                .sync_data()
-                .map_err(|e| Error::io("cannot sync", self.dir.join(EVENTS_FILE), e))?;
+        match sync {
+            Sync::Now => {
+                self.syncer.flush();
+                self.events
+                    .sync_data()
+                    .map_err(|e| Error::io("cannot sync", self.dir.join(EVENTS_FILE), e))?;
+                write_atomic(&self.dir.join(STATE_FILE), &bytes, true)
+            }
+            Sync::Soon => {
+                write_atomic(&self.dir.join(STATE_FILE), &bytes, false)?;
+                self.syncer.request(&self.dir);
+                Ok(())
+            }
+            Sync::No => write_atomic(&self.dir.join(STATE_FILE), &bytes, false),
         }
-        write_atomic(&self.dir.join(STATE_FILE), &bytes, durable)
+    }
+}
+
+/// How durable a state write must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// On disk before returning: run start and run end.
+    Now,
+    /// On disk shortly, without holding up the loop: loop ends. The background sync
+    /// overlaps the next agent run; a crash meanwhile still leaves a whole, parseable file
+    /// (atomic rename), at worst the previous one.
+    Soon,
+    /// Atomic only.
+    No,
+}
+
+/// Syncs run records on a background thread so fsync latency never lands on the loop.
+pub struct Syncer {
+    tx: Option<std::sync::mpsc::Sender<SyncJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum SyncJob {
+    Dir(PathBuf),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl Syncer {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+        let thread = std::thread::Builder::new()
+            .name("looper-sync".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    // Coalesce: one sync per directory for everything queued meanwhile.
+                    let mut dirs: Vec<PathBuf> = Vec::new();
+                    let mut acks = Vec::new();
+                    for job in std::iter::once(job).chain(rx.try_iter()) {
+                        match job {
+                            SyncJob::Dir(d) if !dirs.contains(&d) => dirs.push(d),
+                            SyncJob::Dir(_) => {}
+                            SyncJob::Flush(ack) => acks.push(ack),
+                        }
+                    }
+                    for d in dirs {
+                        for name in [EVENTS_FILE, STATE_FILE] {
+                            if let Ok(f) = File::open(d.join(name)) {
+                                let _ = f.sync_data();
+                            }
+                        }
+                        if let Ok(f) = File::open(&d) {
+                            let _ = f.sync_all();
+                        }
+                    }
+                    for ack in acks {
+                        let _ = ack.send(());
+                    }
+                }
+            })
+            .ok();
+        Self {
+            tx: thread.as_ref().map(|_| tx),
+            thread,
+        }
+    }
+
+    fn request(&self, dir: &Path) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SyncJob::Dir(dir.to_path_buf()));
+        }
+    }
+
+    /// Wait until everything requested so far is on disk.
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (ack, done) = std::sync::mpsc::channel();
+            if tx.send(SyncJob::Flush(ack)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.flush();
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
