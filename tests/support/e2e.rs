@@ -184,7 +184,7 @@ pub fn require(test: &str) -> Option<PathBuf> {
 
 /// Write to the real stderr, bypassing the harness's capture of `eprintln!` (which would
 /// hide a skip inside a passing test).
-fn loud(text: &str) {
+pub fn loud(text: &str) {
     use std::io::Write;
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
@@ -409,6 +409,10 @@ impl E2e {
         for k in FOREIGN_ENV {
             c.env_remove(k);
         }
+        // The looper's run registry goes outside the work tree, which then changes only
+        // when an agent changes it.
+        c.env("XDG_STATE_HOME", self.root.path().join("xdg-state"))
+            .env("XDG_CONFIG_HOME", self.root.path().join("xdg-config"));
         c.arg("--local")
             .args(args)
             .stdout(Stdio::piped())
