@@ -962,6 +962,7 @@ fn engine_config(p: &Prepared) -> EngineConfig {
         max_tokens: (s.max_tokens > 0).then_some(s.max_tokens),
         max_cost_usd: pos(s.max_cost_usd),
         preassign_session_ids: s.agent.kind != AgentKind::Codex,
+        failed_start_keeps_session: s.agent.kind != AgentKind::Gemini,
     }
 }
 

@@ -117,15 +117,36 @@ fn plain<'a>(kind: AgentKind, stream: Stream, line: &'a str, scan_stdout: bool) 
     facts
 }
 
-/// The CLIs print these while they retry on their own; acting on them would race them.
-fn self_retry_notice(line: &str) -> Option<String> {
-    let lower = line.to_ascii_lowercase();
-    // gemini: "Attempt 2 failed: <why>" precedes its own "Retrying after ..." line.
-    let attempt_failed = lower
+/// gemini's "Attempt N failed..." stderr message, in any of its forms.
+fn is_attempt_failed(lower: &str) -> bool {
+    lower
         .trim_start()
         .strip_prefix("attempt ")
         .and_then(|r| r.split_once(' '))
-        .is_some_and(|(n, rest)| n.parse::<u32>().is_ok() && rest.starts_with("failed"));
+        .is_some_and(|(n, rest)| n.parse::<u32>().is_ok() && rest.starts_with("failed"))
+}
+
+/// gemini prints `Attempt N failed: <message>. Retrying after ...` or `... Max attempts
+/// reached` on stderr, and when the message has a newline (429 with RetryInfo: `Resource has
+/// been exhausted (e.g. check quota).\nSuggested retry after 2s.`) the verdict is on a later
+/// line. A line that opens such a message without its verdict must be joined with what
+/// follows before it is judged; alone, its continuation looks like a plain error.
+pub fn opens_multiline_attempt(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    is_attempt_failed(&lower)
+        && !lower.contains("retrying")
+        && !lower.contains("max attempts reached")
+}
+
+/// The CLIs print these while they retry on their own; acting on them would race them.
+fn self_retry_notice(line: &str) -> Option<String> {
+    let lower = line.to_ascii_lowercase();
+    // gemini's "Attempt N failed: <why>. Max attempts reached" is its give-up: an error.
+    if lower.contains("max attempts reached") {
+        return None;
+    }
+    // gemini: "Attempt 2 failed: <why>" precedes its own "Retrying after ..." line.
+    let attempt_failed = is_attempt_failed(&lower);
     let retrying = attempt_failed
         || lower.contains("retrying with backoff")
         || lower.contains("retrying in ")

@@ -9,6 +9,10 @@ use crate::engine::{ErrorClass, ErrorSignal, Usage};
 
 /// A line longer than this is scanned in pieces instead of being held whole.
 pub const MAX_LINE_BUFFER: usize = 1 << 20;
+/// How many stderr lines, and bytes, an unfinished multi-line gemini attempt message may
+/// span before it is judged as it stands.
+const MAX_HELD_LINES: usize = 8;
+const MAX_HELD_BYTES: usize = 64 * 1024;
 /// How much of the previous piece of a long line is kept so a marker split across
 /// pieces is still found.
 const OVERLAP: usize = 4096;
@@ -136,6 +140,9 @@ pub struct Scanner {
     partial: [Vec<u8>; 2],
     /// The current line outgrew the buffer: it is being scanned in pieces.
     oversized: [bool; 2],
+    /// stderr lines of a multi-line message whose verdict is still to come
+    /// ([`output::opens_multiline_attempt`]).
+    held: Option<String>,
     pub bytes: u64,
     pub completion_seen: bool,
     pub match_seen: bool,
@@ -170,6 +177,7 @@ impl Scanner {
             now_epoch,
             partial: [Vec::new(), Vec::new()],
             oversized: [false, false],
+            held: None,
             bytes: 0,
             completion_seen: false,
             match_seen: false,
@@ -225,6 +233,11 @@ impl Scanner {
             self.line(stream, &buf, &mut news);
         }
         self.oversized[i] = false;
+        if stream == Stream::Stderr
+            && let Some(held) = self.held.take()
+        {
+            self.judge(stream, &held, &mut news);
+        }
         news
     }
 
@@ -266,8 +279,33 @@ impl Scanner {
     fn line(&mut self, stream: Stream, bytes: &[u8], news: &mut News) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         let text = String::from_utf8_lossy(bytes);
+        if stream == Stream::Stderr {
+            if let Some(mut held) = self.held.take() {
+                held.push('\n');
+                held.push_str(&text);
+                if output::opens_multiline_attempt(&held)
+                    && held.lines().count() < MAX_HELD_LINES
+                    && held.len() < MAX_HELD_BYTES
+                {
+                    self.held = Some(held);
+                } else {
+                    self.judge(stream, &held, news);
+                }
+                return;
+            }
+            if output::opens_multiline_attempt(&text) {
+                self.held = Some(text.into_owned());
+                return;
+            }
+        }
+        self.judge(stream, &text, news);
+    }
+
+    /// Parse one logical line (a physical line, or a joined multi-line message) and fold
+    /// its facts in.
+    fn judge(&mut self, stream: Stream, text: &str, news: &mut News) {
         let facts: LineFacts =
-            output::parse_line(self.kind, stream, &text, self.scan_stdout, self.now_epoch);
+            output::parse_line(self.kind, stream, text, self.scan_stdout, self.now_epoch);
         if let Some(t) = &facts.text {
             self.scan_text(t);
         }

@@ -38,6 +38,12 @@ pub struct EngineConfig {
     pub max_cost_usd: Option<f64>,
     /// Agents given a session id up front (claude, gemini, generic); codex reports its own.
     pub preassign_session_ids: bool,
+    /// The agent reliably keeps a session whose first prompt failed, so the retry resumes
+    /// it (claude: `--session-id` of an existing session is refused). gemini 0.61 saves
+    /// such a session or not depending on how it ended (a SIGTERM saves it, its own give-up
+    /// does not), so neither `--resume` nor the same `--session-id` is safe: with `false`,
+    /// a preassigned id whose first prompt failed is replaced by a new one for the retry.
+    pub failed_start_keeps_session: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -483,13 +489,18 @@ impl Engine {
         }
     }
 
+    fn fresh_session_id(&mut self) -> String {
+        let bytes: [u8; 16] = self.rng.random();
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
     fn new_session(&mut self, name: String) -> SessionRef {
-        let id = self.cfg.preassign_session_ids.then(|| {
-            let bytes: [u8; 16] = self.rng.random();
-            uuid::Builder::from_random_bytes(bytes)
-                .into_uuid()
-                .to_string()
-        });
+        let id = self
+            .cfg
+            .preassign_session_ids
+            .then(|| self.fresh_session_id());
         SessionRef {
             name,
             id,
@@ -606,10 +617,20 @@ impl Engine {
         self.loop_match |= r.output_match_seen;
         self.loop_usage.add(&r.usage);
         self.usage_total.add(&r.usage);
+        let succeeded = r.spawn_error.is_none() && r.exit_code == Some(0) && r.error.is_none();
+        let restart = self.session.as_ref().is_some_and(|s| !s.resume)
+            && !succeeded
+            && !self.cfg.failed_start_keeps_session
+            && self.cfg.preassign_session_ids;
+        let fresh_id = restart.then(|| self.fresh_session_id());
         if let Some(session) = self.session.as_mut() {
-            if let Some(id) = &r.session_id {
+            if let Some(id) = fresh_id {
+                // The failed first prompt's session may or may not exist: start over.
+                session.id = Some(id);
+            } else if let Some(id) = &r.session_id {
                 session.id = Some(id.clone());
-                session.resume = true;
+                // Once resumed, always resumed: later failures do not undo the session.
+                session.resume |= succeeded || self.cfg.failed_start_keeps_session;
             } else if r.spawn_error.is_none() && (r.dry_run || r.exit_code == Some(0)) {
                 // The session exists even when the agent does not report an id.
                 session.resume = true;

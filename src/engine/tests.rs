@@ -31,6 +31,7 @@ fn cfg() -> EngineConfig {
         max_tokens: None,
         max_cost_usd: None,
         preassign_session_ids: false,
+        failed_start_keeps_session: true,
     }
 }
 
@@ -442,6 +443,45 @@ fn preassigned_session_ids_are_uuids_and_fresh_per_loop() {
     let b = sim.specs[1].session.id.clone().unwrap_or_default();
     assert_eq!(a.len(), 36);
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_failed_first_prompt_resumes_only_when_the_agent_keeps_such_sessions() {
+    // claude keeps a session whose first turn failed (its id is taken: resume it); gemini
+    // may or may not have saved it (start again under a new id). Found by the e2e tier.
+    for keeps in [true, false] {
+        let failed = AttemptReport {
+            session_id: Some("sid".into()),
+            ..err(ErrorClass::RateLimit, Some(1.0))
+        };
+        let mut sim = Sim::new(with(|c| {
+            c.max_loops = 1;
+            c.preassign_session_ids = true;
+            c.failed_start_keeps_session = keeps;
+        }));
+        sim.prompts = 2;
+        let sim = sim
+            .attempts([
+                failed,
+                AttemptReport {
+                    session_id: Some("sid".into()),
+                    ..ok()
+                },
+                ok(),
+            ])
+            .run();
+        assert_eq!(sim.calls(), 3);
+        let resumes: Vec<bool> = sim.specs.iter().map(|s| s.session.resume).collect();
+        assert_eq!(resumes, [false, keeps, true], "keeps={keeps}");
+        let ids: Vec<Option<String>> = sim.specs.iter().map(|s| s.session.id.clone()).collect();
+        assert!(ids[0].is_some());
+        if keeps {
+            assert_eq!(ids[1].as_deref(), Some("sid"), "the reported id is resumed");
+        } else {
+            assert_ne!(ids[1], ids[0], "a new id after the failed start");
+            assert!(ids[1].as_ref().is_some_and(|i| i.len() == 36));
+        }
+    }
 }
 
 #[test]

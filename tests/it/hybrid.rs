@@ -5,26 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "../support/mock_server.rs"]
-mod mock_server;
-
-use mock_server::{MockServer, Provider, Reply};
+use crate::mock_server::{MockServer, Provider, Reply};
 
 use crate::support::*;
 
-/// The installed claude, or `None` (loudly) outside CI; in CI its absence fails the test.
+/// The installed claude, or `None` after the tier's loud skip (a failure in CI).
 fn claude_bin() -> Option<PathBuf> {
-    let dir = std::env::var_os("AGENT_LOOPER_E2E_BIN").map(PathBuf::from);
-    let bin = dir.map(|d| d.join("claude")).filter(|p| p.exists());
-    if bin.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "AGENT_LOOPER_E2E_BIN must name the installed agent CLIs in CI (run scripts/test)"
-            );
-        }
-        eprintln!("E2E SKIPPED: hybrid claude test needs AGENT_LOOPER_E2E_BIN (run scripts/test)");
-    }
-    bin
+    crate::e2e_support::require("hybrid_claude").map(|dir| dir.join("claude"))
 }
 
 fn has_tmux() -> bool {

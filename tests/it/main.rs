@@ -1,8 +1,17 @@
-//! The integration test binary: every module runs real looper processes against the
-//! fake agent in temporary git repositories.
+//! The integration test binary: every module runs real looper processes in temporary git
+//! repositories, against the fake agent or (the `e2e` module) the real agent CLIs talking
+//! to the mock model server.
 
 #[path = "../support/mod.rs"]
 mod support;
+
+#[path = "../support/mock_server.rs"]
+mod mock_server;
+
+#[path = "../support/e2e.rs"]
+mod e2e_support;
+
+mod e2e;
 
 mod cli;
 mod control;

@@ -131,6 +131,57 @@ fn gemini_recorded_runs() {
     assert!(s.completion_seen);
 }
 
+/// Like [`scan`], but stderr first: a CLI that gives up prints its stderr lines before its
+/// final stdout record, and the first error wins (and, by default, kills the agent).
+fn scan_stderr_first(kind: AgentKind, cli: &str, scenario: &str) -> Scanner {
+    let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
+    let mut s = Scanner::new(kind, false, completion, None, classifier(), 1.8e9);
+    for (stream, ext) in [(Stream::Stderr, "stderr"), (Stream::Stdout, "stdout")] {
+        let bytes = fixture(cli, &format!("{scenario}.{ext}"));
+        for chunk in bytes.chunks(97) {
+            s.feed(stream, chunk);
+        }
+        s.finish_stream(stream);
+    }
+    s
+}
+
+#[test]
+fn gemini_multiline_attempt_messages_are_judged_whole() {
+    // Found by the e2e tier: "Attempt 1 failed: Resource has been exhausted (e.g. check
+    // quota).\nSuggested retry after 2s.. Max attempts reached" was judged line by line; the
+    // second line alone ("retry after") made a transient error and killed gemini before its
+    // rate-limit result record.
+    for scenario in ["rate_limit_429_max_attempts_1", "rate_limit_429"] {
+        let s = scan_stderr_first(AgentKind::Gemini, "gemini", scenario);
+        assert_eq!(
+            class(&s),
+            Some(ErrorClass::RateLimit),
+            "{scenario}: {:?}",
+            s.error
+        );
+        assert_eq!(
+            s.error.as_ref().and_then(|e| e.retry_after),
+            Some(2.0),
+            "{scenario}: {:?}",
+            s.error
+        );
+    }
+    // While gemini still retries, the two-line message is a notice, not an error.
+    let s = scan_stderr_first(
+        AgentKind::Gemini,
+        "gemini",
+        "rate_limit_then_success_max_attempts_2",
+    );
+    assert_eq!(s.error, None, "{:?}", s.error);
+    assert!(
+        s.last_notice
+            .is_some_and(|n| n.contains("Suggested retry after"))
+    );
+    let s = scan_stderr_first(AgentKind::Gemini, "gemini", "overloaded_503_max_attempts_1");
+    assert_eq!(class(&s), Some(ErrorClass::Transient), "{:?}", s.error);
+}
+
 #[test]
 fn claude_hybrid_transcript() {
     // The transcript of a real interactive session: user records carry the prompt (with
