@@ -337,6 +337,11 @@ pub fn discover(roots: &[PathBuf], registry: Option<&Path>) -> Vec<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
+            // Hidden entries are not runs: a run directory being created is staged as
+            // `.<run id>.new` until it holds a state (`RunStore::create`).
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
             // d_type avoids a stat per entry on most filesystems.
             let is_dir = e
                 .file_type()
