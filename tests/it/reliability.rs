@@ -661,3 +661,221 @@ fn a_disk_too_full_for_the_final_state_is_reported_on_stderr() {
     let doc: Json = serde_json::from_slice(&out.stdout).expect("status json");
     assert_eq!(status_row(&doc, &dir)["status"], "stopped", "{doc}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile input.
+
+fn assert_clean_refusal(out: &Output, what: &str) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert!(err.starts_with("looper: "), "{what}: {err}");
+    assert!(
+        err.len() < 2000,
+        "{what}: the error is short: {} bytes",
+        err.len()
+    );
+    err
+}
+
+#[test]
+fn a_huge_prompt_file_is_refused_clearly_and_left_alone() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    let big = "do the thing. ".repeat(50 * 1024 * 1024 / 14);
+    p.write("PROMPT.md", &big);
+    let t = Instant::now();
+    let out = p.run(&["--once"]);
+    eprintln!("50 MiB prompt refused in {:?}", t.elapsed());
+    // Refused when the agent is about to start (the argv limit): status error, a reason
+    // that says what to do, no agent started, the prompt file untouched.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+    let st = p.state();
+    assert_eq!(st["status"], "error");
+    let reason = st["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Linux accepts at most 131071 bytes in one argument"),
+        "{reason}"
+    );
+    assert!(stdout(&out).contains(reason), "{}", stdout(&out));
+    assert_eq!(p.calls(), 0);
+    assert_eq!(
+        std::fs::metadata(p.join("PROMPT.md")).expect("meta").len(),
+        big.len() as u64
+    );
+}
+
+#[test]
+fn binary_prompt_files_are_refused_clearly() {
+    for (name, bytes) in [
+        ("NUL bytes", b"do the thing\0and more\n".to_vec()),
+        (
+            "invalid UTF-8",
+            b"do the \xff\xfe thing \xc3\x28\n".to_vec(),
+        ),
+    ] {
+        let p = Project::new();
+        p.fake_agent("=== default\nsay hi\n", "");
+        std::fs::write(p.join("PROMPT.md"), &bytes).expect("write");
+        let out = p.run(&["--once"]);
+        let err = assert_clean_refusal(&out, name);
+        assert!(err.contains("PROMPT.md"), "{name}: {err}");
+        assert_eq!(p.calls(), 0, "{name}");
+        assert!(p.run_dirs().is_empty(), "{name}");
+        assert_eq!(std::fs::read(p.join("PROMPT.md")).expect("read"), bytes);
+    }
+}
+
+#[test]
+fn invalid_utf8_in_the_config_is_refused_clearly() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    let mut cfg = std::fs::read(p.join("agent-looper.toml")).expect("cfg");
+    cfg.extend_from_slice(b"\n# caf\xe9 \xff\n");
+    std::fs::write(p.join("agent-looper.toml"), &cfg).expect("write");
+    let out = p.run(&["--once"]);
+    let err = assert_clean_refusal(&out, "invalid UTF-8 config");
+    assert!(err.contains("agent-looper.toml"), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+    assert_eq!(p.calls(), 0);
+    assert!(p.run_dirs().is_empty());
+}
+
+/// Patterns that are exponential in a backtracking engine stay linear on a 10 MiB line.
+#[test]
+fn catastrophic_regexes_on_a_10_mib_line_finish_quickly() {
+    const TEN_MIB: usize = 10 * 1024 * 1024;
+    for (pattern, script) in [
+        (
+            "(a+)+$",
+            format!("=== default\nrepeat a {TEN_MIB}\nsay !\n"),
+        ),
+        (
+            "(x+x+)+y",
+            format!("=== default\nrepeat x {TEN_MIB}\nsay \n"),
+        ),
+    ] {
+        let p = Project::new();
+        p.fake_agent(&script, "");
+        let t = Instant::now();
+        let out = p.run(&["--once", "--complete-on", pattern]);
+        let took = t.elapsed();
+        eprintln!("--complete-on {pattern:?} over a 10 MiB line: {took:?}");
+        assert_eq!(out.status.code(), Some(0), "{pattern}: {}", stderr(&out));
+        assert!(took < Duration::from_secs(30), "{pattern}: {took:?}");
+        assert_eq!(
+            p.state()["stop_reason"],
+            "max loops reached: 1",
+            "{pattern}"
+        );
+        assert!(p.state()["last_output_bytes"].as_u64() > Some(TEN_MIB as u64));
+    }
+}
+
+#[test]
+fn tmux_key_names_and_escape_sequences_reach_the_agent_literally() {
+    let p = Project::new();
+    let rec = p.join("argv.jsonl");
+    let prompt = "C-c\nEnter\n\u{1b}[2J\u{1b}]0;title\u{7} send-keys -t 0 C-c Enter ; kill-server";
+    p.write("PROMPT.md", prompt);
+    p.fake_agent(&format!("=== default\nrecord {}\n", rec.display()), "");
+    let out = p.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r: Json = serde_json::from_str(
+        std::fs::read_to_string(&rec)
+            .expect("rec")
+            .lines()
+            .next()
+            .expect("line"),
+    )
+    .expect("json");
+    let argv = r["argv"].as_array().expect("argv");
+    assert_eq!(argv.last().and_then(Json::as_str), Some(prompt));
+}
+
+#[test]
+fn a_control_file_full_of_garbage_is_survived() {
+    use std::io::Write;
+    let p = Project::new();
+    p.fake_agent("=== default\nsay working\nsleep 30\n", "");
+    let mut bg = start(&p, &["--max-loops", "2"]);
+    let dir = wait_event(&p, "prompt_started", 20.0);
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("control.jsonl"))
+            .expect("control");
+        f.write_all(b"garbage\n\0\0\xff\xfe not json\n{\"id\":\"x\",\"action\":\n")
+            .expect("w");
+        f.write_all(b"{\"id\":\"huge\",\"action\":\"stop_after_prompt\",\"note\":\"")
+            .expect("w");
+        f.write_all(&vec![b'A'; 10 * 1024 * 1024]).expect("w");
+        f.write_all(
+            b"\"}\n[1,2,3]\n{\"action\":\"explode\"}\n{\"id\":\"partial\",\"action\":\"interrupt_n",
+        )
+        .expect("w");
+        f.write_all(b"\n").expect("w");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(bg.wait_exit(0.1), None, "garbage stopped the run");
+    assert!(!has_event(&dir, "control_command_received"));
+    let out = p
+        .looper()
+        .args(["control", "stop", "--now"])
+        .output()
+        .expect("control");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(bg.wait_exit(10.0), Some(0), "{}", looper_err(&p));
+    let st = read_json(&dir.join("state.json"));
+    assert_eq!(st["status"], "stopped");
+    assert!(
+        st["stop_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupt_now"),
+        "{st}"
+    );
+}
+
+#[test]
+fn a_state_file_that_is_a_symlink_or_a_directory_is_unreadable_not_followed() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    let out = p.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    let good = p.last_run();
+    let real = std::fs::read(good.join("state.json")).expect("state");
+    let runs = p.runs_dir();
+    let linked = runs.join("20260101T000000.000000Z__linked__000001");
+    let dir_state = runs.join("20260101T000000.000000Z__dirstate__000002");
+    std::fs::create_dir(&linked).expect("mkdir");
+    std::fs::create_dir(&dir_state).expect("mkdir");
+    std::fs::write(p.join("elsewhere.json"), &real).expect("w");
+    std::os::unix::fs::symlink(p.join("elsewhere.json"), linked.join("state.json"))
+        .expect("symlink");
+    std::fs::create_dir(dir_state.join("state.json")).expect("mkdir");
+    let (doc, out) = status_json(&p, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for d in [&linked, &dir_state] {
+        let row = status_row(&doc, d);
+        assert_eq!(row["status"], "unreadable", "{row}");
+        assert!(row["error"].is_string(), "{row}");
+    }
+    assert_eq!(status_row(&doc, &good)["status"], "stopped");
+    // The table too, and repair leaves them alone.
+    let out = p
+        .looper()
+        .args(["status", "--repair-stale", "--state-root"])
+        .arg(&runs)
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("unreadable").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(std::fs::read(p.join("elsewhere.json")).expect("r"), real);
+}
