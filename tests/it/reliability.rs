@@ -879,3 +879,164 @@ fn a_state_file_that_is_a_symlink_or_a_directory_is_unreadable_not_followed() {
     );
     assert_eq!(std::fs::read(p.join("elsewhere.json")).expect("r"), real);
 }
+
+// ---------------------------------------------------------------------------------------
+// Security.
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn run_directories_are_private_and_secrets_stay_out_of_them() {
+    let p = Project::new();
+    let secret = "sk-ant-test-SECRET123456789abcdef";
+    p.fake_agent("=== default\nsay hi\nerr warn\n", "");
+    let cfg = p.read("agent-looper.toml").replace(
+        "env = { ",
+        &format!("env = {{ ANTHROPIC_API_KEY = {secret:?}, "),
+    );
+    p.write("agent-looper.toml", &cfg);
+    let mut bg = start(&p, &["--max-loops", "2"]);
+    assert_eq!(bg.wait_exit(30.0), Some(0), "{}", looper_err(&p));
+    let out = p
+        .looper()
+        .args(["control", "note", "--note", "later", "--include-stopped"])
+        .output()
+        .expect("note");
+    let _ = out; // a note on a stopped run may be refused; the files are checked below
+    let dir = p.last_run();
+    assert_eq!(mode(&dir), 0o700);
+    let mut checked = 0;
+    for e in std::fs::read_dir(&dir).expect("dir").flatten() {
+        let path = e.path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        let bytes = std::fs::read(&path).expect("read");
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the API key leaked into {}",
+            path.display()
+        );
+        checked += 1;
+    }
+    for f in [
+        "state.json",
+        "events.jsonl",
+        "control.jsonl",
+        "loop-0001__prompt-001.log",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    assert!(checked >= 5);
+    // Nor does the supervisor print it.
+    let printed =
+        std::fs::read_to_string(p.join("looper.out")).unwrap_or_default() + &looper_err(&p);
+    assert!(!printed.contains(secret));
+}
+
+#[test]
+fn shell_syntax_in_prompts_and_notes_is_never_run() {
+    let p = Project::new();
+    let rec = p.join("argv.jsonl");
+    p.write(
+        "PROMPT.md",
+        "fix $(touch pwned) and `touch pwned2`; touch pwned3",
+    );
+    p.fake_agent(
+        &format!(
+            "=== call 1\nrecord {r}\nsay one\nsleep 1\n=== default\nrecord {r}\n",
+            r = rec.display()
+        ),
+        "",
+    );
+    let mut bg = start(&p, &["--max-loops", "2"]);
+    wait_event(&p, "prompt_started", 20.0);
+    let out = p
+        .looper()
+        .args([
+            "control",
+            "note",
+            "--note",
+            "$(touch pwned4) `touch pwned5` ; touch pwned6",
+            "--delivery",
+            "next-prompt",
+        ])
+        .output()
+        .expect("note");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(bg.wait_exit(30.0), Some(0), "{}", looper_err(&p));
+    let calls: Vec<Json> = std::fs::read_to_string(&rec)
+        .expect("rec")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1]["argv"].to_string().contains("$(touch pwned4)"));
+    for n in 1..=6 {
+        let name = if n == 1 {
+            "pwned".to_string()
+        } else {
+            format!("pwned{n}")
+        };
+        assert!(!p.join(&name).exists(), "{name} was created");
+    }
+}
+
+/// A control file that others can write is refused with a warning; what was appended while
+/// it was open is never acted on, even after the mode is restored.
+#[test]
+fn a_world_writable_control_file_is_refused() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new();
+    p.fake_agent("=== default\nsay working\nsleep 30\n", "");
+    let mut bg = start(&p, &["--max-loops", "1"]);
+    let dir = wait_event(&p, "prompt_started", 20.0);
+    let ctl = dir.join("control.jsonl");
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&ctl)
+        .expect("open")
+        .write_all(b"{\"id\":\"intruder\",\"action\":\"interrupt_now\"}\n")
+        .expect("write");
+    assert!(
+        wait_until(5.0, || looper_err(&p)
+            .contains("is writable by group or others")),
+        "no warning: {}",
+        looper_err(&p)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!has_event(&dir, "control_command_received"));
+    assert_eq!(
+        bg.wait_exit(0.1),
+        None,
+        "the intruder's command was acted on"
+    );
+    // Restored: the intruder's line stays ignored, a new command works.
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !has_event(&dir, "control_command_received"),
+        "acted on after restore"
+    );
+    let out = p
+        .looper()
+        .args(["control", "stop", "--now"])
+        .output()
+        .expect("control");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(bg.wait_exit(10.0), Some(0), "{}", looper_err(&p));
+    let ids: Vec<Json> = read_events(&dir)
+        .into_iter()
+        .filter(|e| e["event"] == "control_command_received")
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0], "intruder");
+}
