@@ -11,7 +11,10 @@ use agent_looper::effects::outlog::LogWriter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn classifier() -> Classifier {
-    let p: Vec<String> = DEFAULT_STOP_PATTERNS.iter().map(|s| s.to_string()).collect();
+    let p: Vec<String> = DEFAULT_STOP_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     Classifier::new(&p).expect("patterns")
 }
 
@@ -22,8 +25,11 @@ fn plain_stream(mib: usize) -> Vec<u8> {
 }
 
 fn fixture(cli: &str, name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/clis/{cli}/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("fixture")
+    std::fs::read(format!(
+        "{}/tests/fixtures/clis/{cli}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
 }
 
 fn scanner(c: &mut Criterion) {
@@ -56,7 +62,11 @@ fn scanner(c: &mut Criterion) {
 
 fn parsers(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_line");
-    for (kind, cli) in [(AgentKind::Codex, "codex"), (AgentKind::Claude, "claude"), (AgentKind::Gemini, "gemini")] {
+    for (kind, cli) in [
+        (AgentKind::Codex, "codex"),
+        (AgentKind::Claude, "claude"),
+        (AgentKind::Gemini, "gemini"),
+    ] {
         let text = String::from_utf8_lossy(&fixture(cli, "success.stdout")).into_owned();
         let lines: Vec<&str> = text.lines().collect();
         g.throughput(Throughput::Bytes(text.len() as u64));

@@ -1181,10 +1181,24 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
     if let Ok(mut current) = CURRENT_RUN.lock() {
         *current = None;
     }
+    // The records of the end may have failed (a full disk): try the final state once more
+    // and, if it still cannot be written, say so plainly and do not exit 0 (the run did
+    // not end as asked if its end is not on record).
+    let unrecorded = d.store.write_state(store::Sync::Now).err();
+    if let Some(e) = &unrecorded {
+        eprintln!(
+            "looper: cannot record the end of run {} in state.json ({e}); `looper status` will show it as stale until `looper status --repair-stale`",
+            d.store.dir.display()
+        );
+    }
+    d.store.release_reserve();
     let reason = d.finished.take().unwrap_or(StopReason::Internal(
         "the run ended without a reason".into(),
     ));
-    Ok(reason.exit_code())
+    match reason.exit_code() {
+        0 if unrecorded.is_some() => Ok(crate::error::exit_code::AGENT_FAILED),
+        code => Ok(code),
+    }
 }
 
 /// Watch the run directory; each change pings `tx`. `None` if watching is unavailable

@@ -17,6 +17,38 @@ const MAX_HELD_BYTES: usize = 64 * 1024;
 /// pieces is still found.
 const OVERLAP: usize = 4096;
 
+/// Where a piece of an oversized line sits in its line.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    first: bool,
+    last: bool,
+}
+
+/// Does `re` match in this piece of a long line as it would in the whole line? A piece
+/// boundary is not a line boundary: `$` must not match at the end of a piece that is not
+/// the line's last, nor `^` at the start of one that is not its first (the reliability
+/// suite found `(a+)+$` "completing" on a 10 MiB line ending in `!`). A match refused at
+/// the end is not lost: consecutive pieces overlap by `OVERLAP` bytes, so a match shorter
+/// than that is seen again by the next piece. At most two searches per piece, each linear.
+fn piece_matches(re: &Regex, text: &str, at: Piece) -> bool {
+    let mut from = 0;
+    for _ in 0..2 {
+        let Some(m) = re.find_at(text, from) else {
+            return false;
+        };
+        if !at.last && m.end() == text.len() {
+            return false;
+        }
+        if at.first || m.start() > 0 {
+            return true;
+        }
+        // Not the line's start: search again from the next character (`find_at` keeps the
+        // text before `from` as context, so `^` no longer matches).
+        from = text.chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
 /// Stop-pattern matching and retry classification.
 #[derive(Clone, Debug)]
 pub struct Classifier {
@@ -248,18 +280,40 @@ impl Scanner {
             // Scan what we have as plain text, keep an overlap, and stop treating the line
             // as a candidate for JSON parsing: memory stays bounded.
             let buf = std::mem::take(&mut self.partial[i]);
-            self.piece(stream, &buf);
+            let first = !self.oversized[i];
+            self.piece_of(stream, &buf, Piece { first, last: false });
             let keep = buf.len().saturating_sub(OVERLAP);
             self.partial[i] = buf[keep..].to_vec();
             self.oversized[i] = true;
         }
     }
 
-    /// A piece of an oversized line: only plain-text scanning, for generic agents.
+    /// The last piece of an oversized line (its newline or the end of the stream).
     fn piece(&mut self, stream: Stream, bytes: &[u8]) {
+        self.piece_of(
+            stream,
+            bytes,
+            Piece {
+                first: false,
+                last: true,
+            },
+        );
+    }
+
+    /// A piece of an oversized line: only plain-text scanning, for generic agents.
+    fn piece_of(&mut self, stream: Stream, bytes: &[u8], at: Piece) {
         if stream == Stream::Stdout && self.kind == AgentKind::Generic {
             let text = String::from_utf8_lossy(bytes);
-            self.scan_text(&text);
+            if !self.completion_seen
+                && let Some(re) = &self.completion
+            {
+                self.completion_seen = piece_matches(re, &text, at);
+            }
+            if !self.match_seen
+                && let Some(re) = &self.output_match
+            {
+                self.match_seen = piece_matches(re, &text, at);
+            }
         }
     }
 
@@ -328,5 +382,48 @@ impl Scanner {
             self.error = Some(signal);
             news.error = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner(completion: &str) -> Scanner {
+        Scanner::new(
+            AgentKind::Generic,
+            true,
+            Some(Regex::new(completion).expect("regex")),
+            None,
+            Classifier::new(&[]).expect("classifier"),
+            0.0,
+        )
+    }
+
+    /// Regression (reliability suite): piece boundaries of an oversized line are not line
+    /// ends or starts for anchored completion patterns.
+    #[test]
+    fn anchors_do_not_match_at_the_boundaries_of_pieces_of_a_long_line() {
+        let long = vec![b'a'; 3 * MAX_LINE_BUFFER + 17];
+        let mut s = scanner("(a+)+$");
+        s.feed(Stream::Stdout, &long);
+        s.feed(Stream::Stdout, b"!\n");
+        assert!(!s.completion_seen, "`$` matched at a piece boundary");
+        let mut s = scanner("^a");
+        s.feed(Stream::Stdout, b"b");
+        s.feed(Stream::Stdout, &long);
+        s.feed(Stream::Stdout, b"\n");
+        assert!(!s.completion_seen, "`^` matched at a piece start");
+        // A real end of line or a marker inside the long line is still found.
+        let mut s = scanner("(a+)+$");
+        s.feed(Stream::Stdout, &long);
+        s.feed(Stream::Stdout, b"\n");
+        assert!(s.completion_seen);
+        let mut s = scanner("EXIT_SIGNAL: true");
+        s.feed(Stream::Stdout, &long[..MAX_LINE_BUFFER - 5]);
+        s.feed(Stream::Stdout, b"EXIT_SIGNAL: true");
+        s.feed(Stream::Stdout, &long);
+        s.feed(Stream::Stdout, b"\n");
+        assert!(s.completion_seen, "a marker across a piece boundary");
     }
 }

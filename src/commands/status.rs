@@ -118,8 +118,14 @@ pub struct Row {
 /// syscall less per run) and no allocation once the buffer has grown to a state's size.
 fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     buf.clear();
-    let mut f = std::fs::File::open(path)?;
+    // Never follow a symlink planted as state.json (it fails with ELOOP and the run is
+    // shown unreadable): found by the reliability suite. A directory fails on read.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(8192);
@@ -337,6 +343,11 @@ pub fn discover(roots: &[PathBuf], registry: Option<&Path>) -> Vec<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
+            // Hidden entries are not runs: a run directory being created is staged as
+            // `.<run id>.new` until it holds a state (`RunStore::create`).
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
             // d_type avoids a stat per entry on most filesystems.
             let is_dir = e
                 .file_type()

@@ -111,6 +111,10 @@ pub fn scan(roots: &[PathBuf]) -> Vec<Candidate> {
             continue;
         };
         for e in entries.flatten() {
+            // A hidden `.<run id>.new` is a run directory still being created.
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
             let dir = e.path();
             if let Ok(state) = store::read_state(&dir.join(store::STATE_FILE)) {
                 out.push(Candidate { dir, state });

@@ -42,6 +42,9 @@ pub struct Inbox {
     skipping: bool,
     line_no: usize,
     seen: HashSet<String>,
+    /// The file was found untrusted since the last read: whatever was appended meanwhile
+    /// may be someone else's and is skipped once the file is trusted again.
+    tainted: bool,
     pub warnings: Vec<String>,
 }
 
@@ -54,6 +57,7 @@ impl Inbox {
             skipping: false,
             line_no: 0,
             seen: HashSet::new(),
+            tainted: false,
             warnings: Vec::new(),
         }
     }
@@ -78,6 +82,7 @@ impl Inbox {
             if !self.warnings.contains(&w) {
                 self.warnings.push(w);
             }
+            self.tainted = true;
             return false;
         }
         true
@@ -93,6 +98,26 @@ impl Inbox {
             return out;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if std::mem::take(&mut self.tainted) {
+            // Lines written while others could write the file are never acted on, even
+            // once its mode is restored (found by the reliability suite).
+            if len > self.offset {
+                self.warnings.push(format!(
+                    "skipping {} byte(s) appended to {} while it was not safe",
+                    len - self.offset,
+                    self.path.display()
+                ));
+            }
+            // A skipped partial last line is skipped up to its newline as well.
+            let mut last = [b'\n'];
+            if len > 0 && f.seek(SeekFrom::Start(len - 1)).is_ok() {
+                let _ = f.read_exact(&mut last);
+            }
+            self.offset = len;
+            self.partial.clear();
+            self.skipping = last[0] != b'\n';
+            return out;
+        }
         if len < self.offset {
             // Truncated or replaced: start over; ids already seen are still remembered.
             self.offset = 0;
@@ -203,5 +228,34 @@ mod tests {
         let got = inbox.poll();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id, "3");
+    }
+
+    /// Regression (reliability suite): what was appended while the file was writable by
+    /// others is not acted on once its mode is restored; later lines are.
+    #[test]
+    fn lines_written_while_the_file_was_unsafe_are_skipped() {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("control.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&p)
+            .expect("open");
+        let mut inbox = Inbox::new(&p);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        f.write_all(b"{\"id\":\"evil\",\"action\":\"interrupt_now\"}\n{\"id\":\"half")
+            .expect("write");
+        assert!(inbox.poll().is_empty());
+        assert_eq!(inbox.warnings.len(), 1);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(inbox.poll().is_empty());
+        f.write_all(b"\",\"action\":\"pause\"}\n{\"id\":\"ok\",\"action\":\"pause\"}\n")
+            .expect("write");
+        let got = inbox.poll();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].id, "ok");
     }
 }

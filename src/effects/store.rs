@@ -18,6 +18,9 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub const CONTROL_FILE: &str = "control.jsonl";
 pub const FOCUS_FILE: &str = "focus.jsonl";
 pub const NOTES_FILE: &str = "operator_notes.jsonl";
+/// Space held back for the run's own records (see `RunStore::with_reserve`).
+pub const RESERVE_FILE: &str = ".space-reserve";
+const RESERVE_BYTES: usize = 64 * 1024;
 
 /// Keep what a label says but only characters that are safe in a file name.
 pub fn safe_label(label: &str) -> String {
@@ -137,23 +140,67 @@ pub struct RunStore {
 
 impl RunStore {
     /// Create a fresh run directory under `log_dir`.
+    ///
+    /// The directory is built under a hidden staging name (`.<run id>.new`, which `looper
+    /// status` does not list) and renamed into place only once it holds a `state.json`
+    /// naming this supervisor (pid and pid identity, status `running`). So a run directory
+    /// never exists without a readable state: a supervisor killed (even by SIGKILL) right
+    /// after creating it leaves a run that status reports as stale and `--repair-stale`
+    /// can close, not an unreadable one (found by the reliability suite).
     pub fn create(log_dir: &Path, label: &str, now: DateTime<Utc>, random: u32) -> Result<Self> {
         let run_id = run_dir_name(now, label, random);
         let dir = log_dir.join(&run_id);
-        create_private_dir(&dir)?;
-        let events_path = dir.join(EVENTS_FILE);
+        let staging = log_dir.join(format!(".{run_id}.new"));
+        create_private_dir(&staging)?;
+        let built = Self::stage(&staging, dir, run_id, label, now);
+        if built.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        built
+    }
+
+    fn stage(
+        staging: &Path,
+        dir: PathBuf,
+        run_id: String,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
+        let events_path = staging.join(EVENTS_FILE);
         let events =
             open_append(&events_path).map_err(|e| Error::io("cannot create", &events_path, e))?;
         // Created up front so the operator's inbox exists with the right mode.
-        let control = dir.join(CONTROL_FILE);
+        let control = staging.join(CONTROL_FILE);
         open_append(&control).map_err(|e| Error::io("cannot create", &control, e))?;
-        Ok(Self {
-            dir,
+        let me = std::process::id() as i32;
+        let at = timestamp(now);
+        let state = RunState {
+            schema_version: Some(crate::state::SCHEMA_VERSION),
+            run_id: Some(run_id.clone()),
+            run_dir: Some(dir.display().to_string()),
+            label: Some(label.to_string()),
+            pid: Some(i64::from(me)),
+            pid_identity: crate::effects::procinfo::pid_identity(me),
+            status: Some("running".into()),
+            started_at: Some(at.clone()),
+            updated_at: Some(at),
+            ..RunState::default()
+        };
+        let reserve = staging.join(RESERVE_FILE);
+        write_new_private(&reserve, &[0u8; RESERVE_BYTES])
+            .map_err(|e| Error::io("cannot create", &reserve, e))?;
+        let mut store = Self {
+            dir: staging.to_path_buf(),
             run_id,
             events,
-            state: RunState::default(),
+            state,
             syncer: Syncer::start(),
-        })
+        };
+        store.write_state(Sync::Now)?;
+        std::fs::rename(staging, &dir)
+            .map_err(|e| Error::io("cannot create run directory", &dir, e))?;
+        store.dir = dir;
+        Ok(store)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -197,9 +244,13 @@ impl RunStore {
         obj.insert("ts".into(), Json::String(ts.to_string()));
         let mut line = serde_json::to_vec(&Json::Object(obj)).unwrap_or_default();
         line.push(b'\n');
-        self.events
-            .write_all(&line)
-            .map_err(|e| Error::io("cannot append to", self.dir.join(EVENTS_FILE), e))
+        self.with_reserve(|s| {
+            // One write call per line (O_APPEND); a short write on a full disk would leave
+            // a torn line, which readers skip, and the retry appends the line whole.
+            s.events
+                .write_all(&line)
+                .map_err(|e| Error::io("cannot append to", s.dir.join(EVENTS_FILE), e))
+        })
     }
 
     /// Rewrite state.json from the in-memory snapshot (always atomically).
@@ -207,21 +258,38 @@ impl RunStore {
         let json = serde_json::to_value(&self.state).unwrap_or(Json::Null);
         let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
         bytes.push(b'\n');
-        match sync {
+        self.with_reserve(|s| match sync {
             Sync::Now => {
-                self.syncer.flush();
-                self.events
+                s.syncer.flush();
+                s.events
                     .sync_data()
-                    .map_err(|e| Error::io("cannot sync", self.dir.join(EVENTS_FILE), e))?;
-                write_atomic(&self.dir.join(STATE_FILE), &bytes, true)
+                    .map_err(|e| Error::io("cannot sync", s.dir.join(EVENTS_FILE), e))?;
+                write_atomic(&s.dir.join(STATE_FILE), &bytes, true)
             }
             Sync::Soon => {
-                write_atomic(&self.dir.join(STATE_FILE), &bytes, false)?;
-                self.syncer.request(&self.dir);
+                write_atomic(&s.dir.join(STATE_FILE), &bytes, false)?;
+                s.syncer.request(&s.dir);
                 Ok(())
             }
-            Sync::No => write_atomic(&self.dir.join(STATE_FILE), &bytes, false),
+            Sync::No => write_atomic(&s.dir.join(STATE_FILE), &bytes, false),
+        })
+    }
+
+    /// Run a write of the run's own records; if it fails while the space reserve still
+    /// exists, delete the reserve and try once more. The agent's output can fill the disk
+    /// (a full `log_dir`); the reserve, written when the run directory is created, keeps
+    /// room for the records that say so: the failed prompt, `run_stopped` and the final
+    /// state (found by the reliability suite: the state used to stay `running`).
+    fn with_reserve(&mut self, mut write: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        match write(self) {
+            Err(_) if std::fs::remove_file(self.dir.join(RESERVE_FILE)).is_ok() => write(self),
+            done => done,
         }
+    }
+
+    /// The run is over: give the reserved space back.
+    pub fn release_reserve(&self) {
+        let _ = std::fs::remove_file(self.dir.join(RESERVE_FILE));
     }
 }
 
@@ -313,6 +381,16 @@ impl Drop for Syncer {
             let _ = t.join();
         }
     }
+}
+
+/// Create a new owner-only file holding `bytes` (really written, so the space is taken).
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// The machine-wide registry of run directories for `looper status --all` (D23).

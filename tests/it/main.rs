@@ -18,5 +18,6 @@ mod control;
 mod engine_runs;
 mod hybrid;
 mod process;
+mod reliability;
 mod status;
 mod tmux;

@@ -11,7 +11,7 @@
 //! codex-error MESSAGE | claude-error STATUS MESSAGE | claude-retry STATUS
 //! rate-limit-event STATUS [RESETS_IN_SECONDS]
 //! sleep SECONDS | exit CODE | ignore-term | grandchild SECONDS
-//! flood BYTES [LINE_LEN] | longline BYTES | invalid-utf8
+//! flood BYTES [LINE_LEN] | longline BYTES | repeat CHAR BYTES (no newline) | invalid-utf8
 //! record PATH (appends {"argv":[...],"env":{...},"cwd":...} as one JSON line)
 //! write PATH TEXT | append PATH TEXT | echo-prompt (prints the last argument)
 //! signal-self NAME (kill itself with a signal) | stdin-to PATH (copies stdin to a file)
@@ -204,6 +204,21 @@ fn main() {
                         break;
                     }
                     left -= n;
+                }
+                let _ = o.flush();
+            }
+            "repeat" => {
+                let (ch, n) = rest.split_once(' ').unwrap_or((rest, "0"));
+                let byte = ch.bytes().next().unwrap_or(b'a');
+                let block = vec![byte; 65536];
+                let mut o = std::io::stdout().lock();
+                let mut left: usize = n.trim().parse().unwrap_or(0);
+                while left > 0 {
+                    let k = left.min(block.len());
+                    if o.write_all(&block[..k]).is_err() {
+                        break;
+                    }
+                    left -= k;
                 }
                 let _ = o.flush();
             }
