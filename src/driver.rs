@@ -41,6 +41,9 @@ pub struct RunOptions {
     /// Split layout (D25): once the run directory exists, open the live-view pane; when it
     /// opens, the transcript is not echoed here.
     pub split_live_view: bool,
+    /// When the run directory is named (its stamp and random suffix), decided by the caller
+    /// so the run lock can name the directory before it exists.
+    pub run_id: Option<(chrono::DateTime<Utc>, u32)>,
 }
 
 /// Everything checked before `run_started` (D6): regexes, prompts, executable, git, lock.
@@ -159,6 +162,20 @@ pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepare
             .map_err(|e| Error::Git(format!("{what} needs a git work tree: {e}")))?;
         ws.require_head()
             .map_err(|e| Error::Git(format!("{what}: {e}")))?;
+        if settings.backup_enabled {
+            git::backup_branch_name(&settings.backup_prefix, Utc::now(), 1).map_err(|e| {
+                Error::config(
+                    settings
+                        .layers
+                        .get("looper.backup_prefix")
+                        .map(|e| e.origin.to_string())
+                        .unwrap_or_default(),
+                    "looper.backup_prefix",
+                    "a prefix that makes a valid git branch name",
+                    format!("{:?} ({e})", settings.backup_prefix),
+                )
+            })?;
+        }
         Some(ws)
     } else {
         None
@@ -1001,7 +1018,8 @@ fn install_panic_hook() {
 pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>) -> Result<i32> {
     let s = &p.settings;
     let now = Utc::now();
-    let mut store = RunStore::create(&s.log_dir, &p.label, now, rand::random())?;
+    let (stamp, random) = opts.run_id.unwrap_or_else(|| (now, rand::random()));
+    let mut store = RunStore::create(&s.log_dir, &p.label, stamp, random)?;
     let env_map: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     if let Some(reg) = store::registry_path(&env_map) {
         let _ = store::register_run(&reg, &store.dir, now);

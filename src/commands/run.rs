@@ -42,16 +42,25 @@ pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -
     let _ = args;
 
     let mut lock_note = None;
+    let run_id = (chrono::Utc::now(), rand::random::<u32>());
+    let run_dir = prepared
+        .settings
+        .log_dir
+        .join(crate::effects::store::run_dir_name(
+            run_id.0,
+            &prepared.label,
+            run_id.1,
+        ));
     let _lock = if dry {
         None
     } else {
         let me = std::process::id() as i32;
         let holder = git::HolderRecord {
-            pid: i64::from(me),
+            pid: me as u32,
             pid_identity: procinfo::pid_identity(me),
             label: prepared.label.clone(),
-            run_dir: prepared.settings.log_dir.display().to_string(),
-            started_at: crate::state::timestamp(chrono::Utc::now()),
+            run_dir: run_dir.clone(),
+            started_at: run_id.0,
         };
         let lock_path = git::lock_path_for(&prepared.settings.agent.cwd);
         let guard =
@@ -59,7 +68,9 @@ pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -
         if let Some(prev) = &guard.took_over {
             eprintln!(
                 "looper: took over a stale run lock from pid {} (label {}, run {})",
-                prev.pid, prev.label, prev.run_dir
+                prev.pid,
+                prev.label,
+                prev.run_dir.display()
             );
             lock_note = serde_json::to_value(prev)
                 .ok()
@@ -74,6 +85,7 @@ pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -
         echo_transcript: true,
         quiet: false,
         split_live_view: split,
+        run_id: Some(run_id),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -507,7 +507,6 @@ fn e2e_gemini_hung_reply_times_out_and_leaves_no_process() {
 // Git: backups and the no-progress breaker
 
 #[test]
-#[ignore = "needs git2 backups (merging): src/effects/git.rs is still a placeholder on this branch"]
 fn e2e_codex_backups_and_no_progress_breaker() {
     let _t = Timer("codex backup/no-progress", Instant::now());
     let Some(e) = scenario(Cli::Codex, "e2e_codex_backup", "") else {

@@ -437,7 +437,6 @@ fn a_second_sigint_does_not_wait_the_grace_period() {
 // Concurrency.
 
 #[test]
-#[ignore = "needs the git2 run lock (merging)"]
 fn two_loopers_on_one_worktree_only_one_runs() {
     let p = Project::new();
     p.fake_agent("=== default\nsay hi\nsleep 2\n", "");
@@ -475,7 +474,6 @@ fn two_loopers_on_one_worktree_only_one_runs() {
 }
 
 #[test]
-#[ignore = "needs the git2 run lock (merging)"]
 fn a_sigkilled_holder_does_not_block_the_next_looper() {
     let p = Project::new();
     p.fake_agent("=== default\nsay hi\nsleep 30\n", "");
