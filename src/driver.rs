@@ -112,6 +112,29 @@ pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepare
     let classifier = Classifier::new(&settings.agent.stop_patterns)
         .map_err(|e| Error::Usage(format!("stop_patterns: {e}")))?;
     let prompts = prompts::load(&settings.prompt_file, settings.mode, &separator)?;
+    // D12: a prompt that no argv can carry is refused now, not at the first attempt.
+    let probe = crate::engine::SessionRef {
+        name: "probe".into(),
+        id: Some("probe".into()),
+        resume: false,
+    };
+    for (i, prompt) in prompts.prompts.iter().enumerate() {
+        let ctx = PromptContext {
+            prompt,
+            session: &probe,
+            loop_number: 1,
+            prompt_index: i + 1,
+            label: "probe",
+            run_dir: "probe",
+        };
+        if let Err(e) = command::build(&settings.agent, &ctx) {
+            return Err(Error::Prompt(format!(
+                "{} prompt {}: {e}",
+                settings.prompt_file.display(),
+                i + 1
+            )));
+        }
+    }
 
     // D9: hybrid only by default and not inside tmux -> json, said in one line.
     if settings.agent.interface == Interface::Hybrid {

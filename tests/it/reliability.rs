@@ -696,18 +696,20 @@ fn a_huge_prompt_file_is_refused_clearly_and_left_alone() {
     let t = Instant::now();
     let out = p.run(&["--once"]);
     eprintln!("50 MiB prompt refused in {:?}", t.elapsed());
-    // Refused when the agent is about to start (the argv limit): status error, a reason
-    // that says what to do, no agent started, the prompt file untouched.
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("panicked"));
-    let st = p.state();
-    assert_eq!(st["status"], "error");
-    let reason = st["stop_reason"].as_str().unwrap_or_default();
+    // Refused before anything starts (D6, D12): exit 2, a message that says what to do on
+    // stderr, no run directory, no agent started, the prompt file untouched.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"));
     assert!(
-        reason.contains("Linux accepts at most 131071 bytes in one argument"),
-        "{reason}"
+        err.contains("Linux accepts at most 131071 bytes in one argument"),
+        "{err}"
     );
-    assert!(stdout(&out).contains(reason), "{}", stdout(&out));
+    assert!(err.contains("PROMPT.md prompt 1"), "{err}");
+    assert!(
+        p.run_dirs().is_empty(),
+        "a refused start leaves no run directory"
+    );
     assert_eq!(p.calls(), 0);
     assert_eq!(
         std::fs::metadata(p.join("PROMPT.md")).expect("meta").len(),
