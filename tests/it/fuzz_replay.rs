@@ -1,0 +1,100 @@
+//! Replays every seed of `fuzz/corpus/` through the same calls as the fuzz targets, so the
+//! ordinary suite (and CI) exercises them without libFuzzer; `scripts/fuzz-short` and
+//! `scripts/fuzz-long` do the actual fuzzing.
+
+use std::path::PathBuf;
+
+use agent_looper::agents::output::parse_line;
+use agent_looper::agents::{Classifier, Scanner, Stream};
+use agent_looper::config::layers::{Layers, Origin};
+use agent_looper::config::{AgentKind, PromptMode};
+use agent_looper::effects::inbox::parse_control_line;
+use agent_looper::prompts;
+
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no seeds for {target}");
+    files
+        .iter()
+        .map(|f| std::fs::read(f).expect("seed"))
+        .collect()
+}
+
+const KINDS: [AgentKind; 4] = [
+    AgentKind::Codex,
+    AgentKind::Claude,
+    AgentKind::Gemini,
+    AgentKind::Generic,
+];
+
+#[test]
+fn config_document_seeds() {
+    for seed in seeds("config_document") {
+        if let Ok(text) = std::str::from_utf8(&seed) {
+            let _ = Layers::default().apply_document(text, &Origin::File("fuzz.toml".into()));
+        }
+    }
+}
+
+#[test]
+fn control_line_seeds() {
+    for seed in seeds("control_line") {
+        let _ = parse_control_line(&seed, 1);
+    }
+}
+
+#[test]
+fn output_parse_line_seeds() {
+    for seed in seeds("output_parse_line") {
+        let line = String::from_utf8_lossy(&seed);
+        for kind in KINDS {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                for scan in [false, true] {
+                    let _ = parse_line(kind, stream, &line, scan, 1_700_000_000.0);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn prompts_split_seeds() {
+    let default = prompts::compile_separator(r"^---\s*$").expect("separator");
+    for seed in seeds("prompts_split") {
+        let text = String::from_utf8_lossy(&seed);
+        for mode in [PromptMode::Single, PromptMode::Sequence] {
+            let _ = prompts::split(&text, mode, &default);
+        }
+    }
+}
+
+#[test]
+fn scanner_feed_seeds() {
+    let classifier =
+        Classifier::new(&["rate limit".to_string(), "overloaded".to_string()]).expect("classifier");
+    for seed in seeds("scanner_feed") {
+        for kind in KINDS {
+            let mut s = Scanner::new(
+                kind,
+                true,
+                regex::Regex::new(r"EXIT_SIGNAL:\s*true$").ok(),
+                None,
+                classifier.clone(),
+                0.0,
+            );
+            for chunk in seed.chunks(7) {
+                s.feed(Stream::Stdout, chunk);
+                s.feed(Stream::Stderr, chunk);
+            }
+            s.finish_stream(Stream::Stdout);
+            s.finish_stream(Stream::Stderr);
+        }
+    }
+}
