@@ -79,12 +79,13 @@ fn prompts_split_seeds() {
 fn scanner_feed_seeds() {
     let classifier =
         Classifier::new(&["rate limit".to_string(), "overloaded".to_string()]).expect("classifier");
+    let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true$").ok();
     for seed in seeds("scanner_feed") {
         for kind in KINDS {
             let mut s = Scanner::new(
                 kind,
                 true,
-                regex::Regex::new(r"EXIT_SIGNAL:\s*true$").ok(),
+                completion.clone(),
                 None,
                 classifier.clone(),
                 0.0,
