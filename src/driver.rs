@@ -367,6 +367,13 @@ impl Driver {
         let sync = match event {
             Event::RunStarted { .. } | Event::RunStopped { .. } => store::Sync::Now,
             Event::LoopCompleted { .. } => store::Sync::Soon,
+            // The snapshot is written once the attempt's process is known (with its pid),
+            // which follows these at once: one atomic replace instead of three.
+            Event::LoopStarted { .. }
+            | Event::PromptStarted { .. }
+            | Event::NoteDelivered { .. } => {
+                return Ok(());
+            }
             _ => store::Sync::No,
         };
         self.store.write_state(sync)
@@ -1146,7 +1153,13 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
 
     // Wake-ups: file watch on the run directory, a slow safety poll, signals.
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<()>();
-    let _watcher = watch_dir(&d.store.dir, watch_tx);
+    let _watcher = watch_files(
+        &[
+            d.store.path(store::CONTROL_FILE),
+            d.store.path(store::FOCUS_FILE),
+        ],
+        watch_tx,
+    );
     let mut safety_poll = tokio::time::interval(Duration::from_secs(2));
     safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigint =
@@ -1242,24 +1255,23 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
     }
 }
 
-/// Watch the run directory; each change pings `tx`. `None` if watching is unavailable
-/// (the safety poll still reads the inbox).
-fn watch_dir(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+/// Watch the operator's files (control, focus); each change pings `tx`. `None` if
+/// watching is unavailable (the safety poll still reads the inbox).
+fn watch_files(
+    files: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    // Only the operator's files matter: the supervisor's own log and state writes land in
-    // the same directory and must not wake it up once per chunk of output.
+    // Reading the inbox opens it, which is itself an (access) event: only changes count,
+    // or every poll would trigger the next one.
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let ours = |p: &PathBuf| {
-            p.file_name()
-                .is_some_and(|n| n == store::CONTROL_FILE || n == store::FOCUS_FILE)
-        };
-        // Reading the inbox opens it, which is itself an (access) event: only changes count,
-        // or every poll would trigger the next one.
-        if res.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(ours)) {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.send(());
         }
     })
     .ok()?;
-    w.watch(dir, notify::RecursiveMode::NonRecursive).ok()?;
+    for f in files {
+        w.watch(f, notify::RecursiveMode::NonRecursive).ok()?;
+    }
     Some(w)
 }

@@ -2,8 +2,8 @@
 //! small guard, so a timeout, a stop or the supervisor's own death (even by SIGKILL) ends
 //! the whole group; stdout and stderr are read concurrently in bounded chunks.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -62,60 +62,37 @@ pub struct AttemptExit {
 
 /// The guard process: leader of the agent's process group. It holds the read end of a
 /// pipe whose write end only the supervisor has; when the supervisor dies for any reason
-/// the pipe reads EOF and the guard kills its whole group, itself included.
+/// (SIGKILL included) the pipe reads EOF and the guard kills its whole group, itself
+/// included. While it lives the group id cannot be reused, so killing the group is never
+/// aimed at a stranger.
+///
+/// The guard is `/bin/sh` running a constant script (no user data ever reaches it), started
+/// with a vfork-style spawn: forking the supervisor itself would make it pay copy-on-write
+/// faults on every loop.
 pub struct Guard {
     pub pgid: i32,
+    child: std::process::Child,
     _lifeline: OwnedFd,
 }
+
+/// Ignore the signals aimed at the group, wait for the supervisor's end of the pipe to
+/// close, then take the whole group down.
+const GUARD_SCRIPT: &str = "trap '' INT TERM HUP QUIT PIPE; read -r _; kill -9 0";
 
 impl Guard {
     pub fn spawn() -> std::io::Result<Guard> {
         let (read_end, write_end) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let devnull = CString::new("/dev/null").unwrap_or_default();
-        let read_fd = read_end.as_raw_fd();
-        // SAFETY: the child only calls async-signal-safe libc functions before `_exit`.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if pid == 0 {
-            unsafe {
-                libc::setpgid(0, 0);
-                for sig in [
-                    libc::SIGINT,
-                    libc::SIGTERM,
-                    libc::SIGHUP,
-                    libc::SIGQUIT,
-                    libc::SIGPIPE,
-                ] {
-                    libc::signal(sig, libc::SIG_IGN);
-                }
-                libc::dup2(read_fd, 0);
-                let null = libc::open(devnull.as_ptr(), libc::O_WRONLY);
-                if null >= 0 {
-                    libc::dup2(null, 1);
-                    libc::dup2(null, 2);
-                }
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                let mut byte = 0u8;
-                loop {
-                    let n = libc::read(0, (&raw mut byte).cast(), 1);
-                    if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                        break;
-                    }
-                }
-                libc::kill(0, libc::SIGKILL);
-                libc::_exit(0);
-            }
-        }
-        // Both sides set the group, so the agent can join it whichever runs first.
-        unsafe {
-            libc::setpgid(pid, pid);
-        }
-        drop(read_end);
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", GUARD_SCRIPT])
+            .stdin(Stdio::from(read_end))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
         Ok(Guard {
-            pgid: pid,
+            pgid: child.id() as i32,
+            child,
             _lifeline: write_end,
         })
     }
@@ -130,7 +107,7 @@ impl Drop for Guard {
     /// until this point, so it cannot have been reused by an unrelated process.
     fn drop(&mut self) {
         let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(self.pgid), None);
+        let _ = self.child.wait();
     }
 }
 

@@ -169,9 +169,12 @@ impl RunStore {
         let events_path = staging.join(EVENTS_FILE);
         let events =
             open_append(&events_path).map_err(|e| Error::io("cannot create", &events_path, e))?;
-        // Created up front so the operator's inbox exists with the right mode.
-        let control = staging.join(CONTROL_FILE);
-        open_append(&control).map_err(|e| Error::io("cannot create", &control, e))?;
+        // Created up front so the operator's files exist with the right mode and can be
+        // watched one by one (a watch on the directory would see every write of our own).
+        for name in [CONTROL_FILE, FOCUS_FILE] {
+            let p = staging.join(name);
+            open_append(&p).map_err(|e| Error::io("cannot create", &p, e))?;
+        }
         let me = std::process::id() as i32;
         let at = timestamp(now);
         let state = RunState {
