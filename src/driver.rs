@@ -1050,6 +1050,7 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
     let now = Utc::now();
     let (stamp, random) = opts.run_id.unwrap_or_else(|| (now, rand::random()));
     let mut store = RunStore::create(&s.log_dir, &p.label, stamp, random)?;
+    store.set_durable(!s.dry_run);
     let env_map: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     if let Some(reg) = store::registry_path(&env_map) {
         let _ = store::register_run(&reg, &store.dir, now);
@@ -1153,13 +1154,18 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
 
     // Wake-ups: file watch on the run directory, a slow safety poll, signals.
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<()>();
-    let _watcher = watch_files(
-        &[
-            d.store.path(store::CONTROL_FILE),
-            d.store.path(store::FOCUS_FILE),
-        ],
-        watch_tx,
-    );
+    // A dry run runs nothing to steer: no watcher thread for it.
+    let _watcher = if d.p.settings.dry_run {
+        None
+    } else {
+        watch_files(
+            &[
+                d.store.path(store::CONTROL_FILE),
+                d.store.path(store::FOCUS_FILE),
+            ],
+            watch_tx,
+        )
+    };
     let mut safety_poll = tokio::time::interval(Duration::from_secs(2));
     safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigint =

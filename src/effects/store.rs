@@ -136,6 +136,8 @@ pub struct RunStore {
     events: File,
     pub state: RunState,
     syncer: Syncer,
+    /// False for dry runs: their records are informational, atomic but never fsynced.
+    durable: bool,
 }
 
 impl RunStore {
@@ -198,6 +200,7 @@ impl RunStore {
             events,
             state,
             syncer: Syncer::start(),
+            durable: true,
         };
         store.write_state(Sync::Now)?;
         std::fs::rename(staging, &dir)
@@ -256,8 +259,14 @@ impl RunStore {
         })
     }
 
+    /// Dry runs: keep the records atomic but skip every sync.
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
     /// Rewrite state.json from the in-memory snapshot (always atomically).
     pub fn write_state(&mut self, sync: Sync) -> Result<()> {
+        let sync = if self.durable { sync } else { Sync::No };
         let json = serde_json::to_value(&self.state).unwrap_or(Json::Null);
         let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
         bytes.push(b'\n');
@@ -321,7 +330,15 @@ enum SyncJob {
 }
 
 impl Syncer {
+    /// No thread until the first background sync is asked for (dry runs never ask).
     fn start() -> Self {
+        Self {
+            tx: None,
+            thread: None,
+        }
+    }
+
+    fn spawn() -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
         let thread = std::thread::Builder::new()
             .name("looper-sync".into())
@@ -359,7 +376,10 @@ impl Syncer {
         }
     }
 
-    fn request(&self, dir: &Path) {
+    fn request(&mut self, dir: &Path) {
+        if self.thread.is_none() {
+            *self = Self::spawn();
+        }
         if let Some(tx) = &self.tx {
             let _ = tx.send(SyncJob::Dir(dir.to_path_buf()));
         }
