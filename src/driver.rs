@@ -270,20 +270,52 @@ struct Echo {
 }
 
 impl Echo {
+    /// Plain lines are echoed as they are (no allocation); JSON lines are rendered.
+    fn render_into(out: &mut Vec<u8>, stream: Stream, line: &[u8]) {
+        let body = line.strip_suffix(b"\r").unwrap_or(line);
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => {}
+            Some(b'{') => {
+                let text = crate::agents::scanner::text_of(body);
+                if let Some(r) = crate::transcript::render(stream.as_str(), &text) {
+                    out.extend_from_slice(r.as_bytes());
+                    out.push(b'\n');
+                }
+            }
+            Some(_) => {
+                if stream == Stream::Stderr {
+                    out.extend_from_slice(b"stderr: ");
+                }
+                out.extend_from_slice(body);
+                out.push(b'\n');
+            }
+        }
+    }
+
     fn feed(&mut self, stream: Stream, data: &[u8]) {
         use std::io::Write;
         let i = usize::from(stream == Stream::Stderr);
-        let mut out = Vec::new();
         let mut rest = data;
+        // Plain stdout lines are echoed as they are: write whole blocks without copying.
+        if stream == Stream::Stdout
+            && self.partial[i].is_empty()
+            && let Some(end) = memchr::memrchr(b'\n', data).map(|e| e + 1)
+            && memchr::memchr2(b'{', b'\r', &data[..end]).is_none()
+        {
+            let _ = std::io::stdout().lock().write_all(&data[..end]);
+            rest = &data[end..];
+        }
+        let mut out = Vec::new();
         while let Some(pos) = memchr::memchr(b'\n', rest) {
-            self.partial[i].extend_from_slice(&rest[..pos]);
+            let line: &[u8] = if self.partial[i].is_empty() {
+                &rest[..pos]
+            } else {
+                self.partial[i].extend_from_slice(&rest[..pos]);
+                &self.partial[i]
+            };
+            Self::render_into(&mut out, stream, line);
             rest = &rest[pos + 1..];
-            let line = String::from_utf8_lossy(&self.partial[i]).into_owned();
             self.partial[i].clear();
-            if let Some(r) = crate::transcript::render(stream.as_str(), &line) {
-                out.extend_from_slice(r.as_bytes());
-                out.push(b'\n');
-            }
         }
         let room = 8192usize.saturating_sub(self.partial[i].len());
         self.partial[i].extend_from_slice(&rest[..rest.len().min(room)]);

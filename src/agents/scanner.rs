@@ -49,6 +49,15 @@ fn piece_matches(re: &Regex, text: &str, at: Piece) -> bool {
     false
 }
 
+/// Bytes as text: valid UTF-8 is borrowed (the common case, and much cheaper to check than
+/// a lossy conversion); anything else is converted lossily for scanning only.
+pub fn text_of(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Stop-pattern matching and retry classification.
 #[derive(Clone, Debug)]
 pub struct Classifier {
@@ -225,6 +234,9 @@ impl Scanner {
         self.bytes += data.len() as u64;
         let mut news = News::default();
         let i = idx(stream);
+        if let Some(rest) = self.plain_block(stream, data) {
+            data = rest;
+        }
         while !data.is_empty() {
             match memchr::memchr(b'\n', data) {
                 Some(pos) => {
@@ -252,6 +264,58 @@ impl Scanner {
             }
         }
         news
+    }
+
+    /// The fast path for the bulk of a plain-text agent's output: the complete lines of a
+    /// chunk of generic stdout with no JSON and no `\r` mean nothing but text to match, so
+    /// the regexes run once over the block instead of once per line. Returns what is left
+    /// (the unterminated tail), or `None` when the chunk needs the line-by-line path.
+    fn plain_block<'d>(&mut self, stream: Stream, data: &'d [u8]) -> Option<&'d [u8]> {
+        let i = idx(stream);
+        if stream != Stream::Stdout
+            || self.kind != AgentKind::Generic
+            || self.scan_stdout
+            || !self.partial[i].is_empty()
+            || self.oversized[i]
+        {
+            return None;
+        }
+        let end = memchr::memrchr(b'\n', data)? + 1;
+        let block = &data[..end];
+        if memchr::memchr2(b'{', b'\r', block).is_some() {
+            return None;
+        }
+        let text = text_of(&block[..end - 1]);
+        let completion_needed = !self.completion_seen && self.completion.is_some();
+        let match_needed = !self.match_seen && self.output_match.is_some();
+        let mut per_line = false;
+        for (needed, is_completion) in [(completion_needed, true), (match_needed, false)] {
+            if !needed {
+                continue;
+            }
+            let re = if is_completion {
+                &self.completion
+            } else {
+                &self.output_match
+            };
+            let Some(re) = re else { continue };
+            // The leftmost match decides: none means no line matches; one within a line
+            // means that line matches on its own (`^`, `$` and `\b` see the same edges in
+            // multi-line mode); one that crosses a newline does not exist line by line, so
+            // the block is rescanned line by line.
+            match re.find(&text) {
+                Some(m) if m.as_str().contains('\n') => per_line = true,
+                Some(_) if is_completion => self.completion_seen = true,
+                Some(_) => self.match_seen = true,
+                None => {}
+            }
+        }
+        if per_line {
+            for line in block[..end - 1].split(|b| *b == b'\n') {
+                self.scan_text(&text_of(line));
+            }
+        }
+        Some(&data[end..])
     }
 
     /// Flush an unterminated last line at the end of one stream.
@@ -303,7 +367,7 @@ impl Scanner {
     /// A piece of an oversized line: only plain-text scanning, for generic agents.
     fn piece_of(&mut self, stream: Stream, bytes: &[u8], at: Piece) {
         if stream == Stream::Stdout && self.kind == AgentKind::Generic {
-            let text = String::from_utf8_lossy(bytes);
+            let text = text_of(bytes);
             if !self.completion_seen
                 && let Some(re) = &self.completion
             {
@@ -332,7 +396,7 @@ impl Scanner {
 
     fn line(&mut self, stream: Stream, bytes: &[u8], news: &mut News) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        let text = String::from_utf8_lossy(bytes);
+        let text = text_of(bytes);
         if stream == Stream::Stderr {
             if let Some(mut held) = self.held.take() {
                 held.push('\n');

@@ -2,7 +2,7 @@
 //! small guard, so a timeout, a stop or the supervisor's own death (even by SIGKILL) ends
 //! the whole group; stdout and stderr are read concurrently in bounded chunks.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,7 +15,10 @@ use tokio::sync::mpsc;
 
 use crate::agents::Stream;
 
-pub const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 256 * 1024;
+/// The agent's output pipes get this much buffer: fewer wake-ups of both sides when an
+/// agent floods output (the kernel caps it at `/proc/sys/fs/pipe-max-size`).
+const PIPE_BUFFER: i32 = 1 << 20;
 
 /// What to run and how long to let it.
 #[derive(Clone, Debug)]
@@ -134,6 +137,15 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Spawned> {
         .process_group(guard.pgid)
         .kill_on_drop(true);
     let child = cmd.spawn()?;
+    for fd in [
+        child.stdout.as_ref().map(|p| p.as_fd()),
+        child.stderr.as_ref().map(|p| p.as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER));
+    }
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     Ok(Spawned { child, pid, guard })
 }

@@ -403,3 +403,30 @@ fn hostile_lines_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn block_scanning_matches_exactly_what_line_scanning_would() {
+    let scan = |pattern: &str, chunks: &[&str]| {
+        let re = crate::config::layers::compile_regex(pattern, false).ok();
+        let mut s = Scanner::new(AgentKind::Generic, false, re, None, classifier(), 0.0);
+        for c in chunks {
+            s.feed(Stream::Stdout, c.as_bytes());
+        }
+        s.finish_stream(Stream::Stdout);
+        s.completion_seen
+    };
+    // A match only across a newline does not count (it would not exist line by line) ...
+    assert!(!scan(r"a\s*b", &["xa\nb\n"]));
+    // ... and does not hide a real match later in the block.
+    assert!(scan(r"a\s*b", &["xa\nab\n"]));
+    // Anchors see line edges.
+    assert!(scan(r"^STATUS: done$", &["noise\nSTATUS: done\nmore\n"]));
+    assert!(!scan(r"^STATUS: done$", &["noise STATUS: done\n"]));
+    // Lines split across chunks, a marker at the very end without a newline.
+    assert!(scan(
+        r"EXIT_SIGNAL:\s*true",
+        &["lots of\nout", "put\nEXIT_SIG", "NAL: true"]
+    ));
+    // JSON lines and CRLF take the line-by-line path and still work.
+    assert!(scan(r"^done$", &["{\"x\":1}\r\ndone\r\n"]));
+}
