@@ -686,19 +686,7 @@ impl Driver {
         if s.agent.interface == Interface::Hybrid {
             return self.start_hybrid_attempt(spec, prompt, shown);
         }
-        let log_path = self
-            .attempt_log
-            .clone()
-            .unwrap_or_else(|| self.store.path("attempt.log"));
-        let mut log =
-            LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
-        let _ = log.note(
-            "looper",
-            &format!(
-                "attempt {} of prompt {}: $ {shown}",
-                spec.attempt, spec.prompt_index
-            ),
-        );
+        let mut log = self.open_attempt_log(&spec, &format!("$ {shown}"))?;
         let env = agent_env(s, &self.store, &self.p.label);
         let spawn_spec = SpawnSpec {
             program: self
@@ -752,6 +740,23 @@ impl Driver {
         Ok(())
     }
 
+    /// The prompt's log (retries append to it), opened with a note naming the attempt.
+    fn open_attempt_log(&self, spec: &AttemptSpec, how: &str) -> Result<LogWriter> {
+        let path = self
+            .attempt_log
+            .clone()
+            .unwrap_or_else(|| self.store.path("attempt.log"));
+        let mut log = LogWriter::open(&path).map_err(|e| Error::io("cannot open log", &path, e))?;
+        let _ = log.note(
+            "looper",
+            &format!(
+                "attempt {} of prompt {}: {how}",
+                spec.attempt, spec.prompt_index
+            ),
+        );
+        Ok(log)
+    }
+
     fn new_sink(&self, log: LogWriter, echo: bool) -> Sink {
         let s = &self.p.settings;
         Sink {
@@ -792,19 +797,7 @@ impl Driver {
             hybrid::kill_pane(&old);
             self.store.state.previous_hybrid_pane_id = Some(old.id);
         }
-        let log_path = self
-            .attempt_log
-            .clone()
-            .unwrap_or_else(|| self.store.path("attempt.log"));
-        let mut log =
-            LogWriter::open(&log_path).map_err(|e| Error::io("cannot open log", &log_path, e))?;
-        let _ = log.note(
-            "looper",
-            &format!(
-                "attempt {} of prompt {} (hybrid pane)",
-                spec.attempt, spec.prompt_index
-            ),
-        );
+        let mut log = self.open_attempt_log(&spec, "(hybrid pane)")?;
         if self.pane.is_none() {
             let mut env = agent_env(s, &self.store, &self.p.label);
             for k in ["CODEX_HOME", "CLAUDE_CONFIG_DIR", "CLAUDE_HOME"] {

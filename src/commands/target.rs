@@ -105,23 +105,13 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// Every readable `*/state.json` under the roots (unreadable ones are skipped here; `looper
 /// status` shows them).
 pub fn scan(roots: &[PathBuf]) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    for root in roots {
-        let Ok(entries) = std::fs::read_dir(root) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            // A hidden `.<run id>.new` is a run directory still being created.
-            if e.file_name().as_encoded_bytes().starts_with(b".") {
-                continue;
-            }
-            let dir = e.path();
-            if let Ok(state) = store::read_state(&dir.join(store::STATE_FILE)) {
-                out.push(Candidate { dir, state });
-            }
-        }
-    }
-    out
+    crate::commands::status::discover(roots, None)
+        .into_iter()
+        .filter_map(|dir| {
+            let state = store::read_state(&dir.join(store::STATE_FILE)).ok()?;
+            Some(Candidate { dir, state })
+        })
+        .collect()
 }
 
 /// The selected run. `state` is `None` only for a `--run-dir` without a readable state.
