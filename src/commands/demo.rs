@@ -99,16 +99,19 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
             .collect();
         println!("looper demo: backup branches: {}", names.join(", "));
     }
-    println!(
-        "looper demo: run records under {}/.agent-looper/runs (try `looper status --state-root {}/.agent-looper/runs`)",
-        dir.display(),
-        dir.display()
-    );
     if args.keep
         && let Some(t) = _temp
     {
-        let kept = t.keep();
-        println!("looper demo: kept {}", kept.display());
+        let _ = t.keep();
+    }
+    if args.keep || args.dir.is_some() {
+        println!(
+            "looper demo: kept {}; its runs: `looper status --state-root {}/.agent-looper/runs`",
+            dir.display(),
+            dir.display()
+        );
+    } else {
+        println!("looper demo: the demo repository is removed (`looper demo --keep` keeps it)");
     }
     if code == 0 {
         println!("looper demo: completed.");
