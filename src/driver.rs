@@ -684,7 +684,7 @@ impl Driver {
             return Ok(());
         }
         if s.agent.interface == Interface::Hybrid {
-            return self.start_hybrid_attempt(spec, prompt, shown);
+            return self.start_hybrid_attempt(spec, prompt);
         }
         let mut log = self.open_attempt_log(&spec, &format!("$ {shown}"))?;
         let env = agent_env(s, &self.store, &self.p.label);
@@ -780,12 +780,7 @@ impl Driver {
 
     /// A turn in the hybrid pane: (re)start the pane for this session, paste, follow the
     /// transcript.
-    fn start_hybrid_attempt(
-        &mut self,
-        spec: AttemptSpec,
-        prompt: String,
-        shown: String,
-    ) -> Result<()> {
+    fn start_hybrid_attempt(&mut self, spec: AttemptSpec, prompt: String) -> Result<()> {
         let s = &self.p.settings;
         let session_id = spec.session.id.clone().unwrap_or_default();
         if self
@@ -870,7 +865,6 @@ impl Driver {
                 }
             }
         }
-        let _ = shown;
         let Some(pane) = self.pane.clone() else {
             return Ok(());
         };

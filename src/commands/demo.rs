@@ -86,7 +86,7 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
         ..RunArgs::default()
     };
     let settings = config::resolve(&run_args, &inv)?;
-    let code = crate::commands::run::run_local(settings, &run_args, &inv)?;
+    let code = crate::commands::run::run_local(settings, &inv)?;
 
     let plan = std::fs::read_to_string(dir.join("fix_plan.md")).unwrap_or_default();
     println!("\nlooper demo: final plan:\n{plan}");

@@ -30,16 +30,15 @@ pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> R
         return Ok(code);
     }
     let settings = config::resolve(&args, &inv)?;
-    run_local(settings, &args, &inv)
+    run_local(settings, &inv)
 }
 
 /// Validate, take the worktree lock, and run the loop in this process.
-pub fn run_local(settings: config::Settings, args: &RunArgs, inv: &Invocation) -> Result<i32> {
+pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
     let hold = settings.hold_on_stop;
     let dry = settings.dry_run;
     let layout = settings.tmux_layout;
     let prepared = driver::prepare(settings, inv.env.get("PATH").map(String::as_str))?;
-    let _ = args;
 
     let mut lock_note = None;
     let run_id = (chrono::Utc::now(), rand::random::<u32>());
