@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::cli::{Layout, RunArgs};
+use crate::cli::RunArgs;
 use crate::commands::init;
 use crate::config::{
     self, DEFAULT_CONFIG_FILE, DEFAULT_PROMPT_FILE, Invocation, LEGACY_PROMPT_FILE,
@@ -98,13 +98,4 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
         let _ = std::io::stdin().read_line(&mut line);
     }
     Ok(code)
-}
-
-/// Map the CLI layout flag for callers that need it.
-pub fn layout_name(l: Layout) -> &'static str {
-    match l {
-        Layout::Auto => "auto",
-        Layout::Single => "single",
-        Layout::Split => "split",
-    }
 }
