@@ -62,8 +62,18 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
             started_at: run_id.0,
         };
         let lock_path = git::lock_path_for(&prepared.settings.agent.cwd);
-        let guard =
-            git::acquire_run_lock(&lock_path, &holder).map_err(|e| Error::Usage(format!("{e}")))?;
+        // A holder that has just taken the lock may not have written its record yet: give it
+        // a moment, so the refusal can name it (or the lock is free again and ours).
+        let mut attempt = 0;
+        let guard = loop {
+            match git::acquire_run_lock(&lock_path, &holder) {
+                Err(git::GitError::LockHeld { holder: None, .. }) if attempt < 25 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(|e| Error::Usage(format!("{e}")))?,
+            }
+        };
         if let Some(prev) = &guard.took_over {
             eprintln!(
                 "looper: took over a stale run lock from pid {} (label {}, run {})",
