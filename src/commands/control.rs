@@ -417,59 +417,16 @@ fn note(a: &NoteArgs) -> Result<i32> {
     Ok(exit_code::OK)
 }
 
-/// The tmux commands that paste `text` into `pane` as one bracketed paste, then press Enter.
-pub fn btw_commands<'a>(buffer: &'a str, pane: &'a str) -> Vec<tmux_interface::TmuxCommand<'a>> {
-    use tmux_interface::{LoadBuffer, PasteBuffer, SendKeys};
-    vec![
-        LoadBuffer::new().buffer_name(buffer).path("-").build(),
-        PasteBuffer::new()
-            .bracket_codes()
-            .delete()
-            .buffer_name(buffer)
-            .target_pane(pane)
-            .build(),
-        SendKeys::new().target_pane(pane).key("Enter").build(),
-    ]
-}
-
 fn paste_into_pane(pane: &str, text: &str) -> std::result::Result<(), String> {
-    use std::io::Write;
-    use std::process::Stdio;
     let buffer = format!(
         "looper-note-{:012x}",
         rand::random::<u64>() & 0xffff_ffff_ffff
     );
-    for (i, cmd) in btw_commands(&buffer, pane).into_iter().enumerate() {
-        let shown = crate::effects::tmux::argv(cmd.clone()).join(" ");
-        let mut c = tmux_interface::Tmux::with_command(cmd).into_command();
-        c.stdin(if i == 0 {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-        if i == 0
-            && let Some(mut stdin) = child.stdin.take()
-        {
-            // The text goes through stdin, never through argv or a shell (D12).
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(|e| format!("cannot write to `{shown}`: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("`{shown}` failed: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`{shown}` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
+    let [load, paste, enter] = crate::effects::tmux::paste_commands(&buffer, pane);
+    // The text goes through stdin, never through argv or a shell (D12).
+    crate::effects::tmux::run(load, Some(text.as_bytes()))?;
+    crate::effects::tmux::run(paste, None)?;
+    crate::effects::tmux::run(enter, None)?;
     Ok(())
 }
 
@@ -516,19 +473,5 @@ mod tests {
         let p = preview(&long);
         assert_eq!(p.chars().count(), 200);
         assert!(p.ends_with("..."));
-    }
-
-    #[test]
-    fn btw_pastes_bracketed_from_stdin_then_presses_enter() {
-        let argv: Vec<Vec<String>> = btw_commands("buf", "%7")
-            .into_iter()
-            .map(crate::effects::tmux::argv)
-            .collect();
-        assert_eq!(argv[0], ["tmux", "load-buffer", "-b", "buf", "-"]);
-        assert_eq!(
-            argv[1],
-            ["tmux", "paste-buffer", "-d", "-p", "-b", "buf", "-t", "%7"]
-        );
-        assert_eq!(argv[2], ["tmux", "send-keys", "-t", "%7", "Enter"]);
     }
 }

@@ -4,19 +4,18 @@
 //! records `turn_duration` after our prompt. The transcript lines are the attempt's
 //! output: logged, scanned (assistant records only complete, D14), counted.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillPane, LoadBuffer, PasteBuffer, SendKeys, SetOption,
-    SplitWindow, Tmux, TmuxCommand,
+    CapturePane, DisplayMessage, KillPane, SendKeys, SetOption, SplitWindow, TmuxCommand,
 };
 use tokio::sync::mpsc;
 
 use crate::agents::Stream;
 use crate::effects::process::{AttemptControl, AttemptExit, OutputSink};
+use crate::effects::tmux;
 
 /// How often the pane and the transcript are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -45,44 +44,6 @@ pub fn transcript_path(config_dir: &Path, cwd: &Path, session_id: &str) -> PathB
         .join("projects")
         .join(project_dir_name(cwd))
         .join(format!("{session_id}.jsonl"))
-}
-
-fn tmux_argv(cmd: TmuxCommand<'_>) -> Vec<String> {
-    Tmux::with_command(cmd)
-        .build()
-        .to_vec()
-        .into_iter()
-        .map(|c| c.into_owned())
-        .collect()
-}
-
-fn run_tmux(cmd: TmuxCommand<'_>, stdin: Option<&[u8]>) -> Result<String, String> {
-    let argv = tmux_argv(cmd);
-    let mut c = Command::new(&argv[0]);
-    c.args(&argv[1..])
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().map_err(|e| format!("cannot run tmux: {e}"))?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(data)
-            .map_err(|e| format!("cannot write to tmux: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("tmux failed: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{}` failed: {}",
-            argv[1..].first().cloned().unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `split-window` for the agent pane: 70 % of the window, detached, in the agent's cwd,
@@ -121,14 +82,14 @@ pub fn start_pane(
     transcript: PathBuf,
 ) -> Result<Pane, String> {
     let cwd_s = cwd.display().to_string();
-    let out = run_tmux(split_window_command(target, &cwd_s, env, argv), None)
+    let out = tmux::run(split_window_command(target, &cwd_s, env, argv), None)
         .map_err(|e| format!("failed to start the hybrid agent pane: {e}"))?;
     let line = out.lines().last().unwrap_or("").trim().to_string();
     let (id, pid) = line
         .split_once(' ')
         .ok_or_else(|| format!("failed to start the hybrid agent pane: tmux printed {line:?}"))?;
     // Keep a crashed agent's last screen, and notice the death through #{pane_dead}.
-    let _ = run_tmux(
+    let _ = tmux::run(
         SetOption::new()
             .pane()
             .quiet()
@@ -147,11 +108,11 @@ pub fn start_pane(
 }
 
 pub fn kill_pane(pane: &Pane) {
-    let _ = run_tmux(KillPane::new().target_pane(pane.id.as_str()).build(), None);
+    let _ = tmux::run(KillPane::new().target_pane(pane.id.as_str()).build(), None);
 }
 
 fn capture(pane: &Pane) -> Result<String, String> {
-    run_tmux(
+    tmux::run(
         CapturePane::new()
             .stdout()
             .target_pane(pane.id.as_str())
@@ -162,7 +123,7 @@ fn capture(pane: &Pane) -> Result<String, String> {
 
 /// `Some(exit status)` once the pane's process has exited.
 fn pane_dead(pane: &Pane) -> Option<i32> {
-    let out = run_tmux(
+    let out = tmux::run(
         DisplayMessage::new()
             .print()
             .target_pane(pane.id.as_str())
@@ -226,31 +187,12 @@ async fn paste(pane: &Pane, text: &str) -> Result<(), String> {
         std::process::id(),
         pane.id.trim_start_matches('%')
     );
-    run_tmux(
-        LoadBuffer::new()
-            .buffer_name(buffer.as_str())
-            .path("-")
-            .build(),
-        Some(text.as_bytes()),
-    )?;
-    run_tmux(
-        PasteBuffer::new()
-            .bracket_codes()
-            .delete()
-            .buffer_name(buffer.as_str())
-            .target_pane(pane.id.as_str())
-            .build(),
-        None,
-    )?;
+    let [load, paste, enter] = tmux::paste_commands(&buffer, &pane.id);
+    tmux::run(load, Some(text.as_bytes()))?;
+    tmux::run(paste, None)?;
     let settle = (0.25 + text.len() as f64 / 50_000.0).min(2.0);
     tokio::time::sleep(Duration::from_secs_f64(settle)).await;
-    run_tmux(
-        SendKeys::new()
-            .target_pane(pane.id.as_str())
-            .key("Enter")
-            .build(),
-        None,
-    )?;
+    tmux::run(enter, None)?;
     Ok(())
 }
 
@@ -342,7 +284,7 @@ pub async fn run_turn(
             msg = control.recv() => {
                 if let Some(AttemptControl::Terminate { .. }) = msg {
                     // Interrupt the TUI's turn; the pane itself is ended by the caller.
-                    let _ = run_tmux(SendKeys::new().target_pane(pane.id.as_str()).key("Escape").build(), None);
+                    let _ = tmux::run(SendKeys::new().target_pane(pane.id.as_str()).key("Escape").build(), None);
                     exit.terminated = true;
                     break;
                 }
@@ -379,7 +321,7 @@ mod tests {
             "u-1".to_string(),
         ];
         assert_eq!(
-            tmux_argv(split_window_command("%1", "/w", &env, &argv)),
+            tmux::argv(split_window_command("%1", "/w", &env, &argv)),
             [
                 "tmux",
                 "split-window",

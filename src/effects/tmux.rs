@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use tmux_interface::{
-    AttachSession, DisplayMessage, HasSession, KillWindow, NewSession, NewWindow, RespawnPane,
-    SetOption, SplitWindow, SwitchClient, Tmux, TmuxCommand,
+    AttachSession, DisplayMessage, HasSession, KillWindow, LoadBuffer, NewSession, NewWindow,
+    PasteBuffer, RespawnPane, SendKeys, SetOption, SplitWindow, SwitchClient, Tmux, TmuxCommand,
 };
 
 use crate::engine::StopReason;
@@ -189,19 +189,36 @@ pub fn argv(cmd: TmuxCommand<'_>) -> Vec<String> {
     v
 }
 
-fn run(cmd: TmuxCommand<'_>) {
-    let mut c = Tmux::with_command(cmd).into_command();
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _ = c.status();
+/// Best effort: window options are advisory, a failure must not disturb the run.
+fn fire(cmd: TmuxCommand<'_>) {
+    let _ = succeeds(cmd);
 }
 
 /// Run a command and return its trimmed stdout, or tmux's complaint.
 pub fn output(cmd: TmuxCommand<'_>) -> std::result::Result<String, String> {
+    run(cmd, None)
+}
+
+/// Run a command with `input` on its stdin (text for `load-buffer -`, never argv or a
+/// shell, D12) and return its trimmed stdout, or tmux's complaint.
+pub fn run(cmd: TmuxCommand<'_>, input: Option<&[u8]>) -> std::result::Result<String, String> {
+    use std::io::Write;
     let mut c = Tmux::with_command(cmd).into_command();
-    c.stdin(Stdio::null());
-    let out = c.output().map_err(|e| format!("cannot run tmux: {e}"))?;
+    c.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| format!("cannot run tmux: {e}"))?;
+    if let (Some(data), Some(mut pipe)) = (input, child.stdin.take()) {
+        pipe.write_all(data)
+            .map_err(|e| format!("cannot write to tmux: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run tmux: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -212,6 +229,22 @@ pub fn output(cmd: TmuxCommand<'_>) -> std::result::Result<String, String> {
             err
         })
     }
+}
+
+/// Pasting text into a pane: `load-buffer -` (the text on stdin), a bracketed
+/// `paste-buffer` that deletes the buffer, then Enter. Used for hybrid prompts and `/btw`
+/// notes; callers may pause before the Enter while a large paste settles.
+pub fn paste_commands<'a>(buffer: &'a str, pane: &'a str) -> [TmuxCommand<'a>; 3] {
+    [
+        LoadBuffer::new().buffer_name(buffer).path("-").build(),
+        PasteBuffer::new()
+            .bracket_codes()
+            .delete()
+            .buffer_name(buffer)
+            .target_pane(pane)
+            .build(),
+        SendKeys::new().target_pane(pane).key("Enter").build(),
+    ]
 }
 
 /// Run a command with this terminal (attach, switch) and return its exit code.
@@ -247,7 +280,7 @@ impl WindowState {
         let me = Self { pane };
         if let Some(p) = &me.pane {
             let dir = run_dir.display().to_string();
-            run(set_window_option(p, "@looper_run_dir", &dir));
+            fire(set_window_option(p, "@looper_run_dir", &dir));
         }
         me
     }
@@ -267,7 +300,7 @@ impl WindowState {
             "--supervisor-pid".into(),
             std::process::id().to_string(),
         ];
-        run(set_window_option(pane, "remain-on-exit", "on"));
+        fire(set_window_option(pane, "remain-on-exit", "on"));
         let horizontal = output(window_size(pane)).ok().is_some_and(|s| {
             let mut it = s.split_whitespace().map(|n| n.parse::<u32>().unwrap_or(0));
             split_horizontally(it.next().unwrap_or(0), it.next().unwrap_or(0))
@@ -281,19 +314,19 @@ impl WindowState {
 
     pub fn set_running(&self) {
         if let Some(p) = &self.pane {
-            run(set_window_option(p, "@codex_stop_reason", ""));
-            run(set_window_option(p, "@codex_state", "RUN"));
+            fire(set_window_option(p, "@codex_stop_reason", ""));
+            fire(set_window_option(p, "@codex_state", "RUN"));
         }
     }
 
     pub fn retrying(&self, status: &str, wait: f64, notify_after: f64) {
         if let Some(p) = &self.pane {
             let text = truncate_reason(status);
-            run(set_window_option(p, "@codex_stop_reason", &text));
-            run(set_window_option(p, "@codex_state", "RUN"));
+            fire(set_window_option(p, "@codex_stop_reason", &text));
+            fire(set_window_option(p, "@codex_state", "RUN"));
             if notify_after > 0.0 && wait >= notify_after {
                 let msg = format!("Looper retry wait: {text}");
-                run(display_message(p, &msg));
+                fire(display_message(p, &msg));
             }
         }
     }
@@ -304,9 +337,9 @@ impl WindowState {
         if let Some(p) = &self.pane {
             if !matches!(reason, StopReason::MaxLoops(_) | StopReason::DryRun) {
                 let text = truncate_reason(&reason.reason());
-                run(set_window_option(p, "@codex_stop_reason", &text));
+                fire(set_window_option(p, "@codex_stop_reason", &text));
             }
-            run(set_window_option(p, "@codex_state", reason.window_state()));
+            fire(set_window_option(p, "@codex_state", reason.window_state()));
         }
     }
 }
@@ -507,6 +540,17 @@ mod tests {
         assert_eq!(command_arg(";"), "\\;");
         assert_eq!(command_arg("a;b"), "a;b");
         assert_eq!(command_arg("a\\;"), "a\\\\;");
+    }
+
+    #[test]
+    fn paste_is_bracketed_from_stdin_then_enter() {
+        let argv: Vec<Vec<String>> = paste_commands("buf", "%7").into_iter().map(argv).collect();
+        assert_eq!(argv[0], ["tmux", "load-buffer", "-b", "buf", "-"]);
+        assert_eq!(
+            argv[1],
+            ["tmux", "paste-buffer", "-d", "-p", "-b", "buf", "-t", "%7"]
+        );
+        assert_eq!(argv[2], ["tmux", "send-keys", "-t", "%7", "Enter"]);
     }
 
     #[test]
