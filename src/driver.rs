@@ -145,9 +145,7 @@ pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepare
                 settings.agent.name
             )));
         }
-        let why = if settings.agent.kind != AgentKind::Claude {
-            Some("hybrid panes are built for claude only so far")
-        } else if !in_tmux {
+        let why = if !in_tmux {
             Some("not inside tmux")
         } else if settings.dry_run {
             Some("dry run")
@@ -783,13 +781,18 @@ impl Driver {
     fn start_hybrid_attempt(&mut self, spec: AttemptSpec, prompt: String) -> Result<()> {
         let s = &self.p.settings;
         let session_id = spec.session.id.clone().unwrap_or_default();
+        // A pane serves one session; a new one (a codex session has no id yet) gets its own.
         if self
             .pane
             .as_ref()
-            .is_some_and(|p| p.session_id != session_id)
+            .is_some_and(|p| session_id.is_empty() || p.session_id != session_id)
             && let Some(old) = self.pane.take()
         {
             hybrid::kill_pane(&old);
+            let mut m = serde_json::Map::new();
+            m.insert("previous_hybrid_pane_id".into(), json!(old.id));
+            self.store
+                .append_raw("hybrid_session_reset", Utc::now(), m)?;
             self.store.state.previous_hybrid_pane_id = Some(old.id);
         }
         let mut log = self.open_attempt_log(&spec, "(hybrid pane)")?;
@@ -802,35 +805,13 @@ impl Driver {
                     env.push((k.to_string(), v));
                 }
             }
-            let argv = match &s.agent.interactive_command {
-                Some(cmd) => cmd.clone(),
-                None => {
-                    let mut a = vec![
-                        self.p
-                            .program_path
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or(s.agent.executable.clone()),
-                    ];
-                    a.extend(s.agent.extra_args.iter().cloned());
-                    if let Some(m) = &s.agent.model {
-                        a.extend(["--model".to_string(), m.clone()]);
-                    }
-                    if let Some(e) = &s.agent.effort {
-                        a.extend(["--effort".to_string(), e.clone()]);
-                    }
-                    a.push(
-                        if spec.session.resume {
-                            "--resume"
-                        } else {
-                            "--session-id"
-                        }
-                        .into(),
-                    );
-                    a.push(session_id.clone());
-                    a
-                }
-            };
+            let program = self
+                .p
+                .program_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or(s.agent.executable.clone());
+            let argv = command::interactive(&s.agent, &program, &spec.session);
             let lookup = |k: &str| {
                 s.agent
                     .env
@@ -838,18 +819,67 @@ impl Driver {
                     .cloned()
                     .or_else(|| std::env::var(k).ok())
             };
-            let config_dir = lookup("CLAUDE_CONFIG_DIR")
-                .map(PathBuf::from)
-                .or_else(|| lookup("HOME").map(|h| PathBuf::from(h).join(".claude")))
-                .unwrap_or_else(|| PathBuf::from(".claude"));
-            let transcript = hybrid::transcript_path(&config_dir, &s.agent.cwd, &session_id);
+            let home = lookup("HOME").map(PathBuf::from).unwrap_or_default();
+            let (tui, transcript) = if s.agent.kind == AgentKind::Codex {
+                // A relative CODEX_HOME is relative to where codex starts.
+                let codex_home = lookup("CODEX_HOME")
+                    .map(|h| s.agent.cwd.join(h))
+                    .unwrap_or_else(|| home.join(".codex"));
+                let sessions = codex_home.join("sessions");
+                let known = spec
+                    .session
+                    .id
+                    .as_ref()
+                    .filter(|_| spec.session.resume)
+                    .and_then(|id| hybrid::codex_rollout(&sessions, id));
+                let transcript = match known {
+                    Some(path) => hybrid::Transcript::Known(path),
+                    None => hybrid::Transcript::CodexRollout {
+                        sessions,
+                        cwd: s.agent.cwd.clone(),
+                    },
+                };
+                (hybrid::Tui::Codex, transcript)
+            } else {
+                let config_dir = lookup("CLAUDE_CONFIG_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| home.join(".claude"));
+                let path = hybrid::transcript_path(&config_dir, &s.agent.cwd, &session_id);
+                (hybrid::Tui::Claude, hybrid::Transcript::Known(path))
+            };
             let target = std::env::var("TMUX_PANE").unwrap_or_default();
-            match hybrid::start_pane(&target, &s.agent.cwd, &env, &argv, &session_id, transcript) {
+            match hybrid::start_pane(
+                &target,
+                &s.agent.cwd,
+                &env,
+                &argv,
+                tui,
+                &session_id,
+                transcript,
+            ) {
                 Ok(pane) => {
+                    let session = if session_id.is_empty() {
+                        format!("a new {} session", tui.name())
+                    } else {
+                        format!("session {session_id}")
+                    };
                     self.say(format!(
-                        "hybrid agent pane {} (pid {}) for session {session_id}",
-                        pane.id, pane.pid
+                        "hybrid {} pane {} (pid {}) for {session}",
+                        tui.name(),
+                        pane.id,
+                        pane.pid
                     ));
+                    let mut m = serde_json::Map::new();
+                    m.insert("tui".into(), json!(tui.name()));
+                    m.insert("pane_id".into(), json!(pane.id));
+                    m.insert("pane_pid".into(), json!(pane.pid));
+                    m.insert(
+                        "session_id".into(),
+                        json!(Some(&session_id).filter(|s| !s.is_empty())),
+                    );
+                    m.insert("argv".into(), json!(argv));
+                    self.store
+                        .append_raw("hybrid_pane_started", Utc::now(), m)?;
                     self.store.state.hybrid_pane_id = Some(pane.id.clone());
                     self.store.state.hybrid_pane_pid = Some(json!(pane.pid));
                     self.store.write_state(store::Sync::No)?;
@@ -927,6 +957,12 @@ impl Driver {
             self.store.state.agent_notice = Some(n);
         }
         let sc = &sink.scanner;
+        // A new codex session's pane learns its thread id from the rollout.
+        if let (Some(pane), Some(id)) = (self.pane.as_mut(), &sc.session_id)
+            && pane.session_id.is_empty()
+        {
+            pane.session_id = id.clone();
+        }
         self.queue.push_back(Input::AttemptFinished(AttemptReport {
             exit_code: exit.exit_code,
             signal: exit.signal,

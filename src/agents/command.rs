@@ -164,6 +164,45 @@ pub fn build(agent: &AgentSettings, ctx: &PromptContext) -> Result<AgentCommand>
     })
 }
 
+/// The argv of a hybrid agent pane (D26): the interactive TUI, not a prompt command.
+/// `interactive_command` is used exactly as written. claude gets the session id up front
+/// (`--session-id`, later `--resume`). codex runs inline (`--no-alt-screen`, so the pane
+/// keeps a readable scrollback) and without its shared background server (`--no-daemon`:
+/// the daemon detaches from the pane and would outlive the run); a session it already
+/// recorded is reopened with `codex resume <thread id>`.
+pub fn interactive(agent: &AgentSettings, program: &str, session: &SessionRef) -> Vec<String> {
+    if let Some(cmd) = &agent.interactive_command {
+        return cmd.clone();
+    }
+    let mut argv = vec![program.to_string()];
+    match agent.kind {
+        AgentKind::Codex => {
+            let resume = session.id.as_ref().filter(|_| session.resume);
+            if resume.is_some() {
+                argv.push("resume".into());
+            }
+            argv.extend(["--no-alt-screen".into(), "--no-daemon".into()]);
+            argv.extend(extra(agent));
+            argv.extend(resume.cloned());
+        }
+        _ => {
+            argv.extend(extra(agent));
+            if let Some(id) = &session.id {
+                argv.push(
+                    if session.resume {
+                        "--resume"
+                    } else {
+                        "--session-id"
+                    }
+                    .into(),
+                );
+                argv.push(id.clone());
+            }
+        }
+    }
+    argv
+}
+
 /// Render a `first_command`/`resume_command` template. Placeholders were validated at load.
 pub fn render_template(template: &[String], ctx: &PromptContext) -> Result<AgentCommand> {
     let values: BTreeMap<&str, String> = BTreeMap::from([

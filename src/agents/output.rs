@@ -275,9 +275,91 @@ fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                 None => facts.error = structured_error(v, now_epoch),
             }
         }
+        // The interactive TUI's rollout (`$CODEX_HOME/sessions/.../rollout-*.jsonl`): the
+        // hybrid interface reads it as the attempt's output.
+        "session_meta" => {
+            facts.session_id = v
+                .get("payload")
+                .and_then(|p| s(p, "id"))
+                .map(str::to_string);
+        }
+        "response_item" => {
+            let payload = v.get("payload").unwrap_or(&Json::Null);
+            if s(payload, "type") == Some("message") && s(payload, "role") == Some("assistant") {
+                facts.text = payload
+                    .get("content")
+                    .and_then(Json::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter(|i| s(i, "type") == Some("output_text"))
+                            .filter_map(|i| s(i, "text"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .filter(|t| !t.is_empty())
+                    .map(Cow::Owned);
+            }
+        }
+        "event_msg" => rollout_event(
+            v.get("payload").unwrap_or(&Json::Null),
+            &mut facts,
+            now_epoch,
+        ),
         _ => {}
     }
     facts
+}
+
+/// An `event_msg` record of a codex rollout: usage per model call, and the turn's outcome.
+fn rollout_event(payload: &Json, facts: &mut LineFacts, now_epoch: f64) {
+    match s(payload, "type").unwrap_or("") {
+        "token_count" => {
+            if let Some(last) = payload.get("info").and_then(|i| i.get("last_token_usage")) {
+                facts.usage = Some(Usage {
+                    input_tokens: u(last, "input_tokens"),
+                    output_tokens: u(last, "output_tokens"),
+                    cached_input_tokens: u(last, "cached_input_tokens"),
+                    cost_usd: 0.0,
+                });
+            }
+        }
+        // A failed turn ends with `task_complete` carrying the error and, for HTTP
+        // failures, the status under `codex_error_info.<kind>.http_status_code`.
+        "task_complete" | "error" | "stream_error" => {
+            let err = match payload.get("error").filter(|e| !e.is_null()) {
+                Some(e) => e,
+                None if s(payload, "type") == Some("task_complete") => return,
+                None => payload,
+            };
+            let Some(text) = s(err, "message").or_else(|| err.as_str()) else {
+                return;
+            };
+            // Reconnect notices while the turn goes on; `task_complete` is always final.
+            if s(payload, "type") != Some("task_complete")
+                && let Some(notice) = self_retry_notice(text)
+            {
+                facts.notice = Some(notice);
+                return;
+            }
+            let status = err
+                .get("codex_error_info")
+                .and_then(Json::as_object)
+                .and_then(|info| {
+                    info.values()
+                        .find_map(|kind| kind.get("http_status_code").and_then(Json::as_u64))
+                });
+            facts.error = Some(RawError {
+                text: text.to_string(),
+                structured: true,
+                hint: status
+                    .and_then(|c| status_hint(&serde_json::json!({ "status": c })))
+                    .or_else(|| status_hint(err)),
+                retry_after: json_delay(err, now_epoch).or_else(|| plain_delay(text)),
+            });
+        }
+        _ => {}
+    }
 }
 
 fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {

@@ -1,12 +1,18 @@
-//! The hybrid interface (D26): claude's real TUI in a tmux pane beside the supervisor.
-//! The pane runs `claude --session-id <uuid>` so its transcript path is known exactly;
-//! prompts are pasted (bracketed) from a tmux buffer; a turn ends when the transcript
-//! records `turn_duration` after our prompt. The transcript lines are the attempt's
-//! output: logged, scanned (assistant records only complete, D14), counted.
+//! The hybrid interface (D26): the agent's real TUI (claude or codex) in a tmux pane beside
+//! the supervisor. Prompts are pasted (bracketed) from a tmux buffer; the TUI's own
+//! transcript is the attempt's output: logged, scanned (assistant records only complete,
+//! D14), counted, and it says when the turn is over.
+//!
+//! - claude runs with `--session-id <uuid>`, so its transcript path is known exactly; the
+//!   turn ends with the `system`/`turn_duration` record.
+//! - codex runs `--no-alt-screen --no-daemon`; a new session's rollout
+//!   (`$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<stamp>-<thread>.jsonl`) is created with its
+//!   first prompt and found among the files the pane's processes hold open; a resumed one
+//!   by its thread id. The turn ends with the `task_complete` (or `turn_aborted`) event.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tmux_interface::{
     CapturePane, DisplayMessage, KillPane, SendKeys, SetOption, SplitWindow, TmuxCommand,
@@ -15,18 +21,67 @@ use tokio::sync::mpsc;
 
 use crate::agents::Stream;
 use crate::effects::process::{AttemptControl, AttemptExit, OutputSink};
-use crate::effects::tmux;
+use crate::effects::{procinfo, tmux};
 
 /// How often the pane and the transcript are looked at.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long a ready screen must stay unchanged before a prompt is pasted.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// During a turn, the screen is checked for a dialog every this many polls.
+const SCREEN_CHECK_POLLS: u32 = 10;
+
+/// Which interactive TUI runs in the pane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tui {
+    Claude,
+    Codex,
+}
+
+impl Tui {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tui::Claude => "claude",
+            Tui::Codex => "codex",
+        }
+    }
+
+    /// The transcript record that closes a turn.
+    fn ends_turn(self, line: &str) -> bool {
+        match self {
+            Tui::Claude => {
+                line.contains(r#""type":"system""#) && line.contains(r#""turn_duration""#)
+            }
+            Tui::Codex => {
+                line.contains(r#""type":"event_msg""#)
+                    && (line.contains(r#""type":"task_complete""#)
+                        || line.contains(r#""type":"turn_aborted""#))
+            }
+        }
+    }
+}
+
+/// Where the pane's transcript is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transcript {
+    /// Known before the first prompt: claude's `--session-id`, a resumed codex rollout.
+    Known(PathBuf),
+    /// A new codex session's rollout, created under this `sessions` folder by the first
+    /// prompt, for a session begun in `cwd`.
+    CodexRollout { sessions: PathBuf, cwd: PathBuf },
+}
 
 /// A running agent pane.
 #[derive(Clone, Debug)]
 pub struct Pane {
     pub id: String,
     pub pid: i32,
+    pub tui: Tui,
+    /// The agent's session id; empty for a new codex session until its rollout appears.
     pub session_id: String,
-    pub transcript: PathBuf,
+    pub transcript: Transcript,
+    pub started: SystemTime,
 }
 
 /// The folder name claude gives a working directory: every non-alphanumeric becomes `-`.
@@ -44,6 +99,100 @@ pub fn transcript_path(config_dir: &Path, cwd: &Path, session_id: &str) -> PathB
         .join("projects")
         .join(project_dir_name(cwd))
         .join(format!("{session_id}.jsonl"))
+}
+
+/// Every `rollout-*.jsonl` under codex's `sessions` folder (`YYYY/MM/DD/`).
+fn rollouts(sessions: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![(sessions.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if depth < 4 {
+                    dirs.push((path, depth + 1));
+                }
+            } else if is_rollout(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn is_rollout(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("rollout-") && n.ends_with(".jsonl"))
+}
+
+/// The rollout of codex thread `thread_id`: its file name ends with the id.
+pub fn codex_rollout(sessions: &Path, thread_id: &str) -> Option<PathBuf> {
+    let suffix = format!("-{thread_id}.jsonl");
+    rollouts(sessions).into_iter().find(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(&suffix))
+    })
+}
+
+/// The rollout a process of the pane holds open (its group: the pane runs the TUI as the
+/// group leader, and the TUI keeps its rollout open while it lives).
+fn open_rollout(pane_pid: i32, sessions: &Path) -> Option<PathBuf> {
+    let mut pids = procinfo::group_members(pane_pid);
+    pids.insert(0, pane_pid);
+    pids.into_iter().find_map(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .find(|target| target.starts_with(sessions) && is_rollout(target))
+    })
+}
+
+/// Without `/proc`: the newest rollout begun since the pane started whose `session_meta`
+/// names this working directory.
+fn newest_rollout_for(sessions: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
+    let since = since - Duration::from_secs(2);
+    let cwd = cwd.display().to_string();
+    rollouts(sessions)
+        .into_iter()
+        .filter_map(|p| {
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            (modified >= since).then_some((modified, p))
+        })
+        .filter(|(_, p)| {
+            let Ok(f) = std::fs::File::open(p) else {
+                return false;
+            };
+            let mut first = String::new();
+            let _ = std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(f.take(1 << 20)),
+                &mut first,
+            );
+            serde_json::from_str::<serde_json::Value>(&first).is_ok_and(|v| {
+                v.pointer("/payload/cwd").and_then(|c| c.as_str()) == Some(cwd.as_str())
+            })
+        })
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, p)| p)
+}
+
+/// The pane's transcript, once it exists (claude's is known even before).
+fn locate(pane: &Pane) -> Option<PathBuf> {
+    match &pane.transcript {
+        Transcript::Known(p) => Some(p.clone()),
+        Transcript::CodexRollout { sessions, cwd } => {
+            if Path::new("/proc/self/fd").is_dir() {
+                open_rollout(pane.pid, sessions)
+            } else {
+                newest_rollout_for(sessions, cwd, pane.started)
+            }
+        }
+    }
 }
 
 /// `split-window` for the agent pane: 70 % of the window, detached, in the agent's cwd,
@@ -78,16 +227,21 @@ pub fn start_pane(
     cwd: &Path,
     env: &[(String, String)],
     argv: &[String],
+    tui: Tui,
     session_id: &str,
-    transcript: PathBuf,
+    transcript: Transcript,
 ) -> Result<Pane, String> {
     let cwd_s = cwd.display().to_string();
+    let started = SystemTime::now();
     let out = tmux::run(split_window_command(target, &cwd_s, env, argv), None)
-        .map_err(|e| format!("failed to start the hybrid agent pane: {e}"))?;
+        .map_err(|e| format!("failed to start the hybrid {} pane: {e}", tui.name()))?;
     let line = out.lines().last().unwrap_or("").trim().to_string();
-    let (id, pid) = line
-        .split_once(' ')
-        .ok_or_else(|| format!("failed to start the hybrid agent pane: tmux printed {line:?}"))?;
+    let (id, pid) = line.split_once(' ').ok_or_else(|| {
+        format!(
+            "failed to start the hybrid {} pane: tmux printed {line:?}",
+            tui.name()
+        )
+    })?;
     // Keep a crashed agent's last screen, and notice the death through #{pane_dead}.
     let _ = tmux::run(
         SetOption::new()
@@ -102,8 +256,10 @@ pub fn start_pane(
     Ok(Pane {
         id: id.to_string(),
         pid: pid.parse().unwrap_or(0),
+        tui,
         session_id: session_id.to_string(),
         transcript,
+        started,
     })
 }
 
@@ -148,32 +304,74 @@ pub enum Screen {
     Busy,
     /// A screen the looper must not answer for the user.
     Blocked(String),
+    /// codex offers an update; the reference answers "skip" (`2`, Enter), and so do we.
+    UpdateOffer,
     Starting,
 }
 
-/// Classify a pane capture of claude's TUI.
-pub fn classify(capture: &str) -> Screen {
+/// Classify a pane capture of the TUI: a start-up dialog, or its activity.
+pub fn classify(tui: Tui, capture: &str) -> Screen {
+    dialog(tui, capture).unwrap_or_else(|| activity(tui, capture))
+}
+
+/// A start-up dialog (folder trust, sign-in, API key approval, update offer). Only looked
+/// for before a pane's first turn: later, the screen shows the agent's own words, which may
+/// well mention trusting files.
+pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
     let lower = capture.to_lowercase();
-    if lower.contains("trust") && (lower.contains("folder") || lower.contains("files")) {
-        return Screen::Blocked(
-            "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json".into(),
-        );
+    let blocked = |why: &str| Some(Screen::Blocked(why.to_string()));
+    match tui {
+        Tui::Claude => {
+            if lower.contains("trust") && (lower.contains("folder") || lower.contains("files")) {
+                return blocked(
+                    "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json",
+                );
+            }
+            if lower.contains("api key")
+                && (lower.contains("do you want to use") || lower.contains("detected a custom"))
+            {
+                return blocked(
+                    "claude is asking whether to use the API key in the environment; run claude once interactively to approve it",
+                );
+            }
+        }
+        Tui::Codex => {
+            if lower.contains("trust this folder")
+                || (lower.contains("trust")
+                    && lower.contains("directory")
+                    && lower.contains("press enter to continue"))
+            {
+                return blocked(
+                    "codex is asking whether to trust this folder; run codex once in this directory and trust it, or add `[projects.\"<dir>\"] trust_level = \"trusted\"` to $CODEX_HOME/config.toml",
+                );
+            }
+            if lower.contains("sign in with chatgpt") || lower.contains("provide your own api key")
+            {
+                return blocked(
+                    "codex is not signed in; run `codex login` once (or configure a model provider with an env_key)",
+                );
+            }
+            if lower.contains("update available") && lower.contains("skip") {
+                return Some(Screen::UpdateOffer);
+            }
+        }
     }
-    if lower.contains("api key")
-        && (lower.contains("do you want to use") || lower.contains("detected a custom"))
-    {
-        return Screen::Blocked(
-            "claude is asking whether to use the API key in the environment; run claude once interactively to approve it".into(),
-        );
-    }
-    if lower.contains("esc to interrupt") {
+    None
+}
+
+/// Whether the TUI is working, waiting for input, or still starting.
+pub fn activity(tui: Tui, capture: &str) -> Screen {
+    if capture.to_lowercase().contains("esc to interrupt") {
         return Screen::Busy;
     }
-    if lower.contains("? for shortcuts")
-        || capture
-            .lines()
-            .any(|l| matches!(l.trim_end(), "❯" | ">" | "> "))
-    {
+    let prompt_line = |l: &str| match tui {
+        Tui::Claude => matches!(l.trim_end(), "❯" | ">" | "> "),
+        Tui::Codex => {
+            let l = l.trim();
+            l.starts_with("› ") || matches!(l, "›" | "❯" | "codex>")
+        }
+    };
+    if capture.contains("? for shortcuts") || capture.lines().any(prompt_line) {
         return Screen::Ready;
     }
     Screen::Starting
@@ -196,22 +394,66 @@ async fn paste(pane: &Pane, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Wait until the TUI can take a prompt.
-pub async fn wait_ready(pane: &Pane, limit: Duration) -> Result<(), String> {
+/// The last few non-empty lines of the pane, to explain a death.
+fn last_lines(pane: &Pane) -> String {
+    let text = capture(pane).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// Wait until the TUI can take a prompt: a ready screen that stays unchanged for
+/// [`SETTLE`] (codex draws its composer for a moment before its folder-trust dialog).
+/// Start-up dialogs are looked for only when `first_turn`.
+pub async fn wait_ready(pane: &Pane, limit: Duration, first_turn: bool) -> Result<(), String> {
     let end = tokio::time::Instant::now() + limit;
+    let name = pane.tui.name();
+    // After answering an update offer, the same screen is not taken as ready.
+    let mut answered: Option<String> = None;
+    let mut last = (String::new(), tokio::time::Instant::now());
     loop {
         if let Some(code) = pane_dead(pane) {
             return Err(format!(
-                "the hybrid agent pane exited (status {code}) before it was ready"
+                "the hybrid {name} pane exited (status {code}) before it was ready: {}",
+                last_lines(pane)
             ));
         }
-        match classify(&capture(pane)?) {
-            Screen::Ready => return Ok(()),
-            Screen::Blocked(why) => return Err(why),
-            Screen::Busy | Screen::Starting => {}
+        let screen = capture(pane)?;
+        if screen != last.0 {
+            last = (screen.clone(), tokio::time::Instant::now());
+        }
+        if answered.as_deref() != Some(screen.as_str()) {
+            let seen = if first_turn {
+                classify(pane.tui, &screen)
+            } else {
+                activity(pane.tui, &screen)
+            };
+            match seen {
+                Screen::Ready if last.1.elapsed() >= SETTLE => return Ok(()),
+                Screen::Ready => {}
+                Screen::Blocked(why) => return Err(why),
+                Screen::UpdateOffer if answered.is_none() => {
+                    tmux::run(
+                        SendKeys::new()
+                            .target_pane(pane.id.as_str())
+                            .key("2")
+                            .key("Enter")
+                            .build(),
+                        None,
+                    )?;
+                    answered = Some(screen);
+                }
+                Screen::UpdateOffer | Screen::Busy | Screen::Starting => {}
+            }
         }
         if tokio::time::Instant::now() >= end {
-            return Err("the hybrid agent pane did not become ready in time".into());
+            return Err(format!(
+                "the hybrid {name} pane did not become ready in time: {}",
+                last_lines(pane)
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -246,22 +488,33 @@ pub async fn run_turn(
 ) -> Result<AttemptExit, String> {
     let start = tokio::time::Instant::now();
     let deadline = start + timeout;
-    wait_ready(pane, timeout.min(Duration::from_secs(90))).await?;
-    let mut offset = file_len(&pane.transcript);
+    // A new codex session's rollout appears only with its first prompt: read from its start.
+    let mut transcript = locate(pane);
+    let mut offset = transcript.as_deref().map(file_len).unwrap_or(0);
+    // Until the TUI records a turn, a start-up dialog may stand in the way.
+    let first_turn = offset == 0;
+    wait_ready(pane, timeout.min(Duration::from_secs(90)), first_turn).await?;
     paste(pane, prompt).await?;
     let mut exit = AttemptExit::default();
     let mut line = Vec::new();
+    let mut polls = 0u32;
+    // The transcript has grown: the TUI took the prompt.
+    let mut taken = false;
     loop {
-        let fresh = read_from(&pane.transcript, &mut offset);
+        if transcript.is_none() {
+            transcript = locate(pane);
+        }
+        let fresh = transcript
+            .as_deref()
+            .map(|t| read_from(t, &mut offset))
+            .unwrap_or_default();
         let mut turn_over = false;
+        taken |= !fresh.is_empty();
         if !fresh.is_empty() {
             let _ = sink.chunk(Stream::Stdout, &fresh);
             for b in &fresh {
                 if *b == b'\n' {
-                    let text = String::from_utf8_lossy(&line);
-                    if text.contains("\"turn_duration\"") && text.contains("\"type\":\"system\"") {
-                        turn_over = true;
-                    }
+                    turn_over |= pane.tui.ends_turn(&String::from_utf8_lossy(&line));
                     line.clear();
                 } else if line.len() < 1 << 16 {
                     line.push(*b);
@@ -275,6 +528,17 @@ pub async fn run_turn(
         if let Some(code) = pane_dead(pane) {
             exit.exit_code = Some(code);
             break;
+        }
+        // A dialog that took the paste would otherwise hold the turn until the timeout.
+        polls += 1;
+        if first_turn
+            && !taken
+            && polls.is_multiple_of(SCREEN_CHECK_POLLS)
+            && let Ok(screen) = capture(pane)
+            && let Some(Screen::Blocked(why)) = dialog(pane.tui, &screen)
+        {
+            sink.eof(Stream::Stdout);
+            return Err(why);
         }
         if tokio::time::Instant::now() >= deadline {
             exit.timed_out = true;
@@ -349,17 +613,128 @@ mod tests {
     fn screens_from_recorded_captures() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clis/claude/");
         let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
-        assert_eq!(classify(&read("hybrid_pane_idle.txt")), Screen::Ready);
-        assert_eq!(classify(&read("hybrid_pane_busy.txt")), Screen::Busy);
+        assert_eq!(
+            classify(Tui::Claude, &read("hybrid_pane_idle.txt")),
+            Screen::Ready
+        );
+        assert_eq!(
+            classify(Tui::Claude, &read("hybrid_pane_busy.txt")),
+            Screen::Busy
+        );
         assert!(matches!(
-            classify("Do you trust the files in this folder?\n❯ 1. Yes, proceed"),
+            classify(
+                Tui::Claude,
+                "Do you trust the files in this folder?\n❯ 1. Yes, proceed"
+            ),
             Screen::Blocked(_)
         ));
         assert!(matches!(
             classify(
+                Tui::Claude,
                 "Detected a custom API key in your environment\nDo you want to use this API key?"
             ),
             Screen::Blocked(_)
         ));
+    }
+
+    #[test]
+    fn codex_screens_from_recorded_captures() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clis/codex/");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
+        assert_eq!(
+            classify(Tui::Codex, &read("hybrid_pane_idle.txt")),
+            Screen::Ready
+        );
+        assert_eq!(
+            classify(Tui::Codex, &read("hybrid_pane_done.txt")),
+            Screen::Ready
+        );
+        assert_eq!(
+            classify(Tui::Codex, &read("hybrid_pane_busy.txt")),
+            Screen::Busy
+        );
+        assert!(matches!(
+            classify(Tui::Codex, &read("hybrid_pane_trust.txt")),
+            Screen::Blocked(why) if why.contains("trust_level")
+        ));
+        assert!(matches!(
+            classify(Tui::Codex, "Welcome to Codex\n> 1. Sign in with ChatGPT\n  2. Provide your own API key"),
+            Screen::Blocked(why) if why.contains("codex login")
+        ));
+        assert_eq!(
+            classify(
+                Tui::Codex,
+                "Update available! 0.169.0 -> 0.170.0\n1. Update now\n2. Skip\nPress enter to continue"
+            ),
+            Screen::UpdateOffer
+        );
+        assert_eq!(classify(Tui::Codex, ""), Screen::Starting);
+        // After the first turn the screen holds the agent's words: no dialog is read there.
+        let reply = "• I trust these files in this folder; the directory is fine.\n› Ask Codex to do anything";
+        assert!(dialog(Tui::Claude, reply).is_some());
+        assert_eq!(activity(Tui::Claude, reply), Screen::Starting);
+        assert_eq!(activity(Tui::Codex, reply), Screen::Ready);
+    }
+
+    #[test]
+    fn turns_end_on_each_tuis_closing_record() {
+        let rollout = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/codex/hybrid_rollout.jsonl"
+        ))
+        .unwrap_or_default();
+        let ends = rollout.lines().filter(|l| Tui::Codex.ends_turn(l)).count();
+        assert_eq!(ends, 4, "four turns, the 429 one included");
+        assert!(!Tui::Claude.ends_turn(rollout.lines().last().unwrap_or("")));
+        let claude = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/claude/hybrid_transcript.jsonl"
+        ))
+        .unwrap_or_default();
+        assert!(claude.lines().any(|l| Tui::Claude.ends_turn(l)));
+        assert!(!claude.lines().any(|l| Tui::Codex.ends_turn(l)));
+    }
+
+    #[test]
+    fn codex_rollouts_are_found_by_thread_id_open_file_or_cwd() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sessions = tmp.path().join("sessions");
+        let day = sessions.join("2026/11/21");
+        std::fs::create_dir_all(&day).expect("mkdir");
+        let meta = |cwd: &str| {
+            format!(
+                "{{\"type\":\"session_meta\",\"payload\":{{\"id\":\"x\",\"cwd\":\"{cwd}\"}}}}\n"
+            )
+        };
+        let ours = day.join("rollout-2026-11-21T11-45-44-aaaa-1111.jsonl");
+        let other = day.join("rollout-2026-11-21T11-45-50-bbbb-2222.jsonl");
+        std::fs::write(&ours, meta("/work/a")).expect("write");
+        std::fs::write(&other, meta("/work/b")).expect("write");
+        std::fs::write(day.join("notes.jsonl"), meta("/work/a")).expect("write");
+
+        assert_eq!(codex_rollout(&sessions, "aaaa-1111"), Some(ours.clone()));
+        assert_eq!(codex_rollout(&sessions, "cccc-3333"), None);
+
+        let since = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(
+            newest_rollout_for(&sessions, Path::new("/work/a"), since),
+            Some(ours.clone())
+        );
+        assert_eq!(
+            newest_rollout_for(
+                &sessions,
+                Path::new("/work/a"),
+                SystemTime::now() + Duration::from_secs(60)
+            ),
+            None,
+            "a rollout older than the pane is another session's"
+        );
+
+        // The exact way: the file a process of the pane holds open (here, this process).
+        let pid = std::process::id() as i32;
+        assert_eq!(open_rollout(pid, &sessions), None);
+        let held = std::fs::File::open(&other).expect("open");
+        assert_eq!(open_rollout(pid, &sessions), Some(other.clone()));
+        drop(held);
     }
 }

@@ -1,6 +1,8 @@
-//! The hybrid interface with the real claude TUI in a private tmux server, against the
-//! mock model server: the prompt is pasted, the turn ends from the transcript, a prompt
-//! that contains the marker does not complete on its own, a reply that carries it does.
+//! The hybrid interface with the real claude and codex TUIs in a private tmux server,
+//! against the mock model server: the prompt is pasted, the turn ends from the transcript, a
+//! prompt that contains the marker does not complete on its own, a reply that carries it
+//! does; a codex rate limit is retried in the same session; a screen that needs the user
+//! stops the run with an explanation.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,9 +11,9 @@ use crate::mock_server::{MockServer, Provider, Reply};
 
 use crate::support::*;
 
-/// The installed claude, or `None` after the tier's loud skip (a failure in CI).
-fn claude_bin() -> Option<PathBuf> {
-    crate::e2e_support::require("hybrid_claude").map(|dir| dir.join("claude"))
+/// The installed CLI, or `None` after the tier's loud skip (a failure in CI).
+fn cli_bin(name: &str) -> Option<PathBuf> {
+    crate::e2e_support::require(&format!("hybrid_{name}")).map(|dir| dir.join(name))
 }
 
 fn has_tmux() -> bool {
@@ -48,6 +50,67 @@ impl Drop for Tmux {
     }
 }
 
+/// The looper's outcome in a private tmux session: its exit code (`None` if it did not
+/// finish within 120 s) and what its pane showed.
+struct TmuxRun {
+    exit: Option<String>,
+    pane: String,
+}
+
+/// Run `looper --local <args>` in `p` inside a new session of `tmux`, as a user would.
+fn run_in_tmux(tmux: &Tmux, p: &Project, args: &str) -> TmuxRun {
+    let done = p.join("looper.exit");
+    let script = format!(
+        "cd {:?} && {:?} --local {args}; echo $? > {:?}",
+        p.path(),
+        looper_bin(),
+        done
+    );
+    let out = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "hy",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("XDG_STATE_HOME", p.join(".xdg-state"))
+        .output()
+        .expect("tmux new-session");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let finished = wait_until(120.0, || done.exists());
+    let pane = tmux
+        .cmd()
+        .args(["capture-pane", "-p", "-t", "hy"])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    TmuxRun {
+        exit: finished.then(|| {
+            std::fs::read_to_string(&done)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        }),
+        pane,
+    }
+}
+
+fn panes(tmux: &Tmux) -> String {
+    tmux.cmd()
+        .args(["list-panes", "-a", "-F", "#{pane_id}"])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default()
+}
+
 fn claude_home(home: &Path, work: &Path, key: &str) {
     std::fs::create_dir_all(home).expect("home");
     let cfg = serde_json::json!({
@@ -61,7 +124,9 @@ fn claude_home(home: &Path, work: &Path, key: &str) {
 
 #[test]
 fn hybrid_claude_completes_on_the_reply_not_on_the_prompt() {
-    let Some(claude) = claude_bin() else { return };
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
     assert!(has_tmux(), "tmux is required (scripts/test installs it)");
     let server = MockServer::start();
     server.push(
@@ -93,48 +158,12 @@ fn hybrid_claude_completes_on_the_reply_not_on_the_prompt() {
         ),
     );
     let tmux = Tmux::new();
-    let done = p.join("looper.exit");
-    let script = format!(
-        "cd {:?} && {:?} --local --max-loops 4 --complete-on 'EXIT_SIGNAL:\\s*true'; echo $? > {:?}",
-        p.path(),
-        looper_bin(),
-        done
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 4 --complete-on 'EXIT_SIGNAL:\\s*true'",
     );
-    let out = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "hy",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("XDG_STATE_HOME", p.join(".xdg-state"))
-        .output()
-        .expect("tmux new-session");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let finished = wait_until(120.0, || done.exists());
-    let pane_text = tmux
-        .cmd()
-        .args(["capture-pane", "-p", "-t", "hy"])
-        .output()
-        .map(|o| stdout(&o))
-        .unwrap_or_default();
-    assert!(
-        finished,
-        "the hybrid run did not finish; supervisor pane:\n{pane_text}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&done).unwrap_or_default().trim(),
-        "0",
-        "{pane_text}"
-    );
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
     let st = p.state();
     assert_eq!(st["stop_reason"], "completion marker", "{st}");
     assert_eq!(
@@ -154,14 +183,204 @@ fn hybrid_claude_completes_on_the_reply_not_on_the_prompt() {
         "{prompts:?}"
     );
     // The pane is killed at the end of the run.
-    let panes = tmux
-        .cmd()
-        .args(["list-panes", "-a", "-F", "#{pane_id}"])
-        .output()
-        .map(|o| stdout(&o))
-        .unwrap_or_default();
+    let panes = panes(&tmux);
     assert!(
         !panes.contains(st["hybrid_pane_id"].as_str().unwrap_or("?")),
         "{panes}"
+    );
+}
+
+/// A codex set-up isolated in `p`: `CODEX_HOME` with the mock provider (no retries of its
+/// own, no update check), the project trusted unless `trusted` is false, and the
+/// `[agents.codex]` table of a hybrid run.
+fn codex_project(server: &MockServer, codex: &Path, trusted: bool) -> Project {
+    let p = Project::new();
+    let codex_home = p.join("codex-home");
+    std::fs::create_dir_all(&codex_home).expect("codex home");
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    let mut cfg = format!(
+        "model = \"mock-model\"\nmodel_provider = \"mock\"\ncheck_for_update_on_startup = false\n\n[analytics]\nenabled = false\n\n[model_providers.mock]\nname = \"mock\"\nbase_url = {:?}\nwire_api = \"responses\"\nenv_key = \"MOCK_API_KEY\"\nrequest_max_retries = 0\nstream_max_retries = 0\n\n[features]\nplugins = false\n",
+        format!("{}/v1", server.base_url())
+    );
+    if trusted {
+        cfg.push_str(&format!(
+            "\n[projects.{:?}]\ntrust_level = \"trusted\"\n",
+            p.path().display().to_string()
+        ));
+    }
+    std::fs::write(codex_home.join("config.toml"), cfg).expect("codex config");
+    // The codex home is inside the work tree: keep it out of git's view.
+    p.write(".gitignore", "codex-home/\ntmp/\nhome/\n");
+    p.write(
+        "PROMPT.md",
+        "Finish the task. End with EXIT_SIGNAL: true only when done.",
+    );
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"codex\"\nsleep_seconds = 0\nretry_backoff_base_seconds = 0.2\ntimeout_seconds = 60\n\n[agents.codex]\nkind = \"codex\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, CODEX_HOME = {:?}, MOCK_API_KEY = \"mock-key\", TMPDIR = {:?}, NO_PROXY = \"127.0.0.1,localhost\" }}\n",
+            codex.display().to_string(),
+            p.join("home").display().to_string(),
+            codex_home.display().to_string(),
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    p
+}
+
+/// Live processes (not zombies) whose environment carries this `CODEX_HOME`: only codex
+/// and its children have it.
+fn codex_survivors(codex_home: &Path) -> Vec<i32> {
+    let needle = format!("CODEX_HOME={}", codex_home.display());
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let close = st.rfind(')')?;
+                    st[close + 1..].split_whitespace().next().map(|s| s != "Z")
+                })
+                .unwrap_or(false);
+            live && std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn hybrid_codex_completes_on_the_reply_and_retries_a_rate_limit_in_the_same_session() {
+    let Some(codex) = cli_bin("codex") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(
+        Provider::OpenAi,
+        Reply::text("Still working.\nEXIT_SIGNAL: false"),
+    );
+    server.push(Provider::OpenAi, Reply::status(429, None));
+    server.push(
+        Provider::OpenAi,
+        Reply::text("All done.\nEXIT_SIGNAL: true"),
+    );
+    let p = codex_project(&server, &codex, true);
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 4 --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+
+    let st = p.state();
+    assert_eq!(st["stop_reason"], "completion marker", "{st}");
+    assert_eq!(
+        st["current_loop"], 2,
+        "loop 1's reply said false; the prompt's own marker did not count"
+    );
+    let rate_limited: Vec<_> = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "prompt_completed" && e["retry_kind"] == "rate_limit")
+        .collect();
+    assert_eq!(rate_limited.len(), 1, "the 429 turn is a rate limit");
+
+    // Three model turns: loop 1, loop 2, loop 2's retry. A fresh session per loop; the
+    // retry goes back into loop 2's session (codex sends the thread id in `session-id`).
+    let turns = server.turns(Provider::OpenAi);
+    assert_eq!(turns.len(), 3, "{:?}", server.prompts(Provider::OpenAi));
+    let thread = |i: usize| turns[i].header("session-id").unwrap_or("?").to_string();
+    assert_ne!(thread(0), thread(1), "loop 2 runs a new session");
+    assert_eq!(thread(1), thread(2), "the retry resumes loop 2's session");
+    assert!(
+        turns[0]
+            .prompt()
+            .is_some_and(|t| t.contains("End with EXIT_SIGNAL: true only when done.")),
+        "the prompt arrives whole"
+    );
+    // The state names the thread the rollout reported, and loop 2 had a pane of its own.
+    assert_eq!(st["current_session_id"], thread(2).as_str(), "{st}");
+    assert!(st["previous_hybrid_pane_id"].is_string(), "{st}");
+    let pane_id = st["hybrid_pane_id"].as_str().unwrap_or("?").to_string();
+    assert!(pane_id.starts_with('%'), "{st}");
+    // One pane per loop: the retry stayed in loop 2's pane (which learnt its thread id
+    // from the rollout), and each pane ran the TUI inline and without the daemon.
+    let started = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "hybrid_pane_started")
+        .collect::<Vec<_>>();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(started[1]["pane_id"], pane_id.as_str());
+    for e in &started {
+        assert_eq!(e["tui"], "codex");
+        assert_eq!(e["session_id"], serde_json::Value::Null, "a new session");
+        let argv = e["argv"].to_string();
+        assert!(
+            argv.contains("--no-alt-screen") && argv.contains("--no-daemon"),
+            "{argv}"
+        );
+    }
+    let resets = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "hybrid_session_reset")
+        .collect::<Vec<_>>();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert_eq!(resets[0]["previous_hybrid_pane_id"], started[0]["pane_id"]);
+
+    // The attempt log holds the rollout records, the agent's reply among them.
+    let all_logs: String = std::fs::read_dir(p.last_run())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("loop-"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(all_logs.contains("task_complete"), "{all_logs:.2000}");
+
+    // The pane is killed at the end, and no codex process outlives the run: no pane, and
+    // no background server (`--no-daemon`).
+    assert!(!panes(&tmux).contains(&pane_id), "{}", panes(&tmux));
+    let codex_home = p.join("codex-home");
+    assert!(
+        wait_until(5.0, || codex_survivors(&codex_home).is_empty()),
+        "codex processes survived the run: {:?}",
+        codex_survivors(&codex_home)
+    );
+}
+
+#[test]
+fn hybrid_codex_in_an_untrusted_folder_stops_with_an_explanation() {
+    let Some(codex) = cli_bin("codex") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    let p = codex_project(&server, &codex, false);
+    let tmux = Tmux::new();
+    let run = run_in_tmux(&tmux, &p, "--max-loops 2");
+    assert!(run.exit.is_some(), "the run hung: {}", run.pane);
+    assert_ne!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    let st = p.state();
+    assert!(
+        st["stop_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("trust") && r.contains("trust_level")),
+        "{st}"
+    );
+    assert!(
+        server.turns(Provider::OpenAi).is_empty(),
+        "nothing was answered for the user"
+    );
+    let codex_home = p.join("codex-home");
+    assert!(
+        wait_until(5.0, || codex_survivors(&codex_home).is_empty()),
+        "{:?}",
+        codex_survivors(&codex_home)
     );
 }

@@ -750,3 +750,85 @@ fn when_the_split_fails_the_transcript_stays_in_the_supervisor_pane() {
         "{history}"
     );
 }
+
+/// The sessions that clients of this server are attached to.
+fn client_sessions(t: &TmuxServer, p: &Project) -> Vec<String> {
+    t.tmux(p, &["list-clients", "-F", "#{client_session}"])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `command` run under `script`, which gives it a terminal, as a user's shell would.
+fn in_a_terminal(t: &TmuxServer, p: &Project, command: &str) -> std::process::Child {
+    let mut c = Command::new("script");
+    t.env(&mut c, p);
+    c.current_dir(p.path())
+        .env("TERM", "xterm-256color")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c.spawn().expect("run script")
+}
+
+fn quoted(path: &Path) -> String {
+    shlex::try_quote(&path.display().to_string())
+        .map(|q| q.into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn farm_attach_attaches_from_a_terminal_and_switches_from_inside_tmux() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\ncodex-reply attached\n", "");
+
+    // From a terminal outside tmux: the looper starts the window, then attaches to it.
+    let mut child = in_a_terminal(
+        &t,
+        &p,
+        &format!(
+            "{} --once --farm-session farm1 --farm-attach",
+            quoted(&looper_bin())
+        ),
+    );
+    let attached = wait_until(30.0, || client_sessions(&t, &p) == ["farm1"]);
+    let clients = client_sessions(&t, &p);
+    let _ = t.tmux(&p, &["detach-client", "-s", "farm1"]);
+    let exit = wait_until(10.0, || child.try_wait().is_ok_and(|s| s.is_some()));
+    if !exit {
+        let _ = child.kill();
+    }
+    assert!(attached, "no client attached to farm1: {clients:?}");
+    assert!(exit, "the attached looper did not return after the detach");
+    assert_eq!(windows(&t, &p, "farm1"), [dir_name(&p)]);
+
+    // From inside tmux (a client on another session): the client is switched, not nested.
+    let mut outer = in_a_terminal(&t, &p, "tmux new-session -s outer");
+    assert!(
+        wait_until(30.0, || client_sessions(&t, &p) == ["outer"]),
+        "{:?}",
+        client_sessions(&t, &p)
+    );
+    let launch = format!(
+        "{} --once --farm-session farm2 --farm-attach",
+        quoted(&looper_bin())
+    );
+    t.tmux(&p, &["send-keys", "-t", "=outer:", "-l", &launch])
+        .expect("type the command");
+    t.tmux(&p, &["send-keys", "-t", "=outer:", "Enter"])
+        .expect("enter");
+    let switched = wait_until(30.0, || client_sessions(&t, &p) == ["farm2"]);
+    let clients = client_sessions(&t, &p);
+    let _ = t.tmux(&p, &["kill-session", "-t", "=outer"]);
+    let _ = t.tmux(&p, &["detach-client", "-a"]);
+    let _ = outer.kill();
+    let _ = outer.wait();
+    assert!(
+        switched,
+        "the client was not switched to farm2: {clients:?}"
+    );
+    assert_eq!(windows(&t, &p, "farm2"), [dir_name(&p)]);
+}

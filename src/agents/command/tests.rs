@@ -250,3 +250,75 @@ fn display_quotes_for_reading_only() {
     };
     assert_eq!(c.display(), r#"codex exec 'a b' "it's""#);
 }
+
+fn pane(a: &AgentSettings, id: Option<&str>, resume: bool) -> Vec<String> {
+    let session = SessionRef {
+        name: "lbl-loop-0001".into(),
+        id: id.map(str::to_string),
+        resume,
+    };
+    interactive(a, "/bin/tui", &session)
+}
+
+#[test]
+fn hybrid_panes_run_the_interactive_tuis() {
+    let mut a = agent(AgentKind::Claude);
+    a.extra_args = vec!["--verbose".into()];
+    a.model = Some("opus".into());
+    assert_eq!(
+        pane(&a, Some("u-1"), false),
+        [
+            "/bin/tui",
+            "--verbose",
+            "--model",
+            "opus",
+            "--session-id",
+            "u-1"
+        ]
+    );
+    assert_eq!(
+        pane(&a, Some("u-1"), true),
+        [
+            "/bin/tui",
+            "--verbose",
+            "--model",
+            "opus",
+            "--resume",
+            "u-1"
+        ]
+    );
+
+    let mut c = agent(AgentKind::Codex);
+    assert_eq!(
+        pane(&c, None, false),
+        ["/bin/tui", "--no-alt-screen", "--no-daemon"],
+        "a new codex session: its thread id is learnt from the rollout"
+    );
+    c.effort = Some("high".into());
+    assert_eq!(
+        pane(&c, Some("th-1"), true),
+        [
+            "/bin/tui",
+            "resume",
+            "--no-alt-screen",
+            "--no-daemon",
+            "--config",
+            "model_reasoning_effort=\"high\"",
+            "th-1"
+        ]
+    );
+    // An id the TUI has not recorded yet is not resumed.
+    assert_eq!(
+        pane(&c, Some("th-1"), false),
+        [
+            "/bin/tui",
+            "--no-alt-screen",
+            "--no-daemon",
+            "--config",
+            "model_reasoning_effort=\"high\""
+        ]
+    );
+
+    c.interactive_command = Some(vec!["my-codex".into(), "--flag".into()]);
+    assert_eq!(pane(&c, Some("th-1"), true), ["my-codex", "--flag"]);
+}

@@ -430,3 +430,67 @@ fn block_scanning_matches_exactly_what_line_scanning_would() {
     // JSON lines and CRLF take the line-by-line path and still work.
     assert!(scan(r"^done$", &["{\"x\":1}\r\ndone\r\n"]));
 }
+
+#[test]
+fn codex_hybrid_rollout() {
+    // The rollout of a real interactive codex session (4 turns: a reply saying false, a
+    // 429, a reply saying true, one more after `codex resume`). User records carry the
+    // prompt with the marker and never complete; the 429 is a rate limit; usage is counted
+    // once per model call (token_count), not again from token_usage_record.
+    let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
+    let rollout = fixture("codex", "hybrid_rollout.jsonl");
+    let lines: Vec<&[u8]> = rollout.split_inclusive(|b| *b == b'\n').collect();
+    let turn_end = |n: usize| {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| String::from_utf8_lossy(l).contains(r#""type":"task_complete""#))
+            .nth(n)
+            .map(|(i, _)| i + 1)
+            .unwrap_or(0)
+    };
+    let feed = |from: usize, to: usize| {
+        let mut s = Scanner::new(
+            AgentKind::Codex,
+            false,
+            completion.clone(),
+            None,
+            classifier(),
+            1.8e9,
+        );
+        for l in &lines[from..to] {
+            for chunk in l.chunks(97) {
+                s.feed(Stream::Stdout, chunk);
+            }
+        }
+        s.finish_stream(Stream::Stdout);
+        s
+    };
+    let first = feed(0, turn_end(0));
+    assert!(
+        !first.completion_seen,
+        "the prompt's own marker is not the agent's"
+    );
+    assert_eq!(first.error, None);
+    assert_eq!(
+        first.session_id.as_deref(),
+        Some("01a1fded-3988-7381-8087-30f43d925ed9")
+    );
+    assert_eq!(
+        (first.usage.input_tokens, first.usage.output_tokens),
+        (10, 5)
+    );
+    let second = feed(turn_end(0), turn_end(1));
+    assert_eq!(
+        class(&second),
+        Some(ErrorClass::RateLimit),
+        "{:?}",
+        second.error
+    );
+    assert!(!second.completion_seen);
+    let third = feed(turn_end(1), turn_end(2));
+    assert!(third.completion_seen);
+    assert_eq!(third.error, None);
+    let all = feed(0, lines.len());
+    assert_eq!(all.usage.input_tokens, 30, "three answered calls");
+}
