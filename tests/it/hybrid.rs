@@ -384,3 +384,123 @@ fn hybrid_codex_in_an_untrusted_folder_stops_with_an_explanation() {
         codex_survivors(&codex_home)
     );
 }
+
+#[test]
+fn hybrid_codex_reused_session_keeps_one_pane_and_can_leave_it_open() {
+    let Some(codex) = cli_bin("codex") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(
+        Provider::OpenAi,
+        Reply::text("Still working.\nEXIT_SIGNAL: false"),
+    );
+    server.push(
+        Provider::OpenAi,
+        Reply::text("All done.\nEXIT_SIGNAL: true"),
+    );
+    let p = codex_project(&server, &codex, true);
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 3 --reuse-session --keep-agent-pane --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    let st = p.state();
+    assert_eq!(st["stop_reason"], "completion marker", "{st}");
+    assert_eq!(st["current_loop"], 2, "{st}");
+    let started: Vec<_> = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "hybrid_pane_started")
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "one pane for the one session: {started:?}"
+    );
+    let turns = server.turns(Provider::OpenAi);
+    assert_eq!(turns.len(), 2);
+    assert_eq!(
+        turns[0].header("session-id"),
+        turns[1].header("session-id"),
+        "loop 2 continued loop 1's thread"
+    );
+    // --keep-agent-pane: the TUI is still there, at its prompt.
+    let pane_id = st["hybrid_pane_id"].as_str().unwrap_or("?").to_string();
+    assert!(panes(&tmux).contains(&pane_id), "{}", panes(&tmux));
+    let screen = tmux
+        .cmd()
+        .args(["capture-pane", "-p", "-t", &pane_id])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    assert!(screen.contains("All done."), "{screen}");
+    drop(tmux);
+    let codex_home = p.join("codex-home");
+    assert!(
+        wait_until(5.0, || codex_survivors(&codex_home).is_empty()),
+        "{:?}",
+        codex_survivors(&codex_home)
+    );
+}
+
+#[test]
+fn hybrid_claude_start_up_dialogs_stop_the_run_with_an_explanation() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+    // (what claude.json leaves unanswered, the words the stop reason must carry)
+    for (trusted, key_approved, want) in
+        [(false, true, "trust this folder"), (true, false, "API key")]
+    {
+        let server = MockServer::start();
+        let p = Project::new();
+        let home = p.join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let approved: Vec<String> = if key_approved {
+            vec![key[key.len() - 20..].to_string()]
+        } else {
+            vec![]
+        };
+        let cfg = serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": { p.path().display().to_string(): { "hasTrustDialogAccepted": trusted, "hasCompletedProjectOnboarding": true } },
+            "customApiKeyResponses": { "approved": approved, "rejected": [] },
+        });
+        std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+        std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+        p.write("PROMPT.md", "Say hello.");
+        p.write(
+            "agent-looper.toml",
+            &format!(
+                "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", TMPDIR = {:?} }}\n",
+                claude.display().to_string(),
+                home.display().to_string(),
+                server.base_url(),
+                key,
+                p.join("tmp").display().to_string(),
+            ),
+        );
+        let tmux = Tmux::new();
+        let run = run_in_tmux(&tmux, &p, "--max-loops 2");
+        assert!(run.exit.is_some(), "{want}: the run hung: {}", run.pane);
+        assert_ne!(run.exit.as_deref(), Some("0"), "{want}: {}", run.pane);
+        let st = p.state();
+        assert!(
+            st["stop_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("claude is asking") && r.contains(want)),
+            "{want}: {st}"
+        );
+        assert!(
+            server.turns(Provider::Anthropic).is_empty(),
+            "{want}: nothing was answered for the user"
+        );
+    }
+}
