@@ -243,16 +243,7 @@ pub fn start_pane(
         )
     })?;
     // Keep a crashed agent's last screen, and notice the death through #{pane_dead}.
-    let _ = tmux::run(
-        SetOption::new()
-            .pane()
-            .quiet()
-            .target_pane(id)
-            .option("remain-on-exit")
-            .value("on")
-            .build(),
-        None,
-    );
+    let _ = tmux::run(commands::remain_on_exit(id), None);
     Ok(Pane {
         id: id.to_string(),
         pid: pid.parse().unwrap_or(0),
@@ -264,36 +255,63 @@ pub fn start_pane(
 }
 
 pub fn kill_pane(pane: &Pane) {
-    let _ = tmux::run(KillPane::new().target_pane(pane.id.as_str()).build(), None);
+    let _ = tmux::run(commands::kill_pane(&pane.id), None);
 }
 
 fn capture(pane: &Pane) -> Result<String, String> {
-    tmux::run(
-        CapturePane::new()
-            .stdout()
-            .target_pane(pane.id.as_str())
-            .build(),
-        None,
-    )
+    tmux::run(commands::capture(&pane.id), None)
 }
 
 /// `Some(exit status)` once the pane's process has exited.
 fn pane_dead(pane: &Pane) -> Option<i32> {
-    let out = tmux::run(
-        DisplayMessage::new()
-            .print()
-            .target_pane(pane.id.as_str())
-            .message("#{pane_dead} #{pane_dead_status}")
-            .build(),
-        None,
-    );
-    match out {
+    match tmux::run(commands::pane_dead(&pane.id), None) {
         Ok(s) => {
             let mut it = s.split_whitespace();
             (it.next() == Some("1")).then(|| it.next().and_then(|c| c.parse().ok()).unwrap_or(1))
         }
         // The pane is gone altogether.
         Err(_) => Some(1),
+    }
+}
+
+/// The tmux commands issued to an agent pane (besides its split and the paste sequence).
+mod commands {
+    use super::*;
+
+    pub fn remain_on_exit(pane: &str) -> TmuxCommand<'_> {
+        SetOption::new()
+            .pane()
+            .quiet()
+            .target_pane(pane)
+            .option("remain-on-exit")
+            .value("on")
+            .build()
+    }
+
+    pub fn kill_pane(pane: &str) -> TmuxCommand<'_> {
+        KillPane::new().target_pane(pane).build()
+    }
+
+    /// The visible screen, as text without colours.
+    pub fn capture(pane: &str) -> TmuxCommand<'_> {
+        CapturePane::new().stdout().target_pane(pane).build()
+    }
+
+    pub fn pane_dead(pane: &str) -> TmuxCommand<'_> {
+        DisplayMessage::new()
+            .print()
+            .target_pane(pane)
+            .message("#{pane_dead} #{pane_dead_status}")
+            .build()
+    }
+
+    /// Key names as tmux reads them (`Escape`, `Enter`, `2`).
+    pub fn keys<'a>(pane: &'a str, keys: &[&'a str]) -> TmuxCommand<'a> {
+        let mut b = SendKeys::new().target_pane(pane);
+        for k in keys {
+            b = b.key(*k);
+        }
+        b.build()
     }
 }
 
@@ -436,14 +454,7 @@ pub async fn wait_ready(pane: &Pane, limit: Duration, first_turn: bool) -> Resul
                 Screen::Ready => {}
                 Screen::Blocked(why) => return Err(why),
                 Screen::UpdateOffer if answered.is_none() => {
-                    tmux::run(
-                        SendKeys::new()
-                            .target_pane(pane.id.as_str())
-                            .key("2")
-                            .key("Enter")
-                            .build(),
-                        None,
-                    )?;
+                    tmux::run(commands::keys(&pane.id, &["2", "Enter"]), None)?;
                     answered = Some(screen);
                 }
                 Screen::UpdateOffer | Screen::Busy | Screen::Starting => {}
@@ -548,7 +559,7 @@ pub async fn run_turn(
             msg = control.recv() => {
                 if let Some(AttemptControl::Terminate { .. }) = msg {
                     // Interrupt the TUI's turn; the pane itself is ended by the caller.
-                    let _ = tmux::run(SendKeys::new().target_pane(pane.id.as_str()).key("Escape").build(), None);
+                    let _ = tmux::run(commands::keys(&pane.id, &["Escape"]), None);
                     exit.terminated = true;
                     break;
                 }
@@ -606,6 +617,51 @@ mod tests {
                 "--session-id",
                 "u-1"
             ]
+        );
+    }
+
+    #[test]
+    fn pane_commands_argv() {
+        let t = |c| tmux::argv(c);
+        assert_eq!(
+            t(commands::remain_on_exit("%7")),
+            [
+                "tmux",
+                "set-option",
+                "-p",
+                "-q",
+                "-t",
+                "%7",
+                "remain-on-exit",
+                "on"
+            ]
+        );
+        assert_eq!(
+            t(commands::kill_pane("%7")),
+            ["tmux", "kill-pane", "-t", "%7"]
+        );
+        assert_eq!(
+            t(commands::capture("%7")),
+            ["tmux", "capture-pane", "-p", "-t", "%7"]
+        );
+        assert_eq!(
+            t(commands::pane_dead("%7")),
+            [
+                "tmux",
+                "display-message",
+                "-p",
+                "-t",
+                "%7",
+                "#{pane_dead} #{pane_dead_status}"
+            ]
+        );
+        assert_eq!(
+            t(commands::keys("%7", &["2", "Enter"])),
+            ["tmux", "send-keys", "-t", "%7", "2", "Enter"]
+        );
+        assert_eq!(
+            t(commands::keys("%7", &["Escape"])),
+            ["tmux", "send-keys", "-t", "%7", "Escape"]
         );
     }
 
