@@ -155,6 +155,46 @@ fn render_json(v: &Json) -> Option<String> {
                 .unwrap_or("error");
             Some(format!("error: {msg}"))
         }
+        // codex's interactive rollout: the conversation is in `response_item`s; `event_msg`s
+        // repeat it, except for a failed turn's error.
+        "response_item" => {
+            let p = v.get("payload")?;
+            match s(p, "type")? {
+                "message" if s(p, "role") == Some("assistant") => {
+                    let parts: Vec<&str> = p
+                        .get("content")?
+                        .as_array()?
+                        .iter()
+                        .filter(|c| s(c, "type") == Some("output_text"))
+                        .filter_map(|c| s(c, "text"))
+                        .collect();
+                    (!parts.is_empty()).then(|| parts.join("\n"))
+                }
+                "function_call" | "custom_tool_call" | "local_shell_call" => {
+                    let args = p
+                        .get("arguments")
+                        .or_else(|| p.get("input"))
+                        .or_else(|| p.get("action"))
+                        .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_string))
+                        .unwrap_or_default();
+                    Some(format!(
+                        "tool: {} {}",
+                        s(p, "name").unwrap_or("shell"),
+                        one_line(&args, 160)
+                    ))
+                }
+                _ => None,
+            }
+        }
+        "event_msg" => {
+            let p = v.get("payload")?;
+            let err = match s(p, "type")? {
+                "task_complete" => p.get("error").filter(|e| !e.is_null())?,
+                "error" => p,
+                _ => return None,
+            };
+            Some(format!("error: {}", s(err, "message").unwrap_or("error")))
+        }
         "tool_use" => Some(format!("tool: {}", s(v, "tool_name").unwrap_or("tool"))),
         "tool_result" => Some(format!("tool result: {}", s(v, "status").unwrap_or(""))),
         _ => None,
@@ -178,6 +218,35 @@ pub fn render_log_record(record: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_a_codex_rollout_as_its_conversation() {
+        let rollout = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/codex/hybrid_rollout.jsonl"
+        ))
+        .unwrap_or_default();
+        let shown: Vec<String> = rollout
+            .lines()
+            .filter_map(|l| render("stdout", l))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "First reply.\nEXIT_SIGNAL: false",
+                "error: exceeded retry limit, last status: 429 Too Many Requests",
+                "Third reply.\nEXIT_SIGNAL: true",
+                "Resumed reply."
+            ]
+        );
+        assert_eq!(
+            render(
+                "stdout",
+                r#"{"type":"response_item","payload":{"type":"function_call","name":"exec_command","arguments":"{\"cmd\":\"ls\"}"}}"#
+            ),
+            Some(r#"tool: exec_command {"cmd":"ls"}"#.into())
+        );
+    }
 
     #[test]
     fn renders_codex_claude_and_noise() {

@@ -342,6 +342,26 @@ fn hybrid_codex_completes_on_the_reply_and_retries_a_rate_limit_in_the_same_sess
         })
         .unwrap_or_default();
     assert!(all_logs.contains("task_complete"), "{all_logs:.2000}");
+    // ... and `looper logs` renders loop 2's as its conversation.
+    let out = Command::new(looper_bin())
+        .args(["logs", "--run-dir"])
+        .arg(p.last_run())
+        .current_dir(p.path())
+        .output()
+        .expect("looper logs");
+    let shown = stdout(&out);
+    assert_eq!(
+        shown
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>(),
+        [
+            "error: exceeded retry limit, last status: 429 Too Many Requests",
+            "All done.",
+            "EXIT_SIGNAL: true"
+        ],
+        "{shown}"
+    );
 
     // The pane is killed at the end, and no codex process outlives the run: no pane, and
     // no background server (`--no-daemon`).
