@@ -666,6 +666,10 @@ impl Driver {
                 return Ok(());
             }
         };
+        // The hybrid pane runs the TUI, not this command.
+        if s.agent.interface == Interface::Hybrid && !spec.dry_run {
+            return self.start_hybrid_attempt(spec, prompt);
+        }
         let shown = cmd.display();
         let shown = if shown.len() > 600 {
             format!("{}…", &shown[..shown.floor_char_boundary(600)])
@@ -680,9 +684,6 @@ impl Driver {
                 ..AttemptReport::default()
             }));
             return Ok(());
-        }
-        if s.agent.interface == Interface::Hybrid {
-            return self.start_hybrid_attempt(spec, prompt);
         }
         let mut log = self.open_attempt_log(&spec, &format!("$ {shown}"))?;
         let env = agent_env(s, &self.store, &self.p.label);
@@ -795,6 +796,17 @@ impl Driver {
                 .append_raw("hybrid_session_reset", Utc::now(), m)?;
             self.store.state.previous_hybrid_pane_id = Some(old.id);
         }
+        // A pane closed between turns (by hand, or a crash while idle): its session goes on
+        // in a new one, resumed by id.
+        if let Some(gone) = self.pane.take_if(|p| hybrid::is_gone(p)) {
+            self.say(format!(
+                "hybrid {} pane {} is gone; reopening session {}",
+                gone.tui.name(),
+                gone.id,
+                gone.session_id
+            ));
+            hybrid::kill_pane(&gone);
+        }
         let mut log = self.open_attempt_log(&spec, "(hybrid pane)")?;
         if self.pane.is_none() {
             let mut env = agent_env(s, &self.store, &self.p.label);
@@ -898,6 +910,13 @@ impl Driver {
         let Some(pane) = self.pane.clone() else {
             return Ok(());
         };
+        self.say(format!(
+            "prompt {} ({} bytes) to {} pane {}",
+            spec.prompt_index,
+            prompt.len(),
+            pane.tui.name(),
+            pane.id
+        ));
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.attempt_ctl = Some(tx);
         let mut sink = self.new_sink(log, false);
@@ -957,11 +976,11 @@ impl Driver {
             self.store.state.agent_notice = Some(n);
         }
         let sc = &sink.scanner;
-        // A new codex session's pane learns its thread id from the rollout.
-        if let (Some(pane), Some(id)) = (self.pane.as_mut(), &sc.session_id)
-            && pane.session_id.is_empty()
-        {
-            pane.session_id = id.clone();
+        if let Some(pane) = self.pane.as_mut() {
+            pane.turns += 1;
+            if let Some(id) = &sc.session_id {
+                pane.learn_session(id);
+            }
         }
         self.queue.push_back(Input::AttemptFinished(AttemptReport {
             exit_code: exit.exit_code,

@@ -301,6 +301,18 @@ fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                     .map(Cow::Owned);
             }
         }
+        // One record per model response. `event_msg`/`token_count` repeats the last usage
+        // whenever rate-limit figures arrive, so it is not counted.
+        "token_usage_record" => {
+            if let Some(usage) = v.get("payload").and_then(|p| p.get("usage")) {
+                facts.usage = Some(Usage {
+                    input_tokens: u(usage, "input_tokens"),
+                    output_tokens: u(usage, "output_tokens"),
+                    cached_input_tokens: u(usage, "cached_input_tokens"),
+                    cost_usd: 0.0,
+                });
+            }
+        }
         "event_msg" => rollout_event(
             v.get("payload").unwrap_or(&Json::Null),
             &mut facts,
@@ -311,19 +323,9 @@ fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
     facts
 }
 
-/// An `event_msg` record of a codex rollout: usage per model call, and the turn's outcome.
+/// An `event_msg` record of a codex rollout: the turn's outcome.
 fn rollout_event(payload: &Json, facts: &mut LineFacts, now_epoch: f64) {
     match s(payload, "type").unwrap_or("") {
-        "token_count" => {
-            if let Some(last) = payload.get("info").and_then(|i| i.get("last_token_usage")) {
-                facts.usage = Some(Usage {
-                    input_tokens: u(last, "input_tokens"),
-                    output_tokens: u(last, "output_tokens"),
-                    cached_input_tokens: u(last, "cached_input_tokens"),
-                    cost_usd: 0.0,
-                });
-            }
-        }
         // A failed turn ends with `task_complete` carrying the error and, for HTTP
         // failures, the status under `codex_error_info.<kind>.http_status_code`.
         "task_complete" | "error" | "stream_error" => {

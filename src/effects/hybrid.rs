@@ -32,6 +32,15 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// During a turn, the screen is checked for a dialog every this many polls.
 const SCREEN_CHECK_POLLS: u32 = 10;
 
+/// How long a TUI may take to show its input prompt (the reference's 60 s).
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long after the paste a new codex session may take to create its rollout.
+const ROLLOUT_GRACE: Duration = Duration::from_secs(30);
+
+/// How long the screen may stay busy after the turn's closing record.
+const IDLE_LIMIT: Duration = Duration::from_secs(2);
+
 /// Which interactive TUI runs in the pane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tui {
@@ -82,6 +91,23 @@ pub struct Pane {
     pub session_id: String,
     pub transcript: Transcript,
     pub started: SystemTime,
+    /// Turns the TUI has taken in this pane.
+    pub turns: u32,
+}
+
+impl Pane {
+    /// A new codex session's pane learns its thread id from the rollout, and from then on
+    /// reads that rollout by name: later turns never look for it again.
+    pub fn learn_session(&mut self, id: &str) {
+        if self.session_id.is_empty() {
+            self.session_id = id.to_string();
+        }
+        if let Transcript::CodexRollout { sessions, .. } = &self.transcript
+            && let Some(path) = codex_rollout(sessions, &self.session_id)
+        {
+            self.transcript = Transcript::Known(path);
+        }
+    }
 }
 
 /// The folder name claude gives a working directory: every non-alphanumeric becomes `-`.
@@ -140,8 +166,10 @@ pub fn codex_rollout(sessions: &Path, thread_id: &str) -> Option<PathBuf> {
 }
 
 /// The rollout a process of the pane holds open (its group: the pane runs the TUI as the
-/// group leader, and the TUI keeps its rollout open while it lives).
+/// group leader, and the TUI keeps its rollout open while it lives). The kernel names open
+/// files by their resolved path, so `sessions` is resolved too.
 fn open_rollout(pane_pid: i32, sessions: &Path) -> Option<PathBuf> {
+    let sessions = std::fs::canonicalize(sessions).unwrap_or_else(|_| sessions.to_path_buf());
     let mut pids = procinfo::group_members(pane_pid);
     pids.insert(0, pane_pid);
     pids.into_iter().find_map(|pid| {
@@ -149,7 +177,7 @@ fn open_rollout(pane_pid: i32, sessions: &Path) -> Option<PathBuf> {
             .ok()?
             .flatten()
             .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .find(|target| target.starts_with(sessions) && is_rollout(target))
+            .find(|target| target.starts_with(&sessions) && is_rollout(target))
     })
 }
 
@@ -251,6 +279,7 @@ pub fn start_pane(
         session_id: session_id.to_string(),
         transcript,
         started,
+        turns: 0,
     })
 }
 
@@ -262,14 +291,22 @@ fn capture(pane: &Pane) -> Result<String, String> {
     tmux::run(commands::capture(&pane.id), None)
 }
 
+/// The pane's TUI has exited, or the pane is gone altogether.
+pub fn is_gone(pane: &Pane) -> bool {
+    pane_dead(pane).is_some()
+}
+
 /// `Some(exit status)` once the pane's process has exited.
 fn pane_dead(pane: &Pane) -> Option<i32> {
     match tmux::run(commands::pane_dead(&pane.id), None) {
         Ok(s) => {
             let mut it = s.split_whitespace();
+            // tmux prints an empty line, successfully, for a pane that no longer exists.
+            if it.next() != Some(pane.id.as_str()) {
+                return Some(1);
+            }
             (it.next() == Some("1")).then(|| it.next().and_then(|c| c.parse().ok()).unwrap_or(1))
         }
-        // The pane is gone altogether.
         Err(_) => Some(1),
     }
 }
@@ -301,7 +338,7 @@ mod commands {
         DisplayMessage::new()
             .print()
             .target_pane(pane)
-            .message("#{pane_dead} #{pane_dead_status}")
+            .message("#{pane_id} #{pane_dead} #{pane_dead_status}")
             .build()
     }
 
@@ -332,39 +369,38 @@ pub fn classify(tui: Tui, capture: &str) -> Screen {
     dialog(tui, capture).unwrap_or_else(|| activity(tui, capture))
 }
 
-/// A start-up dialog (folder trust, sign-in, API key approval, update offer). Only looked
-/// for before a pane's first turn: later, the screen shows the agent's own words, which may
-/// well mention trusting files.
+/// A start-up dialog (folder trust, sign-in, API key approval, update offer), known by
+/// the dialogs' own lines (recorded in tests/fixtures/clis). Only looked for until the
+/// pane's first turn is under way: later, the screen shows the conversation.
 pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
     let lower = capture.to_lowercase();
+    let has = |needle: &str| lower.contains(needle);
     let blocked = |why: &str| Some(Screen::Blocked(why.to_string()));
     match tui {
         Tui::Claude => {
-            if lower.contains("trust") && (lower.contains("folder") || lower.contains("files")) {
+            if has("yes, i trust this folder")
+                || has("is this a project you created or one you trust")
+                || has("do you trust the files in this folder")
+            {
                 return blocked(
                     "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json",
                 );
             }
-            if lower.contains("api key")
-                && (lower.contains("do you want to use") || lower.contains("detected a custom"))
-            {
+            if has("detected a custom api key") && has("do you want to use this api key") {
                 return blocked(
                     "claude is asking whether to use the API key in the environment; run claude once interactively to approve it",
                 );
             }
         }
         Tui::Codex => {
-            if lower.contains("trust this folder")
-                || (lower.contains("trust")
-                    && lower.contains("directory")
-                    && lower.contains("press enter to continue"))
+            if (has("trust this folder?") && has("trust and continue"))
+                || (has("trust") && has("directory") && has("press enter to continue"))
             {
                 return blocked(
                     "codex is asking whether to trust this folder; run codex once in this directory and trust it, or add `[projects.\"<dir>\"] trust_level = \"trusted\"` to $CODEX_HOME/config.toml",
                 );
             }
-            if lower.contains("sign in with chatgpt") || lower.contains("provide your own api key")
-            {
+            if has("sign in with chatgpt") && (has("welcome to codex") || has("api key")) {
                 return blocked(
                     "codex is not signed in; run `codex login` once (or configure a model provider with an env_key)",
                 );
@@ -488,8 +524,20 @@ fn read_from(p: &Path, offset: &mut u64) -> Vec<u8> {
     buf
 }
 
-/// Run one turn: paste the prompt, stream the transcript into `sink` until the turn ends,
-/// the timeout passes, the pane dies, or a terminate request arrives.
+/// After the record that ends a turn, the TUI takes a moment to show its prompt again.
+async fn settle_idle(pane: &Pane) {
+    let end = tokio::time::Instant::now() + IDLE_LIMIT;
+    while tokio::time::Instant::now() < end
+        && capture(pane).is_ok_and(|screen| activity(pane.tui, &screen) == Screen::Busy)
+    {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Run one turn: paste the prompt, stream the transcript into `sink` until the turn ends
+/// (its closing record, then an idle screen: D26), the timeout passes, or a terminate
+/// request arrives. A pane that dies during the turn, a dialog that took the prompt, or a
+/// codex that writes no rollout are errors.
 pub async fn run_turn(
     pane: &Pane,
     prompt: &str,
@@ -497,15 +545,16 @@ pub async fn run_turn(
     sink: &mut dyn OutputSink,
     control: &mut mpsc::UnboundedReceiver<AttemptControl>,
 ) -> Result<AttemptExit, String> {
-    let start = tokio::time::Instant::now();
-    let deadline = start + timeout;
-    // A new codex session's rollout appears only with its first prompt: read from its start.
+    let name = pane.tui.name();
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Until the pane's first turn is under way, a start-up dialog may stand in the way.
+    let first_turn = pane.turns == 0;
+    wait_ready(pane, timeout.min(READY_LIMIT), first_turn).await?;
+    // Measured after the wait, so nothing written before the paste counts for this turn.
     let mut transcript = locate(pane);
     let mut offset = transcript.as_deref().map(file_len).unwrap_or(0);
-    // Until the TUI records a turn, a start-up dialog may stand in the way.
-    let first_turn = offset == 0;
-    wait_ready(pane, timeout.min(Duration::from_secs(90)), first_turn).await?;
     paste(pane, prompt).await?;
+    let pasted = tokio::time::Instant::now();
     let mut exit = AttemptExit::default();
     let mut line = Vec::new();
     let mut polls = 0u32;
@@ -514,6 +563,25 @@ pub async fn run_turn(
     loop {
         if transcript.is_none() {
             transcript = locate(pane);
+            match &transcript {
+                // A new codex session's rollout begins with this prompt: read it all. On a
+                // later turn, never re-read what earlier turns wrote.
+                Some(t) if !first_turn => offset = file_len(t),
+                Some(_) => {}
+                None if pasted.elapsed() >= ROLLOUT_GRACE => {
+                    sink.eof(Stream::Stdout);
+                    return Err(format!(
+                        "{name} wrote no transcript within {} s of the prompt (looked for its rollout under {})",
+                        ROLLOUT_GRACE.as_secs(),
+                        match &pane.transcript {
+                            Transcript::CodexRollout { sessions, .. } =>
+                                sessions.display().to_string(),
+                            Transcript::Known(p) => p.display().to_string(),
+                        }
+                    ));
+                }
+                None => {}
+            }
         }
         let fresh = transcript
             .as_deref()
@@ -533,12 +601,16 @@ pub async fn run_turn(
             }
         }
         if turn_over {
+            settle_idle(pane).await;
             exit.exit_code = Some(0);
             break;
         }
         if let Some(code) = pane_dead(pane) {
-            exit.exit_code = Some(code);
-            break;
+            sink.eof(Stream::Stdout);
+            return Err(format!(
+                "the hybrid {name} pane exited (status {code}) during the turn: {}",
+                last_lines(pane)
+            ));
         }
         // A dialog that took the paste would otherwise hold the turn until the timeout.
         polls += 1;
@@ -652,7 +724,7 @@ mod tests {
                 "-p",
                 "-t",
                 "%7",
-                "#{pane_dead} #{pane_dead_status}"
+                "#{pane_id} #{pane_dead} #{pane_dead_status}"
             ]
         );
         assert_eq!(
@@ -684,6 +756,12 @@ mod tests {
             ),
             Screen::Blocked(_)
         ));
+        for f in ["hybrid_pane_trust.txt", "hybrid_pane_api_key.txt"] {
+            assert!(
+                matches!(classify(Tui::Claude, &read(f)), Screen::Blocked(_)),
+                "{f}"
+            );
+        }
         assert!(matches!(
             classify(
                 Tui::Claude,
@@ -714,7 +792,7 @@ mod tests {
             Screen::Blocked(why) if why.contains("trust_level")
         ));
         assert!(matches!(
-            classify(Tui::Codex, "Welcome to Codex\n> 1. Sign in with ChatGPT\n  2. Provide your own API key"),
+            classify(Tui::Codex, &read("hybrid_pane_sign_in.txt")),
             Screen::Blocked(why) if why.contains("codex login")
         ));
         assert_eq!(
@@ -725,9 +803,10 @@ mod tests {
             Screen::UpdateOffer
         );
         assert_eq!(classify(Tui::Codex, ""), Screen::Starting);
-        // After the first turn the screen holds the agent's words: no dialog is read there.
+        // Dialogs are known by their own lines, not by words a reply may use.
         let reply = "• I trust these files in this folder; the directory is fine.\n› Ask Codex to do anything";
-        assert!(dialog(Tui::Claude, reply).is_some());
+        assert_eq!(dialog(Tui::Claude, reply), None);
+        assert_eq!(dialog(Tui::Codex, reply), None);
         assert_eq!(activity(Tui::Claude, reply), Screen::Starting);
         assert_eq!(activity(Tui::Codex, reply), Screen::Ready);
     }
@@ -785,6 +864,23 @@ mod tests {
             None,
             "a rollout older than the pane is another session's"
         );
+
+        // Once its thread id is known, a pane reads its rollout by name.
+        let mut pane = Pane {
+            id: "%1".into(),
+            pid: 0,
+            tui: Tui::Codex,
+            session_id: String::new(),
+            transcript: Transcript::CodexRollout {
+                sessions: sessions.clone(),
+                cwd: PathBuf::from("/work/a"),
+            },
+            started: since,
+            turns: 1,
+        };
+        pane.learn_session("aaaa-1111");
+        assert_eq!(pane.session_id, "aaaa-1111");
+        assert_eq!(pane.transcript, Transcript::Known(ours.clone()));
 
         // The exact way: the file a process of the pane holds open (here, this process).
         let pid = std::process::id() as i32;

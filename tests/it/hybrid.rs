@@ -59,6 +59,11 @@ struct TmuxRun {
 
 /// Run `looper --local <args>` in `p` inside a new session of `tmux`, as a user would.
 fn run_in_tmux(tmux: &Tmux, p: &Project, args: &str) -> TmuxRun {
+    start_in_tmux(tmux, p, args);
+    wait_in_tmux(tmux, p)
+}
+
+fn start_in_tmux(tmux: &Tmux, p: &Project, args: &str) {
     let done = p.join("looper.exit");
     let script = format!(
         "cd {:?} && {:?} --local {args}; echo $? > {:?}",
@@ -85,6 +90,10 @@ fn run_in_tmux(tmux: &Tmux, p: &Project, args: &str) -> TmuxRun {
         .output()
         .expect("tmux new-session");
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn wait_in_tmux(tmux: &Tmux, p: &Project) -> TmuxRun {
+    let done = p.join("looper.exit");
     let finished = wait_until(120.0, || done.exists());
     let pane = tmux
         .cmd()
@@ -523,4 +532,114 @@ fn hybrid_claude_start_up_dialogs_stop_the_run_with_an_explanation() {
             "{want}: nothing was answered for the user"
         );
     }
+}
+
+#[test]
+fn hybrid_codex_pane_closed_between_loops_is_reopened_on_the_same_thread() {
+    let Some(codex) = cli_bin("codex") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(
+        Provider::OpenAi,
+        Reply::text("Still working.\nEXIT_SIGNAL: false"),
+    );
+    server.push(
+        Provider::OpenAi,
+        Reply::text("All done.\nEXIT_SIGNAL: true"),
+    );
+    let p = codex_project(&server, &codex, true);
+    // Time between the loops to close the pane, as a user might.
+    let cfg = std::fs::read_to_string(p.join("agent-looper.toml")).expect("config");
+    p.write(
+        "agent-looper.toml",
+        &cfg.replace("sleep_seconds = 0", "sleep_seconds = 3"),
+    );
+    let tmux = Tmux::new();
+    start_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 3 --reuse-session --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    let loop_one_done = wait_until(60.0, || {
+        p.run_dirs()
+            .last()
+            .is_some_and(|_| p.events().iter().any(|e| e["event"] == "loop_completed"))
+    });
+    assert!(loop_one_done, "loop 1 never completed");
+    let first = p.state()["hybrid_pane_id"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let killed = tmux
+        .cmd()
+        .args(["kill-pane", "-t", &first])
+        .output()
+        .expect("kill-pane");
+    assert!(killed.status.success(), "{}", stderr(&killed));
+
+    let run = wait_in_tmux(&tmux, &p);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    let st = p.state();
+    assert_eq!(st["stop_reason"], "completion marker", "{st}");
+    assert_eq!(st["current_loop"], 2, "{st}");
+    let turns = server.turns(Provider::OpenAi);
+    assert_eq!(turns.len(), 2);
+    let thread = turns[0].header("session-id").unwrap_or("?").to_string();
+    assert_eq!(
+        turns[1].header("session-id"),
+        Some(thread.as_str()),
+        "the new pane resumed loop 1's thread"
+    );
+    let started: Vec<_> = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "hybrid_pane_started")
+        .collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(started[1]["session_id"], thread.as_str());
+    let argv: Vec<String> = started[1]["argv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(argv.get(1).map(String::as_str), Some("resume"), "{argv:?}");
+    assert_eq!(argv.last(), Some(&thread), "{argv:?}");
+    // One rollout: the resumed session appended to it, and loop 2 read only its own turn.
+    let rollouts = std::fs::read_dir(p.join("codex-home/sessions"))
+        .map(|_| {
+            walk(&p.join("codex-home/sessions"))
+                .into_iter()
+                .filter(|f| f.to_string_lossy().ends_with(".jsonl"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(rollouts, 1);
+    let loop2 =
+        std::fs::read_to_string(p.last_run().join("loop-0002__prompt-001.log")).unwrap_or_default();
+    assert!(loop2.contains("All done."), "{loop2:.2000}");
+    assert!(
+        !loop2.contains("Still working."),
+        "loop 1's turn was read again"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

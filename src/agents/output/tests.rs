@@ -436,7 +436,7 @@ fn codex_hybrid_rollout() {
     // The rollout of a real interactive codex session (4 turns: a reply saying false, a
     // 429, a reply saying true, one more after `codex resume`). User records carry the
     // prompt with the marker and never complete; the 429 is a rate limit; usage is counted
-    // once per model call (token_count), not again from token_usage_record.
+    // once per model response (token_usage_record), not again from token_count.
     let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
     let rollout = fixture("codex", "hybrid_rollout.jsonl");
     let lines: Vec<&[u8]> = rollout.split_inclusive(|b| *b == b'\n').collect();
@@ -493,4 +493,10 @@ fn codex_hybrid_rollout() {
     assert_eq!(third.error, None);
     let all = feed(0, lines.len());
     assert_eq!(all.usage.input_tokens, 30, "three answered calls");
+    // codex repeats the last usage in `token_count` whenever rate-limit figures arrive.
+    let repeat = r#"{"type":"event_msg","payload":{"type":"token_count","info":{"last_token_usage":{"input_tokens":10,"output_tokens":5}}}}"#;
+    assert_eq!(
+        parse_line(AgentKind::Codex, Stream::Stdout, repeat, false, 0.0).usage,
+        None
+    );
 }
