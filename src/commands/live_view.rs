@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, queue, style, terminal};
 use serde_json::{Value as Json, json};
+use unicode_width::UnicodeWidthChar;
 
 use crate::cli::LiveViewArgs;
 use crate::effects::{procinfo, store};
@@ -75,18 +76,54 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Cut a line into rows of `width` characters.
-pub fn wrap(line: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let chars: Vec<char> = line.chars().collect();
-    if chars.is_empty() {
-        return vec![String::new()];
-    }
-    chars.chunks(width).map(|c| c.iter().collect()).collect()
+/// Terminal columns a character takes: 2 for wide (CJK, most emoji), 0 for combining marks.
+fn columns(c: char) -> usize {
+    UnicodeWidthChar::width(c).unwrap_or(0)
 }
 
+/// Cut a line into rows of at most `width` terminal columns.
+pub fn wrap(line: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut rows = vec![String::new()];
+    let mut used = 0;
+    for c in line.chars() {
+        let w = columns(c);
+        if used + w > width && used > 0 {
+            rows.push(String::new());
+            used = 0;
+        }
+        if let Some(row) = rows.last_mut() {
+            row.push(c);
+        }
+        used += w;
+    }
+    rows
+}
+
+/// The start of `line` that fits in `width` columns.
 fn clip(line: &str, width: usize) -> String {
-    line.chars().take(width).collect()
+    let mut used = 0;
+    line.chars()
+        .take_while(|c| {
+            used += columns(*c);
+            used <= width
+        })
+        .collect()
+}
+
+/// The end of `line` that fits in `width` columns.
+fn clip_start(line: &str, width: usize) -> String {
+    let mut used = 0;
+    let mut tail: Vec<char> = line
+        .chars()
+        .rev()
+        .take_while(|c| {
+            used += columns(*c);
+            used <= width
+        })
+        .collect();
+    tail.reverse();
+    tail.into_iter().collect()
 }
 
 /// Follows one loop log from an offset, rendering complete records.
@@ -296,10 +333,10 @@ impl View {
         rows.push(match (&self.note, &self.message) {
             (Some(n), _) => {
                 // A long note scrolls: its end, where the typing happens, stays visible.
-                let p: Vec<char> = format!("note (Enter sends, Esc cancels)> {}_", sanitize(n))
-                    .chars()
-                    .collect();
-                p[p.len().saturating_sub(width)..].iter().collect()
+                clip_start(
+                    &format!("note (Enter sends, Esc cancels)> {}_", sanitize(n)),
+                    width,
+                )
             }
             (None, Some(m)) => clip(m, width),
             (None, None) => clip(
@@ -679,6 +716,20 @@ mod tests {
     fn wrapping_and_sanitizing() {
         assert_eq!(wrap("abcdef", 4), ["abcd", "ef"]);
         assert_eq!(wrap("", 4), [""]);
+        // Wide characters take two columns; combining marks none.
+        assert_eq!(wrap("日本語のテキスト", 6), ["日本語", "のテキ", "スト"]);
+        assert_eq!(wrap("ab🚀cd", 3), ["ab", "🚀c", "d"]);
+        assert_eq!(
+            wrap("e\u{301}e\u{301}e\u{301}", 2),
+            ["e\u{301}e\u{301}", "e\u{301}"]
+        );
+        assert_eq!(
+            wrap("日", 1),
+            ["日"],
+            "a wide character alone in a 1-column row"
+        );
+        assert_eq!(clip("日本語", 5), "日本");
+        assert_eq!(clip_start("日本語", 5), "本語");
         assert_eq!(sanitize("a\tb\u{1b}c\u{9b}"), "a b?c?");
     }
 }
