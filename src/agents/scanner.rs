@@ -234,28 +234,22 @@ impl Scanner {
         self.bytes += data.len() as u64;
         let mut news = News::default();
         let i = idx(stream);
+        // Chunks rarely end on a newline: finish the line the last one left open, so the
+        // rest of this chunk can take the block path.
+        if (!self.partial[i].is_empty() || self.oversized[i])
+            && let Some(pos) = memchr::memchr(b'\n', data)
+        {
+            self.end_line(stream, &data[..pos], &mut news);
+            data = &data[pos + 1..];
+        }
         if let Some(rest) = self.plain_block(stream, data) {
             data = rest;
         }
         while !data.is_empty() {
             match memchr::memchr(b'\n', data) {
                 Some(pos) => {
-                    let (line, rest) = data.split_at(pos);
-                    data = &rest[1..];
-                    if self.partial[i].is_empty() && !self.oversized[i] {
-                        self.line(stream, line, &mut news);
-                    } else {
-                        self.append(stream, line, &mut news);
-                        let buf = std::mem::take(&mut self.partial[i]);
-                        if self.oversized[i] {
-                            self.piece(stream, &buf);
-                            self.oversized[i] = false;
-                        } else {
-                            self.line(stream, &buf, &mut news);
-                        }
-                        self.partial[i] = buf;
-                        self.partial[i].clear();
-                    }
+                    self.end_line(stream, &data[..pos], &mut news);
+                    data = &data[pos + 1..];
                 }
                 None => {
                     self.append(stream, data, &mut news);
@@ -264,6 +258,25 @@ impl Scanner {
             }
         }
         news
+    }
+
+    /// `line` ends at a newline: with what came before it in earlier chunks, a whole line.
+    fn end_line(&mut self, stream: Stream, line: &[u8], news: &mut News) {
+        let i = idx(stream);
+        if self.partial[i].is_empty() && !self.oversized[i] {
+            self.line(stream, line, news);
+            return;
+        }
+        self.append(stream, line, news);
+        let buf = std::mem::take(&mut self.partial[i]);
+        if self.oversized[i] {
+            self.piece(stream, &buf);
+            self.oversized[i] = false;
+        } else {
+            self.line(stream, &buf, news);
+        }
+        self.partial[i] = buf;
+        self.partial[i].clear();
     }
 
     /// The fast path for the bulk of a plain-text agent's output: the complete lines of a

@@ -429,6 +429,31 @@ fn block_scanning_matches_exactly_what_line_scanning_would() {
     ));
     // JSON lines and CRLF take the line-by-line path and still work.
     assert!(scan(r"^done$", &["{\"x\":1}\r\ndone\r\n"]));
+    // A chunk that finishes the previous chunk's line, then carries whole lines: the
+    // finished line is judged whole, the rest as a block with the same line semantics.
+    assert!(scan(
+        r"EXIT_SIGNAL:\s*true",
+        &["aaa\nEXIT_SIG", "NAL: true\nmore\nlines\n"]
+    ));
+    assert!(scan(
+        r"EXIT_SIGNAL:\s*true",
+        &["x\npar", "tial\nnoise\nEXIT_SIGNAL: true\n"]
+    ));
+    assert!(scan(r"^STATUS: done$", &["no", "ise\nSTATUS: done\nx\n"]));
+    assert!(!scan(r"^STATUS: done$", &["noise ", "STATUS: done\nx\n"]));
+    assert!(!scan(r"a\s*b", &["xa", "\nb\n"]));
+    // Every way of cutting a text into two chunks gives the answer line scanning gives.
+    let on_its_line = "alpha\nbeta EXIT_SIGNAL:\n true\nEXIT_SIGNAL: true\nz\n";
+    let mid_line = "alpha\nbeta EXIT_SIGNAL:\n true\nx EXIT_SIGNAL: true\nz\n";
+    for cut in 0..=on_its_line.len() {
+        let (a, b) = on_its_line.split_at(cut);
+        assert!(scan(r"^EXIT_SIGNAL:\s*true$", &[a, b]), "cut at {cut}");
+    }
+    for cut in 0..=mid_line.len() {
+        let (a, b) = mid_line.split_at(cut);
+        assert!(!scan(r"^EXIT_SIGNAL:\s*true$", &[a, b]), "cut at {cut}");
+        assert!(scan(r"EXIT_SIGNAL:\s*true", &[a, b]), "cut at {cut}");
+    }
 }
 
 #[test]
