@@ -67,6 +67,19 @@ fn u(v: &Json, key: &str) -> u64 {
     v.get(key).and_then(Json::as_u64).unwrap_or(0)
 }
 
+/// The `text` of the parts of `content` whose `type` is `kind`, one per line; `None` when
+/// there is none.
+fn parts_text(content: Option<&Json>, kind: &str) -> Option<String> {
+    let text = content?
+        .as_array()?
+        .iter()
+        .filter(|i| s(i, "type") == Some(kind))
+        .filter_map(|i| s(i, "text"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (!text.is_empty()).then_some(text)
+}
+
 /// Parse one complete line (without its newline) of `stream` from an agent of `kind`.
 /// `now_epoch` converts absolute reset times into delays.
 pub fn parse_line<'a>(
@@ -286,19 +299,7 @@ fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
         "response_item" => {
             let payload = v.get("payload").unwrap_or(&Json::Null);
             if s(payload, "type") == Some("message") && s(payload, "role") == Some("assistant") {
-                facts.text = payload
-                    .get("content")
-                    .and_then(Json::as_array)
-                    .map(|items| {
-                        items
-                            .iter()
-                            .filter(|i| s(i, "type") == Some("output_text"))
-                            .filter_map(|i| s(i, "text"))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .filter(|t| !t.is_empty())
-                    .map(Cow::Owned);
+                facts.text = parts_text(payload.get("content"), "output_text").map(Cow::Owned);
             }
         }
         // One record per model response. `event_msg`/`token_count` repeats the last usage
@@ -373,19 +374,7 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
     let subtype = s(v, "subtype").unwrap_or("");
     match ty {
         "assistant" => {
-            let text = v
-                .get("message")
-                .and_then(|m| m.get("content"))
-                .and_then(Json::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter(|i| s(i, "type") == Some("text"))
-                        .filter_map(|i| s(i, "text"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .filter(|t| !t.is_empty());
+            let text = parts_text(v.get("message").and_then(|m| m.get("content")), "text");
             // A synthetic record carrying an API error (transcripts and stream-json alike)
             // is an error report, not the agent's words.
             if v.get("isApiErrorMessage").and_then(Json::as_bool) == Some(true) {

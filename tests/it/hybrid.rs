@@ -237,26 +237,34 @@ fn codex_project(server: &MockServer, codex: &Path, trusted: bool) -> Project {
     p
 }
 
-/// Live processes (not zombies) whose environment carries this `CODEX_HOME`: only codex
-/// and its children have it.
-fn codex_survivors(codex_home: &Path) -> Vec<i32> {
-    let needle = format!("CODEX_HOME={}", codex_home.display());
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|st| {
-                    let close = st.rfind(')')?;
-                    st[close + 1..].split_whitespace().next().map(|s| s != "Z")
-                })
-                .unwrap_or(false);
-            live && std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
+/// The codex scenario most tests share: a trusted project whose model answers
+/// `EXIT_SIGNAL: false`, then `EXIT_SIGNAL: true`. `None` after the tier's loud skip.
+fn codex_two_loops() -> Option<(MockServer, Project)> {
+    let codex = cli_bin("codex")?;
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(
+        Provider::OpenAi,
+        Reply::text("Still working.\nEXIT_SIGNAL: false"),
+    );
+    server.push(
+        Provider::OpenAi,
+        Reply::text("All done.\nEXIT_SIGNAL: true"),
+    );
+    let p = codex_project(&server, &codex, true);
+    Some((server, p))
+}
+
+/// No process of the project's codex is left (only codex and its children carry its
+/// `CODEX_HOME`): no pane, no background server.
+fn assert_no_codex_left(p: &Project) {
+    let entry = format!("CODEX_HOME={}", p.join("codex-home").display());
+    let left = || crate::e2e_support::processes_with_env(&entry);
+    assert!(
+        wait_until(5.0, || left().is_empty()),
+        "codex processes outlived the run: {:?}",
+        left()
+    );
 }
 
 #[test]
@@ -375,12 +383,7 @@ fn hybrid_codex_completes_on_the_reply_and_retries_a_rate_limit_in_the_same_sess
     // The pane is killed at the end, and no codex process outlives the run: no pane, and
     // no background server (`--no-daemon`).
     assert!(!panes(&tmux).contains(&pane_id), "{}", panes(&tmux));
-    let codex_home = p.join("codex-home");
-    assert!(
-        wait_until(5.0, || codex_survivors(&codex_home).is_empty()),
-        "codex processes survived the run: {:?}",
-        codex_survivors(&codex_home)
-    );
+    assert_no_codex_left(&p);
 }
 
 #[test]
@@ -406,30 +409,14 @@ fn hybrid_codex_in_an_untrusted_folder_stops_with_an_explanation() {
         server.turns(Provider::OpenAi).is_empty(),
         "nothing was answered for the user"
     );
-    let codex_home = p.join("codex-home");
-    assert!(
-        wait_until(5.0, || codex_survivors(&codex_home).is_empty()),
-        "{:?}",
-        codex_survivors(&codex_home)
-    );
+    assert_no_codex_left(&p);
 }
 
 #[test]
 fn hybrid_codex_reused_session_keeps_one_pane_and_can_leave_it_open() {
-    let Some(codex) = cli_bin("codex") else {
+    let Some((server, p)) = codex_two_loops() else {
         return;
     };
-    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
-    let server = MockServer::start();
-    server.push(
-        Provider::OpenAi,
-        Reply::text("Still working.\nEXIT_SIGNAL: false"),
-    );
-    server.push(
-        Provider::OpenAi,
-        Reply::text("All done.\nEXIT_SIGNAL: true"),
-    );
-    let p = codex_project(&server, &codex, true);
     let tmux = Tmux::new();
     let run = run_in_tmux(
         &tmux,
@@ -468,12 +455,7 @@ fn hybrid_codex_reused_session_keeps_one_pane_and_can_leave_it_open() {
         .unwrap_or_default();
     assert!(screen.contains("All done."), "{screen}");
     drop(tmux);
-    let codex_home = p.join("codex-home");
-    assert!(
-        wait_until(5.0, || codex_survivors(&codex_home).is_empty()),
-        "{:?}",
-        codex_survivors(&codex_home)
-    );
+    assert_no_codex_left(&p);
 }
 
 #[test]
@@ -536,20 +518,9 @@ fn hybrid_claude_start_up_dialogs_stop_the_run_with_an_explanation() {
 
 #[test]
 fn hybrid_codex_pane_closed_between_loops_is_reopened_on_the_same_thread() {
-    let Some(codex) = cli_bin("codex") else {
+    let Some((server, p)) = codex_two_loops() else {
         return;
     };
-    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
-    let server = MockServer::start();
-    server.push(
-        Provider::OpenAi,
-        Reply::text("Still working.\nEXIT_SIGNAL: false"),
-    );
-    server.push(
-        Provider::OpenAi,
-        Reply::text("All done.\nEXIT_SIGNAL: true"),
-    );
-    let p = codex_project(&server, &codex, true);
     // Time between the loops to close the pane, as a user might.
     let cfg = std::fs::read_to_string(p.join("agent-looper.toml")).expect("config");
     p.write(
@@ -626,6 +597,7 @@ fn hybrid_codex_pane_closed_between_loops_is_reopened_on_the_same_thread() {
         !loop2.contains("Still working."),
         "loop 1's turn was read again"
     );
+    assert_no_codex_left(&p);
 }
 
 /// Every file under `dir`.

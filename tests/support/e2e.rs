@@ -182,6 +182,27 @@ pub fn require(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Live processes (not zombies) whose environment has exactly this `KEY=value` entry.
+pub fn processes_with_env(entry: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let close = st.rfind(')')?;
+                    st[close + 1..].split_whitespace().next().map(|s| s == "Z")
+                })
+                .unwrap_or(true);
+            !zombie
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+        })
+        .collect()
+}
+
 /// Write to the real stderr, bypassing the harness's capture of `eprintln!` (which would
 /// hide a skip inside a passing test).
 pub fn loud(text: &str) {
@@ -485,24 +506,7 @@ impl E2e {
     /// Processes (other than zombies) whose environment carries this scenario's isolated
     /// HOME: only the CLI and its children have it, never the looper or the test.
     pub fn survivors(&self) -> Vec<i32> {
-        let needle = format!("HOME={}", self.home().display());
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return vec![];
-        };
-        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|st| {
-                        let close = st.rfind(')')?;
-                        st[close + 1..].split_whitespace().next().map(|s| s == "Z")
-                    })
-                    .unwrap_or(true);
-                !zombie
-                    && std::fs::read(format!("/proc/{pid}/environ"))
-                        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-            })
-            .collect()
+        processes_with_env(&format!("HOME={}", self.home().display()))
     }
 
     /// SIGKILL whatever is left of this scenario's CLI processes (found by their isolated
