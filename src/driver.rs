@@ -145,13 +145,10 @@ pub fn prepare(mut settings: Settings, env_path: Option<&str>) -> Result<Prepare
                 settings.agent.name
             )));
         }
-        let why = if !in_tmux {
-            Some("not inside tmux")
-        } else if settings.dry_run {
-            Some("dry run")
-        } else {
-            None
-        };
+        // A dry run shows the pane command wherever a real run would open the pane (inside
+        // tmux), or when hybrid was asked for explicitly.
+        let shown_anyway = settings.dry_run && settings.agent.interface_explicit;
+        let why = (!in_tmux && !shown_anyway).then_some("not inside tmux");
         if let Some(why) = why {
             notices.push(format!(
                 "interface: json ({why}; pass --interface json to silence this)"
@@ -670,7 +667,22 @@ impl Driver {
         if s.agent.interface == Interface::Hybrid && !spec.dry_run {
             return self.start_hybrid_attempt(spec, prompt);
         }
-        let shown = cmd.display();
+        let shown = if s.agent.interface == Interface::Hybrid {
+            // Only a dry run gets here: show what the pane would run.
+            let argv = command::interactive(&s.agent, &self.program_shown(), &spec.session);
+            let (program, args) = argv.split_first().unwrap_or((&s.agent.executable, &[]));
+            let pane = command::AgentCommand {
+                program: program.clone(),
+                args: args.to_vec(),
+                stdin: None,
+            };
+            format!(
+                "{} (in a hybrid pane; the prompt is pasted)",
+                pane.display()
+            )
+        } else {
+            cmd.display()
+        };
         let shown = if shown.len() > 600 {
             format!("{}…", &shown[..shown.floor_char_boundary(600)])
         } else {
@@ -777,6 +789,15 @@ impl Driver {
         }
     }
 
+    /// The agent's program as found on PATH, or as configured.
+    fn program_shown(&self) -> String {
+        self.p
+            .program_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or(self.p.settings.agent.executable.clone())
+    }
+
     /// A turn in the hybrid pane: (re)start the pane for this session, paste, follow the
     /// transcript.
     fn start_hybrid_attempt(&mut self, spec: AttemptSpec, prompt: String) -> Result<()> {
@@ -817,13 +838,7 @@ impl Driver {
                     env.push((k.to_string(), v));
                 }
             }
-            let program = self
-                .p
-                .program_path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or(s.agent.executable.clone());
-            let argv = command::interactive(&s.agent, &program, &spec.session);
+            let argv = command::interactive(&s.agent, &self.program_shown(), &spec.session);
             let lookup = |k: &str| {
                 s.agent
                     .env

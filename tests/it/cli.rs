@@ -301,3 +301,39 @@ fn the_readme_demo_completes_with_the_real_gates() {
         "one loop per task: {text}"
     );
 }
+
+#[test]
+fn a_dry_run_shows_the_hybrid_pane_command_or_says_why_json_runs() {
+    let p = Project::new();
+    p.write("PROMPT.md", "do it\n");
+    // Asked for explicitly: the pane's command, even outside tmux.
+    p.write(
+        "agent-looper.toml",
+        "[looper]\ndefault_agent = \"codex\"\n[agents.codex]\nkind = \"codex\"\ninterface = \"hybrid\"\nexecutable = \"codex\"\n",
+    );
+    let out = p.run(&["--dry-run", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "$ codex --no-alt-screen --no-daemon (in a hybrid pane; the prompt is pasted)"
+        ),
+        "{text}"
+    );
+    // Only the default (claude outside tmux): what a real run here would run, and why.
+    p.write(
+        "agent-looper.toml",
+        "[looper]\ndefault_agent = \"claude\"\n[agents.claude]\nkind = \"claude\"\nexecutable = \"claude\"\n",
+    );
+    let out = p.run(&["--dry-run", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains("interface: json (not inside tmux; pass --interface json to silence this)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("$ claude -p --output-format stream-json"),
+        "{all}"
+    );
+}
