@@ -21,7 +21,14 @@ use tokio::sync::mpsc;
 
 use crate::agents::Stream;
 use crate::effects::process::{AttemptControl, AttemptExit, OutputSink};
-use crate::effects::{procinfo, tmux};
+use crate::effects::tmux;
+
+mod screen;
+mod transcripts;
+
+pub use screen::{Screen, Tui, activity, classify, dialog};
+pub use transcripts::{codex_rollout, project_dir_name, transcript_path};
+use transcripts::{newest_rollout_for, open_rollout};
 
 /// How often the pane and the transcript are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -40,36 +47,6 @@ const ROLLOUT_GRACE: Duration = Duration::from_secs(30);
 
 /// How long the screen may stay busy after the turn's closing record.
 const IDLE_LIMIT: Duration = Duration::from_secs(2);
-
-/// Which interactive TUI runs in the pane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tui {
-    Claude,
-    Codex,
-}
-
-impl Tui {
-    pub fn name(self) -> &'static str {
-        match self {
-            Tui::Claude => "claude",
-            Tui::Codex => "codex",
-        }
-    }
-
-    /// The transcript record that closes a turn.
-    fn ends_turn(self, line: &str) -> bool {
-        match self {
-            Tui::Claude => {
-                line.contains(r#""type":"system""#) && line.contains(r#""turn_duration""#)
-            }
-            Tui::Codex => {
-                line.contains(r#""type":"event_msg""#)
-                    && (line.contains(r#""type":"task_complete""#)
-                        || line.contains(r#""type":"turn_aborted""#))
-            }
-        }
-    }
-}
 
 /// Where the pane's transcript is.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,105 +85,6 @@ impl Pane {
             self.transcript = Transcript::Known(path);
         }
     }
-}
-
-/// The folder name claude gives a working directory: every non-alphanumeric becomes `-`.
-pub fn project_dir_name(cwd: &Path) -> String {
-    cwd.display()
-        .to_string()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
-}
-
-/// `$CLAUDE_CONFIG_DIR` (or `$HOME/.claude`) `/projects/<cwd>/<session>.jsonl`.
-pub fn transcript_path(config_dir: &Path, cwd: &Path, session_id: &str) -> PathBuf {
-    config_dir
-        .join("projects")
-        .join(project_dir_name(cwd))
-        .join(format!("{session_id}.jsonl"))
-}
-
-/// Every `rollout-*.jsonl` under codex's `sessions` folder (`YYYY/MM/DD/`).
-fn rollouts(sessions: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![(sessions.to_path_buf(), 0)];
-    while let Some((dir, depth)) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                if depth < 4 {
-                    dirs.push((path, depth + 1));
-                }
-            } else if is_rollout(&path) {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
-fn is_rollout(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("rollout-") && n.ends_with(".jsonl"))
-}
-
-/// The rollout of codex thread `thread_id`: its file name ends with the id.
-pub fn codex_rollout(sessions: &Path, thread_id: &str) -> Option<PathBuf> {
-    let suffix = format!("-{thread_id}.jsonl");
-    rollouts(sessions).into_iter().find(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(&suffix))
-    })
-}
-
-/// The rollout a process of the pane holds open (its group: the pane runs the TUI as the
-/// group leader, and the TUI keeps its rollout open while it lives). The kernel names open
-/// files by their resolved path, so `sessions` is resolved too.
-fn open_rollout(pane_pid: i32, sessions: &Path) -> Option<PathBuf> {
-    let sessions = std::fs::canonicalize(sessions).unwrap_or_else(|_| sessions.to_path_buf());
-    let mut pids = procinfo::group_members(pane_pid);
-    pids.insert(0, pane_pid);
-    pids.into_iter().find_map(|pid| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .ok()?
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .find(|target| target.starts_with(&sessions) && is_rollout(target))
-    })
-}
-
-/// Without `/proc`: the newest rollout begun since the pane started whose `session_meta`
-/// names this working directory.
-fn newest_rollout_for(sessions: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
-    let since = since - Duration::from_secs(2);
-    let cwd = cwd.display().to_string();
-    rollouts(sessions)
-        .into_iter()
-        .filter_map(|p| {
-            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
-            (modified >= since).then_some((modified, p))
-        })
-        .filter(|(_, p)| {
-            let Ok(f) = std::fs::File::open(p) else {
-                return false;
-            };
-            let mut first = String::new();
-            let _ = std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(f.take(1 << 20)),
-                &mut first,
-            );
-            serde_json::from_str::<serde_json::Value>(&first).is_ok_and(|v| {
-                v.pointer("/payload/cwd").and_then(|c| c.as_str()) == Some(cwd.as_str())
-            })
-        })
-        .max_by_key(|(modified, _)| *modified)
-        .map(|(_, p)| p)
 }
 
 /// The pane's transcript, once it exists (claude's is known even before).
@@ -350,85 +228,6 @@ mod commands {
         }
         b.build()
     }
-}
-
-/// What the pane shows.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Screen {
-    Ready,
-    Busy,
-    /// A screen the looper must not answer for the user.
-    Blocked(String),
-    /// codex offers an update; the reference answers "skip" (`2`, Enter), and so do we.
-    UpdateOffer,
-    Starting,
-}
-
-/// Classify a pane capture of the TUI: a start-up dialog, or its activity.
-pub fn classify(tui: Tui, capture: &str) -> Screen {
-    dialog(tui, capture).unwrap_or_else(|| activity(tui, capture))
-}
-
-/// A start-up dialog (folder trust, sign-in, API key approval, update offer), known by
-/// the dialogs' own lines (recorded in tests/fixtures/clis). Only looked for until the
-/// pane's first turn is under way: later, the screen shows the conversation.
-pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
-    let lower = capture.to_lowercase();
-    let has = |needle: &str| lower.contains(needle);
-    let blocked = |why: &str| Some(Screen::Blocked(why.to_string()));
-    match tui {
-        Tui::Claude => {
-            if has("yes, i trust this folder")
-                || has("is this a project you created or one you trust")
-                || has("do you trust the files in this folder")
-            {
-                return blocked(
-                    "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json",
-                );
-            }
-            if has("detected a custom api key") && has("do you want to use this api key") {
-                return blocked(
-                    "claude is asking whether to use the API key in the environment; run claude once interactively to approve it",
-                );
-            }
-        }
-        Tui::Codex => {
-            if (has("trust this folder?") && has("trust and continue"))
-                || (has("trust") && has("directory") && has("press enter to continue"))
-            {
-                return blocked(
-                    "codex is asking whether to trust this folder; run codex once in this directory and trust it, or add `[projects.\"<dir>\"] trust_level = \"trusted\"` to $CODEX_HOME/config.toml",
-                );
-            }
-            if has("sign in with chatgpt") && (has("welcome to codex") || has("api key")) {
-                return blocked(
-                    "codex is not signed in; run `codex login` once (or configure a model provider with an env_key)",
-                );
-            }
-            if lower.contains("update available") && lower.contains("skip") {
-                return Some(Screen::UpdateOffer);
-            }
-        }
-    }
-    None
-}
-
-/// Whether the TUI is working, waiting for input, or still starting.
-pub fn activity(tui: Tui, capture: &str) -> Screen {
-    if capture.to_lowercase().contains("esc to interrupt") {
-        return Screen::Busy;
-    }
-    let prompt_line = |l: &str| match tui {
-        Tui::Claude => matches!(l.trim_end(), "❯" | ">" | "> "),
-        Tui::Codex => {
-            let l = l.trim();
-            l.starts_with("› ") || matches!(l, "›" | "❯" | "codex>")
-        }
-    };
-    if capture.contains("? for shortcuts") || capture.lines().any(prompt_line) {
-        return Screen::Ready;
-    }
-    Screen::Starting
 }
 
 /// Bracketed paste of `text` from a named buffer, then Enter after a settle time that
@@ -648,18 +447,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transcript_paths_follow_claude() {
-        assert_eq!(
-            project_dir_name(Path::new("/tmp/my_repo.v2")),
-            "-tmp-my-repo-v2"
-        );
-        assert_eq!(
-            transcript_path(Path::new("/h/.claude"), Path::new("/w/x"), "abc"),
-            PathBuf::from("/h/.claude/projects/-w-x/abc.jsonl")
-        );
-    }
-
-    #[test]
     fn split_window_argv_is_exact() {
         let env = vec![("K".to_string(), "v w".to_string())];
         let argv = vec![
@@ -735,99 +522,6 @@ mod tests {
             t(commands::keys("%7", &["Escape"])),
             ["tmux", "send-keys", "-t", "%7", "Escape"]
         );
-    }
-
-    #[test]
-    fn screens_from_recorded_captures() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clis/claude/");
-        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
-        assert_eq!(
-            classify(Tui::Claude, &read("hybrid_pane_idle.txt")),
-            Screen::Ready
-        );
-        assert_eq!(
-            classify(Tui::Claude, &read("hybrid_pane_busy.txt")),
-            Screen::Busy
-        );
-        assert!(matches!(
-            classify(
-                Tui::Claude,
-                "Do you trust the files in this folder?\n❯ 1. Yes, proceed"
-            ),
-            Screen::Blocked(_)
-        ));
-        for f in ["hybrid_pane_trust.txt", "hybrid_pane_api_key.txt"] {
-            assert!(
-                matches!(classify(Tui::Claude, &read(f)), Screen::Blocked(_)),
-                "{f}"
-            );
-        }
-        assert!(matches!(
-            classify(
-                Tui::Claude,
-                "Detected a custom API key in your environment\nDo you want to use this API key?"
-            ),
-            Screen::Blocked(_)
-        ));
-    }
-
-    #[test]
-    fn codex_screens_from_recorded_captures() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clis/codex/");
-        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
-        assert_eq!(
-            classify(Tui::Codex, &read("hybrid_pane_idle.txt")),
-            Screen::Ready
-        );
-        assert_eq!(
-            classify(Tui::Codex, &read("hybrid_pane_done.txt")),
-            Screen::Ready
-        );
-        assert_eq!(
-            classify(Tui::Codex, &read("hybrid_pane_busy.txt")),
-            Screen::Busy
-        );
-        assert!(matches!(
-            classify(Tui::Codex, &read("hybrid_pane_trust.txt")),
-            Screen::Blocked(why) if why.contains("trust_level")
-        ));
-        assert!(matches!(
-            classify(Tui::Codex, &read("hybrid_pane_sign_in.txt")),
-            Screen::Blocked(why) if why.contains("codex login")
-        ));
-        assert_eq!(
-            classify(
-                Tui::Codex,
-                "Update available! 0.169.0 -> 0.170.0\n1. Update now\n2. Skip\nPress enter to continue"
-            ),
-            Screen::UpdateOffer
-        );
-        assert_eq!(classify(Tui::Codex, ""), Screen::Starting);
-        // Dialogs are known by their own lines, not by words a reply may use.
-        let reply = "• I trust these files in this folder; the directory is fine.\n› Ask Codex to do anything";
-        assert_eq!(dialog(Tui::Claude, reply), None);
-        assert_eq!(dialog(Tui::Codex, reply), None);
-        assert_eq!(activity(Tui::Claude, reply), Screen::Starting);
-        assert_eq!(activity(Tui::Codex, reply), Screen::Ready);
-    }
-
-    #[test]
-    fn turns_end_on_each_tuis_closing_record() {
-        let rollout = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/clis/codex/hybrid_rollout.jsonl"
-        ))
-        .unwrap_or_default();
-        let ends = rollout.lines().filter(|l| Tui::Codex.ends_turn(l)).count();
-        assert_eq!(ends, 4, "four turns, the 429 one included");
-        assert!(!Tui::Claude.ends_turn(rollout.lines().last().unwrap_or("")));
-        let claude = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/clis/claude/hybrid_transcript.jsonl"
-        ))
-        .unwrap_or_default();
-        assert!(claude.lines().any(|l| Tui::Claude.ends_turn(l)));
-        assert!(!claude.lines().any(|l| Tui::Codex.ends_turn(l)));
     }
 
     #[test]
