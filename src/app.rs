@@ -52,7 +52,7 @@ pub fn main_with(default_bin: &str) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("looper: error: {e}");
+            crate::console::err(&format!("looper: error: {e}"));
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }

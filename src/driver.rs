@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::agents::command::{self, PromptContext};
 use crate::agents::{Classifier, Scanner, Stream};
 use crate::config::{AgentKind, Interface, Settings};
+use crate::console;
 use crate::effects::git;
 use crate::effects::inbox::{self, Inbox};
 use crate::effects::outlog::LogWriter;
@@ -385,7 +386,7 @@ impl Driver {
 
     fn say(&self, line: impl AsRef<str>) {
         if !self.opts.quiet {
-            println!("{}", line.as_ref());
+            console::out(line.as_ref());
         }
     }
 
@@ -1018,7 +1019,7 @@ impl Driver {
             self.queue.push_back(Input::Control(cmd));
         }
         for w in self.inbox.warnings.drain(..) {
-            eprintln!("looper: warning: {w}");
+            console::err(&format!("looper: warning: {w}"));
         }
         let focus_path = self.store.path(store::FOCUS_FILE);
         let len = std::fs::metadata(&focus_path).map(|m| m.len()).unwrap_or(0);
@@ -1115,7 +1116,18 @@ fn install_panic_hook() {
             let reason = format!("supervisor error: panic: {info}");
             let now = crate::state::timestamp(Utc::now());
             let state_path = dir.join(store::STATE_FILE);
-            if let Ok(mut st) = store::read_state(&state_path) {
+            let state = store::read_state(&state_path).ok();
+            // A panic after the end is on record does not rewrite that end; it is noted.
+            if state
+                .as_ref()
+                .is_some_and(|st| st.last_event.as_deref() == Some("run_stopped"))
+            {
+                let line = json!({"ts": now, "event": "supervisor_panic", "error": reason});
+                let _ = store::append_line(&dir.join(store::EVENTS_FILE), &line.to_string());
+                previous(info);
+                return;
+            }
+            if let Some(mut st) = state {
                 st.status = Some("error".into());
                 st.stop_reason = Some(reason.clone());
                 st.exit_code = Some(1);
@@ -1279,7 +1291,7 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
                 if let Err(e) = d.apply(effect) {
                     // Records failing is itself a reason to stop; say so once.
                     let msg = e.to_string();
-                    eprintln!("looper: {msg}");
+                    console::err(&format!("looper: {msg}"));
                     if d.finished.is_none() {
                         d.queue.push_back(Input::Failure(msg));
                     }
@@ -1335,10 +1347,10 @@ pub async fn run(mut p: Prepared, mut opts: RunOptions, lock_note: Option<Json>)
     // not end as asked if its end is not on record).
     let unrecorded = d.store.write_state(store::Sync::Now).err();
     if let Some(e) = &unrecorded {
-        eprintln!(
+        console::err(&format!(
             "looper: cannot record the end of run {} in state.json ({e}); `looper status` will show it as stale until `looper status --repair-stale`",
             d.store.dir.display()
-        );
+        ));
     }
     d.store.release_reserve();
     let reason = d.finished.take().unwrap_or(StopReason::Internal(

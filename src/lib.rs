@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod driver;
 pub mod effects;
 pub mod engine;

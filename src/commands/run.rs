@@ -75,12 +75,12 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
             }
         };
         if let Some(prev) = &guard.took_over {
-            eprintln!(
+            crate::console::err(&format!(
                 "looper: took over a stale run lock from pid {} (label {}, run {})",
                 prev.pid,
                 prev.label,
                 prev.run_dir.display()
-            );
+            ));
             lock_note = serde_json::to_value(prev)
                 .ok()
                 .map(|v| serde_json::json!({ "previous_holder": v, "lock": lock_path }));
@@ -103,7 +103,7 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
     let code = rt.block_on(driver::run(prepared, opts, lock_note))?;
     drop(rt);
     if hold && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!("looper: stopped; press Enter to close");
+        crate::console::err("looper: stopped; press Enter to close");
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
     }

@@ -832,3 +832,62 @@ fn farm_attach_attaches_from_a_terminal_and_switches_from_inside_tmux() {
     );
     assert_eq!(windows(&t, &p, "farm2"), [dir_name(&p)]);
 }
+
+#[test]
+fn a_killed_tmux_server_ends_the_run_once_on_record() {
+    // The terminal goes away mid-attempt (an SSH drop, a killed tmux server): SIGHUP stops
+    // the run, and writing to the dead terminal afterwards must not add a second end.
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\nsleep 5\ncodex-reply late\n", "");
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "hup",
+            "-c",
+            &p.path().display().to_string(),
+            &format!(
+                "{} --local --once --tmux-layout split",
+                quoted(&looper_bin())
+            ),
+        ],
+    )
+    .expect("new-session");
+    assert!(
+        wait_until(20.0, || p.run_dirs().last().is_some_and(|_| p
+            .event_names()
+            .iter()
+            .any(|e| e == "prompt_started"))),
+        "the run never started its attempt"
+    );
+    let pid = p.state()["pid"].as_i64().unwrap_or(0) as i32;
+    assert!(pid > 0);
+    t.tmux(&p, &["kill-server"]).expect("kill-server");
+    assert!(
+        wait_until(15.0, || !std::path::Path::new(&format!("/proc/{pid}"))
+            .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
+        "the looper is still running after its terminal went away"
+    );
+    let stops: Vec<Json> = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "run_stopped")
+        .collect();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(
+        stops[0]["stop_reason"], "interrupted by SIGHUP",
+        "{stops:?}"
+    );
+    assert!(
+        !p.event_names().iter().any(|e| e == "supervisor_panic"),
+        "{:?}",
+        p.events()
+    );
+    let st = p.state();
+    assert_eq!(st["status"], "interrupted", "{st}");
+}
