@@ -487,7 +487,18 @@ impl Driver {
                 };
                 self.queue.push_back(input);
             }
-            Effect::RunAttempt(spec) => self.start_attempt(spec)?,
+            Effect::RunAttempt(spec) => {
+                // The engine now waits for this attempt's end: a failure to start it (its
+                // log cannot be opened, the run directory is gone) must be that end, or the
+                // run would wait forever.
+                if let Err(e) = self.start_attempt(spec) {
+                    self.attempt_ctl = None;
+                    self.queue.push_back(Input::AttemptFinished(AttemptReport {
+                        spawn_error: Some(e.to_string()),
+                        ..AttemptReport::default()
+                    }));
+                }
+            }
             Effect::Wait { seconds, purpose } => {
                 if purpose == WaitPurpose::Sleep {
                     self.say(format!(
@@ -906,12 +917,13 @@ impl Driver {
                         json!(Some(&session_id).filter(|s| !s.is_empty())),
                     );
                     m.insert("argv".into(), json!(argv));
-                    self.store
-                        .append_raw("hybrid_pane_started", Utc::now(), m)?;
                     self.store.state.hybrid_pane_id = Some(pane.id.clone());
                     self.store.state.hybrid_pane_pid = Some(json!(pane.pid));
-                    self.store.write_state(store::Sync::No)?;
+                    // Held first, so the run's end closes it even if the records fail.
                     self.pane = Some(pane);
+                    self.store
+                        .append_raw("hybrid_pane_started", Utc::now(), m)?;
+                    self.store.write_state(store::Sync::No)?;
                 }
                 Err(e) => {
                     let _ = log.note("stop_reason", &e);

@@ -1051,3 +1051,31 @@ fn a_world_writable_control_file_is_refused() {
     assert_eq!(ids.len(), 1);
     assert_ne!(ids[0], "intruder");
 }
+
+#[test]
+fn an_attempt_that_cannot_start_ends_the_run_instead_of_hanging_it() {
+    // Loop 2's log cannot be opened (a directory stands at its path, as a vanished or
+    // broken run directory would): the attempt's failure to start is its end, recorded.
+    let p = Project::new();
+    p.fake_agent("=== default\nsay working\n", "");
+    let mut bg = start(&p, &["--max-loops", "3", "--sleep", "2"]);
+    let dir = wait_event(&p, "loop_completed", 20.0);
+    std::fs::create_dir(dir.join("loop-0002__prompt-001.log")).expect("mkdir");
+    let code = bg.wait_exit(20.0);
+    assert!(code.is_some(), "the run hung; stderr: {}", looper_err(&p));
+    assert_ne!(code, Some(0));
+    let st = p.state();
+    assert!(
+        st["stop_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot open log")),
+        "{st}"
+    );
+    assert_eq!(
+        read_events(&dir)
+            .iter()
+            .filter(|e| e["event"] == "run_stopped")
+            .count(),
+        1
+    );
+}
