@@ -858,34 +858,12 @@ impl Driver {
                     .cloned()
                     .or_else(|| std::env::var(k).ok())
             };
-            let home = lookup("HOME").map(PathBuf::from).unwrap_or_default();
-            let (tui, transcript) = if s.agent.kind == AgentKind::Codex {
-                // A relative CODEX_HOME is relative to where codex starts.
-                let codex_home = lookup("CODEX_HOME")
-                    .map(|h| s.agent.cwd.join(h))
-                    .unwrap_or_else(|| home.join(".codex"));
-                let sessions = codex_home.join("sessions");
-                let known = spec
-                    .session
-                    .id
-                    .as_ref()
-                    .filter(|_| spec.session.resume)
-                    .and_then(|id| hybrid::codex_rollout(&sessions, id));
-                let transcript = match known {
-                    Some(path) => hybrid::Transcript::Known(path),
-                    None => hybrid::Transcript::CodexRollout {
-                        sessions,
-                        cwd: s.agent.cwd.clone(),
-                    },
-                };
-                (hybrid::Tui::Codex, transcript)
+            let tui = if s.agent.kind == AgentKind::Codex {
+                hybrid::Tui::Codex
             } else {
-                let config_dir = lookup("CLAUDE_CONFIG_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| home.join(".claude"));
-                let path = hybrid::transcript_path(&config_dir, &s.agent.cwd, &session_id);
-                (hybrid::Tui::Claude, hybrid::Transcript::Known(path))
+                hybrid::Tui::Claude
             };
+            let transcript = hybrid::pane_transcript(tui, lookup, &s.agent.cwd, &spec.session);
             let target = std::env::var("TMUX_PANE").unwrap_or_default();
             match hybrid::start_pane(
                 &target,

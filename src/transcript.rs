@@ -4,6 +4,8 @@
 
 use serde_json::Value as Json;
 
+use crate::agents::output::parts_text;
+
 fn s<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Json::as_str)
 }
@@ -161,14 +163,7 @@ fn render_json(v: &Json) -> Option<String> {
             let p = v.get("payload")?;
             match s(p, "type")? {
                 "message" if s(p, "role") == Some("assistant") => {
-                    let parts: Vec<&str> = p
-                        .get("content")?
-                        .as_array()?
-                        .iter()
-                        .filter(|c| s(c, "type") == Some("output_text"))
-                        .filter_map(|c| s(c, "text"))
-                        .collect();
-                    (!parts.is_empty()).then(|| parts.join("\n"))
+                    parts_text(p.get("content"), "output_text")
                 }
                 "function_call" | "custom_tool_call" | "local_shell_call" => {
                     let args = p

@@ -69,7 +69,7 @@ fn u(v: &Json, key: &str) -> u64 {
 
 /// The `text` of the parts of `content` whose `type` is `kind`, one per line; `None` when
 /// there is none.
-fn parts_text(content: Option<&Json>, kind: &str) -> Option<String> {
+pub fn parts_text(content: Option<&Json>, kind: &str) -> Option<String> {
     let text = content?
         .as_array()?
         .iter()

@@ -26,9 +26,10 @@ use crate::effects::tmux;
 mod screen;
 mod transcripts;
 
-pub use screen::{Screen, Tui, activity, classify, dialog};
-pub use transcripts::{codex_rollout, project_dir_name, transcript_path};
-use transcripts::{newest_rollout_for, open_rollout};
+pub use screen::Tui;
+use screen::{Screen, activity, classify, dialog};
+pub use transcripts::pane_transcript;
+use transcripts::{codex_rollout, newest_rollout_for, open_rollout};
 
 /// How often the pane and the transcript are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -36,8 +37,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a ready screen must stay unchanged before a prompt is pasted.
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// During a turn, the screen is checked for a dialog every this many polls.
-const SCREEN_CHECK_POLLS: u32 = 10;
+/// During a turn, the pane (each check is a tmux process) is looked at every this many polls
+/// of the transcript: whether it died, and whether a dialog took the prompt.
+const PANE_CHECK_POLLS: u32 = 10;
 
 /// How long a TUI may take to show its input prompt (the reference's 60 s).
 const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -404,23 +406,24 @@ pub async fn run_turn(
             exit.exit_code = Some(0);
             break;
         }
-        if let Some(code) = pane_dead(pane) {
-            sink.eof(Stream::Stdout);
-            return Err(format!(
-                "the hybrid {name} pane exited (status {code}) during the turn: {}",
-                last_lines(pane)
-            ));
-        }
-        // A dialog that took the paste would otherwise hold the turn until the timeout.
         polls += 1;
-        if first_turn
-            && !taken
-            && polls.is_multiple_of(SCREEN_CHECK_POLLS)
-            && let Ok(screen) = capture(pane)
-            && let Some(Screen::Blocked(why)) = dialog(pane.tui, &screen)
-        {
-            sink.eof(Stream::Stdout);
-            return Err(why);
+        if polls.is_multiple_of(PANE_CHECK_POLLS) {
+            if let Some(code) = pane_dead(pane) {
+                sink.eof(Stream::Stdout);
+                return Err(format!(
+                    "the hybrid {name} pane exited (status {code}) during the turn: {}",
+                    last_lines(pane)
+                ));
+            }
+            // A dialog that took the paste would otherwise hold the turn until the timeout.
+            if first_turn
+                && !taken
+                && let Ok(screen) = capture(pane)
+                && let Some(Screen::Blocked(why)) = dialog(pane.tui, &screen)
+            {
+                sink.eof(Stream::Stdout);
+                return Err(why);
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             exit.timed_out = true;

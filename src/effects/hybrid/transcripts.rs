@@ -6,7 +6,45 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::{Transcript, Tui};
 use crate::effects::procinfo;
+use crate::engine::SessionRef;
+
+/// Where a new pane's TUI will write its transcript. `lookup` reads the agent's
+/// environment (its table's `env`, then the supervisor's): claude's
+/// `$CLAUDE_CONFIG_DIR` (or `$HOME/.claude`), codex's `$CODEX_HOME` (relative to where codex
+/// starts; or `$HOME/.codex`). A codex session it already recorded is found by thread id.
+pub fn pane_transcript(
+    tui: Tui,
+    lookup: impl Fn(&str) -> Option<String>,
+    cwd: &Path,
+    session: &SessionRef,
+) -> Transcript {
+    let home = lookup("HOME").map(PathBuf::from).unwrap_or_default();
+    match tui {
+        Tui::Claude => {
+            let config_dir = lookup("CLAUDE_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".claude"));
+            let id = session.id.as_deref().unwrap_or_default();
+            Transcript::Known(transcript_path(&config_dir, cwd, id))
+        }
+        Tui::Codex => {
+            let sessions = lookup("CODEX_HOME")
+                .map(|h| cwd.join(h))
+                .unwrap_or_else(|| home.join(".codex"))
+                .join("sessions");
+            let resumed = session.id.as_ref().filter(|_| session.resume);
+            match resumed.and_then(|id| codex_rollout(&sessions, id)) {
+                Some(path) => Transcript::Known(path),
+                None => Transcript::CodexRollout {
+                    sessions,
+                    cwd: cwd.to_path_buf(),
+                },
+            }
+        }
+    }
+}
 
 /// The folder name claude gives a working directory: every non-alphanumeric becomes `-`.
 pub fn project_dir_name(cwd: &Path) -> String {
@@ -110,6 +148,64 @@ pub fn newest_rollout_for(sessions: &Path, cwd: &Path, since: SystemTime) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pane_transcripts_follow_the_agents_environment() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let session = |id: Option<&str>, resume| SessionRef {
+            name: "s".into(),
+            id: id.map(str::to_string),
+            resume,
+        };
+        let cwd = Path::new("/w/x");
+        assert_eq!(
+            pane_transcript(
+                Tui::Claude,
+                env(vec![("HOME", "/h".into())]),
+                cwd,
+                &session(Some("u"), false)
+            ),
+            Transcript::Known(PathBuf::from("/h/.claude/projects/-w-x/u.jsonl"))
+        );
+        assert_eq!(
+            pane_transcript(
+                Tui::Claude,
+                env(vec![
+                    ("HOME", "/h".into()),
+                    ("CLAUDE_CONFIG_DIR", "/c".into())
+                ]),
+                cwd,
+                &session(Some("u"), false)
+            ),
+            Transcript::Known(PathBuf::from("/c/projects/-w-x/u.jsonl"))
+        );
+        // A relative CODEX_HOME is relative to where codex starts.
+        assert_eq!(
+            pane_transcript(
+                Tui::Codex,
+                env(vec![("CODEX_HOME", "ch".into())]),
+                cwd,
+                &session(None, false)
+            ),
+            Transcript::CodexRollout {
+                sessions: PathBuf::from("/w/x/ch/sessions"),
+                cwd: cwd.to_path_buf()
+            }
+        );
+        // A resumed thread's rollout is known by its id.
+        let day = tmp.path().join("sessions/2026/11/21");
+        std::fs::create_dir_all(&day).expect("mkdir");
+        let rollout = day.join("rollout-2026-11-21T11-45-44-th-1.jsonl");
+        std::fs::write(&rollout, "{}\n").expect("write");
+        let home = env(vec![("CODEX_HOME", tmp.path().display().to_string())]);
+        assert_eq!(
+            pane_transcript(Tui::Codex, home, cwd, &session(Some("th-1"), true)),
+            Transcript::Known(rollout)
+        );
+    }
 
     #[test]
     fn transcript_paths_follow_claude() {
