@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::records::control::Delivery;
+
 const RUN_EXAMPLES: &str = "\
 Examples:
   codex-looper                                  run PROMPT.md in a loop (writes starter files on first use)
@@ -268,6 +270,18 @@ pub struct TargetArgs {
     pub include_stopped: bool,
 }
 
+impl TargetArgs {
+    /// The run these flags name, as the records look runs up.
+    pub fn query(&self) -> crate::records::discovery::TargetQuery {
+        crate::records::discovery::TargetQuery {
+            target: self.target.clone(),
+            run_dir: self.run_dir.clone(),
+            state_root: self.state_root.clone(),
+            include_stopped: self.include_stopped,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ControlCommand {
     /// Ask a run to stop at a boundary (after the loop by default).
@@ -327,16 +341,6 @@ pub struct SimpleControlArgs {
     /// Why (recorded).
     #[arg(long)]
     pub reason: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Delivery {
-    /// Only record the note.
-    Record,
-    /// Append the note once to the next prompt sent.
-    NextPrompt,
-    /// Paste `/btw <note>` into the hybrid agent pane.
-    Btw,
 }
 
 #[derive(Debug, Args)]

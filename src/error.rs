@@ -52,9 +52,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A git prerequisite or operation failed.
-    #[error("{0}")]
-    Git(String),
+    /// A git prerequisite or operation failed; `context` says what needed it (`--backup`).
+    /// A held run lock (D18) is `GitError::LockHeld`, with its holder kept as data.
+    #[error("{}{source}", context.map(|c| format!("{c}: ")).unwrap_or_default())]
+    Git {
+        context: Option<&'static str>,
+        #[source]
+        source: Box<crate::effects::git::GitError>,
+    },
+    /// Writing into a run directory (or one of its files) was refused: it is a symlink, not
+    /// ours, writable by others, or not what it should be.
+    #[error("refusing to write {} {}: it {why}", if *run_dir { "into run directory" } else { "to" }, path.display())]
+    Unsafe {
+        path: PathBuf,
+        why: &'static str,
+        run_dir: bool,
+    },
+    /// The agent's program is not installed where the config says.
+    #[error(
+        "agent executable not found: {program} (agent `{agent}`; install it, put it on PATH, or set agents.{agent}.executable)"
+    )]
+    AgentNotFound { program: String, agent: String },
     /// tmux is needed and failed.
     #[error("{0}")]
     Tmux(String),
@@ -69,6 +87,30 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn unsafe_run_dir(path: &std::path::Path, why: &'static str) -> Self {
+        Error::Unsafe {
+            path: path.to_path_buf(),
+            why,
+            run_dir: true,
+        }
+    }
+
+    pub fn unsafe_file(path: &std::path::Path, why: &'static str) -> Self {
+        Error::Unsafe {
+            path: path.to_path_buf(),
+            why,
+            run_dir: false,
+        }
+    }
+
+    /// A git failure, with what needed git.
+    pub fn git(context: &'static str, source: crate::effects::git::GitError) -> Self {
+        Error::Git {
+            context: Some(context),
+            source: Box::new(source),
         }
     }
 
@@ -92,10 +134,21 @@ impl Error {
             | Error::UnknownKey { .. }
             | Error::Usage(_)
             | Error::Prompt(_)
-            | Error::Git(_)
+            | Error::Git { .. }
+            | Error::Unsafe { .. }
+            | Error::AgentNotFound { .. }
             | Error::Tmux(_) => exit_code::USAGE,
             Error::Io { .. } => exit_code::AGENT_FAILED,
             Error::WithCode { code, .. } => *code,
+        }
+    }
+}
+
+impl From<crate::effects::git::GitError> for Error {
+    fn from(source: crate::effects::git::GitError) -> Self {
+        Error::Git {
+            context: None,
+            source: Box::new(source),
         }
     }
 }

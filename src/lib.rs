@@ -16,7 +16,7 @@ pub mod effects;
 pub mod engine;
 pub mod error;
 pub mod prompts;
-pub mod state;
+pub mod records;
 pub mod transcript;
 
 pub use app::main_with;

@@ -1,8 +1,8 @@
 //! Fuzz the control-line parser on arbitrary bytes.
 #![no_main]
-use agent_looper::effects::inbox::parse_control_line;
+use agent_looper::records::control::ControlLine;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {
-    let _ = parse_control_line(line, 1);
+    let _ = ControlLine::parse(line, 1);
 });

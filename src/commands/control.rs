@@ -5,15 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value as Json, json};
+use chrono::Utc;
 
 use crate::cli::{ControlCommand, Delivery, FocusArgs, NoteArgs, SimpleControlArgs, StopArgs};
-use crate::commands::status;
-use crate::commands::target::{self, Stopped, Target};
-use crate::effects::{procinfo, store};
+use crate::effects::procinfo;
+use crate::engine::{ControlAction, StopKind};
 use crate::error::{Error, Result, exit_code};
-use crate::state::{RunState, timestamp};
+use crate::records::RunState;
+use crate::records::control::{ControlLine, FocusRecord, NoteRecord, new_id};
+use crate::records::discovery::{self, Stopped, Target};
+use crate::records::repair::repair;
 
 /// How often `--wait` and `--force` re-read `state.json`.
 const POLL: Duration = Duration::from_millis(50);
@@ -23,20 +24,11 @@ const PREVIEW_CHARS: usize = 200;
 pub fn control(cmd: ControlCommand) -> Result<i32> {
     match cmd {
         ControlCommand::Stop(a) => stop(&a),
-        ControlCommand::Pause(a) => simple(&a, "pause"),
-        ControlCommand::Resume(a) => simple(&a, "resume"),
+        ControlCommand::Pause(a) => simple(&a, ControlAction::Pause),
+        ControlCommand::Resume(a) => simple(&a, ControlAction::Resume),
         ControlCommand::Note(a) => note(&a),
         ControlCommand::Focus(a) => focus(&a),
     }
-}
-
-/// `<YYYYmmddTHHMMSSZ>-<8 hex>`: sortable by time, unique enough for concurrent writers.
-pub fn new_id(now: DateTime<Utc>) -> String {
-    format!(
-        "{}-{:08x}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        rand::random::<u32>()
-    )
 }
 
 /// All whitespace runs collapsed to one space, trimmed.
@@ -55,32 +47,23 @@ fn preview(text: &str) -> String {
 }
 
 /// Append one control line; returns its id.
-fn queue_action(
-    t: &Target,
-    action: &str,
-    reason: Option<&str>,
-    note: Option<&str>,
-) -> Result<String> {
-    let now = Utc::now();
-    let id = new_id(now);
-    let mut line = json!({
-        "id": id,
-        "action": action,
-        "reason": reason,
-        "created_at": timestamp(now),
-    });
-    if let Some(n) = note {
-        line["note"] = Json::String(n.into());
-    }
-    target::secure_append(&t.dir, store::CONTROL_FILE, &line.to_string())?;
-    println!("queued {action} for {} at {}", t.name, t.dir.display());
+fn queue_action(t: &Target, action: ControlAction, reason: Option<&str>) -> Result<String> {
+    let line = ControlLine::new(action, reason, None, Utc::now());
+    line.append(&t.dir)?;
+    let id = line.id().to_string();
+    println!(
+        "queued {} for {} at {}",
+        action.as_str(),
+        t.name,
+        t.dir.display()
+    );
     println!("control id: {id}");
     Ok(id)
 }
 
-fn simple(a: &SimpleControlArgs, action: &str) -> Result<i32> {
-    let t = target::resolve(&a.target, Stopped::Exclude)?;
-    queue_action(&t, action, a.reason.as_deref(), None)?;
+fn simple(a: &SimpleControlArgs, action: ControlAction) -> Result<i32> {
+    let t = discovery::resolve(&a.target.query(), Stopped::Exclude)?;
+    queue_action(&t, action, a.reason.as_deref())?;
     Ok(exit_code::OK)
 }
 
@@ -99,27 +82,27 @@ fn stop(a: &StopArgs) -> Result<i32> {
         ));
     }
     let action = if a.now || a.force {
-        "interrupt_now"
+        ControlAction::InterruptNow
     } else if a.after_prompt {
-        "stop_after_prompt"
+        ControlAction::StopAfterPrompt
     } else {
-        "stop_after_loop"
+        ControlAction::StopAfterLoop
     };
-    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    let t = discovery::resolve(&a.target.query(), Stopped::Exclude)?;
     // A dead supervisor will never read the line: for an immediate stop, fix the records
     // instead (the run is already over; nothing is left to signal).
-    if action == "interrupt_now"
+    if action == ControlAction::InterruptNow
         && let Some(state) = t.reload()
         && let Some(reason) = stale(&state)
     {
-        let r = status::repair(&t.dir, &reason, Utc::now())
+        let r = repair(&t.dir, &reason, Utc::now())
             .map_err(|e| Error::Usage(format!("stale-state repair failed: {e}")))?;
         println!("repaired stale looper state: {}", r.reason);
         println!("stop reason: {}", r.stop_reason);
         return Ok(exit_code::OK);
     }
-    let id = queue_action(&t, action, Some(&a.reason), None)?;
-    if action != "interrupt_now"
+    let id = queue_action(&t, action, Some(&a.reason))?;
+    if action != ControlAction::InterruptNow
         && let Some(state) = t.reload()
         && let Some(reason) = stale(&state)
     {
@@ -137,8 +120,8 @@ fn stop(a: &StopArgs) -> Result<i32> {
 }
 
 /// Poll until the run is no longer active; print its final reason. Exit 0 when it stopped
-/// because of a control command (as asked), 1 otherwise (it ended for another reason, or
-/// its supervisor died without recording an end).
+/// because of a control command (as asked: its `stop_kind` is `control`), 1 otherwise (it
+/// ended for another reason, or its supervisor died without recording an end).
 fn wait(t: &Target) -> Result<i32> {
     loop {
         let Some(state) = t.reload() else {
@@ -154,7 +137,7 @@ fn wait(t: &Target) -> Result<i32> {
                 t.name,
                 state.status.as_deref().unwrap_or("unknown")
             );
-            return Ok(if reason.starts_with("control ") {
+            return Ok(if state.stop_kind == Some(StopKind::Control) {
                 exit_code::OK
             } else {
                 exit_code::AGENT_FAILED
@@ -295,7 +278,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
         if let Some(state) = t.reload()
             && let Some(reason) = stale(&state)
         {
-            let r = status::repair(&t.dir, &reason, Utc::now())?;
+            let r = repair(&t.dir, &reason, Utc::now())?;
             println!("repaired stale looper state: {}", r.reason);
         }
     }
@@ -320,36 +303,28 @@ fn read_note(a: &NoteArgs) -> Result<String> {
     Ok(text)
 }
 
-fn delivery_name(d: Delivery) -> &'static str {
-    match d {
-        Delivery::Record => "record",
-        Delivery::NextPrompt => "next-prompt",
-        Delivery::Btw => "btw",
-    }
-}
-
 fn note(a: &NoteArgs) -> Result<i32> {
     let text = read_note(a)?;
-    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    let t = discovery::resolve(&a.target.query(), Stopped::Exclude)?;
     let now = Utc::now();
-    let id = new_id(now);
-    let mut rec = json!({
-        "id": id,
-        "created_at": timestamp(now),
-        "actor": a.actor.trim(),
-        "delivery": delivery_name(a.delivery),
-        "status": "recorded",
-        "note": text,
-        "note_preview": preview(&text),
-        "run_dir": t.dir,
-        "label": t.name,
-    });
+    let mut rec = NoteRecord {
+        id: new_id(now),
+        created_at: now,
+        actor: a.actor.trim().to_string(),
+        delivery: a.delivery,
+        status: "recorded".into(),
+        note_preview: preview(&text),
+        note: text.clone(),
+        run_dir: t.dir.clone(),
+        label: t.name.clone(),
+        pane: None,
+        delivered_text_preview: None,
+        error: None,
+    };
     let mut failure = None;
     match a.delivery {
         Delivery::Record => {}
-        Delivery::NextPrompt => {
-            rec["status"] = json!("queued");
-        }
+        Delivery::NextPrompt => rec.status = "queued".into(),
         Delivery::Btw => {
             let pane = t
                 .state
@@ -365,21 +340,22 @@ fn note(a: &NoteArgs) -> Result<i32> {
                 }
                 Some(pane) => {
                     let text = format!("/btw {}", collapse(&text));
-                    rec["pane"] = json!(pane);
-                    rec["delivered_text_preview"] = json!(preview(&text));
+                    rec.delivered_text_preview = Some(preview(&text));
                     match paste_into_pane(&pane, &text) {
-                        Ok(()) => rec["status"] = json!("delivered"),
+                        Ok(()) => rec.status = "delivered".into(),
                         Err(e) => failure = Some(e),
                     }
+                    rec.pane = Some(pane);
                 }
             }
         }
     }
     if let Some(e) = &failure {
-        rec["status"] = json!("failed");
-        rec["error"] = json!(e);
+        rec.status = "failed".into();
+        rec.error = Some(e.clone());
     }
-    target::secure_append(&t.dir, store::NOTES_FILE, &rec.to_string())?;
+    rec.append(&t.dir)?;
+    let id = rec.id;
     if let Some(e) = failure {
         eprintln!("delivery error: {e}");
         println!("note id: {id}");
@@ -387,15 +363,11 @@ fn note(a: &NoteArgs) -> Result<i32> {
     }
     match a.delivery {
         Delivery::NextPrompt => {
-            let now = Utc::now();
-            let line = json!({
-                "id": id,
-                "action": "note",
-                "note": text,
-                "reason": format!("note from {}", a.actor.trim()),
-                "created_at": timestamp(now),
-            });
-            target::secure_append(&t.dir, store::CONTROL_FILE, &line.to_string())?;
+            let reason = format!("note from {}", a.actor.trim());
+            let mut line = ControlLine::new(ControlAction::Note, Some(&reason), Some(&text), now);
+            // One id for the note and the command that carries it.
+            line.id = Some(id.clone());
+            line.append(&t.dir)?;
             println!(
                 "operator note queued for the next prompt of {} at {}",
                 t.name,
@@ -435,17 +407,17 @@ fn focus(a: &FocusArgs) -> Result<i32> {
     if summary.is_empty() {
         return Err(Error::Usage("the focus summary is empty".into()));
     }
-    let t = target::resolve(&a.target, Stopped::Exclude)?;
+    let t = discovery::resolve(&a.target.query(), Stopped::Exclude)?;
     let now = Utc::now();
     let id = new_id(now);
-    let rec = json!({
-        "id": id,
-        "created_at": timestamp(now),
-        "actor": a.actor.trim(),
-        "source": "manual",
-        "summary": summary,
-    });
-    target::secure_append(&t.dir, store::FOCUS_FILE, &rec.to_string())?;
+    let rec = FocusRecord {
+        id: Some(id.clone()),
+        created_at: Some(now),
+        actor: Some(a.actor.trim().to_string()),
+        source: Some("manual".into()),
+        summary: summary.clone(),
+    };
+    rec.append(&t.dir)?;
     println!("focus updated for {} at {}", t.name, t.dir.display());
     println!("focus id: {id}");
     println!("summary: {summary}");
@@ -455,16 +427,6 @@ fn focus(a: &FocusArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_have_the_reference_shape() {
-        let now = crate::commands::target::parse_time("2026-11-21T09:10:32.5Z").expect("t");
-        let id = new_id(now);
-        assert!(id.starts_with("20261121T091032Z-"), "{id}");
-        let hex = &id["20261121T091032Z-".len()..];
-        assert_eq!(hex.len(), 8);
-        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
-    }
 
     #[test]
     fn previews_collapse_and_cut() {

@@ -22,7 +22,13 @@ fn demo_config(exe: &Path) -> String {
 }
 
 fn git_init(dir: &Path) -> Result<()> {
-    let git = |e: git2::Error| Error::Git(format!("demo repository: {e}"));
+    let git = |source: git2::Error| {
+        Error::from(crate::effects::git::GitError::Git {
+            action: "cannot set up the demo repository in",
+            path: dir.to_path_buf(),
+            source,
+        })
+    };
     let repo = git2::Repository::init(dir).map_err(git)?;
     let mut index = repo.index().map_err(git)?;
     for f in [
@@ -134,7 +140,7 @@ pub fn demo_agent(args: &DemoAgentArgs) -> Result<i32> {
         }
     }
     std::fs::write(&args.plan, &out).map_err(|e| Error::io("cannot write", &args.plan, e))?;
-    let left = crate::driver::unchecked_tasks(&out);
+    let left = crate::engine::plan::unchecked_tasks(&out);
     match done {
         Some(task) => println!("working on: {task}\nticked it; {left} task(s) left"),
         None => println!("nothing left to do"),

@@ -4,8 +4,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::cli::{DoctorArgs, RunArgs};
+use crate::config::run::{self, find_program};
 use crate::config::{self, Invocation};
-use crate::driver::find_program;
 use crate::error::{Error, Result, exit_code};
 
 /// First line of `<program> --version`, bounded in time.
@@ -122,6 +122,27 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
         None => println!(
             "missing: tmux (needed for the farm, split layout and hybrid panes; --local runs work without it)"
         ),
+    }
+    // Would a run start? The same checks as `looper run` (a dry run: programs were
+    // looked at above, one by one).
+    if let Some(s) = &settings {
+        let dry = config::Settings {
+            dry_run: true,
+            ..s.clone()
+        };
+        match run::prepare(dry, &inv) {
+            Ok(cfg) => println!(
+                "ok: a run would start: {} prompt(s) from {} ({} mode), interface {}",
+                cfg.prompts.prompts.len(),
+                cfg.settings.prompt_file.display(),
+                cfg.settings.mode.as_str(),
+                cfg.settings.agent.interface.as_str()
+            ),
+            Err(e) => {
+                println!("error: run: {e}");
+                ok = false;
+            }
+        }
     }
     let cwd = settings
         .as_ref()

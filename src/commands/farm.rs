@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use clap::Args as _;
 
 use crate::cli::RunArgs;
+use crate::config::run::find_program;
 use crate::config::{self, Invocation};
-use crate::driver::find_program;
 use crate::effects::tmux;
 use crate::error::{Error, Result};
 

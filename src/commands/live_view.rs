@@ -13,16 +13,18 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, queue, style, terminal};
-use serde_json::{Value as Json, json};
 use unicode_width::UnicodeWidthChar;
 
 use crate::cli::LiveViewArgs;
-use crate::effects::{procinfo, store};
+use crate::effects::procinfo;
+use crate::engine::ControlAction;
 use crate::error::{Error, Result};
-use crate::state::RunState;
+use crate::records::control::{ControlLine, latest_focus};
+use crate::records::state::read_state;
+use crate::records::{FOCUS_FILE, RunState, STATE_FILE};
 use crate::transcript;
 
 /// How often the run's files are re-read and the supervisor is checked.
@@ -37,28 +39,6 @@ const MAX_LINES: usize = 2000;
 const READ_CHUNK: u64 = 1 << 20;
 /// A record longer than this without a newline is dropped (records are at most 64 KiB).
 const MAX_PARTIAL: usize = 1 << 20;
-
-/// The shape of a `control.jsonl` line, as `looper control` writes them (reference 10.4).
-pub fn control_line(
-    action: &str,
-    reason: Option<&str>,
-    note: Option<&str>,
-    now: DateTime<Utc>,
-    random: u32,
-) -> String {
-    let mut v = json!({
-        "id": format!("{}-{random:08x}", now.format("%Y%m%dT%H%M%SZ")),
-        "action": action,
-        "created_at": crate::state::timestamp(now),
-    });
-    if let Some(r) = reason {
-        v["reason"] = json!(r);
-    }
-    if let Some(n) = note {
-        v["note"] = json!(n);
-    }
-    v.to_string()
-}
 
 /// Agent output is untrusted: control characters (escape sequences included) never reach
 /// the terminal.
@@ -179,7 +159,7 @@ pub enum KeyAction {
     Redraw,
     Quit,
     /// Append a control line: action, reason, note.
-    Queue(&'static str, Option<String>, Option<String>),
+    Queue(ControlAction, Option<String>, Option<String>),
 }
 
 /// The view's model: everything drawn, read from the run directory.
@@ -221,20 +201,17 @@ impl View {
     /// Re-read state, focus and the current log. True when anything drawn changed.
     pub fn refresh(&mut self) -> bool {
         let mut changed = false;
-        if let Ok(st) = store::read_state(&self.run_dir.join(store::STATE_FILE))
+        if let Ok(st) = read_state(&self.run_dir.join(STATE_FILE))
             && self.state.as_ref() != Some(&st)
         {
             self.state = Some(st);
             changed = true;
         }
-        let focus_path = self.run_dir.join(store::FOCUS_FILE);
+        let focus_path = self.run_dir.join(FOCUS_FILE);
         let focus_len = std::fs::metadata(&focus_path).map(|m| m.len()).unwrap_or(0);
         if focus_len != self.focus_len {
             self.focus_len = focus_len;
-            let latest = store::read_jsonl(&focus_path)
-                .iter()
-                .rev()
-                .find_map(|v| v.get("summary").and_then(Json::as_str).map(sanitize));
+            let latest = latest_focus(&focus_path).map(|f| sanitize(&f));
             changed |= latest != self.focus;
             self.focus = latest;
         }
@@ -379,7 +356,7 @@ impl View {
                     let text = note.trim().to_string();
                     self.note = None;
                     if !text.is_empty() {
-                        return KeyAction::Queue("note", None, Some(text));
+                        return KeyAction::Queue(ControlAction::Note, None, Some(text));
                     }
                 }
                 KeyCode::Backspace => {
@@ -395,13 +372,19 @@ impl View {
         }
         let reason = |what: &str| Some(format!("live view: {what}"));
         match key.code {
-            KeyCode::Char('p') => {
-                KeyAction::Queue("stop_after_prompt", reason("stop after prompt"), None)
+            KeyCode::Char('p') => KeyAction::Queue(
+                ControlAction::StopAfterPrompt,
+                reason("stop after prompt"),
+                None,
+            ),
+            KeyCode::Char('l') => KeyAction::Queue(
+                ControlAction::StopAfterLoop,
+                reason("stop after loop"),
+                None,
+            ),
+            KeyCode::Char('i') => {
+                KeyAction::Queue(ControlAction::InterruptNow, reason("interrupt now"), None)
             }
-            KeyCode::Char('l') => {
-                KeyAction::Queue("stop_after_loop", reason("stop after loop"), None)
-            }
-            KeyCode::Char('i') => KeyAction::Queue("interrupt_now", reason("interrupt now"), None),
             KeyCode::Char('n') => {
                 self.note = Some(String::new());
                 self.message = None;
@@ -418,14 +401,15 @@ impl View {
         format!("live view closed; follow the transcript with: looper logs --run-dir {run} -f")
     }
 
-    /// Append a control line and say so in the view.
-    fn queue(&mut self, action: &str, reason: Option<&str>, note: Option<&str>) {
-        let line = control_line(action, reason, note, Utc::now(), rand::random());
-        let path = self.run_dir.join(store::CONTROL_FILE);
-        self.message = Some(match store::append_line(&path, &line) {
-            Ok(()) if action == "note" => "note queued for the next prompt".into(),
-            Ok(()) => format!("queued {action}"),
-            Err(e) => format!("cannot queue {action}: {e}"),
+    /// Append a control line (with the checks every writer of the control file makes) and
+    /// say so in the view.
+    fn queue(&mut self, action: ControlAction, reason: Option<&str>, note: Option<&str>) {
+        let line = ControlLine::new(action, reason, note, Utc::now());
+        let name = action.as_str();
+        self.message = Some(match line.append(&self.run_dir) {
+            Ok(_) if action == ControlAction::Note => "note queued for the next prompt".into(),
+            Ok(_) => format!("queued {name}"),
+            Err(e) => format!("cannot queue {name}: {e}"),
         });
     }
 }
@@ -535,33 +519,31 @@ pub fn live_view(args: &LiveViewArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::CONTROL_FILE;
 
     fn key(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
     }
 
     #[test]
-    fn control_lines_match_the_control_command_format() {
-        let now = DateTime::parse_from_rfc3339("2026-11-21T09:10:32.5Z")
-            .expect("time")
-            .with_timezone(&Utc);
-        let v: Json = serde_json::from_str(&control_line(
-            "stop_after_loop",
+    fn keys_queue_control_lines_the_supervisor_reads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let mut view = View::new(dir.path());
+        view.queue(ControlAction::Note, None, Some("also the docs"));
+        view.queue(
+            ControlAction::StopAfterLoop,
             Some("live view: stop after loop"),
             None,
-            now,
-            0xab,
-        ))
-        .expect("json");
-        assert_eq!(v["id"], "20261121T091032Z-000000ab");
-        assert_eq!(v["action"], "stop_after_loop");
-        assert_eq!(v["reason"], "live view: stop after loop");
-        assert_eq!(v["created_at"], "2026-11-21T09:10:32.500Z");
-        assert!(v.get("note").is_none());
-        let line = control_line("note", None, Some("also the docs"), now, 1);
-        let cmd = crate::effects::inbox::parse_control_line(line.as_bytes(), 1)
-            .expect("parsed by the supervisor");
-        assert_eq!(cmd.note.as_deref(), Some("also the docs"));
+        );
+        let mut inbox = crate::records::inbox::Inbox::new(&dir.path().join(CONTROL_FILE));
+        let got = inbox.poll();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].note.as_deref(), Some("also the docs"));
+        assert_eq!(got[1].action, ControlAction::StopAfterLoop);
+        assert_eq!(got[1].reason.as_deref(), Some("live view: stop after loop"));
     }
 
     #[test]
@@ -570,7 +552,7 @@ mod tests {
         assert_eq!(
             v.on_key(key('p')),
             KeyAction::Queue(
-                "stop_after_prompt",
+                ControlAction::StopAfterPrompt,
                 Some("live view: stop after prompt".into()),
                 None
             )
@@ -578,7 +560,7 @@ mod tests {
         assert_eq!(
             v.on_key(key('l')),
             KeyAction::Queue(
-                "stop_after_loop",
+                ControlAction::StopAfterLoop,
                 Some("live view: stop after loop".into()),
                 None
             )
@@ -586,7 +568,7 @@ mod tests {
         assert_eq!(
             v.on_key(key('i')),
             KeyAction::Queue(
-                "interrupt_now",
+                ControlAction::InterruptNow,
                 Some("live view: interrupt now".into()),
                 None
             )
@@ -602,7 +584,7 @@ mod tests {
         );
         assert_eq!(
             v.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
-            KeyAction::Queue("note", None, Some("hi".into()))
+            KeyAction::Queue(ControlAction::Note, None, Some("hi".into()))
         );
         assert_eq!(v.on_key(key('n')), KeyAction::Redraw);
         assert_eq!(

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::LogsArgs;
-use crate::commands::target::{self, Stopped, Target};
 use crate::effects::procinfo;
 use crate::error::{Error, Result, exit_code};
-use crate::state::RunState;
+use crate::records::RunState;
+use crate::records::discovery::{self, Stopped, Target};
 
 /// How often `-f` looks for new bytes and a new log file.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -128,7 +128,7 @@ fn pump(path: &Path, offset: u64, p: &mut Printer, out: &mut impl Write) -> Resu
 }
 
 pub fn logs(args: &LogsArgs) -> Result<i32> {
-    let t = target::resolve(&args.target, Stopped::Fallback)?;
+    let t = discovery::resolve(&args.target.query(), Stopped::Fallback)?;
     let mut out = std::io::stdout().lock();
     match run(&t, args, &mut out) {
         Err(Error::WithCode { code, message }) if message.is_empty() => Ok(code),

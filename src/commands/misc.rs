@@ -8,12 +8,12 @@ pub fn config_check(args: &ConfigCheckArgs, wrapper: Option<&str>) -> Result<i32
     let inv = Invocation::from_process(wrapper)?;
     let settings = config::resolve(&args.run, &inv)?;
     // Compile the regexes and load the prompts too: "valid" means a run would start.
-    let prepared = crate::driver::prepare(
+    let prepared = config::run::prepare(
         config::Settings {
             dry_run: true,
             ..settings
         },
-        inv.env.get("PATH").map(String::as_str),
+        &inv,
     )?;
     print!(
         "{}",

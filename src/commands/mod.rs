@@ -10,4 +10,3 @@ pub mod logs;
 pub mod misc;
 pub mod run;
 pub mod status;
-pub mod target;

@@ -10,6 +10,7 @@ use crate::config::{
 use crate::driver::{self, RunOptions};
 use crate::effects::{git, procinfo};
 use crate::error::{Error, Result};
+use crate::records::events::SupervisorEvent;
 
 /// A directory is initialised once it has a config or a prompt file.
 pub fn initialized(dir: &Path) -> bool {
@@ -38,18 +39,15 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
     let hold = settings.hold_on_stop;
     let dry = settings.dry_run;
     let layout = settings.tmux_layout;
-    let prepared = driver::prepare(settings, inv.env.get("PATH").map(String::as_str))?;
+    let prepared = config::run::prepare(settings, inv)?;
 
-    let mut lock_note = None;
+    let mut took_over = None;
     let run_id = (chrono::Utc::now(), rand::random::<u32>());
-    let run_dir = prepared
-        .settings
-        .log_dir
-        .join(crate::effects::store::run_dir_name(
-            run_id.0,
-            &prepared.label,
-            run_id.1,
-        ));
+    let run_dir = prepared.settings.log_dir.join(crate::records::run_dir_name(
+        run_id.0,
+        &prepared.label,
+        run_id.1,
+    ));
     let _lock = if dry {
         None
     } else {
@@ -71,7 +69,7 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => break other.map_err(|e| Error::Usage(format!("{e}")))?,
+                other => break other?,
             }
         };
         if let Some(prev) = &guard.took_over {
@@ -81,14 +79,15 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
                 prev.label,
                 prev.run_dir.display()
             ));
-            lock_note = serde_json::to_value(prev)
-                .ok()
-                .map(|v| serde_json::json!({ "previous_holder": v, "lock": lock_path }));
+            took_over = Some(SupervisorEvent::LockTakenOver {
+                previous_holder: prev.clone(),
+                lock: lock_path.clone(),
+            });
         }
         Some(guard)
     };
 
-    let in_tmux = std::env::var_os("TMUX").is_some();
+    let in_tmux = prepared.tmux.is_some();
     let split = !dry && in_tmux && matches!(layout, config::Layout::Split | config::Layout::Auto);
     let opts = RunOptions {
         echo_transcript: true,
@@ -100,7 +99,7 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
-    let code = rt.block_on(driver::run(prepared, opts, lock_note))?;
+    let code = rt.block_on(driver::run(prepared, opts, took_over))?;
     drop(rt);
     if hold && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         crate::console::err("looper: stopped; press Enter to close");

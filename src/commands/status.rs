@@ -1,11 +1,7 @@
 //! `looper status` (D23): the fleet of runs under the state roots (and, with `--all`, every
 //! run in the machine-wide registry), what needs attention first; `--json`, `--watch`,
-//! `--repair-stale`.
-//!
-//! Speed matters (10,000 runs in well under 100 ms on a warm cache): each `state.json` is
-//! read once into a small struct (serde skips the fields we do not show), directories are
-//! read by a few threads, staleness costs one /proc read per distinct active pid, and the
-//! rows are sorted once.
+//! `--repair-stale`. Finding and reading the runs is `records::{discovery, fleet}`; this
+//! module renders them.
 //!
 //! # JSON schema (`--json`), `agent-looper/status` version 1
 //!
@@ -38,264 +34,21 @@
 //! Fields may be added in later versions of schema 1; removals or changes of meaning bump
 //! `version`. See `docs/status-json.md`.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Map, Value as Json, json};
 
 use crate::cli::StatusArgs;
-use crate::commands::target::{self, parse_time};
-use crate::effects::{procinfo, store};
 use crate::error::{Error, Result};
-use crate::state::timestamp;
+use crate::records::discovery::{self, discover};
+use crate::records::fleet::{Row, StateView, UsageView, load_rows, sort_rows};
+use crate::records::repair::repair;
+use crate::records::time;
 
 pub const SCHEMA: &str = "agent-looper/status";
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Usage receipts as recorded; every field optional so partial records still load.
-#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
-#[serde(default)]
-pub struct UsageView {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_input_tokens: u64,
-    pub cost_usd: f64,
-}
-
-/// The part of `state.json` that status shows. Unknown fields are skipped by serde without
-/// building values, which is most of the file.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct StateView {
-    pub run_id: Option<String>,
-    pub label: Option<String>,
-    pub status: Option<String>,
-    pub agent_name: Option<String>,
-    pub agent_kind: Option<String>,
-    pub agent_cwd: Option<String>,
-    pub current_loop: Option<u64>,
-    pub current_prompt_index: Option<u64>,
-    pub total_prompts: Option<u64>,
-    pub updated_at: Option<String>,
-    pub started_at: Option<String>,
-    pub stop_reason: Option<String>,
-    pub exit_code: Option<i64>,
-    pub retry_status: Option<String>,
-    pub retry_until: Option<String>,
-    pub usage_total: Option<UsageView>,
-    pub pid: Option<i64>,
-    pub pid_identity: Option<String>,
-    pub control_last_reason: Option<String>,
-    pub stale_reason: Option<String>,
-}
-
-impl StateView {
-    fn is_active(&self) -> bool {
-        matches!(
-            self.status.as_deref(),
-            Some("running" | "retrying" | "paused")
-        )
-    }
-}
-
-/// One run as status shows it.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub dir: PathBuf,
-    pub state: StateView,
-    /// Why state.json could not be read or parsed.
-    pub error: Option<String>,
-    /// Set when the state is active but its supervisor is gone.
-    pub stale: Option<String>,
-    pub updated: Option<DateTime<Utc>>,
-}
-
-/// Read a whole file into `buf` with plain `read` calls: no `stat` for a size hint (one
-/// syscall less per run) and no allocation once the buffer has grown to a state's size.
-fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    buf.clear();
-    // Never follow a symlink planted as state.json (it fails with ELOOP and the run is
-    // shown unreadable): found by the reliability suite. A directory fails on read.
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8192);
-        }
-        let start = buf.len();
-        buf.resize(buf.capacity(), 0);
-        match f.read(&mut buf[start..]) {
-            Ok(0) => {
-                buf.truncate(start);
-                return Ok(());
-            }
-            Ok(n) => buf.truncate(start + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
-            Err(e) => {
-                buf.truncate(start);
-                return Err(e);
-            }
-        }
-    }
-}
-
-impl Row {
-    fn load(dir: PathBuf, buf: &mut Vec<u8>) -> Row {
-        let path = dir.join(store::STATE_FILE);
-        let (state, error) = match read_into(&path, buf) {
-            Ok(()) => match serde_json::from_slice::<StateView>(buf) {
-                Ok(s) => (s, None),
-                Err(e) => (
-                    StateView::default(),
-                    Some(format!("cannot parse state.json: {e}")),
-                ),
-            },
-            Err(e) => (
-                StateView::default(),
-                Some(format!("cannot read state.json: {e}")),
-            ),
-        };
-        let updated = state
-            .updated_at
-            .as_deref()
-            .or(state.started_at.as_deref())
-            .and_then(parse_time);
-        Row {
-            dir,
-            state,
-            error,
-            stale: None,
-            updated,
-        }
-    }
-
-    fn reload(&mut self) {
-        let dir = std::mem::take(&mut self.dir);
-        *self = Row::load(dir, &mut Vec::new());
-    }
-
-    fn name(&self) -> String {
-        self.dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    pub fn label(&self) -> String {
-        self.state
-            .label
-            .clone()
-            .or_else(|| self.state.run_id.clone())
-            .unwrap_or_else(|| self.name())
-    }
-
-    /// The status column: `unreadable`, `stale`, or as recorded.
-    pub fn shown_status(&self) -> String {
-        if self.error.is_some() {
-            "unreadable".into()
-        } else if self.stale.is_some() {
-            "stale".into()
-        } else {
-            self.state
-                .status
-                .clone()
-                .unwrap_or_else(|| "unknown".into())
-        }
-    }
-
-    /// 0 needs attention, 1 running, 2 finished.
-    pub fn group(&self) -> u8 {
-        if self.error.is_some() || self.stale.is_some() {
-            return 0;
-        }
-        match self.state.status.as_deref() {
-            Some("running") => 1,
-            Some("stopped") if self.state.exit_code == Some(3) => 0,
-            Some("stopped" | "interrupted") => 2,
-            // error, retrying, paused and anything we do not know.
-            _ => 0,
-        }
-    }
-
-    fn project(&self) -> Option<String> {
-        let cwd = self.state.agent_cwd.as_deref()?;
-        Some(
-            Path::new(cwd)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| cwd.to_string()),
-        )
-    }
-
-    fn note(&self) -> String {
-        if let Some(e) = &self.error {
-            return e.clone();
-        }
-        if let Some(r) = &self.stale {
-            return r.clone();
-        }
-        let s = &self.state;
-        match s.status.as_deref() {
-            Some("retrying") => {
-                let status = s.retry_status.clone().unwrap_or_else(|| "retrying".into());
-                match s.retry_until.as_deref().and_then(parse_time) {
-                    Some(t) => format!(
-                        "{status} until {}",
-                        t.with_timezone(&chrono::Local).format("%H:%M:%S")
-                    ),
-                    None => status,
-                }
-            }
-            Some("paused") => format!(
-                "paused: {}",
-                s.control_last_reason
-                    .clone()
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| "waiting for `looper control resume`".into())
-            ),
-            _ => s.stop_reason.clone().unwrap_or_else(|| "-".into()),
-        }
-    }
-
-    pub fn to_json(&self) -> RunJson<'_> {
-        let s = &self.state;
-        RunJson {
-            run_dir: &self.dir,
-            run_id: s.run_id.as_deref(),
-            label: s.label.as_deref(),
-            status: if self.error.is_some() {
-                "unreadable"
-            } else {
-                s.status.as_deref().unwrap_or("unknown")
-            },
-            stale: self.stale.is_some(),
-            stale_reason: self.stale.as_deref().or(s.stale_reason.as_deref()),
-            error: self.error.as_deref(),
-            agent: s.agent_name.as_deref(),
-            agent_kind: s.agent_kind.as_deref(),
-            loop_number: s.current_loop,
-            prompt: s.current_prompt_index,
-            total_prompts: s.total_prompts,
-            updated_at: s.updated_at.as_deref(),
-            started_at: s.started_at.as_deref(),
-            stop_reason: s.stop_reason.as_deref(),
-            exit_code: s.exit_code,
-            retry_status: s.retry_status.as_deref(),
-            retry_until: s.retry_until.as_deref(),
-            usage_total: s.usage_total.as_ref(),
-            project: self.project(),
-            pid: s.pid,
-        }
-    }
-}
 
 /// One entry of `runs` in the `--json` document (schema in the module docs), serialised
 /// straight from borrowed fields, in schema order.
@@ -314,12 +67,15 @@ pub struct RunJson<'a> {
     pub loop_number: Option<u64>,
     pub prompt: Option<u64>,
     pub total_prompts: Option<u64>,
-    pub updated_at: Option<&'a str>,
-    pub started_at: Option<&'a str>,
+    #[serde(serialize_with = "time::opt::serialize")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "time::opt::serialize")]
+    pub started_at: Option<DateTime<Utc>>,
     pub stop_reason: Option<&'a str>,
     pub exit_code: Option<i64>,
     pub retry_status: Option<&'a str>,
-    pub retry_until: Option<&'a str>,
+    #[serde(serialize_with = "time::opt::serialize")]
+    pub retry_until: Option<DateTime<Utc>>,
     pub usage_total: Option<&'a UsageView>,
     pub project: Option<String>,
     pub pid: Option<i64>,
@@ -332,119 +88,6 @@ pub struct StatusJson<'a> {
     pub version: u32,
     pub generated_at: String,
     pub runs: Vec<RunJson<'a>>,
-}
-
-/// Run directories under the roots (children holding a `state.json` or not; a child that is
-/// not a directory is skipped), plus registry entries with `--all`, without duplicates.
-pub fn discover(roots: &[PathBuf], registry: Option<&Path>) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for root in roots {
-        let Ok(entries) = std::fs::read_dir(root) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            // Hidden entries are not runs: a run directory being created is staged as
-            // `.<run id>.new` until it holds a state (`RunStore::create`).
-            if e.file_name().as_encoded_bytes().starts_with(b".") {
-                continue;
-            }
-            // d_type avoids a stat per entry on most filesystems.
-            let is_dir = e
-                .file_type()
-                .map(|t| t.is_dir() || (t.is_symlink() && e.path().is_dir()))
-                .unwrap_or(false);
-            if is_dir {
-                dirs.push(e.path());
-            }
-        }
-    }
-    if let Some(reg) = registry {
-        // Compare canonical paths so a run found under a root is not listed twice.
-        let mut seen: HashSet<PathBuf> = HashSet::new();
-        for root in roots {
-            if let Ok(c) = root.canonicalize() {
-                for d in &dirs {
-                    if let Some(name) = d.file_name() {
-                        seen.insert(c.join(name));
-                    }
-                }
-            }
-        }
-        for v in store::read_jsonl(reg) {
-            let Some(d) = v.get("run_dir").and_then(Json::as_str) else {
-                continue;
-            };
-            let Ok(c) = Path::new(d).canonicalize() else {
-                continue; // deleted since it was registered
-            };
-            if c.is_dir() && seen.insert(c.clone()) {
-                dirs.push(c);
-            }
-        }
-    }
-    dirs
-}
-
-/// Load every row, a few threads at a time, then judge staleness once per distinct pid.
-pub fn load_rows(dirs: Vec<PathBuf>) -> Vec<Row> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let mut rows: Vec<Row> = if dirs.len() < 256 || threads == 1 {
-        let mut buf = Vec::new();
-        dirs.into_iter().map(|d| Row::load(d, &mut buf)).collect()
-    } else {
-        let chunk = dirs.len().div_ceil(threads);
-        let mut parts: Vec<Vec<PathBuf>> = Vec::new();
-        let mut it = dirs.into_iter().peekable();
-        while it.peek().is_some() {
-            parts.push(it.by_ref().take(chunk).collect());
-        }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut buf = Vec::new();
-                        part.into_iter()
-                            .map(|d| Row::load(d, &mut buf))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
-    let mut memo: HashMap<(Option<i64>, Option<String>), Option<String>> = HashMap::new();
-    for row in &mut rows {
-        if row.error.is_none() && row.state.is_active() {
-            let key = (row.state.pid, row.state.pid_identity.clone());
-            let reason = memo
-                .entry(key)
-                .or_insert_with(|| {
-                    procinfo::stale_reason(row.state.pid, row.state.pid_identity.as_deref())
-                })
-                .clone();
-            row.stale = reason;
-        }
-    }
-    sort_rows(&mut rows);
-    rows
-}
-
-/// Attention first, then running, then finished; newest first within a group.
-pub fn sort_rows(rows: &mut [Row]) {
-    rows.sort_by_cached_key(|r| {
-        (
-            r.group(),
-            std::cmp::Reverse(r.updated),
-            std::cmp::Reverse(r.name()),
-        )
-    });
 }
 
 pub fn age(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
@@ -551,88 +194,51 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
     out
 }
 
+fn run_json(row: &Row) -> RunJson<'_> {
+    let s = &row.state;
+    RunJson {
+        run_dir: &row.dir,
+        run_id: s.run_id.as_deref(),
+        label: s.label.as_deref(),
+        status: if row.error.is_some() {
+            "unreadable"
+        } else {
+            s.status.as_deref().unwrap_or("unknown")
+        },
+        stale: row.stale.is_some(),
+        stale_reason: row.stale.as_deref().or(s.stale_reason.as_deref()),
+        error: row.error.as_deref(),
+        agent: s.agent_name.as_deref(),
+        agent_kind: s.agent_kind.as_deref(),
+        loop_number: s.current_loop,
+        prompt: s.current_prompt_index,
+        total_prompts: s.total_prompts,
+        updated_at: s.updated_at,
+        started_at: s.started_at,
+        stop_reason: s.stop_reason.as_deref(),
+        exit_code: s.exit_code,
+        retry_status: s.retry_status.as_deref(),
+        retry_until: s.retry_until,
+        usage_total: s.usage_total.as_ref(),
+        project: row.project(),
+        pid: s.pid,
+    }
+}
+
 pub fn render_json(rows: &[Row], now: DateTime<Utc>) -> StatusJson<'_> {
     StatusJson {
         schema: SCHEMA,
         version: SCHEMA_VERSION,
-        generated_at: timestamp(now),
-        runs: rows.iter().map(Row::to_json).collect(),
+        generated_at: time::format(now),
+        runs: rows.iter().map(run_json).collect(),
     }
-}
-
-/// What `--repair-stale` (and `control stop --now/--force`) wrote.
-#[derive(Clone, Debug)]
-pub struct Repaired {
-    pub reason: String,
-    pub stop_reason: String,
-}
-
-/// Mark a stale run stopped (reference section 10.5): rewrite `state.json` atomically,
-/// keeping every field we do not own (runs written by the reference have more), and append
-/// exactly one `run_stopped` event.
-pub fn repair(dir: &Path, reason: &str, now: DateTime<Utc>) -> Result<Repaired> {
-    target::check_run_dir(dir)?;
-    let path = dir.join(store::STATE_FILE);
-    let meta =
-        std::fs::symlink_metadata(&path).map_err(|e| Error::io("cannot inspect", &path, e))?;
-    if let Some(why) = target::unsafe_reason(&meta) {
-        return Err(Error::Usage(format!(
-            "refusing to rewrite {}: it {why}",
-            path.display()
-        )));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-    let mut state: Map<String, Json> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("cannot parse {}: {e}", path.display())))?;
-    let at = timestamp(now);
-    let stop_reason = format!("external termination: {reason}");
-    let exit_code = state
-        .get("exit_code")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or(Json::Null);
-    let completed = state
-        .get("completed_at")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| Json::String(at.clone()));
-    for (k, v) in [
-        ("status", Json::String("stopped".into())),
-        ("stop_reason", Json::String(stop_reason.clone())),
-        ("stale_reason", Json::String(reason.into())),
-        ("stale_repaired_at", Json::String(at.clone())),
-        ("completed_at", completed),
-        ("last_event", Json::String("run_stopped".into())),
-        ("updated_at", Json::String(at.clone())),
-        ("exit_code", exit_code.clone()),
-    ] {
-        state.insert(k.into(), v);
-    }
-    let mut out = serde_json::to_vec_pretty(&Json::Object(state))
-        .map_err(|e| Error::Usage(format!("cannot serialise the repaired state: {e}")))?;
-    out.push(b'\n');
-    store::write_atomic(&path, &out, true)?;
-    let event = json!({
-        "ts": at,
-        "event": "run_stopped",
-        "status": "stopped",
-        "stop_reason": stop_reason,
-        "exit_code": exit_code,
-        "stale_reason": reason,
-        "stale_repaired_at": at,
-    });
-    target::secure_append(dir, store::EVENTS_FILE, &event.to_string())?;
-    Ok(Repaired {
-        reason: reason.into(),
-        stop_reason,
-    })
 }
 
 pub fn status(args: &StatusArgs) -> Result<i32> {
-    let env = target::process_env();
-    let roots = target::state_roots(&args.state_root, &env);
+    let env = discovery::process_env();
+    let roots = discovery::state_roots(&args.state_root, &env);
     let registry = if args.all {
-        store::registry_path(&env)
+        discovery::registry_path(&env)
     } else {
         None
     };
@@ -812,53 +418,17 @@ mod tests {
             },
             error: None,
             stale: None,
-            updated: parse_time(updated),
+            updated: time::parse(updated),
         }
     }
 
     #[test]
-    fn attention_first_then_running_then_finished_newest_first() {
-        let mut rows = vec![
-            row("done-old", "stopped", Some(0), "2026-01-01T00:00:01Z"),
-            row("run-old", "running", None, "2026-01-01T00:00:02Z"),
-            row("breaker", "stopped", Some(3), "2026-01-01T00:00:03Z"),
-            row("done-new", "interrupted", Some(130), "2026-01-01T00:00:04Z"),
-            row("run-new", "running", None, "2026-01-01T00:00:05Z"),
-            row("paused", "paused", None, "2026-01-01T00:00:06Z"),
-            row("failed", "error", Some(1), "2026-01-01T00:00:00Z"),
-        ];
-        rows[1].stale = Some("gone".into());
-        sort_rows(&mut rows);
-        let names: Vec<String> = rows.iter().map(Row::label).collect();
-        assert_eq!(
-            names,
-            [
-                "paused", "breaker", "run-old", "failed", "run-new", "done-new", "done-old"
-            ]
-        );
-    }
-
-    #[test]
-    fn read_into_reuses_the_buffer_and_reads_large_files_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let big: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(dir.path().join("big"), &big).expect("write");
-        std::fs::write(dir.path().join("small"), b"{}").expect("write");
-        let mut buf = Vec::new();
-        read_into(&dir.path().join("big"), &mut buf).expect("read");
-        assert_eq!(buf, big);
-        read_into(&dir.path().join("small"), &mut buf).expect("read");
-        assert_eq!(buf, b"{}");
-        assert!(read_into(&dir.path().join("missing"), &mut buf).is_err());
-    }
-
-    #[test]
     fn ages_and_usage_read_well() {
-        let now = parse_time("2026-01-01T12:00:00Z").expect("t");
-        assert_eq!(age(now, parse_time("2026-01-01T11:59:48Z")), "12s ago");
-        assert_eq!(age(now, parse_time("2026-01-01T11:55:00Z")), "5m ago");
-        assert_eq!(age(now, parse_time("2026-01-01T09:00:00Z")), "3h ago");
-        assert_eq!(age(now, parse_time("2025-12-30T12:00:00Z")), "2d ago");
+        let now = time::parse("2026-01-01T12:00:00Z").expect("t");
+        assert_eq!(age(now, time::parse("2026-01-01T11:59:48Z")), "12s ago");
+        assert_eq!(age(now, time::parse("2026-01-01T11:55:00Z")), "5m ago");
+        assert_eq!(age(now, time::parse("2026-01-01T09:00:00Z")), "3h ago");
+        assert_eq!(age(now, time::parse("2025-12-30T12:00:00Z")), "2d ago");
         assert_eq!(age(now, None), "-");
         let u = UsageView {
             input_tokens: 12_000,
@@ -873,7 +443,7 @@ mod tests {
 
     #[test]
     fn the_table_aligns_columns() {
-        let now = parse_time("2026-01-01T00:00:10Z").expect("t");
+        let now = time::parse("2026-01-01T00:00:10Z").expect("t");
         let mut r = row("smoke", "running", None, "2026-01-01T00:00:00Z");
         r.state.agent_name = Some("codex".into());
         r.state.current_loop = Some(3);

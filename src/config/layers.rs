@@ -275,6 +275,17 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
             }
             Ok(Value::Num(n))
         }
+        Kind::Seconds { min, exclusive } => {
+            let n = match value {
+                toml::Value::Integer(i) => *i as f64,
+                toml::Value::Float(f) => *f,
+                other => return Err(fail(describe(other))),
+            };
+            if !seconds_in_range(n, min, exclusive) {
+                return Err(fail(describe(value)));
+            }
+            Ok(Value::Num(n))
+        }
         Kind::Bool => match value {
             toml::Value::Boolean(b) => Ok(Value::Bool(*b)),
             other => Err(fail(describe(other))),
@@ -325,12 +336,33 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
     }
 }
 
+/// A number of seconds `Duration` can hold and timers can add: finite, in range, at most
+/// [`schema::MAX_SECONDS`].
+pub fn seconds_in_range(n: f64, min: f64, exclusive: bool) -> bool {
+    n.is_finite() && n <= schema::MAX_SECONDS && if exclusive { n > min } else { n >= min }
+}
+
 /// Compile a user regex; stop patterns are case-insensitive, completion markers are not.
+///
+/// Validation and the run share one compiled value: the first compile of a pattern is kept
+/// (a `Regex` clone shares the compiled program), so a key checked in its layer is not
+/// compiled again by `config::run` or the scanner.
 pub fn compile_regex(
     pattern: &str,
     case_insensitive: bool,
 ) -> std::result::Result<regex::Regex, String> {
-    regex::RegexBuilder::new(pattern)
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    /// A config has a handful of patterns; the bound only keeps fuzzing from growing it.
+    const KEEP: usize = 64;
+    static COMPILED: Mutex<Option<HashMap<(String, bool), regex::Regex>>> = Mutex::new(None);
+    let key = (pattern.to_string(), case_insensitive);
+    if let Ok(cache) = COMPILED.lock()
+        && let Some(re) = cache.as_ref().and_then(|c| c.get(&key))
+    {
+        return Ok(re.clone());
+    }
+    let re = regex::RegexBuilder::new(pattern)
         .case_insensitive(case_insensitive)
         .multi_line(true)
         .size_limit(10 * (1 << 20))
@@ -346,7 +378,15 @@ pub fn compile_regex(
                 .trim()
                 .to_string();
             last.trim_start_matches("error: ").to_string()
-        })
+        })?;
+    if let Ok(mut cache) = COMPILED.lock() {
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if cache.len() >= KEEP {
+            cache.clear();
+        }
+        cache.insert(key, re.clone());
+    }
+    Ok(re)
 }
 
 /// Reject unknown `{name}` placeholders; `{{` and `}}` are literal braces.

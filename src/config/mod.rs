@@ -3,11 +3,13 @@
 
 pub mod layers;
 pub mod preset;
+pub mod run;
 pub mod schema;
 pub mod starter;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cli::{self, RunArgs};
 use crate::error::{Error, Result};
@@ -17,64 +19,60 @@ pub const DEFAULT_CONFIG_FILE: &str = "agent-looper.toml";
 pub const DEFAULT_PROMPT_FILE: &str = "PROMPT.md";
 pub const LEGACY_PROMPT_FILE: &str = "prompts.md";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AgentKind {
-    Codex,
-    Claude,
-    Gemini,
-    Generic,
+/// The enums of the config, each spelt in the files as its snake_case name; one derive gives
+/// both directions (`AgentKind::from_str("codex")`, `kind.as_str()`).
+macro_rules! config_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr,
+            serde::Serialize, serde::Deserialize,
+        )]
+        #[strum(serialize_all = "snake_case")]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    };
 }
+
+config_enum!(
+    /// Which CLI an agent table drives.
+    AgentKind { Codex, Claude, Gemini, Generic }
+);
 
 impl AgentKind {
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "codex" => Some(Self::Codex),
-            "claude" => Some(Self::Claude),
-            "gemini" => Some(Self::Gemini),
-            "generic" => Some(Self::Generic),
-            _ => None,
-        }
+        s.parse().ok()
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Codex => "codex",
-            Self::Claude => "claude",
-            Self::Gemini => "gemini",
-            Self::Generic => "generic",
-        }
+    /// The looper chooses the session id up front (claude and gemini take `--session-id`,
+    /// generic agents `{session_id}`); codex reports its own thread id (D27).
+    pub fn preassigns_session_ids(self) -> bool {
+        self != AgentKind::Codex
+    }
+
+    /// The agent reliably keeps a session whose first prompt failed, so the retry resumes
+    /// it. gemini 0.61 saves such a session or not depending on how it ended (recorded in
+    /// tests/fixtures/clis/FINDINGS.md), so its retry starts a new one.
+    pub fn keeps_failed_first_session(self) -> bool {
+        self != AgentKind::Gemini
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interface {
-    Json,
-    Hybrid,
-}
+config_enum!(
+    /// How the agent is run: a JSON-printing process, or its TUI in a tmux pane (D9).
+    Interface { Json, Hybrid }
+);
 
-impl Interface {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Hybrid => "hybrid",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PromptMode {
-    Single,
-    Sequence,
-}
-
-impl PromptMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Single => "single",
-            Self::Sequence => "sequence",
-        }
-    }
-}
+config_enum!(
+    /// One prompt per loop, or a sequence split on the separator.
+    PromptMode { Single, Sequence }
+);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -118,16 +116,16 @@ pub struct Settings {
     pub prompt_file: PathBuf,
     pub separator: String,
     pub label: Option<String>,
-    pub timeout_seconds: f64,
-    pub sleep_seconds: f64,
+    pub timeout: Duration,
+    pub sleep: Duration,
     pub fresh_session_per_loop: bool,
     pub reload_prompt_each_loop: bool,
     pub max_loops: u64,
     pub max_transient_retries: u64,
-    pub retry_notify_after_seconds: f64,
-    pub retry_backoff_base_seconds: f64,
-    pub retry_backoff_max_seconds: f64,
-    pub rate_limit_max_wait_seconds: f64,
+    pub retry_notify_after: Duration,
+    pub retry_backoff_base: Duration,
+    pub retry_backoff_max: Duration,
+    pub rate_limit_max_wait: Duration,
     pub log_dir: PathBuf,
     pub kill_on_stop_pattern: bool,
     pub ignore_nonzero: bool,
@@ -142,11 +140,14 @@ pub struct Settings {
     pub cb_output_decline: u64,
     pub cb_output_match_pattern: Option<String>,
     pub cb_output_match_repeats: u64,
-    pub max_runtime_seconds: f64,
-    pub max_tokens: u64,
-    pub max_cost_usd: f64,
-    pub terminate_grace_seconds: f64,
-    pub pipe_leak_timeout_seconds: f64,
+    /// `None`: no wall-clock budget (0 in the file).
+    pub max_runtime: Option<Duration>,
+    /// `None`: no token budget (0 in the file).
+    pub max_tokens: Option<u64>,
+    /// `None`: no cost budget (0 in the file).
+    pub max_cost_usd: Option<f64>,
+    pub terminate_grace: Duration,
+    pub pipe_leak_timeout: Duration,
     pub tmux_layout: Layout,
     pub hold_on_stop: bool,
     pub keep_agent_pane: bool,
@@ -524,6 +525,10 @@ impl Reader<'_> {
             _ => 0.0,
         }
     }
+    /// A `*_seconds` key, range-checked by the schema (`Kind::Seconds`) when it was read.
+    fn seconds(&self, path: &str) -> Duration {
+        Duration::try_from_secs_f64(self.num(path)).unwrap_or(Duration::ZERO)
+    }
     fn bool(&self, path: &str) -> bool {
         matches!(self.value(path), Some(Value::Bool(true)))
     }
@@ -712,16 +717,16 @@ fn build(
         prompt_file: absolutize(&inv.base_dir, &prompt_file),
         separator: r.str("looper.separator"),
         label: args.label.clone(),
-        timeout_seconds: r.num("looper.timeout_seconds"),
-        sleep_seconds: r.num("looper.sleep_seconds"),
+        timeout: r.seconds("looper.timeout_seconds"),
+        sleep: r.seconds("looper.sleep_seconds"),
         fresh_session_per_loop: r.bool("looper.fresh_session_per_loop"),
         reload_prompt_each_loop: r.bool("looper.reload_prompt_each_loop"),
         max_loops: r.int("looper.max_loops"),
         max_transient_retries: r.int("looper.max_transient_retries"),
-        retry_notify_after_seconds: r.num("looper.retry_notify_after_seconds"),
-        retry_backoff_base_seconds: r.num("looper.retry_backoff_base_seconds"),
-        retry_backoff_max_seconds: r.num("looper.retry_backoff_max_seconds"),
-        rate_limit_max_wait_seconds: r.num("looper.rate_limit_max_wait_seconds"),
+        retry_notify_after: r.seconds("looper.retry_notify_after_seconds"),
+        retry_backoff_base: r.seconds("looper.retry_backoff_base_seconds"),
+        retry_backoff_max: r.seconds("looper.retry_backoff_max_seconds"),
+        rate_limit_max_wait: r.seconds("looper.rate_limit_max_wait_seconds"),
         log_dir: absolutize(&inv.base_dir, Path::new(&r.str("looper.log_dir"))),
         kill_on_stop_pattern: r.bool("looper.kill_on_stop_pattern"),
         ignore_nonzero: r.bool("looper.ignore_nonzero"),
@@ -738,11 +743,11 @@ fn build(
         cb_output_decline: r.int("looper.cb_output_decline"),
         cb_output_match_pattern: r.opt_str("looper.cb_output_match_pattern"),
         cb_output_match_repeats: r.int("looper.cb_output_match_repeats").max(1),
-        max_runtime_seconds: r.num("looper.max_runtime_seconds"),
-        max_tokens: r.int("looper.max_tokens"),
-        max_cost_usd: r.num("looper.max_cost_usd"),
-        terminate_grace_seconds: r.num("looper.terminate_grace_seconds"),
-        pipe_leak_timeout_seconds: r.num("looper.pipe_leak_timeout_seconds"),
+        max_runtime: Some(r.seconds("looper.max_runtime_seconds")).filter(|d| !d.is_zero()),
+        max_tokens: Some(r.int("looper.max_tokens")).filter(|n| *n > 0),
+        max_cost_usd: Some(r.num("looper.max_cost_usd")).filter(|c| *c > 0.0),
+        terminate_grace: r.seconds("looper.terminate_grace_seconds"),
+        pipe_leak_timeout: r.seconds("looper.pipe_leak_timeout_seconds"),
         tmux_layout: layout,
         hold_on_stop: r.bool("looper.hold_on_stop"),
         keep_agent_pane: r.bool("looper.keep_agent_pane"),

@@ -3,6 +3,11 @@
 //! One table drives validation, `looper config check`, the starter file and the README's
 //! reference, so a key cannot be documented in one place and forgotten in another.
 
+/// The longest duration any `*_seconds` key (or seconds flag) accepts: about 31 years. Far
+/// beyond any real run, and far below what makes timer arithmetic overflow (a value like
+/// `1e20` passed validation once and then panicked in the driver).
+pub const MAX_SECONDS: f64 = 1e9;
+
 /// What a key accepts. Validation messages are derived from this.
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
@@ -26,6 +31,12 @@ pub enum Kind {
     },
     /// A finite number `> min` (exclusive) or `>= min`.
     Num {
+        min: f64,
+        exclusive: bool,
+    },
+    /// A duration in seconds, `> min` (exclusive) or `>= min`, at most [`MAX_SECONDS`]: it
+    /// becomes a `Duration` once, here, and nothing downstream converts or clamps again.
+    Seconds {
         min: f64,
         exclusive: bool,
     },
@@ -69,6 +80,14 @@ impl Kind {
                 min,
                 exclusive: false,
             } => format!("a finite number >= {min}"),
+            Kind::Seconds {
+                min,
+                exclusive: true,
+            } => format!("a number of seconds > {min} and <= {MAX_SECONDS}"),
+            Kind::Seconds {
+                min,
+                exclusive: false,
+            } => format!("a number of seconds >= {min} and <= {MAX_SECONDS}"),
             Kind::Bool => "true or false".into(),
             Kind::StrList => "an array of strings".into(),
             Kind::RegexList => "an array of valid regular expressions".into(),
@@ -85,7 +104,7 @@ impl Kind {
             Kind::Str | Kind::NonEmptyStr | Kind::Path { .. } | Kind::Choice(_) => "string",
             Kind::Regex { .. } => "string (regex)",
             Kind::Int { .. } => "integer",
-            Kind::Num { .. } => "number",
+            Kind::Num { .. } | Kind::Seconds { .. } => "number",
             Kind::Bool => "boolean",
             Kind::StrList | Kind::Template => "array of strings",
             Kind::RegexList => "array of strings (regex)",
@@ -180,7 +199,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "timeout_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: true,
         },
@@ -189,7 +208,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "sleep_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: false,
         },
@@ -222,7 +241,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "retry_notify_after_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: false,
         },
@@ -231,7 +250,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "retry_backoff_base_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: true,
         },
@@ -240,7 +259,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "retry_backoff_max_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: true,
         },
@@ -249,7 +268,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "rate_limit_max_wait_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: true,
         },
@@ -360,7 +379,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "max_runtime_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: false,
         },
@@ -384,7 +403,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "terminate_grace_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: false,
         },
@@ -393,7 +412,7 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
     ),
     key(
         "pipe_leak_timeout_seconds",
-        K::Num {
+        K::Seconds {
             min: 0.0,
             exclusive: false,
         },

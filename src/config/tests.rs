@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::schema::{AGENT_KEYS, Kind, LOOPER_KEYS};
 use super::*;
+use std::time::Duration;
 
 fn inv(dir: &Path) -> Invocation {
     Invocation {
@@ -106,6 +107,30 @@ fn cases(kind: Kind) -> (&'static str, Vec<(&'static str, &'static str)>) {
             vec![
                 ("-1", "an integer -1"),
                 ("-inf", "a non-finite number -inf"),
+                ("\"5\"", "a string \"5\""),
+            ],
+        ),
+        Kind::Seconds {
+            exclusive: true, ..
+        } => (
+            "2.5",
+            vec![
+                ("0", "an integer 0"),
+                ("-1.5", "a float -1.5"),
+                ("inf", "a non-finite number inf"),
+                ("nan", "a non-finite number NaN"),
+                ("1e20", "a float 100000000000000000000"),
+                ("1000000001", "an integer 1000000001"),
+                ("\"5\"", "a string \"5\""),
+                ("true", "a boolean true"),
+            ],
+        ),
+        Kind::Seconds { .. } => (
+            "0",
+            vec![
+                ("-1", "an integer -1"),
+                ("-inf", "a non-finite number -inf"),
+                ("1e20", "a float 100000000000000000000"),
                 ("\"5\"", "a string \"5\""),
             ],
         ),
@@ -336,8 +361,8 @@ fn layering_defaults_file_preset_env_flags_and_agent_args() {
     let s = resolve(&args, &i).expect("resolve");
     assert_eq!(s.agent.name, "claude");
     assert_eq!(s.max_loops, 7, "preset over file");
-    assert_eq!(s.sleep_seconds, 9.0, "file over default");
-    assert_eq!(s.timeout_seconds, 30.0, "flag over preset");
+    assert_eq!(s.sleep, Duration::from_secs(9), "file over default");
+    assert_eq!(s.timeout, Duration::from_secs(30), "flag over preset");
     assert_eq!(
         s.tmux_layout,
         Layout::Single,
@@ -410,7 +435,7 @@ fn once_sleep_zero_and_complete_on() {
     };
     let s = resolve(&args, &inv(dir.path())).expect("resolve");
     assert_eq!(s.max_loops, 1, "--once wins over --max-loops");
-    assert_eq!(s.sleep_seconds, 0.0, "D7: sleep 0 is allowed");
+    assert_eq!(s.sleep, Duration::ZERO, "D7: sleep 0 is allowed");
     assert_eq!(s.completion_marker.as_deref(), Some("DONE"));
     assert!(!s.fresh_session_per_loop);
 }

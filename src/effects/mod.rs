@@ -2,9 +2,7 @@
 
 pub mod git;
 pub mod hybrid;
-pub mod inbox;
 pub mod outlog;
 pub mod process;
 pub mod procinfo;
-pub mod store;
 pub mod tmux;

@@ -37,7 +37,7 @@ fn idx(s: Stream) -> usize {
 
 impl LogWriter {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = crate::effects::store::open_append(path)?;
+        let file = crate::records::fsio::open_append(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

@@ -271,13 +271,11 @@ pub struct WindowState {
 }
 
 impl WindowState {
-    pub fn new(run_dir: &Path) -> Self {
-        let pane = std::env::var("TMUX")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .and_then(|_| std::env::var("TMUX_PANE").ok())
-            .filter(|p| !p.is_empty());
-        let me = Self { pane };
+    /// The window of `pane` (the supervisor's `$TMUX_PANE`, from the invocation), if any.
+    pub fn new(pane: Option<String>, run_dir: &Path) -> Self {
+        let me = Self {
+            pane: pane.filter(|p| !p.is_empty()),
+        };
         if let Some(p) = &me.pane {
             let dir = run_dir.display().to_string();
             fire(set_window_option(p, "@looper_run_dir", &dir));

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::retry::ErrorClass;
-use super::stop::Status;
+use super::stop::{Status, StopKind};
 
 /// Token and cost receipts reported by the agents (D16).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -32,8 +32,9 @@ impl Usage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, strum::IntoStaticStr)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Event {
     RunStarted {
         dry_run: bool,
@@ -142,25 +143,13 @@ pub enum Event {
     RunStopped {
         status: Status,
         stop_reason: String,
+        stop_kind: StopKind,
         exit_code: i32,
     },
 }
 
 impl Event {
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::RunStarted { .. } => "run_started",
-            Event::LoopStarted { .. } => "loop_started",
-            Event::BackupCreated { .. } => "backup_created",
-            Event::PromptStarted { .. } => "prompt_started",
-            Event::PromptCompleted { .. } => "prompt_completed",
-            Event::RetryWait { .. } => "retry_wait",
-            Event::LoopCompleted { .. } => "loop_completed",
-            Event::ControlCommandReceived { .. } => "control_command_received",
-            Event::Paused { .. } => "paused",
-            Event::Resumed { .. } => "resumed",
-            Event::NoteDelivered { .. } => "note_delivered",
-            Event::RunStopped { .. } => "run_stopped",
-        }
+        self.into()
     }
 }

@@ -6,6 +6,8 @@
 //! attempt, a wait, a plan check); its answer is the next input. Control commands and
 //! signals may arrive at any time in between.
 
+use std::time::Duration;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -18,7 +20,8 @@ use super::stop::{Status, StopReason, fmt_duration};
 pub struct EngineConfig {
     pub label: String,
     pub max_loops: u64,
-    pub sleep_seconds: f64,
+    /// Pause between loops (zero: none).
+    pub sleep: Duration,
     pub fresh_session_per_loop: bool,
     pub reload_prompt_each_loop: bool,
     /// `Some(streak)` when completion detection is on.
@@ -30,10 +33,11 @@ pub struct EngineConfig {
     pub output_match_repeats: Option<u64>,
     pub retry: RetryPolicy,
     pub ignore_nonzero: bool,
-    pub timeout_seconds: f64,
+    /// Per-prompt limit; the driver enforces it, the engine words the stop.
+    pub timeout: Duration,
     pub dry_run: bool,
     pub backup: bool,
-    pub max_runtime_seconds: Option<f64>,
+    pub max_runtime: Option<Duration>,
     pub max_tokens: Option<u64>,
     pub max_cost_usd: Option<f64>,
     /// Agents given a session id up front (claude, gemini, generic); codex reports its own.
@@ -46,7 +50,11 @@ pub struct EngineConfig {
     pub failed_start_keeps_session: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ControlAction {
     StopAfterPrompt,
     StopAfterLoop,
@@ -58,27 +66,8 @@ pub enum ControlAction {
 }
 
 impl ControlAction {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "stop_after_prompt" => Self::StopAfterPrompt,
-            "stop_after_loop" => Self::StopAfterLoop,
-            "interrupt_now" => Self::InterruptNow,
-            "pause" => Self::Pause,
-            "resume" => Self::Resume,
-            "note" => Self::Note,
-            _ => return None,
-        })
-    }
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::StopAfterPrompt => "stop_after_prompt",
-            Self::StopAfterLoop => "stop_after_loop",
-            Self::InterruptNow => "interrupt_now",
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-            Self::Note => "note",
-        }
+        self.into()
     }
 }
 
@@ -185,7 +174,7 @@ pub enum Effect {
     },
     RunAttempt(AttemptSpec),
     Wait {
-        seconds: f64,
+        duration: Duration,
         purpose: WaitPurpose,
     },
     CheckPlan,
@@ -368,7 +357,7 @@ impl Engine {
                 self.interrupt(&mut fx, StopReason::Signal(name), forceful);
             }
             Input::RuntimeExpired => {
-                let max = self.cfg.max_runtime_seconds.unwrap_or(self.now);
+                let max = self.cfg.max_runtime.map_or(self.now, |d| d.as_secs_f64());
                 self.interrupt(&mut fx, StopReason::MaxRuntime(max), false);
             }
             Input::Failure(e) => self.interrupt(&mut fx, StopReason::Internal(e), false),
@@ -473,7 +462,7 @@ impl Engine {
     }
 
     fn begin_loop_now(&mut self, fx: &mut Vec<Effect>) {
-        if let Some(max) = self.cfg.max_runtime_seconds
+        if let Some(max) = self.max_runtime()
             && self.now >= max
         {
             self.finish(fx, StopReason::MaxRuntime(max));
@@ -663,7 +652,7 @@ impl Engine {
             return;
         }
         if r.timed_out {
-            self.finish(fx, StopReason::Timeout(self.cfg.timeout_seconds));
+            self.finish(fx, StopReason::Timeout(self.cfg.timeout.as_secs_f64()));
             return;
         }
         if let Some(budget) = self.budget_exceeded() {
@@ -751,9 +740,15 @@ impl Engine {
         }));
         self.phase = Phase::RetryWait;
         fx.push(Effect::Wait {
-            seconds: wait,
+            // `wait_for` stays within the validated backoff and provider-delay limits.
+            duration: Duration::try_from_secs_f64(wait).unwrap_or_default(),
             purpose: WaitPurpose::Retry,
         });
+    }
+
+    /// The wall-clock budget in the engine's time (seconds since the run started).
+    fn max_runtime(&self) -> Option<f64> {
+        self.cfg.max_runtime.map(|d| d.as_secs_f64())
     }
 
     fn budget_exceeded(&self) -> Option<StopReason> {
@@ -874,8 +869,7 @@ impl Engine {
             })
             .or_else(|| self.budget_exceeded())
             .or_else(|| {
-                self.cfg
-                    .max_runtime_seconds
+                self.max_runtime()
                     .filter(|max| self.now >= *max)
                     .map(StopReason::MaxRuntime)
             })
@@ -888,10 +882,10 @@ impl Engine {
             self.finish(fx, reason);
             return;
         }
-        if self.cfg.sleep_seconds > 0.0 {
+        if !self.cfg.sleep.is_zero() {
             self.phase = Phase::Sleeping;
             fx.push(Effect::Wait {
-                seconds: self.cfg.sleep_seconds,
+                duration: self.cfg.sleep,
                 purpose: WaitPurpose::Sleep,
             });
         } else {
@@ -904,6 +898,7 @@ impl Engine {
         fx.push(Effect::Record(Event::RunStopped {
             status: reason.status(),
             stop_reason: reason.reason(),
+            stop_kind: reason.kind(),
             exit_code: reason.exit_code(),
         }));
         fx.push(Effect::Finish(reason));

@@ -3,6 +3,8 @@
 
 pub mod events;
 pub mod machine;
+pub mod panes;
+pub mod plan;
 pub mod retry;
 pub mod stop;
 
@@ -15,4 +17,4 @@ pub use machine::{
     EngineConfig, Input, SessionRef, WaitPurpose,
 };
 pub use retry::{ErrorClass, ErrorSignal, RetryPolicy};
-pub use stop::{Status, StopReason};
+pub use stop::{Status, StopKind, StopReason};

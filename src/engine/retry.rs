@@ -1,8 +1,11 @@
 //! Retry policy: which failures are retried, and how long to wait (D15). Pure.
 
 /// What an error signal means for the loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorClass {
     /// Quota or rate limit: retried without a cap, honouring the provider's delay.
     RateLimit,
@@ -14,11 +17,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::RateLimit => "rate_limit",
-            ErrorClass::Transient => "transient",
-            ErrorClass::Terminal => "terminal",
-        }
+        self.into()
     }
 }
 

@@ -2,8 +2,11 @@
 
 use crate::error::exit_code;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Status {
     Running,
     Retrying,
@@ -15,18 +18,72 @@ pub enum Status {
 
 impl Status {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Retrying => "retrying",
-            Status::Paused => "paused",
-            Status::Stopped => "stopped",
-            Status::Error => "error",
-            Status::Interrupted => "interrupted",
-        }
+        self.into()
     }
 
     pub fn is_active(self) -> bool {
         matches!(self, Status::Running | Status::Retrying | Status::Paused)
+    }
+}
+
+/// What kind of ending a run had, recorded as `stop_kind` beside the worded `stop_reason`:
+/// tools decide on this (`control stop --wait`'s exit code), never on the wording. The one
+/// table of statuses and exit codes (D5) is keyed by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopKind {
+    MaxLoops,
+    DryRun,
+    Completion,
+    Control,
+    NoProgress,
+    OutputDecline,
+    OutputMatch,
+    MaxRuntime,
+    TokenBudget,
+    CostBudget,
+    TransientCap,
+    Terminal,
+    Timeout,
+    NonzeroExit,
+    KilledBySignal,
+    SpawnFailed,
+    PromptReload,
+    PlanFileMissing,
+    Signal,
+    Internal,
+    /// Closed by `--repair-stale` (or `control stop --now`) after its supervisor died.
+    External,
+    /// A kind written by a newer looper.
+    #[serde(other)]
+    Unknown,
+}
+
+impl StopKind {
+    /// D5, in one place.
+    pub fn exit_code(self) -> i32 {
+        use StopKind::*;
+        match self {
+            MaxLoops | DryRun | Completion | Control => exit_code::OK,
+            NoProgress | OutputDecline | OutputMatch | MaxRuntime | TokenBudget | CostBudget => {
+                exit_code::BREAKER
+            }
+            TransientCap | Terminal | NonzeroExit | KilledBySignal | SpawnFailed | Internal
+            | External | Unknown => exit_code::AGENT_FAILED,
+            Timeout => exit_code::TIMEOUT,
+            PromptReload | PlanFileMissing => exit_code::USAGE,
+            Signal => exit_code::INTERRUPTED,
+        }
+    }
+
+    pub fn status(self) -> Status {
+        use StopKind::*;
+        match self {
+            MaxLoops | DryRun | Completion | Control | NoProgress | OutputDecline | OutputMatch
+            | MaxRuntime | TokenBudget | CostBudget | External => Status::Stopped,
+            Signal => Status::Interrupted,
+            _ => Status::Error,
+        }
     }
 }
 
@@ -108,45 +165,37 @@ impl StopReason {
         }
     }
 
-    pub fn status(&self) -> Status {
+    pub fn kind(&self) -> StopKind {
         match self {
-            StopReason::MaxLoops(_)
-            | StopReason::DryRun
-            | StopReason::Completion
-            | StopReason::Control { .. }
-            | StopReason::NoProgress(_)
-            | StopReason::OutputDecline(_)
-            | StopReason::OutputMatch(_)
-            | StopReason::MaxRuntime(_)
-            | StopReason::TokenBudget { .. }
-            | StopReason::CostBudget { .. } => Status::Stopped,
-            StopReason::Signal(_) => Status::Interrupted,
-            _ => Status::Error,
+            StopReason::MaxLoops(_) => StopKind::MaxLoops,
+            StopReason::DryRun => StopKind::DryRun,
+            StopReason::Completion => StopKind::Completion,
+            StopReason::NoProgress(_) => StopKind::NoProgress,
+            StopReason::OutputDecline(_) => StopKind::OutputDecline,
+            StopReason::OutputMatch(_) => StopKind::OutputMatch,
+            StopReason::MaxRuntime(_) => StopKind::MaxRuntime,
+            StopReason::TokenBudget { .. } => StopKind::TokenBudget,
+            StopReason::CostBudget { .. } => StopKind::CostBudget,
+            StopReason::Control { .. } => StopKind::Control,
+            StopReason::TransientCap { .. } => StopKind::TransientCap,
+            StopReason::Terminal(_) => StopKind::Terminal,
+            StopReason::Timeout(_) => StopKind::Timeout,
+            StopReason::NonzeroExit(_) => StopKind::NonzeroExit,
+            StopReason::KilledBySignal(_) => StopKind::KilledBySignal,
+            StopReason::SpawnFailed(_) => StopKind::SpawnFailed,
+            StopReason::PromptReload(_) => StopKind::PromptReload,
+            StopReason::PlanFileMissing(_) => StopKind::PlanFileMissing,
+            StopReason::Signal(_) => StopKind::Signal,
+            StopReason::Internal(_) => StopKind::Internal,
         }
     }
 
+    pub fn status(&self) -> Status {
+        self.kind().status()
+    }
+
     pub fn exit_code(&self) -> i32 {
-        match self {
-            StopReason::MaxLoops(_)
-            | StopReason::DryRun
-            | StopReason::Completion
-            | StopReason::Control { .. } => exit_code::OK,
-            StopReason::NoProgress(_)
-            | StopReason::OutputDecline(_)
-            | StopReason::OutputMatch(_)
-            | StopReason::MaxRuntime(_)
-            | StopReason::TokenBudget { .. }
-            | StopReason::CostBudget { .. } => exit_code::BREAKER,
-            StopReason::TransientCap { .. }
-            | StopReason::Terminal(_)
-            | StopReason::NonzeroExit(_)
-            | StopReason::KilledBySignal(_)
-            | StopReason::SpawnFailed(_)
-            | StopReason::Internal(_) => exit_code::AGENT_FAILED,
-            StopReason::Timeout(_) => exit_code::TIMEOUT,
-            StopReason::PromptReload(_) | StopReason::PlanFileMissing(_) => exit_code::USAGE,
-            StopReason::Signal(_) => exit_code::INTERRUPTED,
-        }
+        self.kind().exit_code()
     }
 
     /// The tmux window state the manual prescribes for this ending.

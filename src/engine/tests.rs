@@ -2,6 +2,7 @@
 //! of events, driven by a simulator that answers the engine's requests from a script.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use super::*;
 
@@ -9,7 +10,7 @@ fn cfg() -> EngineConfig {
     EngineConfig {
         label: "t".into(),
         max_loops: 0,
-        sleep_seconds: 2.0,
+        sleep: Duration::from_secs(2),
         fresh_session_per_loop: true,
         reload_prompt_each_loop: true,
         completion_streak: None,
@@ -24,10 +25,10 @@ fn cfg() -> EngineConfig {
             rate_limit_max_wait: 3600.0,
         },
         ignore_nonzero: false,
-        timeout_seconds: 7200.0,
+        timeout: Duration::from_secs(7200),
         dry_run: false,
         backup: false,
-        max_runtime_seconds: None,
+        max_runtime: None,
         max_tokens: None,
         max_cost_usd: None,
         preassign_session_ids: false,
@@ -151,7 +152,8 @@ impl Sim {
                         let report = self.attempts.pop_front().unwrap_or_else(ok);
                         queue.push_back(Input::AttemptFinished(report));
                     }
-                    Effect::Wait { seconds, purpose } => {
+                    Effect::Wait { duration, purpose } => {
+                        let seconds = duration.as_secs_f64();
                         self.waits.push((seconds, purpose));
                         self.now += seconds;
                         queue.push_back(Input::WaitElapsed);
@@ -1089,7 +1091,7 @@ fn backups_run_before_each_loop_but_not_in_dry_run() {
 #[test]
 fn runtime_budget_stops_at_the_next_boundary_or_now() {
     // Expiry during an attempt terminates it and records the budget stop with exit 3.
-    let mut e = Engine::new(with(|c| c.max_runtime_seconds = Some(10.0)), 1);
+    let mut e = Engine::new(with(|c| c.max_runtime = Some(Duration::from_secs(10))), 1);
     e.step(0.0, Input::Start);
     e.step(0.0, Input::PromptsLoaded { count: 1 });
     let fx = e.step(10.0, Input::RuntimeExpired);

@@ -8,8 +8,8 @@ use agent_looper::agents::output::parse_line;
 use agent_looper::agents::{Classifier, Scanner, Stream};
 use agent_looper::config::layers::{Layers, Origin};
 use agent_looper::config::{AgentKind, PromptMode};
-use agent_looper::effects::inbox::parse_control_line;
 use agent_looper::prompts;
+use agent_looper::records::control::ControlLine;
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -46,7 +46,7 @@ fn config_document_seeds() {
 #[test]
 fn control_line_seeds() {
     for seed in seeds("control_line") {
-        let _ = parse_control_line(&seed, 1);
+        let _ = ControlLine::parse(&seed, 1);
     }
 }
 

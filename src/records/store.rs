@@ -1,133 +1,23 @@
-//! The run directory and its records (D21): `state.json` replaced atomically,
-//! `events.jsonl` appended one whole line per write, fsynced where durability matters.
+//! The supervisor's writer of its own run directory (D21): `state.json` replaced atomically,
+//! `events.jsonl` appended one whole line per write, fsynced where durability matters, and a
+//! space reserve so the end of a run is recorded even on a full disk.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value as Json};
 
+use super::events::{self, SupervisorEvent};
+use super::fsio::{create_private_dir, open_append, write_atomic, write_new_private};
+use super::{
+    CONTROL_FILE, EVENTS_FILE, FOCUS_FILE, RESERVE_FILE, STATE_FILE, prompt_log_name, run_dir_name,
+};
 use crate::engine::Event;
 use crate::error::{Error, Result};
-use crate::state::{RunState, timestamp};
+use crate::records::state::RunState;
 
-pub const STATE_FILE: &str = "state.json";
-pub const EVENTS_FILE: &str = "events.jsonl";
-pub const CONTROL_FILE: &str = "control.jsonl";
-pub const FOCUS_FILE: &str = "focus.jsonl";
-pub const NOTES_FILE: &str = "operator_notes.jsonl";
-/// Space held back for the run's own records (see `RunStore::with_reserve`).
-pub const RESERVE_FILE: &str = ".space-reserve";
 const RESERVE_BYTES: usize = 64 * 1024;
-
-/// Keep what a label says but only characters that are safe in a file name.
-pub fn safe_label(label: &str) -> String {
-    let mapped: String = label
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let trimmed = mapped.trim_matches('-');
-    if trimmed.is_empty() || trimmed.chars().all(|c| c == '.') {
-        "agent".into()
-    } else {
-        trimmed.chars().take(80).collect()
-    }
-}
-
-/// `<UTC stamp with microseconds>__<safe label>__<6 hex>`.
-pub fn run_dir_name(now: DateTime<Utc>, label: &str, random: u32) -> String {
-    format!(
-        "{}__{}__{:06x}",
-        now.format("%Y%m%dT%H%M%S%.6fZ"),
-        safe_label(label),
-        random & 0xff_ffff
-    )
-}
-
-/// Create a directory (and parents) with owner-only permissions for the last component.
-pub fn create_private_dir(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-    }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| Error::io("cannot create run directory", path, e))
-}
-
-/// Open a file for appending, creating it owner-only.
-pub fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Append one line with a single write so concurrent appenders never interleave.
-pub fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
-    let mut f = open_append(path).map_err(|e| Error::io("cannot open", path, e))?;
-    f.write_all(&buf)
-        .map_err(|e| Error::io("cannot append to", path, e))
-}
-
-/// Replace a file atomically: temp file in the same directory, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".state.")
-        .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("cannot create a temporary file in", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-    if durable {
-        tmp.as_file()
-            .sync_data()
-            .map_err(|e| Error::io("cannot sync", tmp.path(), e))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| Error::io("cannot replace", path, e.error))?;
-    if durable && let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Read a JSONL file, skipping blank, malformed and torn lines.
-pub fn read_jsonl(path: &Path) -> Vec<Json> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return vec![];
-    };
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .filter_map(|l| serde_json::from_slice::<Json>(l).ok())
-        .filter(Json::is_object)
-        .collect()
-}
-
-/// Load a state file; `None` if missing, unreadable or not a state.
-pub fn read_state(path: &Path) -> std::result::Result<RunState, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
-    if !meta.file_type().is_file() {
-        return Err("not a regular file".into());
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-}
 
 /// An open run directory owned by one supervisor.
 pub struct RunStore {
@@ -178,17 +68,16 @@ impl RunStore {
             open_append(&p).map_err(|e| Error::io("cannot create", &p, e))?;
         }
         let me = std::process::id() as i32;
-        let at = timestamp(now);
         let state = RunState {
-            schema_version: Some(crate::state::SCHEMA_VERSION),
+            schema_version: Some(super::state::SCHEMA_VERSION),
             run_id: Some(run_id.clone()),
             run_dir: Some(dir.display().to_string()),
             label: Some(label.to_string()),
             pid: Some(i64::from(me)),
             pid_identity: crate::effects::procinfo::pid_identity(me),
             status: Some("running".into()),
-            started_at: Some(at.clone()),
-            updated_at: Some(at),
+            started_at: Some(now),
+            updated_at: Some(now),
             ..RunState::default()
         };
         let reserve = staging.join(RESERVE_FILE);
@@ -213,43 +102,35 @@ impl RunStore {
         self.dir.join(name)
     }
 
-    /// Append one event line: `{"ts": ..., "event": ..., fields..., extra...}`.
-    pub fn append_event(
-        &mut self,
-        event: &Event,
-        at: DateTime<Utc>,
-        extra: Option<Map<String, Json>>,
-    ) -> Result<String> {
-        let ts = timestamp(at);
-        let mut obj = match serde_json::to_value(event) {
-            Ok(Json::Object(m)) => m,
-            _ => Map::new(),
+    /// The log of a prompt of this run.
+    pub fn prompt_log(&self, loop_number: u64, prompt_index: usize) -> PathBuf {
+        self.dir.join(prompt_log_name(loop_number, prompt_index))
+    }
+
+    /// Append an engine event and fold it into the state snapshot (written by `write_state`).
+    pub fn append_event(&mut self, event: &Event, at: DateTime<Utc>) -> Result<()> {
+        let log = match event {
+            Event::PromptStarted {
+                loop_number,
+                prompt_index,
+                ..
+            } => Some(self.prompt_log(*loop_number, *prompt_index)),
+            _ => None,
         };
-        if let Some(extra) = extra {
-            obj.extend(extra);
+        self.write_line(events::encode(at, event, log.as_deref()))?;
+        if let Some(log) = log {
+            self.state.last_log = Some(log.display().to_string());
         }
-        self.write_record(&ts, obj)?;
-        self.state.apply(event, &ts);
-        Ok(ts)
+        self.state.apply(event, at);
+        Ok(())
     }
 
-    /// Append a record that is not an engine event (lock takeover, agent notices, focus).
-    pub fn append_raw(
-        &mut self,
-        name: &str,
-        at: DateTime<Utc>,
-        fields: Map<String, Json>,
-    ) -> Result<()> {
-        let ts = timestamp(at);
-        let mut obj = fields;
-        obj.insert("event".into(), Json::String(name.into()));
-        self.write_record(&ts, obj)
+    /// Append one of the supervisor's own records (hybrid panes, lock takeover).
+    pub fn append_supervisor(&mut self, event: &SupervisorEvent, at: DateTime<Utc>) -> Result<()> {
+        self.write_line(events::encode(at, event, None))
     }
 
-    fn write_record(&mut self, ts: &str, mut obj: Map<String, Json>) -> Result<()> {
-        obj.insert("ts".into(), Json::String(ts.to_string()));
-        let mut line = serde_json::to_vec(&Json::Object(obj)).unwrap_or_default();
-        line.push(b'\n');
+    fn write_line(&mut self, line: Vec<u8>) -> Result<()> {
         self.with_reserve(|s| {
             // One write call per line (O_APPEND); a short write on a full disk would leave
             // a torn line, which readers skip, and the retry appends the line whole.
@@ -267,8 +148,7 @@ impl RunStore {
     /// Rewrite state.json from the in-memory snapshot (always atomically).
     pub fn write_state(&mut self, sync: Sync) -> Result<()> {
         let sync = if self.durable { sync } else { Sync::No };
-        let json = serde_json::to_value(&self.state).unwrap_or(Json::Null);
-        let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
+        let mut bytes = serde_json::to_vec_pretty(&self.state).unwrap_or_default();
         bytes.push(b'\n');
         self.with_reserve(|s| match sync {
             Sync::Now => {
@@ -406,57 +286,9 @@ impl Drop for Syncer {
     }
 }
 
-/// Create a new owner-only file holding `bytes` (really written, so the space is taken).
-fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-/// The machine-wide registry of run directories for `looper status --all` (D23).
-pub fn registry_path(env: &std::collections::BTreeMap<String, String>) -> Option<PathBuf> {
-    let base = env
-        .get("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env.get("HOME")
-                .map(|h| Path::new(h).join(".local").join("state"))
-        })?;
-    Some(base.join("agent-looper").join("runs.jsonl"))
-}
-
-pub fn register_run(registry: &Path, run_dir: &Path, at: DateTime<Utc>) -> Result<()> {
-    if let Some(parent) = registry.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-    }
-    let line = serde_json::json!({ "run_dir": run_dir, "created_at": timestamp(at) }).to_string();
-    append_line(registry, &line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn safe_label_keeps_unicode_and_replaces_the_rest() {
-        assert_eq!(safe_label("fix bugs/now!"), "fix-bugs-now");
-        assert_eq!(safe_label("ünï_code.v2"), "ünï_code.v2");
-        assert_eq!(safe_label("///"), "agent");
-        assert_eq!(safe_label(".."), "agent");
-    }
-
-    #[test]
-    fn read_jsonl_skips_a_torn_last_line_and_garbage() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("e.jsonl");
-        std::fs::write(&p, b"{\"a\":1}\n\nnot json\n{\"b\":2}\n{\"c\":").expect("write");
-        let lines = read_jsonl(&p);
-        assert_eq!(lines.len(), 2);
-    }
 
     #[test]
     fn run_dirs_are_private_and_unique() {

@@ -13,3 +13,8 @@ pub fn out(line: &str) {
 pub fn err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
+
+pub mod echo;
+pub mod words;
+
+pub use words::human_bytes;

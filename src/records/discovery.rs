@@ -1,18 +1,17 @@
-//! Which run an operator command means: state roots from flags and the environment (D4, D23),
-//! a label / run id / run-dir name, `--run-dir`, the newest active run; plus the checks that
-//! make it safe to write into a run directory (ours, not a symlink, not writable by others).
+//! Finding runs (D23): the state roots from flags and the environment (D4), the run
+//! directories under them, the machine-wide registry of every run (`status --all`), and which
+//! run an operator command means (a label / run id / run-dir name, `--run-dir`, the newest
+//! active run).
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use crate::cli::TargetArgs;
-use crate::effects::store;
+use super::state::{RunState, read_state};
+use super::{STATE_FILE, fsio, time};
 use crate::error::{Error, Result};
-use crate::state::RunState;
 
 /// The project's own runs, relative to the current directory.
 pub const DEFAULT_STATE_ROOT: &str = ".agent-looper/runs";
@@ -41,6 +40,94 @@ pub fn state_roots(explicit: &[PathBuf], env: &BTreeMap<String, String>) -> Vec<
 
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
+}
+
+/// Run directories under the roots (children holding a `state.json` or not; a child that is
+/// not a directory is skipped), plus registry entries with `registry`, without duplicates.
+pub fn discover(roots: &[PathBuf], registry: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            // Hidden entries are not runs: a run directory being created is staged as
+            // `.<run id>.new` until it holds a state (`RunStore::create`).
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            // d_type avoids a stat per entry on most filesystems.
+            let is_dir = e
+                .file_type()
+                .map(|t| t.is_dir() || (t.is_symlink() && e.path().is_dir()))
+                .unwrap_or(false);
+            if is_dir {
+                dirs.push(e.path());
+            }
+        }
+    }
+    if let Some(reg) = registry {
+        // Compare canonical paths so a run found under a root is not listed twice.
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        for root in roots {
+            if let Ok(c) = root.canonicalize() {
+                for d in &dirs {
+                    if let Some(name) = d.file_name() {
+                        seen.insert(c.join(name));
+                    }
+                }
+            }
+        }
+        for entry in read_registry(reg) {
+            let Ok(c) = entry.run_dir.canonicalize() else {
+                continue; // deleted since it was registered
+            };
+            if c.is_dir() && seen.insert(c.clone()) {
+                dirs.push(c);
+            }
+        }
+    }
+    dirs
+}
+
+/// One line of the machine-wide registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    pub run_dir: PathBuf,
+    #[serde(default, with = "time::opt")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The machine-wide registry of run directories for `looper status --all` (D23).
+pub fn registry_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    let base = env
+        .get("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env.get("HOME")
+                .map(|h| Path::new(h).join(".local").join("state"))
+        })?;
+    Some(base.join("agent-looper").join("runs.jsonl"))
+}
+
+pub fn register_run(registry: &Path, run_dir: &Path, at: DateTime<Utc>) -> Result<()> {
+    if let Some(parent) = registry.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+    }
+    let entry = RegistryEntry {
+        run_dir: run_dir.to_path_buf(),
+        created_at: Some(at),
+    };
+    fsio::append_line(registry, &serde_json::to_string(&entry).unwrap_or_default())
+}
+
+/// Every readable entry of the registry.
+pub fn read_registry(registry: &Path) -> Vec<RegistryEntry> {
+    fsio::read_jsonl(registry)
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
 }
 
 /// A run found under a state root.
@@ -76,13 +163,7 @@ impl Candidate {
 
     /// Sort key for "newest": updated_at (else started_at) as a time, then the dir name.
     fn recency(&self) -> (Option<DateTime<Utc>>, String) {
-        let t = self
-            .state
-            .updated_at
-            .as_deref()
-            .or(self.state.started_at.as_deref())
-            .and_then(parse_time);
-        (t, self.name())
+        (self.state.updated_at.or(self.state.started_at), self.name())
     }
 
     fn summary(&self) -> String {
@@ -95,20 +176,13 @@ impl Candidate {
     }
 }
 
-/// Parse the records' timestamps (ours with milliseconds, the reference's in whole seconds).
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 /// Every readable `*/state.json` under the roots (unreadable ones are skipped here; `looper
 /// status` shows them).
 pub fn scan(roots: &[PathBuf]) -> Vec<Candidate> {
-    crate::commands::status::discover(roots, None)
+    discover(roots, None)
         .into_iter()
         .filter_map(|dir| {
-            let state = store::read_state(&dir.join(store::STATE_FILE)).ok()?;
+            let state = read_state(&dir.join(STATE_FILE)).ok()?;
             Some(Candidate { dir, state })
         })
         .collect()
@@ -124,12 +198,12 @@ pub struct Target {
 
 impl Target {
     pub fn state_path(&self) -> PathBuf {
-        self.dir.join(store::STATE_FILE)
+        self.dir.join(STATE_FILE)
     }
 
     /// Re-read the state (for `--wait`, `--force`, `logs -f`).
     pub fn reload(&self) -> Option<RunState> {
-        store::read_state(&self.state_path()).ok()
+        read_state(&self.state_path()).ok()
     }
 }
 
@@ -142,12 +216,22 @@ pub enum Stopped {
     Fallback,
 }
 
-pub fn resolve(args: &TargetArgs, stopped: Stopped) -> Result<Target> {
+/// Which run an operator command names (its `TARGET`, `--run-dir`, `--state-root`,
+/// `--include-stopped`).
+#[derive(Clone, Debug, Default)]
+pub struct TargetQuery {
+    pub target: Option<String>,
+    pub run_dir: Option<PathBuf>,
+    pub state_root: Vec<PathBuf>,
+    pub include_stopped: bool,
+}
+
+pub fn resolve(args: &TargetQuery, stopped: Stopped) -> Result<Target> {
     resolve_with(args, stopped, &process_env())
 }
 
 pub fn resolve_with(
-    args: &TargetArgs,
+    args: &TargetQuery,
     stopped: Stopped,
     env: &BTreeMap<String, String>,
 ) -> Result<Target> {
@@ -160,7 +244,7 @@ pub fn resolve_with(
                 dir.display()
             )));
         }
-        let state = store::read_state(&dir.join(store::STATE_FILE)).ok();
+        let state = read_state(&dir.join(STATE_FILE)).ok();
         let c = Candidate {
             dir: dir.clone(),
             state: state.clone().unwrap_or_default(),
@@ -268,84 +352,6 @@ pub fn select(
     })
 }
 
-/// Why writing into `path` (a run directory or one of its files) is unsafe, if it is: a
-/// symlink could redirect the write, and a file others can write could have been planted.
-pub fn unsafe_reason(meta: &std::fs::Metadata) -> Option<&'static str> {
-    if meta.file_type().is_symlink() {
-        Some("is a symbolic link")
-    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
-        Some("is not owned by the current user")
-    } else if meta.mode() & 0o022 != 0 {
-        Some("is writable by group or others")
-    } else {
-        None
-    }
-}
-
-/// Check that a run directory may be written into.
-pub fn check_run_dir(dir: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::io("cannot inspect run directory", dir, e))?;
-    if let Some(why) = unsafe_reason(&meta) {
-        return Err(Error::Usage(format!(
-            "refusing to write into run directory {}: it {why}",
-            dir.display()
-        )));
-    }
-    if !meta.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Append one line to `<run_dir>/<name>` with a single `write` on an `O_APPEND` file
-/// (concurrent writers never interleave), refusing symlinks and files or directories that
-/// someone else could have planted or can modify.
-pub fn secure_append(run_dir: &Path, name: &str, line: &str) -> Result<PathBuf> {
-    check_run_dir(run_dir)?;
-    let path = run_dir.join(name);
-    if let Ok(meta) = std::fs::symlink_metadata(&path) {
-        if let Some(why) = unsafe_reason(&meta) {
-            return Err(Error::Usage(format!(
-                "refusing to write to {}: it {why}",
-                path.display()
-            )));
-        }
-        if !meta.is_file() {
-            return Err(Error::Usage(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-    }
-    // O_NOFOLLOW closes the window between the check above and the open.
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open", &path, e))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| Error::io("cannot inspect", &path, e))?;
-    if let Some(why) = unsafe_reason(&meta) {
-        return Err(Error::Usage(format!(
-            "refusing to write to {}: it {why}",
-            path.display()
-        )));
-    }
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
-    f.write_all(&buf)
-        .map_err(|e| Error::io("cannot append to", &path, e))?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +363,7 @@ mod tests {
                 label: Some(label.into()),
                 run_id: Some(name.into()),
                 status: Some(status.into()),
-                updated_at: Some(updated.into()),
+                updated_at: time::parse(updated),
                 ..RunState::default()
             },
         }
@@ -444,32 +450,5 @@ mod tests {
         );
         let t = select(all, Some("a"), false, Stopped::Fallback, &[]).expect("fallback");
         assert_eq!(t.dir, PathBuf::from("/runs/r1"));
-    }
-
-    #[test]
-    fn secure_append_refuses_symlinks_and_open_permissions() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).expect("mkdir");
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        let p = secure_append(&run, "control.jsonl", "{}").expect("append");
-        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        std::fs::write(dir.path().join("elsewhere"), "").expect("write");
-        std::os::unix::fs::symlink(dir.path().join("elsewhere"), run.join("focus.jsonl"))
-            .expect("symlink");
-        let e = secure_append(&run, "focus.jsonl", "{}").expect_err("symlink");
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-        let e = secure_append(&run, "control.jsonl", "{}").expect_err("world writable");
-        assert!(e.to_string().contains("writable by group or others"), "{e}");
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let e = secure_append(&run, "x.jsonl", "{}").expect_err("open dir");
-        assert!(
-            e.to_string()
-                .contains("refusing to write into run directory"),
-            "{e}"
-        );
     }
 }

@@ -1,9 +1,11 @@
 //! `state.json`: the latest snapshot of a run, with the reference's field names (a superset),
 //! folded from the run's events so the snapshot can never disagree with the history.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Event, Usage};
+use super::time;
+use crate::engine::{Event, StopKind, Usage};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -29,7 +31,8 @@ pub struct RunState {
     pub operator_notes_file: Option<String>,
     pub prompt_sha256: Option<String>,
     pub prompt_bytes: Option<u64>,
-    pub prompt_mtime: Option<String>,
+    #[serde(with = "time::opt")]
+    pub prompt_mtime: Option<DateTime<Utc>>,
     pub prompt_reload_count: Option<u64>,
     pub total_prompts: Option<u64>,
     pub pid: Option<i64>,
@@ -62,7 +65,8 @@ pub struct RunState {
     pub retry_kind: Option<String>,
     pub retry_after_seconds: Option<f64>,
     pub retry_status: Option<String>,
-    pub retry_until: Option<String>,
+    #[serde(with = "time::opt")]
+    pub retry_until: Option<DateTime<Utc>>,
     pub dry_run: Option<bool>,
     pub control_processed_count: Option<u64>,
     pub control_last_action: Option<String>,
@@ -74,31 +78,33 @@ pub struct RunState {
     pub usage: Option<Usage>,
     pub usage_total: Option<Usage>,
     pub stop_reason: Option<String>,
+    /// What kind of ending `stop_reason` words (`control`, `completion`, `breaker`, ...):
+    /// what tools decide on, never the wording.
+    pub stop_kind: Option<StopKind>,
     pub exit_code: Option<i64>,
-    pub started_at: Option<String>,
-    pub updated_at: Option<String>,
-    pub completed_at: Option<String>,
+    #[serde(with = "time::opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(with = "time::opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(with = "time::opt")]
+    pub completed_at: Option<DateTime<Utc>>,
     pub last_event: Option<String>,
     pub stale_reason: Option<String>,
-    pub stale_repaired_at: Option<String>,
+    #[serde(with = "time::opt")]
+    pub stale_repaired_at: Option<DateTime<Utc>>,
     pub looper_version: Option<String>,
-}
-
-/// UTC now in the records' format, millisecond precision.
-pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 impl RunState {
     /// Fold one event into the snapshot.
-    pub fn apply(&mut self, event: &Event, at: &str) {
-        self.updated_at = Some(at.to_string());
+    pub fn apply(&mut self, event: &Event, at: DateTime<Utc>) {
+        self.updated_at = Some(at);
         self.last_event = Some(event.name().to_string());
         match event {
             Event::RunStarted { dry_run } => {
                 self.status = Some("running".into());
                 self.dry_run = Some(*dry_run);
-                self.started_at = Some(at.to_string());
+                self.started_at = Some(at);
                 self.current_loop = Some(0);
                 self.current_prompt_index = Some(0);
                 self.retry_count = Some(0);
@@ -188,15 +194,9 @@ impl RunState {
                 self.retry_count = Some(*retry_count);
                 self.retry_after_seconds = Some(*wait_seconds);
                 self.retry_status = Some(retry_status.clone());
-                let until = chrono::DateTime::parse_from_rfc3339(at)
-                    .ok()
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .and_then(|t| {
-                        t.checked_add_signed(chrono::TimeDelta::milliseconds(
-                            (*wait_seconds * 1000.0) as i64,
-                        ))
-                    });
-                self.retry_until = until.map(timestamp);
+                self.retry_until = at.checked_add_signed(chrono::TimeDelta::milliseconds(
+                    (*wait_seconds * 1000.0) as i64,
+                ));
             }
             Event::LoopCompleted {
                 duration_seconds,
@@ -240,15 +240,17 @@ impl RunState {
             Event::RunStopped {
                 status,
                 stop_reason,
+                stop_kind,
                 exit_code,
             } => {
                 self.status = Some(status.as_str().to_string());
                 self.stop_reason = Some(stop_reason.clone());
+                self.stop_kind = Some(*stop_kind);
                 self.exit_code = Some(i64::from(*exit_code));
                 self.child_pid = None;
                 self.child_pgid = None;
                 if self.completed_at.is_none() {
-                    self.completed_at = Some(at.to_string());
+                    self.completed_at = Some(at);
                 }
             }
         }
@@ -260,4 +262,14 @@ impl RunState {
             Some("running" | "retrying" | "paused")
         )
     }
+}
+
+/// Load a state file; an error says why it is missing, unreadable or not a state.
+pub fn read_state(path: &std::path::Path) -> std::result::Result<RunState, String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }

@@ -6,34 +6,8 @@ use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value as Json;
-
-use crate::engine::{ControlAction, ControlCommand};
-
-/// Lines longer than this are skipped whole (a control line is a few hundred bytes).
-pub const MAX_CONTROL_LINE: usize = 256 * 1024;
-
-/// Parse one control line. Pure, so it can be fuzzed. `line_no` names lines without an id.
-pub fn parse_control_line(line: &[u8], line_no: usize) -> Option<ControlCommand> {
-    let v: Json = serde_json::from_slice(line).ok()?;
-    let obj = v.as_object()?;
-    let action = ControlAction::parse(obj.get("action")?.as_str()?)?;
-    let id = match obj.get("id") {
-        Some(Json::String(s)) if !s.is_empty() => s.clone(),
-        _ => format!("line-{line_no}"),
-    };
-    let reason = obj.get("reason").and_then(Json::as_str).map(str::to_string);
-    let note = obj.get("note").and_then(Json::as_str).map(str::to_string);
-    if action == ControlAction::Note && note.as_deref().is_none_or(|n| n.trim().is_empty()) {
-        return None;
-    }
-    Some(ControlCommand {
-        id,
-        action,
-        reason,
-        note,
-    })
-}
+use super::control::{ControlLine, MAX_CONTROL_LINE};
+use crate::engine::ControlCommand;
 
 pub struct Inbox {
     path: PathBuf,
@@ -148,7 +122,7 @@ impl Inbox {
                         if was_skipping {
                             continue;
                         }
-                        if let Some(cmd) = parse_control_line(&line, self.line_no)
+                        if let Ok(cmd) = ControlLine::parse(&line, self.line_no)
                             && self.seen.insert(cmd.id.clone())
                         {
                             out.push(cmd);
@@ -171,31 +145,10 @@ impl Inbox {
     }
 }
 
-/// Latest focus summary in `focus.jsonl`.
-pub fn latest_focus(path: &Path) -> Option<String> {
-    crate::effects::store::read_jsonl(path)
-        .into_iter()
-        .rev()
-        .find_map(|v| v.get("summary").and_then(Json::as_str).map(str::to_string))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_lines_parse_and_garbage_is_ignored() {
-        let c = parse_control_line(br#"{"id":"a","action":"stop_after_loop","reason":"x"}"#, 1)
-            .expect("parse");
-        assert_eq!(c.action, ControlAction::StopAfterLoop);
-        assert_eq!(c.reason.as_deref(), Some("x"));
-        let c = parse_control_line(br#"{"action":"interrupt_now"}"#, 7).expect("parse");
-        assert_eq!(c.id, "line-7");
-        assert!(parse_control_line(b"garbage", 1).is_none());
-        assert!(parse_control_line(br#"{"action":"explode"}"#, 1).is_none());
-        assert!(parse_control_line(br#"{"action":"note"}"#, 1).is_none());
-        assert!(parse_control_line(br#"["stop_after_loop"]"#, 1).is_none());
-    }
+    use crate::engine::ControlAction;
 
     #[test]
     fn inbox_reads_appends_once_and_waits_for_partial_lines() {

@@ -1,0 +1,335 @@
+//! The second stage of validation (D6): from the layered settings to everything a run needs,
+//! compiled and checked before `run_started`: the regexes, the prompts (each must fit its
+//! argv), the programs every command template names, the interface (D9, decided from the
+//! invocation's environment), git prerequisites, and the plan file. `looper run`, `config
+//! check` and `doctor` all go through [`prepare`]; nothing downstream parses or clamps again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use super::{AgentKind, AgentSettings, Interface, Invocation, Settings, layers};
+use crate::agents::Classifier;
+use crate::agents::command::{self, PromptContext};
+use crate::effects::git;
+use crate::engine::SessionRef;
+use crate::error::{Error, Result};
+use crate::prompts::{self, PromptSet};
+
+/// A run's configuration, validated and compiled.
+pub struct RunConfig {
+    pub settings: Settings,
+    pub label: String,
+    /// The prompts as loaded at start (each reload is checked again by the run).
+    pub prompts: PromptSet,
+    pub separator: Regex,
+    pub completion: Option<Regex>,
+    pub output_match: Option<Regex>,
+    pub classifier: Classifier,
+    /// Where each program the agent's commands name was found (`executable`, and the first
+    /// word of `first_command` and `resume_command`), keyed by the name as configured.
+    pub programs: BTreeMap<String, PathBuf>,
+    /// The git work tree, opened when backups or the no-progress breaker need it.
+    pub workspace: Option<git::Workspace>,
+    /// The tmux pane this looper runs in (`$TMUX_PANE` when `$TMUX` is set).
+    pub tmux: Option<TmuxContext>,
+    /// The invocation's environment: what the agent inherits, and where a TUI's transcript
+    /// is (`CLAUDE_CONFIG_DIR`, `CODEX_HOME`).
+    pub env: BTreeMap<String, String>,
+    /// One-line notices for the start of the run (interface fallback, plan file not yet made).
+    pub notices: Vec<String>,
+}
+
+/// The tmux this looper was started in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TmuxContext {
+    /// `$TMUX_PANE`: where hybrid panes and the live view are split from.
+    pub pane: String,
+}
+
+impl TmuxContext {
+    pub fn from_env(env: &BTreeMap<String, String>) -> Option<Self> {
+        env.contains_key("TMUX").then(|| TmuxContext {
+            pane: env.get("TMUX_PANE").cloned().unwrap_or_default(),
+        })
+    }
+}
+
+impl RunConfig {
+    /// The path a command's program resolves to, or the program as written (a dry run does
+    /// not require it to exist).
+    pub fn program_path(&self, program: &str) -> String {
+        self.programs
+            .get(program)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| program.to_string())
+    }
+
+    /// The agent's own program as found (the hybrid TUI, `--version` probes).
+    pub fn agent_program(&self) -> String {
+        self.program_path(&self.settings.agent.executable)
+    }
+}
+
+fn random_label() -> String {
+    format!("Looper_{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Look a program up like `execvp` would: a name with a `/` relative to `cwd`, anything else
+/// on `path_var`.
+pub fn find_program(program: &str, cwd: &Path, path_var: Option<&str>) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let p = super::absolutize(cwd, Path::new(program));
+        return which::which_in(&p, None::<&str>, cwd).ok();
+    }
+    which::which_in(program, Some(path_var?), cwd).ok()
+}
+
+/// The programs an agent's commands name: its executable (built-in kinds), and the first word
+/// of each command template.
+fn programs_of(agent: &AgentSettings) -> Vec<String> {
+    let mut names = Vec::new();
+    if agent.kind != AgentKind::Generic {
+        names.push(agent.executable.clone());
+    }
+    for template in [&agent.first_command, &agent.resume_command]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(first) = template.first() {
+            names.push(first.clone());
+        }
+    }
+    names.dedup();
+    names
+}
+
+fn compile_key(settings: &Settings, key: &str, pattern: &str) -> Result<Regex> {
+    let path = format!("looper.{key}");
+    layers::compile_regex(pattern, false).map_err(|e| {
+        Error::config(
+            settings
+                .layers
+                .get(&path)
+                .map(|e| e.origin.to_string())
+                .unwrap_or_default(),
+            path,
+            "a valid regular expression",
+            format!("{pattern:?} ({e})"),
+        )
+    })
+}
+
+/// Everything checked before `run_started` (D6).
+pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
+    let mut notices = Vec::new();
+    let separator = prompts::compile_separator(&settings.separator)?;
+    let completion = match &settings.completion_marker {
+        Some(p) => Some(compile_key(&settings, "completion_marker", p)?),
+        None => None,
+    };
+    let output_match = match &settings.cb_output_match_pattern {
+        Some(p) => Some(compile_key(&settings, "cb_output_match_pattern", p)?),
+        None => None,
+    };
+    let classifier = Classifier::new(&settings.agent.stop_patterns).map_err(|e| {
+        Error::config(
+            "the agent table",
+            format!("agents.{}.stop_patterns", settings.agent.name),
+            "valid regular expressions",
+            e,
+        )
+    })?;
+    let prompts = prompts::load(&settings.prompt_file, settings.mode, &separator)?;
+    // D12: a prompt that no argv can carry is refused now, not at the first attempt.
+    let probe = SessionRef {
+        name: "probe".into(),
+        id: Some("probe".into()),
+        resume: false,
+    };
+    for (i, prompt) in prompts.prompts.iter().enumerate() {
+        let ctx = PromptContext {
+            prompt,
+            session: &probe,
+            loop_number: 1,
+            prompt_index: i + 1,
+            label: "probe",
+            run_dir: "probe",
+        };
+        if let Err(e) = command::build(&settings.agent, &ctx) {
+            return Err(Error::Prompt(format!(
+                "{} prompt {}: {e}",
+                settings.prompt_file.display(),
+                i + 1
+            )));
+        }
+    }
+
+    // D9: hybrid only by default and not inside tmux -> json, said in one line.
+    let tmux = TmuxContext::from_env(&inv.env);
+    if settings.agent.interface == Interface::Hybrid {
+        let in_tmux = tmux.is_some();
+        if settings.agent.interface_explicit && !in_tmux && !settings.dry_run {
+            return Err(Error::Usage(format!(
+                "agents.{}.interface is \"hybrid\", which needs tmux; run inside tmux (or without --local), or pass --interface json",
+                settings.agent.name
+            )));
+        }
+        // A dry run shows the pane command wherever a real run would open the pane (inside
+        // tmux), or when hybrid was asked for explicitly.
+        let shown_anyway = settings.dry_run && settings.agent.interface_explicit;
+        if !in_tmux && !shown_anyway {
+            notices.push(
+                "interface: json (not inside tmux; pass --interface json to silence this)".into(),
+            );
+            settings.agent.interface = Interface::Json;
+        }
+    }
+
+    let path_var = inv.env.get("PATH").map(String::as_str);
+    let mut programs = BTreeMap::new();
+    for program in programs_of(&settings.agent) {
+        match find_program(&program, &settings.agent.cwd, path_var) {
+            Some(p) => {
+                programs.insert(program, p);
+            }
+            None if settings.dry_run => {}
+            None => {
+                return Err(Error::AgentNotFound {
+                    program,
+                    agent: settings.agent.name.clone(),
+                });
+            }
+        }
+    }
+
+    let needs_git = (settings.backup_enabled || settings.cb_no_progress > 0) && !settings.dry_run;
+    let workspace = if needs_git {
+        let what = if settings.backup_enabled {
+            "--backup needs a git work tree"
+        } else {
+            "--cb-no-progress needs a git work tree"
+        };
+        let ws = git::Workspace::open(&settings.agent.cwd).map_err(|e| Error::git(what, e))?;
+        ws.require_head().map_err(|e| Error::git(what, e))?;
+        if settings.backup_enabled {
+            git::backup_branch_name(&settings.backup_prefix, chrono::Utc::now(), 1).map_err(
+                |e| {
+                    Error::config(
+                        settings
+                            .layers
+                            .get("looper.backup_prefix")
+                            .map(|e| e.origin.to_string())
+                            .unwrap_or_default(),
+                        "looper.backup_prefix",
+                        "a prefix that makes a valid git branch name",
+                        format!("{:?} ({e})", settings.backup_prefix),
+                    )
+                },
+            )?;
+        }
+        Some(ws)
+    } else {
+        None
+    };
+
+    let label = settings.label.clone().unwrap_or_else(random_label);
+    if let Some(plan) = &settings.plan_file
+        && settings.completion_marker.is_some()
+        && !plan.exists()
+    {
+        notices.push(format!(
+            "plan file {} does not exist yet; the completion gate will stop the run if it is still missing when the marker appears",
+            plan.display()
+        ));
+    }
+    settings.label = Some(label.clone());
+    Ok(RunConfig {
+        settings,
+        label,
+        prompts,
+        separator,
+        completion,
+        output_match,
+        classifier,
+        programs,
+        workspace,
+        tmux,
+        env: inv.env.clone(),
+        notices,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executable(dir: &Path, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+
+    #[test]
+    fn programs_are_found_like_execvp_finds_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let tool = executable(&bin, "tool");
+        std::fs::write(bin.join("plain"), "not executable").expect("write");
+        let path = bin.display().to_string();
+        assert_eq!(
+            find_program("tool", dir.path(), Some(&path)),
+            Some(tool.clone())
+        );
+        assert_eq!(find_program("plain", dir.path(), Some(&path)), None);
+        assert_eq!(find_program("tool", dir.path(), None), None, "no PATH");
+        assert_eq!(
+            find_program("bin/tool", dir.path(), None),
+            Some(tool),
+            "relative to the agent's cwd"
+        );
+        assert_eq!(find_program("", dir.path(), Some(&path)), None);
+    }
+
+    #[test]
+    fn every_template_names_its_own_program() {
+        let agent = AgentSettings {
+            name: "g".into(),
+            kind: AgentKind::Generic,
+            interface: Interface::Json,
+            interface_explicit: false,
+            executable: String::new(),
+            cwd: PathBuf::from("/"),
+            env: BTreeMap::new(),
+            extra_args: vec![],
+            model: None,
+            effort: None,
+            interactive_command: None,
+            first_command: Some(vec!["start-agent".into(), "{prompt}".into()]),
+            resume_command: Some(vec!["resume-agent".into(), "{session}".into()]),
+            stop_patterns: vec![],
+            scan_stdout_for_stop_patterns: false,
+        };
+        assert_eq!(programs_of(&agent), ["start-agent", "resume-agent"]);
+    }
+
+    #[test]
+    fn tmux_is_known_from_the_invocation_not_the_process() {
+        let env = BTreeMap::from([
+            ("TMUX".to_string(), "/tmp/tmux-1/default,1,0".to_string()),
+            ("TMUX_PANE".to_string(), "%4".to_string()),
+        ]);
+        assert_eq!(
+            TmuxContext::from_env(&env),
+            Some(TmuxContext { pane: "%4".into() })
+        );
+        assert_eq!(TmuxContext::from_env(&BTreeMap::new()), None);
+    }
+}

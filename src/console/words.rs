@@ -1,0 +1,141 @@
+//! What the supervisor says on its console, worded in one place: a line for each event worth
+//! a person's attention, the run's header, waits and the final stop.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::engine::stop::fmt_duration;
+use crate::engine::{Event, StopReason, WaitPurpose};
+
+/// `1.5KiB`, `12MiB`: sizes the way the reference prints them.
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n}B")
+    } else if n < 1024 * 1024 {
+        format!("{}KiB", trim_number(n as f64 / 1024.0, 1))
+    } else {
+        format!("{}MiB", trim_number(n as f64 / 1048576.0, 1))
+    }
+}
+
+/// A number with at most `places` decimals, trailing zeros cut: `2.50` -> `2.5`, `3.0` -> `3`.
+fn trim_number(v: f64, places: usize) -> String {
+    let s = format!("{v:.places$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// The lines an engine event is announced with (most events say nothing). `log` is the
+/// attempt log in use, named after a retry so the operator can look.
+pub fn for_event(event: &Event, log: Option<&Path>) -> Vec<String> {
+    match event {
+        Event::LoopStarted {
+            loop_number,
+            session,
+            total_prompts,
+            ..
+        } => vec![format!(
+            "== loop {loop_number} ({total_prompts} prompt(s)) session {session}"
+        )],
+        Event::BackupCreated { branch, pruned, .. } => {
+            let mut lines = vec![format!("backup branch: {branch}")];
+            lines.extend(pruned.iter().map(|p| format!("pruned backup branch: {p}")));
+            lines
+        }
+        Event::PromptCompleted { error: Some(e), .. } => vec![format!("agent error: {e}")],
+        Event::RetryWait { retry_status, .. } => {
+            let mut lines = vec![format!("RETRY: {retry_status}")];
+            if let Some(log) = log {
+                lines.push(format!("last log: {}", log.display()));
+            }
+            lines
+        }
+        Event::LoopCompleted {
+            loop_number,
+            duration_seconds,
+            output_bytes,
+            completion_blocked_by_plan,
+            plan_unchecked,
+            ..
+        } => {
+            let mut lines = vec![format!(
+                "loop metrics: loop={loop_number} duration={}s output={}",
+                trim_number(*duration_seconds, 2),
+                human_bytes(*output_bytes)
+            )];
+            if *completion_blocked_by_plan {
+                lines.push(format!(
+                    "completion marker seen but the plan still has {} unchecked task(s); streak reset",
+                    plan_unchecked.unwrap_or(0)
+                ));
+            }
+            lines
+        }
+        Event::ControlCommandReceived { action, id, .. } => {
+            vec![format!("control: received {action} ({id})")]
+        }
+        Event::Paused { .. } => vec!["paused: waiting for `looper control resume`".into()],
+        Event::Resumed { .. } => vec!["resumed".into()],
+        _ => vec![],
+    }
+}
+
+pub fn wait(duration: Duration, purpose: WaitPurpose) -> String {
+    let what = match purpose {
+        WaitPurpose::Sleep => "the next loop",
+        WaitPurpose::Retry => "retry",
+    };
+    format!(
+        "sleeping {} before {what}",
+        fmt_duration(duration.as_secs_f64())
+    )
+}
+
+pub fn stop(reason: &StopReason) -> String {
+    format!("STOP: {}", reason.reason())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_loop_metrics_read_like_the_reference() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+        assert_eq!(human_bytes(10 * 1024), "10KiB");
+        assert_eq!(human_bytes(3 * 1048576 + 300_000), "3.3MiB");
+        let lines = for_event(
+            &Event::LoopCompleted {
+                loop_number: 2,
+                duration_seconds: 1.5,
+                output_bytes: 2048,
+                completion_detected: true,
+                plan_unchecked: Some(3),
+                completion_blocked_by_plan: true,
+                completion_streak: 0,
+                fingerprint: None,
+                no_progress_count: 0,
+                output_decline_count: 0,
+                output_match_count: 0,
+                usage: Default::default(),
+                usage_total: Default::default(),
+            },
+            None,
+        );
+        assert_eq!(
+            lines,
+            [
+                "loop metrics: loop=2 duration=1.5s output=2KiB",
+                "completion marker seen but the plan still has 3 unchecked task(s); streak reset"
+            ]
+        );
+        assert_eq!(
+            wait(Duration::from_millis(2500), WaitPurpose::Retry),
+            "sleeping 2.5s before retry"
+        );
+    }
+}

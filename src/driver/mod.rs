@@ -1,0 +1,356 @@
+//! The driver: opens the run directory, then runs the async loop that only gathers inputs
+//! (an attempt's end, timers, control lines, the focus file, signals) and hands each to the
+//! [`dispatch::Dispatcher`], which decides through the engine and acts through the ports.
+//! Like nextest's dispatcher: everything that decides is synchronous and unit-tested; this
+//! loop only waits.
+
+pub mod dispatch;
+pub mod ports;
+pub mod sink;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::run::RunConfig;
+use crate::effects::{procinfo, tmux};
+use crate::engine::{Engine, EngineConfig, Input, RetryPolicy};
+use crate::error::{Error, Result};
+use crate::records::control::latest_focus;
+use crate::records::events::SupervisorEvent;
+use crate::records::inbox::Inbox;
+use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, RunStore, discovery, panic};
+use dispatch::{Applied, AttemptHandle, Dispatcher, Presentation};
+use ports::{GitWorkspace, Ports, ProcessAgents, Terminal, TmuxPanes, Workspace};
+
+/// How the run presents itself, decided by the caller (terminal, tmux).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Echo the rendered transcript in this terminal (single layout).
+    pub echo_transcript: bool,
+    /// Print supervisor lines (status, commands) to stdout.
+    pub quiet: bool,
+    /// Split layout (D25): once the run directory exists, open the live-view pane; when it
+    /// opens, the transcript is not echoed here.
+    pub split_live_view: bool,
+    /// When the run directory is named (its stamp and random suffix), decided by the caller
+    /// so the run lock can name the directory before it exists.
+    pub run_id: Option<(chrono::DateTime<Utc>, u32)>,
+}
+
+/// The engine's view of the configuration.
+pub fn engine_config(cfg: &RunConfig) -> EngineConfig {
+    let s = &cfg.settings;
+    EngineConfig {
+        label: cfg.label.clone(),
+        max_loops: s.max_loops,
+        sleep: s.sleep,
+        fresh_session_per_loop: s.fresh_session_per_loop,
+        reload_prompt_each_loop: s.reload_prompt_each_loop,
+        completion_streak: s.completion_marker.as_ref().map(|_| s.completion_streak),
+        plan_gate: s.plan_file.is_some(),
+        cb_no_progress: s.cb_no_progress,
+        cb_output_decline: s.cb_output_decline,
+        output_match_repeats: s
+            .cb_output_match_pattern
+            .as_ref()
+            .map(|_| s.cb_output_match_repeats),
+        retry: RetryPolicy {
+            max_transient_retries: s.max_transient_retries,
+            backoff_base: s.retry_backoff_base.as_secs_f64(),
+            backoff_max: s.retry_backoff_max.as_secs_f64(),
+            rate_limit_max_wait: s.rate_limit_max_wait.as_secs_f64(),
+        },
+        ignore_nonzero: s.ignore_nonzero,
+        timeout: s.timeout,
+        dry_run: s.dry_run,
+        backup: s.backup_enabled,
+        max_runtime: s.max_runtime,
+        max_tokens: s.max_tokens,
+        max_cost_usd: s.max_cost_usd,
+        preassign_session_ids: s.agent.kind.preassigns_session_ids(),
+        failed_start_keeps_session: s.agent.kind.keeps_failed_first_session(),
+    }
+}
+
+/// Open the run directory and write what is known before `run_started`.
+fn open_store(cfg: &RunConfig, run_id: (chrono::DateTime<Utc>, u32)) -> Result<RunStore> {
+    let s = &cfg.settings;
+    let mut store = RunStore::create(&s.log_dir, &cfg.label, run_id.0, run_id.1)?;
+    store.set_durable(!s.dry_run);
+    if let Some(reg) = discovery::registry_path(&cfg.env) {
+        let _ = discovery::register_run(&reg, &store.dir, run_id.0);
+    }
+    let me = std::process::id() as i32;
+    let path = |name: &str| Some(store.dir.join(name).display().to_string());
+    let (control, focus, notes) = (path(CONTROL_FILE), path(FOCUS_FILE), path(NOTES_FILE));
+    let st = &mut store.state;
+    st.schema_version = Some(crate::records::state::SCHEMA_VERSION);
+    st.looper_version = Some(env!("CARGO_PKG_VERSION").into());
+    st.run_id = Some(store.run_id.clone());
+    st.run_dir = Some(store.dir.display().to_string());
+    st.label = Some(cfg.label.clone());
+    st.agent_name = Some(s.agent.name.clone());
+    st.agent_kind = Some(s.agent.kind.as_str().into());
+    st.agent_interface = Some(s.agent.interface.as_str().into());
+    st.agent_cwd = Some(s.agent.cwd.display().to_string());
+    st.config_path = Some(s.config_path.display().to_string());
+    st.prompt_file = Some(s.prompt_file.display().to_string());
+    st.mode = Some(s.mode.as_str().into());
+    st.reload_prompt_each_loop = Some(s.reload_prompt_each_loop);
+    st.control_file = control;
+    st.focus_log_file = focus;
+    st.operator_notes_file = notes;
+    st.output_match_pattern = s.cb_output_match_pattern.clone();
+    st.pid = Some(i64::from(me));
+    st.pid_identity = procinfo::pid_identity(me);
+    Ok(store)
+}
+
+/// Run a validated loop to its end and return the exit code. The run lock must be held;
+/// `took_over` is the stale holder it replaced, if any (D18).
+pub async fn run(
+    mut cfg: RunConfig,
+    opts: RunOptions,
+    took_over: Option<SupervisorEvent>,
+) -> Result<i32> {
+    let run_id = opts.run_id.unwrap_or_else(|| (Utc::now(), rand::random()));
+    let mut store = open_store(&cfg, run_id)?;
+    panic::watch(&store.dir);
+    let run_dir = store.dir.clone();
+    let excluded = vec![cfg.settings.log_dir.clone(), run_dir.clone()];
+    let tmux_pane = cfg.tmux.as_ref().map(|t| t.pane.clone());
+    let window = tmux::WindowState::new(tmux_pane, &run_dir);
+    let mut echo = opts.echo_transcript;
+    if opts.split_live_view {
+        match window.open_live_view(&run_dir) {
+            Ok(pane) => {
+                echo = false;
+                cfg.notices.push(format!(
+                    "live view in tmux pane {pane}; the transcript is shown there"
+                ));
+            }
+            Err(e) => cfg.notices.push(format!(
+                "cannot open the live-view pane ({e}); the transcript is shown here"
+            )),
+        }
+    }
+    let workspace = cfg.workspace.take().map(|ws| {
+        let s = &cfg.settings;
+        Box::new(GitWorkspace {
+            ws,
+            excluded,
+            backup_prefix: s.backup_prefix.clone(),
+            backup_keep: s.backup_keep,
+            backup_dirty: s.backup_dirty,
+        }) as Box<dyn Workspace>
+    });
+    if let Some(event) = &took_over {
+        store.append_supervisor(event, Utc::now())?;
+    }
+    let header = format!(
+        "looper: run {} label {} agent {} ({}, {}) cwd {}",
+        store.run_id,
+        cfg.label,
+        cfg.settings.agent.name,
+        cfg.settings.agent.kind.as_str(),
+        cfg.settings.agent.interface.as_str(),
+        cfg.settings.agent.cwd.display()
+    );
+    let notices = std::mem::take(&mut cfg.notices);
+    let dry_run = cfg.settings.dry_run;
+    let max_runtime = cfg.settings.max_runtime;
+    let engine = Engine::new(engine_config(&cfg), rand::random());
+    let ports = Ports {
+        agents: Box::new(ProcessAgents),
+        panes: Box::new(TmuxPanes),
+        workspace,
+        records: Box::new(store),
+        window: Box::new(window),
+        console: Box::new(Terminal { quiet: opts.quiet }),
+    };
+    let presentation = Presentation {
+        echo_transcript: echo,
+    };
+    let mut d = Dispatcher::new(cfg, engine, ports, presentation, run_dir.clone());
+    d.say(&header);
+    for n in &notices {
+        d.say(&format!("looper: {n}"));
+    }
+    d.say("focus: not reported yet");
+    d.say(&format!(
+        "control: looper control stop|pause|note|focus --run-dir {}",
+        run_dir.display()
+    ));
+
+    wait_loop(&mut d, &run_dir, dry_run, max_runtime).await?;
+    let (code, unrecorded) = d.close();
+    panic::forget();
+    Ok(match unrecorded {
+        Some(e) => {
+            crate::console::err(&format!(
+                "looper: cannot record the end of run {} in state.json ({e}); `looper status` will show it as stale until `looper status --repair-stale`",
+                run_dir.display()
+            ));
+            // The run did not end as asked if its end is not on record.
+            if code == 0 {
+                crate::error::exit_code::AGENT_FAILED
+            } else {
+                code
+            }
+        }
+        None => code,
+    })
+}
+
+/// The operator's files: the control inbox and the focus file (re-read when it grows).
+struct Operator {
+    inbox: Inbox,
+    focus_path: PathBuf,
+    focus_len: u64,
+    focus: Option<String>,
+}
+
+impl Operator {
+    /// New control commands as inputs; a changed focus straight to the dispatcher.
+    fn poll(&mut self, d: &mut Dispatcher) -> Vec<Input> {
+        let inputs = self.inbox.poll().into_iter().map(Input::Control).collect();
+        for w in self.inbox.warnings.drain(..) {
+            crate::console::err(&format!("looper: warning: {w}"));
+        }
+        let len = std::fs::metadata(&self.focus_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if len != self.focus_len {
+            self.focus_len = len;
+            let focus = latest_focus(&self.focus_path);
+            if let Some(f) = &focus
+                && focus != self.focus
+            {
+                d.focus(f.clone());
+                self.focus = focus;
+            }
+        }
+        inputs
+    }
+}
+
+/// Feed the dispatcher until the run is over.
+async fn wait_loop(
+    d: &mut Dispatcher,
+    run_dir: &std::path::Path,
+    dry_run: bool,
+    max_runtime: Option<Duration>,
+) -> Result<()> {
+    let started = Instant::now();
+    let now = || started.elapsed().as_secs_f64();
+    let mut operator = Operator {
+        inbox: Inbox::new(&run_dir.join(CONTROL_FILE)),
+        focus_path: run_dir.join(FOCUS_FILE),
+        focus_len: 0,
+        focus: None,
+    };
+    // Wake-ups: file watch on the operator's files, a slow safety poll, signals.
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<()>();
+    // A dry run runs nothing to steer: no watcher thread for it.
+    let _watcher = if dry_run {
+        None
+    } else {
+        watch_files(
+            &[run_dir.join(CONTROL_FILE), run_dir.join(FOCUS_FILE)],
+            watch_tx,
+        )
+    };
+    let mut safety_poll = tokio::time::interval(Duration::from_secs(2));
+    safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watch_signal = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|e| Error::io("cannot watch", name, e))
+    };
+    let mut sigint = watch_signal(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = watch_signal(SignalKind::terminate(), "SIGTERM")?;
+    let mut sighup = watch_signal(SignalKind::hangup(), "SIGHUP")?;
+    let mut interrupts = 0u32;
+    // Validated to at most `MAX_SECONDS`: the deadline cannot overflow.
+    let runtime_deadline = max_runtime.map(|m| tokio::time::Instant::now() + m);
+    let mut runtime_fired = false;
+
+    let mut attempt: Option<AttemptHandle> = None;
+    let mut wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut inputs = vec![Input::Start];
+    inputs.extend(operator.poll(d));
+    loop {
+        for input in inputs.drain(..) {
+            for applied in d.handle(now(), input) {
+                take(&mut attempt, &mut wait, applied);
+            }
+        }
+        if d.is_done() {
+            break;
+        }
+        tokio::select! {
+            done = async { match attempt.as_mut() { Some(f) => (&mut f.0).await, None => std::future::pending().await } } => {
+                attempt = None;
+                for applied in d.attempt_done(now(), done) {
+                    take(&mut attempt, &mut wait, applied);
+                }
+            }
+            _ = async { match wait.as_mut() { Some(w) => w.await, None => std::future::pending().await } } => {
+                wait = None;
+                inputs.push(Input::WaitElapsed);
+            }
+            Some(()) = watch_rx.recv() => {
+                while watch_rx.try_recv().is_ok() {}
+                inputs.extend(operator.poll(d));
+            }
+            _ = safety_poll.tick() => inputs.extend(operator.poll(d)),
+            _ = sigint.recv() => {
+                interrupts += 1;
+                inputs.push(Input::Signal { name: "SIGINT", forceful: interrupts > 1 });
+            }
+            _ = sigterm.recv() => inputs.push(Input::Signal { name: "SIGTERM", forceful: false }),
+            _ = sighup.recv() => inputs.push(Input::Signal { name: "SIGHUP", forceful: false }),
+            _ = async { match runtime_deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } }, if !runtime_fired => {
+                runtime_fired = true;
+                inputs.push(Input::RuntimeExpired);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hold what the dispatcher handed over.
+fn take(
+    attempt: &mut Option<AttemptHandle>,
+    wait: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    applied: Applied,
+) {
+    match applied {
+        Applied::Attempt(handle) => *attempt = Some(handle),
+        Applied::Wait(d) => *wait = Some(Box::pin(tokio::time::sleep(d))),
+        Applied::CancelWait => *wait = None,
+    }
+}
+
+/// Watch the operator's files (control, focus); each change pings `tx`. `None` if
+/// watching is unavailable (the safety poll still reads the inbox).
+fn watch_files(
+    files: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    // Reading the inbox opens it, which is itself an (access) event: only changes count,
+    // or every poll would trigger the next one.
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })
+    .ok()?;
+    for f in files {
+        w.watch(f, notify::RecursiveMode::NonRecursive).ok()?;
+    }
+    Some(w)
+}

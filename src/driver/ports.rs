@@ -1,0 +1,303 @@
+//! The narrow traits the dispatcher acts through, one per kind of effect, each implemented
+//! by the effects modules: agent processes, hybrid panes, the git workspace, the run's
+//! records, the tmux window and the console. Tests swap any of them for a recording fake.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::sink::Sink;
+use crate::effects::git;
+use crate::effects::hybrid::{self, Pane, Transcript, Tui};
+use crate::effects::process::{self, AttemptControl, AttemptExit, SpawnSpec};
+use crate::effects::tmux::WindowState;
+use crate::engine::{BackupInfo, Event, StopReason};
+use crate::error::Result;
+use crate::records::events::SupervisorEvent;
+use crate::records::store::Sync;
+use crate::records::{RunState, RunStore};
+
+/// How an attempt ended: what the process (or pane) did, the sink that saw its output, and
+/// a failure that kept it from running to an exit.
+pub struct Finished {
+    pub exit: AttemptExit,
+    pub sink: Sink,
+    pub failure: Option<String>,
+}
+
+pub type AttemptFuture = Pin<Box<dyn Future<Output = Finished>>>;
+
+/// An attempt under way.
+pub struct Started {
+    /// The agent's pid and process group, when it is a process of ours.
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    /// Terminate requests reach the attempt here.
+    pub control: mpsc::UnboundedSender<AttemptControl>,
+    pub done: AttemptFuture,
+}
+
+/// An attempt that could not start: why, and its sink back so the log can say so.
+pub struct NotStarted {
+    pub why: String,
+    pub sink: Sink,
+}
+
+/// Agent processes (D10): spawn one attempt in its own process group.
+pub trait AgentProcesses {
+    /// Start `spec`, streaming its output into `sink`.
+    fn spawn(
+        &mut self,
+        spec: SpawnSpec,
+        sink: Sink,
+    ) -> std::result::Result<Started, Box<NotStarted>>;
+}
+
+/// Everything a hybrid pane is opened with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaneRequest {
+    /// The pane to split (the supervisor's own).
+    pub target: String,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+    pub tui: Tui,
+    pub session_id: String,
+    pub transcript: Transcript,
+}
+
+/// Hybrid panes (D26): the agent's TUI in a tmux pane.
+pub trait Panes {
+    fn open(&mut self, req: &PaneRequest) -> std::result::Result<Pane, String>;
+    /// tmux no longer has the pane.
+    fn gone(&mut self, pane: &Pane) -> bool;
+    fn close(&mut self, pane: &Pane);
+    /// Paste `prompt` and follow the transcript until the turn ends.
+    fn turn(&mut self, pane: Pane, prompt: String, timeout: Duration, sink: Sink) -> Started;
+}
+
+/// The git work tree (D17, D19).
+pub trait Workspace {
+    fn fingerprint(&mut self) -> std::result::Result<String, String>;
+    /// A backup branch for the loop, then pruning to the newest `backup_keep`.
+    fn backup(&mut self, loop_number: u64) -> std::result::Result<BackupInfo, String>;
+}
+
+/// The run's records (D21).
+pub trait Records {
+    /// Append an engine event and fold it into the state snapshot.
+    fn append(&mut self, event: &Event) -> Result<()>;
+    fn append_supervisor(&mut self, event: &SupervisorEvent) -> Result<()>;
+    /// Write the state snapshot.
+    fn save(&mut self, sync: Sync) -> Result<()>;
+    fn state(&mut self) -> &mut RunState;
+    fn prompt_log(&self, loop_number: u64, prompt_index: usize) -> PathBuf;
+    /// The run is over: give back the space held for its last records.
+    fn release_reserve(&mut self);
+}
+
+/// The supervisor's tmux window options (D25).
+pub trait Window {
+    fn running(&mut self);
+    fn retrying(&mut self, status: &str, wait: f64, notify_after: Duration);
+    fn finished(&mut self, reason: &StopReason);
+}
+
+/// Lines for the person watching the supervisor.
+pub trait Console {
+    fn say(&mut self, line: &str);
+}
+
+/// Everything the dispatcher acts through.
+pub struct Ports {
+    pub agents: Box<dyn AgentProcesses>,
+    pub panes: Box<dyn Panes>,
+    pub workspace: Option<Box<dyn Workspace>>,
+    pub records: Box<dyn Records>,
+    pub window: Box<dyn Window>,
+    pub console: Box<dyn Console>,
+}
+
+/// Real agent processes: `effects::process`.
+pub struct ProcessAgents;
+
+impl AgentProcesses for ProcessAgents {
+    fn spawn(
+        &mut self,
+        spec: SpawnSpec,
+        mut sink: Sink,
+    ) -> std::result::Result<Started, Box<NotStarted>> {
+        let spawned = match process::spawn(&spec) {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(Box::new(NotStarted {
+                    why: format!("{}: {e}", spec.program),
+                    sink,
+                }));
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (pid, pgid) = (spawned.pid, spawned.guard.pgid);
+        Ok(Started {
+            pid: Some(pid),
+            pgid: Some(pgid),
+            control: tx,
+            done: Box::pin(async move {
+                let exit = process::supervise(spawned, &spec, &mut sink, &mut rx).await;
+                Finished {
+                    exit,
+                    sink,
+                    failure: None,
+                }
+            }),
+        })
+    }
+}
+
+/// Real hybrid panes: `effects::hybrid` on the tmux server this looper runs in.
+pub struct TmuxPanes;
+
+impl Panes for TmuxPanes {
+    fn open(&mut self, req: &PaneRequest) -> std::result::Result<Pane, String> {
+        hybrid::start_pane(
+            &req.target,
+            &req.cwd,
+            &req.env,
+            &req.argv,
+            req.tui,
+            &req.session_id,
+            req.transcript.clone(),
+        )
+    }
+
+    fn gone(&mut self, pane: &Pane) -> bool {
+        hybrid::is_gone(pane)
+    }
+
+    fn close(&mut self, pane: &Pane) {
+        hybrid::kill_pane(pane);
+    }
+
+    fn turn(&mut self, pane: Pane, prompt: String, timeout: Duration, mut sink: Sink) -> Started {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        Started {
+            pid: None,
+            pgid: None,
+            control: tx,
+            done: Box::pin(async move {
+                match hybrid::run_turn(&pane, &prompt, timeout, &mut sink, &mut rx).await {
+                    Ok(exit) => Finished {
+                        exit,
+                        sink,
+                        failure: None,
+                    },
+                    Err(e) => Finished {
+                        exit: AttemptExit::default(),
+                        sink,
+                        failure: Some(e),
+                    },
+                }
+            }),
+        }
+    }
+}
+
+/// The real work tree: `effects::git`.
+pub struct GitWorkspace {
+    pub ws: git::Workspace,
+    /// The looper's own files, never progress and never backed up.
+    pub excluded: Vec<PathBuf>,
+    pub backup_prefix: String,
+    pub backup_keep: u64,
+    pub backup_dirty: bool,
+}
+
+impl Workspace for GitWorkspace {
+    fn fingerprint(&mut self) -> std::result::Result<String, String> {
+        self.ws
+            .fingerprint(&self.excluded)
+            .map(|f| f.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn backup(&mut self, loop_number: u64) -> std::result::Result<BackupInfo, String> {
+        let made = self
+            .ws
+            .create_backup(
+                &self.backup_prefix,
+                Utc::now(),
+                loop_number,
+                self.backup_dirty,
+                &self.excluded,
+            )
+            .map_err(|e| e.to_string())?;
+        let keep = usize::try_from(self.backup_keep).unwrap_or(usize::MAX);
+        let pruned = self
+            .ws
+            .prune_backups(&self.backup_prefix, keep)
+            .map_err(|e| format!("pruning {}: {e}", self.backup_prefix))?;
+        Ok(BackupInfo {
+            branch: made.branch,
+            commit: made.commit,
+            snapshot: made.snapshot,
+            pruned,
+        })
+    }
+}
+
+impl Records for RunStore {
+    fn append(&mut self, event: &Event) -> Result<()> {
+        self.append_event(event, Utc::now())
+    }
+
+    fn append_supervisor(&mut self, event: &SupervisorEvent) -> Result<()> {
+        RunStore::append_supervisor(self, event, Utc::now())
+    }
+
+    fn save(&mut self, sync: Sync) -> Result<()> {
+        self.write_state(sync)
+    }
+
+    fn state(&mut self) -> &mut RunState {
+        &mut self.state
+    }
+
+    fn prompt_log(&self, loop_number: u64, prompt_index: usize) -> PathBuf {
+        RunStore::prompt_log(self, loop_number, prompt_index)
+    }
+
+    fn release_reserve(&mut self) {
+        RunStore::release_reserve(self);
+    }
+}
+
+impl Window for WindowState {
+    fn running(&mut self) {
+        self.set_running();
+    }
+
+    fn retrying(&mut self, status: &str, wait: f64, notify_after: Duration) {
+        WindowState::retrying(self, status, wait, notify_after.as_secs_f64());
+    }
+
+    fn finished(&mut self, reason: &StopReason) {
+        self.finish(reason);
+    }
+}
+
+/// The supervisor's terminal; `quiet` says nothing.
+pub struct Terminal {
+    pub quiet: bool,
+}
+
+impl Console for Terminal {
+    fn say(&mut self, line: &str) {
+        if !self.quiet {
+            crate::console::out(line);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `events.jsonl`: one typed, versioned record per line (D21). The engine's events and the
+//! supervisor's own (hybrid panes, lock takeovers, panics, repairs) are encoded here and
+//! nowhere else; every line carries `ts` and `schema_version`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::fsio;
+use super::time;
+use crate::effects::git::HolderRecord;
+use crate::engine::{Status, StopKind};
+use crate::error::Result;
+
+/// Version of the event lines' schema. Fields may be added within a version; removals or
+/// changes of meaning bump it.
+pub const EVENTS_SCHEMA_VERSION: u32 = 1;
+
+/// Records the supervisor writes beside the engine's events.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SupervisorEvent {
+    /// A hybrid agent pane started (its id and pid are in `state.json` from now on).
+    HybridPaneStarted {
+        tui: String,
+        pane_id: String,
+        pane_pid: u32,
+        session_id: Option<String>,
+        argv: Vec<String>,
+    },
+    /// The pane of the previous session was closed for a new session.
+    HybridSessionReset { previous_hybrid_pane_id: String },
+    /// The run lock of a dead looper was taken over (D18).
+    LockTakenOver {
+        previous_holder: HolderRecord,
+        lock: PathBuf,
+    },
+    /// A panic after the run's end was already on record: noted, the end is kept.
+    SupervisorPanic { error: String },
+    /// The end of a run whose supervisor died, written by `--repair-stale` (reference 10.5).
+    #[serde(rename = "run_stopped")]
+    RunRepaired {
+        status: Status,
+        stop_reason: String,
+        stop_kind: StopKind,
+        exit_code: Option<i64>,
+        stale_reason: String,
+        #[serde(with = "time::required")]
+        stale_repaired_at: DateTime<Utc>,
+    },
+}
+
+impl SupervisorEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SupervisorEvent::HybridPaneStarted { .. } => "hybrid_pane_started",
+            SupervisorEvent::HybridSessionReset { .. } => "hybrid_session_reset",
+            SupervisorEvent::LockTakenOver { .. } => "lock_taken_over",
+            SupervisorEvent::SupervisorPanic { .. } => "supervisor_panic",
+            SupervisorEvent::RunRepaired { .. } => "run_stopped",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    #[serde(with = "time::required")]
+    ts: DateTime<Utc>,
+    schema_version: u32,
+    #[serde(flatten)]
+    body: &'a T,
+    /// `prompt_started` names the prompt's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<&'a Path>,
+}
+
+/// One line, newline included, ready for a single `write`.
+pub fn encode<T: Serialize>(at: DateTime<Utc>, body: &T, log: Option<&Path>) -> Vec<u8> {
+    let line = Line {
+        ts: at,
+        schema_version: EVENTS_SCHEMA_VERSION,
+        body,
+        log,
+    };
+    // Serialising these types cannot fail (no maps with non-string keys, no custom errors).
+    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Append one event to a run directory that no `RunStore` holds (the panic hook, repair).
+pub fn append_to_dir<T: Serialize>(dir: &Path, at: DateTime<Utc>, body: &T) -> Result<()> {
+    let bytes = encode(at, body, None);
+    let text = String::from_utf8_lossy(&bytes[..bytes.len() - 1]).into_owned();
+    fsio::secure_append(dir, super::EVENTS_FILE, &text).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Event;
+
+    #[test]
+    fn every_line_carries_its_time_version_and_name() {
+        let at = time::parse("2026-12-01T10:00:00.5Z").expect("t");
+        let line = encode(
+            at,
+            &Event::Paused {
+                reason: Some("lunch".into()),
+            },
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+        assert_eq!(v["ts"], "2026-12-01T10:00:00.500Z");
+        assert_eq!(v["schema_version"], EVENTS_SCHEMA_VERSION);
+        assert_eq!(v["event"], "paused");
+        assert_eq!(v["reason"], "lunch");
+        assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
+        let reset = SupervisorEvent::HybridSessionReset {
+            previous_hybrid_pane_id: "%3".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(at, &reset, None)).expect("json");
+        assert_eq!(v["event"], reset.name());
+        assert_eq!(v["previous_hybrid_pane_id"], "%3");
+    }
+}
