@@ -195,7 +195,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
     /// Budget: total cost in USD reported by the agent; 0 is unlimited.
-    #[arg(long, value_name = "USD", value_parser = nonnegative_seconds)]
+    #[arg(long, value_name = "USD", value_parser = nonnegative_number)]
     pub max_cost: Option<f64>,
     /// Run exactly one loop (same as --max-loops 1).
     #[arg(long)]
@@ -330,8 +330,8 @@ pub struct StopArgs {
     #[arg(long)]
     pub force: bool,
     /// Grace period for --force and --wait, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = nonnegative_seconds)]
-    pub grace_seconds: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = duration_seconds)]
+    pub grace_seconds: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -498,20 +498,42 @@ fn parse_finite(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
+/// Seconds flags obey the same range as `*_seconds` keys (`MAX_SECONDS`), so they can
+/// become a `Duration` without a panic.
+fn seconds(s: &str, exclusive: bool) -> Result<f64, String> {
     let v = parse_finite(s)?;
-    if v <= 0.0 {
-        return Err("must be greater than zero".into());
+    let max = crate::config::schema::MAX_SECONDS;
+    if crate::config::layers::seconds_in_range(v, 0.0, exclusive) {
+        Ok(v)
+    } else if v > max {
+        Err(format!("must be at most {max} seconds"))
+    } else if exclusive {
+        Err("must be greater than zero".into())
+    } else {
+        Err("must be zero or greater".into())
     }
-    Ok(v)
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    seconds(s, true)
 }
 
 fn nonnegative_seconds(s: &str) -> Result<f64, String> {
+    seconds(s, false)
+}
+
+fn nonnegative_number(s: &str) -> Result<f64, String> {
     let v = parse_finite(s)?;
     if v < 0.0 {
         return Err("must be zero or greater".into());
     }
     Ok(v)
+}
+
+/// A seconds flag taken as a `Duration` where it is parsed.
+fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v = seconds(s, false)?;
+    std::time::Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
 
 fn positive_int(s: &str) -> Result<u64, String> {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod prompts;
 pub mod records;
+pub mod text;
 pub mod transcript;
 
 pub use app::main_with;

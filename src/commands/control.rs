@@ -111,7 +111,7 @@ fn stop(a: &StopArgs) -> Result<i32> {
         );
     }
     if a.force {
-        force(&t, &id, Duration::from_secs_f64(a.grace_seconds))?;
+        force(&t, &id, a.grace_seconds)?;
     }
     if a.wait || a.force {
         return wait(&t);

@@ -407,20 +407,7 @@ fn watch(roots: &[PathBuf], registry: Option<&Path>, repair_stale: bool) -> Resu
 mod tests {
     use super::*;
 
-    fn row(name: &str, status: &str, exit: Option<i64>, updated: &str) -> Row {
-        Row {
-            dir: PathBuf::from(name),
-            state: StateView {
-                label: Some(name.into()),
-                status: Some(status.into()),
-                exit_code: exit,
-                ..StateView::default()
-            },
-            error: None,
-            stale: None,
-            updated: time::parse(updated),
-        }
-    }
+    use crate::records::fleet::sample_row as row;
 
     #[test]
     fn ages_and_usage_read_well() {

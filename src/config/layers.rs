@@ -24,7 +24,7 @@ impl fmt::Display for Value {
         match self {
             Value::Str(s) => write!(f, "{}", toml_string(s)),
             Value::Int(i) => write!(f, "{i}"),
-            Value::Num(n) => write!(f, "{}", format_num(*n)),
+            Value::Num(n) => write!(f, "{}", crate::text::format_num(*n)),
             Value::Bool(b) => write!(f, "{b}"),
             Value::List(items) => {
                 let items: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
@@ -53,15 +53,6 @@ fn toml_key(k: &str) -> String {
         k.to_string()
     } else {
         toml_string(k)
-    }
-}
-
-/// Numbers print without a trailing `.0` when whole, as a user would write them.
-pub fn format_num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
     }
 }
 

@@ -557,7 +557,7 @@ pub fn markdown_reference() -> String {
             DefaultValue::Str("") => "`\"\"`".into(),
             DefaultValue::Str(s) => format!("`{}`", toml::Value::String(s.into())),
             DefaultValue::Int(i) => format!("`{i}`"),
-            DefaultValue::Num(n) => format!("`{}`", super::layers::format_num(n)),
+            DefaultValue::Num(n) => format!("`{}`", crate::text::format_num(n)),
             DefaultValue::Bool(b) => format!("`{b}`"),
             DefaultValue::EmptyList => "`[]`".into(),
             DefaultValue::None => "—".into(),

@@ -1,7 +1,8 @@
 //! Starter files written on first run and by `looper init`.
 
-use super::layers::{Value, format_num};
+use super::layers::Value;
 use super::schema::{self, DefaultValue as D, LOOPER_KEYS};
+use crate::text::format_num;
 
 /// Keys the starter file sets explicitly (the manual's documented defaults); the rest are
 /// listed as comments so they can be discovered without reading the README.

@@ -16,5 +16,3 @@ pub fn err(line: &str) {
 
 pub mod echo;
 pub mod words;
-
-pub use words::human_bytes;

@@ -3,7 +3,15 @@
 
 use serde::Serialize;
 
+use super::feedback::FeedbackKind;
 use super::retry::ErrorClass;
+
+/// One item of a delivered feedback block, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FeedbackItem {
+    pub id: String,
+    pub kind: FeedbackKind,
+}
 use super::stop::{Status, StopKind};
 
 /// Token and cost receipts reported by the agents (D16).
@@ -139,6 +147,15 @@ pub enum Event {
         #[serde(rename = "loop")]
         loop_number: u64,
         prompt_index: usize,
+    },
+    /// The feedback block went with this prompt (D29): what was in it, what was cut.
+    FeedbackDelivered {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        prompt_index: usize,
+        items: Vec<FeedbackItem>,
+        bytes: usize,
+        cut: usize,
     },
     RunStopped {
         status: Status,

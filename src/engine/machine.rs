@@ -11,180 +11,13 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::events::{Event, Usage};
-use super::retry::{self, ErrorClass, ErrorSignal, RetryPolicy};
+use super::events::{Event, FeedbackItem, Usage};
+use super::feedback::{Feedback, FeedbackKind};
+pub use super::protocol::*;
+use super::retry::{self, ErrorClass, ErrorSignal};
 use super::stop::{Status, StopReason, fmt_duration};
 
-/// Gate and loop settings, already validated.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    pub label: String,
-    pub max_loops: u64,
-    /// Pause between loops (zero: none).
-    pub sleep: Duration,
-    pub fresh_session_per_loop: bool,
-    pub reload_prompt_each_loop: bool,
-    /// `Some(streak)` when completion detection is on.
-    pub completion_streak: Option<u64>,
-    pub plan_gate: bool,
-    pub cb_no_progress: u64,
-    pub cb_output_decline: u64,
-    /// `Some(repeats)` when an output-match pattern is configured.
-    pub output_match_repeats: Option<u64>,
-    pub retry: RetryPolicy,
-    pub ignore_nonzero: bool,
-    /// Per-prompt limit; the driver enforces it, the engine words the stop.
-    pub timeout: Duration,
-    pub dry_run: bool,
-    pub backup: bool,
-    pub max_runtime: Option<Duration>,
-    pub max_tokens: Option<u64>,
-    pub max_cost_usd: Option<f64>,
-    /// Agents given a session id up front (claude, gemini, generic); codex reports its own.
-    pub preassign_session_ids: bool,
-    /// The agent reliably keeps a session whose first prompt failed, so the retry resumes
-    /// it (claude: `--session-id` of an existing session is refused). gemini 0.61 saves
-    /// such a session or not depending on how it ended (a SIGTERM saves it, its own give-up
-    /// does not), so neither `--resume` nor the same `--session-id` is safe: with `false`,
-    /// a preassigned id whose first prompt failed is replaced by a new one for the retry.
-    pub failed_start_keeps_session: bool,
-}
-
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ControlAction {
-    StopAfterPrompt,
-    StopAfterLoop,
-    InterruptNow,
-    Pause,
-    Resume,
-    /// A note to append once to the next prompt.
-    Note,
-}
-
-impl ControlAction {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ControlCommand {
-    pub id: String,
-    pub action: ControlAction,
-    pub reason: Option<String>,
-    /// The note text for `Note`.
-    pub note: Option<String>,
-}
-
-/// What one agent attempt did, as observed by the driver.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct AttemptReport {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub spawn_error: Option<String>,
-    pub output_bytes: u64,
-    pub completion_seen: bool,
-    pub output_match_seen: bool,
-    pub session_id: Option<String>,
-    pub usage: Usage,
-    /// The first error signal that was not informational.
-    pub error: Option<ErrorSignal>,
-    pub dry_run: bool,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct BackupInfo {
-    pub branch: String,
-    pub commit: String,
-    pub snapshot: bool,
-    pub pruned: Vec<String>,
-}
-
-/// The driver's answers and the outside world's interruptions.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Input {
-    Start,
-    PromptsLoaded {
-        count: usize,
-    },
-    PromptsFailed {
-        error: String,
-    },
-    Fingerprint(Result<String, String>),
-    BackupDone(Result<BackupInfo, String>),
-    AttemptFinished(AttemptReport),
-    WaitElapsed,
-    PlanChecked(Result<usize, String>),
-    Control(ControlCommand),
-    /// A supervisor signal; `forceful` for a second Ctrl-C.
-    Signal {
-        name: &'static str,
-        forceful: bool,
-    },
-    RuntimeExpired,
-    /// The supervisor itself failed (records, I/O); the run must end.
-    Failure(String),
-}
-
-/// A session as the engine tracks it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SessionRef {
-    /// `<label>-loop-NNNN`, or `<label>` when one session is reused.
-    pub name: String,
-    /// The agent's session or thread id, once known (or assigned up front).
-    pub id: Option<String>,
-    /// The agent has seen this session: later prompts resume it.
-    pub resume: bool,
-}
-
-/// One agent attempt to carry out.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttemptSpec {
-    pub loop_number: u64,
-    /// 1-based.
-    pub prompt_index: usize,
-    pub total_prompts: usize,
-    pub attempt: u32,
-    pub session: SessionRef,
-    /// Operator notes appended once to this prompt (id, text).
-    pub notes: Vec<(String, String)>,
-    pub dry_run: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitPurpose {
-    Retry,
-    Sleep,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Effect {
-    Record(Event),
-    /// Status shown between events (paused, retrying), for state.json and tmux.
-    SetStatus(Status),
-    LoadPrompts,
-    Fingerprint,
-    Backup {
-        loop_number: u64,
-    },
-    RunAttempt(AttemptSpec),
-    Wait {
-        duration: Duration,
-        purpose: WaitPurpose,
-    },
-    CheckPlan,
-    /// Stop the running attempt's process group (graceful, or at once when `forceful`).
-    Terminate {
-        forceful: bool,
-    },
-    CancelWait,
-    Finish(StopReason),
-}
+mod gates;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -230,7 +63,8 @@ pub struct Engine {
     stop_after_loop: Option<ControlCommand>,
     stop_after_prompt: Option<ControlCommand>,
     pause_requested: Option<ControlCommand>,
-    pending_notes: Vec<(String, String)>,
+    /// What goes back to the agent with its next prompt (D29), in arrival order.
+    pending_feedback: Vec<Feedback>,
     /// Set when the running attempt was terminated on purpose; the run ends with it.
     stop_when_attempt_ends: Option<StopReason>,
 }
@@ -266,7 +100,7 @@ impl Engine {
             stop_after_loop: None,
             stop_after_prompt: None,
             pause_requested: None,
-            pending_notes: Vec::new(),
+            pending_feedback: Vec::new(),
             stop_when_attempt_ends: None,
         }
     }
@@ -432,7 +266,12 @@ impl Engine {
             }
             ControlAction::Note => {
                 if let Some(text) = cmd.note {
-                    self.pending_notes.push((cmd.id, text));
+                    self.pending_feedback.push(Feedback {
+                        id: cmd.id,
+                        kind: FeedbackKind::OperatorNote,
+                        title: "operator note".into(),
+                        text,
+                    });
                 }
             }
         }
@@ -569,7 +408,13 @@ impl Engine {
             id: None,
             resume: false,
         });
-        let notes = std::mem::take(&mut self.pending_notes);
+        let feedback = std::mem::take(&mut self.pending_feedback);
+        let notes: Vec<String> = feedback
+            .iter()
+            .filter(|f| f.kind == FeedbackKind::OperatorNote)
+            .map(|f| f.id.clone())
+            .collect();
+        let block = super::feedback::render(&feedback, super::feedback::MAX_BLOCK);
         fx.push(Effect::SetStatus(Status::Running));
         fx.push(Effect::Record(Event::PromptStarted {
             loop_number: self.loop_number,
@@ -579,13 +424,28 @@ impl Engine {
             session: session.name.clone(),
             session_id: session.id.clone(),
             resume: session.resume,
-            notes: notes.iter().map(|(id, _)| id.clone()).collect(),
+            notes: notes.clone(),
         }));
-        for (id, _) in &notes {
+        for id in notes {
             fx.push(Effect::Record(Event::NoteDelivered {
-                id: id.clone(),
+                id,
                 loop_number: self.loop_number,
                 prompt_index: self.prompt_index,
+            }));
+        }
+        if let Some((text, cut)) = &block {
+            fx.push(Effect::Record(Event::FeedbackDelivered {
+                loop_number: self.loop_number,
+                prompt_index: self.prompt_index,
+                items: feedback
+                    .iter()
+                    .map(|f| FeedbackItem {
+                        id: f.id.clone(),
+                        kind: f.kind,
+                    })
+                    .collect(),
+                bytes: text.len(),
+                cut: *cut,
             }));
         }
         self.phase = Phase::Attempt;
@@ -595,7 +455,7 @@ impl Engine {
             total_prompts: self.prompt_count,
             attempt: self.attempt,
             session,
-            notes,
+            feedback: block.map(|(text, _)| text),
             dry_run: self.cfg.dry_run,
         }));
     }
@@ -744,153 +604,6 @@ impl Engine {
             duration: Duration::try_from_secs_f64(wait).unwrap_or_default(),
             purpose: WaitPurpose::Retry,
         });
-    }
-
-    /// The wall-clock budget in the engine's time (seconds since the run started).
-    fn max_runtime(&self) -> Option<f64> {
-        self.cfg.max_runtime.map(|d| d.as_secs_f64())
-    }
-
-    fn budget_exceeded(&self) -> Option<StopReason> {
-        if let Some(max) = self.cfg.max_tokens {
-            let used = self.usage_total.total_tokens();
-            if used >= max {
-                return Some(StopReason::TokenBudget { used, max });
-            }
-        }
-        if let Some(max) = self.cfg.max_cost_usd {
-            let used = self.usage_total.cost_usd;
-            if used >= max {
-                return Some(StopReason::CostBudget { used, max });
-            }
-        }
-        None
-    }
-
-    fn end_loop(&mut self, fx: &mut Vec<Effect>) {
-        if self.cfg.cb_no_progress > 0 && !self.cfg.dry_run {
-            self.phase = Phase::FingerprintAfter;
-            fx.push(Effect::Fingerprint);
-        } else {
-            self.after_loop_fingerprint(fx);
-        }
-    }
-
-    fn after_loop_fingerprint(&mut self, fx: &mut Vec<Effect>) {
-        if self.cfg.completion_streak.is_some() && self.cfg.plan_gate && self.loop_completion {
-            self.phase = Phase::CheckingPlan;
-            fx.push(Effect::CheckPlan);
-        } else {
-            self.evaluate_gates(fx);
-        }
-    }
-
-    /// Update every gate's counters, record the loop, then stop for the first gate that
-    /// trips, in this documented order: operator stop, completion, no progress, output
-    /// decline, output match, budgets, dry run, max loops.
-    fn evaluate_gates(&mut self, fx: &mut Vec<Effect>) {
-        let mut blocked_by_plan = false;
-        if self.cfg.completion_streak.is_some() {
-            if self.loop_completion {
-                if self.plan_unchecked.is_some_and(|n| n > 0) {
-                    blocked_by_plan = true;
-                    self.streak = 0;
-                } else {
-                    self.streak += 1;
-                }
-            } else {
-                self.streak = 0;
-            }
-        }
-        let mut no_progress = false;
-        if self.cfg.cb_no_progress > 0 {
-            match (&self.fingerprint_before, &self.fingerprint_after) {
-                (Some(b), Some(a)) if a == b => self.no_progress_count += 1,
-                _ => self.no_progress_count = 0,
-            }
-            no_progress = self.no_progress_count >= self.cfg.cb_no_progress;
-        }
-        let mut declined = false;
-        if self.cfg.cb_output_decline > 0 {
-            match self.prev_loop_bytes {
-                Some(prev) if self.loop_bytes < prev => self.decline_count += 1,
-                _ => self.decline_count = 0,
-            }
-            declined = self.decline_count >= self.cfg.cb_output_decline;
-        }
-        self.prev_loop_bytes = Some(self.loop_bytes);
-        let mut matched = false;
-        if let Some(repeats) = self.cfg.output_match_repeats {
-            if self.loop_match {
-                self.match_count += 1;
-            } else {
-                self.match_count = 0;
-            }
-            matched = self.match_count >= repeats;
-        }
-
-        fx.push(Effect::Record(Event::LoopCompleted {
-            loop_number: self.loop_number,
-            duration_seconds: (self.now - self.loop_started_at).max(0.0),
-            output_bytes: self.loop_bytes,
-            completion_detected: self.loop_completion,
-            plan_unchecked: self.plan_unchecked,
-            completion_blocked_by_plan: blocked_by_plan,
-            completion_streak: self.streak,
-            fingerprint: self.fingerprint_after.clone(),
-            no_progress_count: self.no_progress_count,
-            output_decline_count: self.decline_count,
-            output_match_count: self.match_count,
-            usage: self.loop_usage,
-            usage_total: self.usage_total,
-        }));
-
-        let control = self
-            .stop_after_loop
-            .take()
-            .or_else(|| self.stop_after_prompt.take())
-            .map(|cmd| StopReason::Control {
-                action: cmd.action.as_str().into(),
-                reason: cmd.reason,
-            });
-        let reason = control
-            .or_else(|| {
-                self.cfg
-                    .completion_streak
-                    .filter(|need| self.streak >= *need)
-                    .map(|_| StopReason::Completion)
-            })
-            .or_else(|| no_progress.then_some(StopReason::NoProgress(self.cfg.cb_no_progress)))
-            .or_else(|| declined.then_some(StopReason::OutputDecline(self.cfg.cb_output_decline)))
-            .or_else(|| {
-                matched.then_some(StopReason::OutputMatch(
-                    self.cfg.output_match_repeats.unwrap_or(1),
-                ))
-            })
-            .or_else(|| self.budget_exceeded())
-            .or_else(|| {
-                self.max_runtime()
-                    .filter(|max| self.now >= *max)
-                    .map(StopReason::MaxRuntime)
-            })
-            .or_else(|| self.cfg.dry_run.then_some(StopReason::DryRun))
-            .or_else(|| {
-                (self.cfg.max_loops > 0 && self.loop_number >= self.cfg.max_loops)
-                    .then_some(StopReason::MaxLoops(self.cfg.max_loops))
-            });
-        if let Some(reason) = reason {
-            self.finish(fx, reason);
-            return;
-        }
-        if !self.cfg.sleep.is_zero() {
-            self.phase = Phase::Sleeping;
-            fx.push(Effect::Wait {
-                duration: self.cfg.sleep,
-                purpose: WaitPurpose::Sleep,
-            });
-        } else {
-            self.begin_loop(fx);
-        }
     }
 
     fn finish(&mut self, fx: &mut Vec<Effect>, reason: StopReason) {

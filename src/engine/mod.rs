@@ -2,9 +2,11 @@
 //! Nothing in here performs I/O; see `driver` for the one place decisions meet effects.
 
 pub mod events;
+pub mod feedback;
 pub mod machine;
 pub mod panes;
 pub mod plan;
+pub mod protocol;
 pub mod retry;
 pub mod stop;
 
@@ -12,6 +14,7 @@ pub mod stop;
 mod tests;
 
 pub use events::{Event, Usage};
+pub use feedback::{Feedback, FeedbackKind};
 pub use machine::{
     AttemptReport, AttemptSpec, BackupInfo, ControlAction, ControlCommand, Effect, Engine,
     EngineConfig, Input, SessionRef, WaitPurpose,

@@ -210,7 +210,7 @@ impl StopReason {
 
 /// Seconds the way the reference prints them: `7200`, `0.5`.
 pub fn fmt_secs(s: f64) -> String {
-    crate::config::layers::format_num(s)
+    crate::text::format_num(s)
 }
 
 /// Durations the way the reference prints them: `<60` seconds, then minutes, then hours.

@@ -1015,12 +1015,20 @@ fn notes_reach_the_next_prompt_once() {
         },
     )];
     let sim = sim.run();
-    assert!(sim.specs[0].notes.is_empty());
-    assert_eq!(
-        sim.specs[1].notes,
-        vec![("n1".to_string(), "use the new API".to_string())]
+    assert!(sim.specs[0].feedback.is_none());
+    let block = sim.specs[1].feedback.as_deref().expect("the note's block");
+    assert!(
+        block.contains("[operator note]\nuse the new API"),
+        "{block}"
     );
-    assert!(sim.specs[2].notes.is_empty());
+    assert!(sim.specs[2].feedback.is_none());
+    assert_eq!(
+        sim.names()
+            .iter()
+            .filter(|n| **n == "feedback_delivered")
+            .count(),
+        1
+    );
     assert_eq!(
         sim.names()
             .iter()

@@ -285,23 +285,30 @@ pub fn sort_rows(rows: &mut [Row]) {
     });
 }
 
+/// A row named `name` with a status, an exit code and an update time, for tests here and in
+/// the renderers.
+#[cfg(test)]
+pub fn sample_row(name: &str, status: &str, exit: Option<i64>, updated: &str) -> Row {
+    Row {
+        dir: PathBuf::from(name),
+        state: StateView {
+            label: Some(name.into()),
+            status: Some(status.into()),
+            exit_code: exit,
+            ..StateView::default()
+        },
+        error: None,
+        stale: None,
+        updated: time::parse(updated),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(name: &str, status: &str, exit: Option<i64>, updated: &str) -> Row {
-        Row {
-            dir: PathBuf::from(name),
-            state: StateView {
-                label: Some(name.into()),
-                status: Some(status.into()),
-                exit_code: exit,
-                ..StateView::default()
-            },
-            error: None,
-            stale: None,
-            updated: time::parse(updated),
-        }
+        sample_row(name, status, exit, updated)
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl RunState {
             }
             Event::Paused { .. } => self.status = Some("paused".into()),
             Event::Resumed { .. } => self.status = Some("running".into()),
-            Event::NoteDelivered { .. } => {}
+            Event::NoteDelivered { .. } | Event::FeedbackDelivered { .. } => {}
             Event::RunStopped {
                 status,
                 stop_reason,

@@ -348,7 +348,7 @@ fn spec(loop_number: u64, session: SessionRef) -> AttemptSpec {
         total_prompts: 1,
         attempt: 1,
         session,
-        notes: vec![],
+        feedback: None,
         dry_run: false,
     }
 }
@@ -521,13 +521,13 @@ fn an_attempt_is_spawned_recorded_and_reported_when_it_ends() {
         spawn_error: None,
     });
     let mut s = spec(1, session("s-1", false));
-    s.notes = vec![("n1".into(), "mind the docs".into())];
+    s.feedback = Some("--- looper feedback ---\nmind the docs".into());
     let applied = h.d.apply(Effect::RunAttempt(s));
     let calls = h.take_calls();
     assert!(
         calls.contains(&Call::Spawn {
             program: h.root.join("bin/start-agent").display().to_string(),
-            args: vec!["do the thing\n\nOperator note: mind the docs".into()],
+            args: vec!["do the thing\n\n--- looper feedback ---\nmind the docs".into()],
         }),
         "{calls:?}"
     );
