@@ -126,19 +126,21 @@ impl Layers {
         })?;
         for (section, value) in table {
             match section.as_str() {
-                "looper" => {
-                    let t = as_table(&value, origin, "looper")?;
+                name if schema::section(name).is_some() => {
+                    let Some(sec) = schema::section(name) else {
+                        continue;
+                    };
+                    let t = as_table(&value, origin, name)?;
                     for (k, v) in t {
-                        let spec = schema::looper_key(k).ok_or_else(|| Error::UnknownKey {
-                            origin: origin.to_string(),
-                            key: format!("looper.{k}"),
-                            suggestion: schema::suggest(
-                                k,
-                                schema::LOOPER_KEYS.iter().map(|s| s.name),
-                            )
-                            .map(|s| format!("looper.{s}")),
+                        let spec = sec.keys.iter().find(|s| s.name == k).ok_or_else(|| {
+                            Error::UnknownKey {
+                                origin: origin.to_string(),
+                                key: format!("{name}.{k}"),
+                                suggestion: schema::suggest(k, sec.keys.iter().map(|s| s.name))
+                                    .map(|s| format!("{name}.{s}")),
+                            }
                         })?;
-                        let path = format!("looper.{k}");
+                        let path = format!("{name}.{k}");
                         let checked = check(spec, v, origin, &path)?;
                         self.set(path, checked, origin.clone());
                     }
@@ -175,7 +177,13 @@ impl Layers {
                     return Err(Error::UnknownKey {
                         origin: origin.to_string(),
                         key: other.to_string(),
-                        suggestion: schema::suggest(other, ["looper", "agents"]),
+                        suggestion: schema::suggest(
+                            other,
+                            schema::SECTIONS
+                                .iter()
+                                .map(|s| s.name)
+                                .chain(std::iter::once("agents")),
+                        ),
                     });
                 }
             }

@@ -212,7 +212,10 @@ fn builtin_agents(layers: &mut Layers) {
 
 fn default_layers() -> Layers {
     let mut layers = Layers::default();
-    for spec in schema::LOOPER_KEYS {
+    for (section, spec) in schema::SECTIONS
+        .iter()
+        .flat_map(|s| s.keys.iter().map(move |k| (s.name, k)))
+    {
         let value = match spec.default {
             schema::DefaultValue::Str(s) => Value::Str(s.into()),
             schema::DefaultValue::Int(i) => Value::Int(i),
@@ -221,7 +224,7 @@ fn default_layers() -> Layers {
             schema::DefaultValue::EmptyList => Value::List(vec![]),
             schema::DefaultValue::None => continue,
         };
-        layers.set(format!("looper.{}", spec.name), value, Origin::Default);
+        layers.set(format!("{section}.{}", spec.name), value, Origin::Default);
     }
     builtin_agents(&mut layers);
     layers

@@ -531,6 +531,28 @@ pub const PLACEHOLDERS: &[&str] = &[
     "run_dir",
 ];
 
+/// A table of plain keys (`[looper]`, and the tables of later features), validated and
+/// documented from its key list.
+#[derive(Clone, Copy, Debug)]
+pub struct Section {
+    pub name: &'static str,
+    pub keys: &'static [KeySpec],
+    /// One line for the README's reference.
+    pub about: &'static str,
+}
+
+/// Every table of plain keys, in the order the README documents them. `[agents.<name>]` is
+/// separate: it holds one table per agent.
+pub const SECTIONS: &[Section] = &[Section {
+    name: "looper",
+    keys: LOOPER_KEYS,
+    about: "the loop, its gates, breakers, budgets and records",
+}];
+
+pub fn section(name: &str) -> Option<&'static Section> {
+    SECTIONS.iter().find(|s| s.name == name)
+}
+
 pub fn looper_key(name: &str) -> Option<&'static KeySpec> {
     LOOPER_KEYS.iter().find(|k| k.name == name)
 }
@@ -563,18 +585,30 @@ pub fn markdown_reference() -> String {
             DefaultValue::None => "—".into(),
         }
     }
-    let mut out = String::from(
-        "`[looper]`\n\n| key | type | default | constraint and meaning |\n|---|---|---|---|\n",
-    );
-    for k in LOOPER_KEYS {
+    let mut out = String::new();
+    for (i, section) in SECTIONS.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let about = if section.name == "looper" {
+            String::new()
+        } else {
+            format!(": {}", section.about)
+        };
         out.push_str(&format!(
-            "| `{}` | {} | {} | {}; {} |\n",
-            k.name,
-            k.kind.type_name(),
-            default_text(k.default),
-            k.kind.expected(),
-            k.help
+            "`[{}]`{about}\n\n| key | type | default | constraint and meaning |\n|---|---|---|---|\n",
+            section.name
         ));
+        for k in section.keys {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {}; {} |\n",
+                k.name,
+                k.kind.type_name(),
+                default_text(k.default),
+                k.kind.expected(),
+                k.help
+            ));
+        }
     }
     out.push_str("\n`[agents.<name>]` (built-in: `codex`, `claude`, `gemini`; any other name is a custom agent)\n\n| key | type | constraint and meaning |\n|---|---|---|\n");
     for k in AGENT_KEYS {
