@@ -107,6 +107,7 @@ fn open_store(cfg: &RunConfig, run_id: (chrono::DateTime<Utc>, u32)) -> Result<R
     st.output_match_pattern = s.cb_output_match_pattern.clone();
     st.pid = Some(i64::from(me));
     st.pid_identity = procinfo::pid_identity(me);
+    st.base_commit = crate::effects::diff::head_commit(&s.agent.cwd);
     Ok(store)
 }
 

@@ -1,5 +1,6 @@
 //! Thin adapters for everything that touches the world: processes, files, git, tmux.
 
+pub mod diff;
 pub mod git;
 pub mod hybrid;
 pub mod outlog;

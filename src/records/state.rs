@@ -73,6 +73,8 @@ pub struct RunState {
     pub control_last_reason: Option<String>,
     pub control_last_id: Option<String>,
     pub last_backup_branch: Option<String>,
+    /// HEAD when the run started: what `looper diff` and the reviewer compare against.
+    pub base_commit: Option<String>,
     pub agent_notice: Option<String>,
     pub focus: Option<String>,
     pub usage: Option<Usage>,

@@ -1,0 +1,193 @@
+//! What a run changed, as git shows it: the diff from a base commit to the work tree as it is
+//! now (index and files, untracked files included as added), as a patch or a `--stat`
+//! summary, through git2. The looper's own files are left out. Used for the reviewer's view
+//! of the work (issue 15) and `looper diff` (issue 16).
+
+use std::path::{Path, PathBuf};
+
+use git2::{DiffFormat, DiffOptions, DiffStatsFormat, Oid, Repository};
+
+/// How a diff is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffView {
+    Patch,
+    Stat,
+}
+
+/// A diff, bounded: at most `max_bytes` of text, with `truncated` saying when more was left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiffText {
+    pub text: String,
+    pub files: usize,
+    pub insertions: usize,
+    pub deletions: usize,
+    pub truncated: bool,
+}
+
+/// The commit HEAD points at in the work tree containing `dir`, if any.
+pub fn head_commit(dir: &Path) -> Option<String> {
+    let repo = Repository::discover(dir).ok()?;
+    let head = repo.head().ok()?.peel_to_commit().ok()?;
+    Some(head.id().to_string())
+}
+
+/// Whether `rel` (relative to the work tree) lies under one of `excluded` (absolute).
+fn is_excluded(workdir: &Path, rel: &Path, excluded: &[PathBuf]) -> bool {
+    let abs = workdir.join(rel);
+    excluded.iter().any(|e| abs.starts_with(e))
+}
+
+/// The diff from `base` (a commit id) to the work tree containing `dir`.
+pub fn since(
+    dir: &Path,
+    base: &str,
+    excluded: &[PathBuf],
+    view: DiffView,
+    max_bytes: usize,
+) -> Result<DiffText, String> {
+    let repo = Repository::discover(dir).map_err(|e| {
+        format!(
+            "{} is not in a git work tree: {}",
+            dir.display(),
+            e.message()
+        )
+    })?;
+    let workdir = repo
+        .workdir()
+        .ok_or_else(|| "the repository is bare".to_string())?
+        .to_path_buf();
+    let oid =
+        Oid::from_str(base).map_err(|e| format!("bad base commit {base:?}: {}", e.message()))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(|e| format!("cannot read base commit {base}: {}", e.message()))?;
+    let mut opts = DiffOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .show_untracked_content(true)
+        .ignore_submodules(false);
+    let diff = repo
+        .diff_tree_to_workdir_with_index(Some(&tree), Some(&mut opts))
+        .map_err(|e| format!("cannot diff the work tree: {}", e.message()))?;
+    let mut out = DiffText::default();
+    let mut kept_files = std::collections::HashSet::new();
+    for delta in diff.deltas() {
+        let path = delta.new_file().path().or(delta.old_file().path());
+        if let Some(p) = path
+            && !is_excluded(&workdir, p, excluded)
+        {
+            kept_files.insert(p.to_path_buf());
+        }
+    }
+    out.files = kept_files.len();
+    let mut text = Vec::new();
+    let mut truncated = false;
+    let mut counts = (0usize, 0usize);
+    diff.print(DiffFormat::Patch, |delta, _hunk, line| {
+        let path = delta.new_file().path().or(delta.old_file().path());
+        if path.is_some_and(|p| is_excluded(&workdir, p, excluded)) {
+            return true;
+        }
+        match line.origin() {
+            '+' => counts.0 += 1,
+            '-' => counts.1 += 1,
+            _ => {}
+        }
+        if view == DiffView::Patch {
+            let mut piece = Vec::new();
+            if matches!(line.origin(), '+' | '-' | ' ') {
+                piece.push(line.origin() as u8);
+            }
+            piece.extend_from_slice(line.content());
+            if text.len() + piece.len() > max_bytes {
+                truncated = true;
+            } else {
+                text.extend_from_slice(&piece);
+            }
+        }
+        true
+    })
+    .map_err(|e| format!("cannot print the diff: {}", e.message()))?;
+    out.insertions = counts.0;
+    out.deletions = counts.1;
+    out.truncated = truncated;
+    out.text = match view {
+        DiffView::Patch => String::from_utf8_lossy(&text).into_owned(),
+        DiffView::Stat => {
+            let stats = diff
+                .stats()
+                .and_then(|s| s.to_buf(DiffStatsFormat::FULL, 80))
+                .map_err(|e| format!("cannot summarise the diff: {}", e.message()))?;
+            let all = String::from_utf8_lossy(&stats).into_owned();
+            // git2's summary counts the looper's own files too: keep only the kept ones.
+            let mut lines: Vec<&str> = all
+                .lines()
+                .filter(|l| {
+                    let name = l.split('|').next().unwrap_or("").trim();
+                    kept_files.iter().any(|f| f.to_string_lossy() == name)
+                })
+                .collect();
+            let summary = format!(
+                " {} file(s) changed, {} insertion(s)(+), {} deletion(s)(-)",
+                out.files, out.insertions, out.deletions
+            );
+            lines.push(&summary);
+            lines.join("\n") + "\n"
+        }
+    };
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init(dir.path()).expect("init");
+        std::fs::write(dir.path().join("a.txt"), "one\ntwo\n").expect("write");
+        let mut index = repo.index().expect("index");
+        index.add_path(Path::new("a.txt")).expect("add");
+        index.write().expect("write index");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("tree");
+        let sig = git2::Signature::now("t", "t@example.com").expect("sig");
+        let oid = repo
+            .commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+            .expect("commit");
+        (dir, oid.to_string())
+    }
+
+    #[test]
+    fn a_diff_shows_changed_and_untracked_files_but_not_the_loopers_own() {
+        let (dir, base) = repo();
+        assert_eq!(head_commit(dir.path()).as_deref(), Some(base.as_str()));
+        std::fs::write(dir.path().join("a.txt"), "one\nTWO\n").expect("write");
+        std::fs::write(dir.path().join("new.txt"), "fresh\n").expect("write");
+        let own = dir.path().join(".agent-looper");
+        std::fs::create_dir_all(own.join("runs")).expect("mkdir");
+        std::fs::write(own.join("runs/state.json"), "{}").expect("write");
+        let d = since(dir.path(), &base, &[own.clone()], DiffView::Patch, 1 << 20).expect("diff");
+        assert_eq!(d.files, 2, "{}", d.text);
+        assert!(d.text.contains("-two\n+TWO\n"), "{}", d.text);
+        assert!(d.text.contains("+fresh\n"), "{}", d.text);
+        assert!(!d.text.contains("state.json"), "{}", d.text);
+        assert_eq!((d.insertions, d.deletions), (2, 1));
+        let s = since(dir.path(), &base, &[own], DiffView::Stat, 1 << 20).expect("stat");
+        assert!(s.text.contains("a.txt"), "{}", s.text);
+        assert!(!s.text.contains("state.json"), "{}", s.text);
+        assert!(s.text.contains("2 file(s) changed"), "{}", s.text);
+    }
+
+    #[test]
+    fn a_long_diff_is_cut_and_says_so() {
+        let (dir, base) = repo();
+        std::fs::write(dir.path().join("big.txt"), "line\n".repeat(10_000)).expect("write");
+        let d = since(dir.path(), &base, &[], DiffView::Patch, 4096).expect("diff");
+        assert!(d.truncated);
+        assert!(d.text.len() <= 4096);
+        assert_eq!(d.insertions, 10_000);
+    }
+}
