@@ -169,7 +169,14 @@ mod tests {
         let own = dir.path().join(".agent-looper");
         std::fs::create_dir_all(own.join("runs")).expect("mkdir");
         std::fs::write(own.join("runs/state.json"), "{}").expect("write");
-        let d = since(dir.path(), &base, &[own.clone()], DiffView::Patch, 1 << 20).expect("diff");
+        let d = since(
+            dir.path(),
+            &base,
+            std::slice::from_ref(&own),
+            DiffView::Patch,
+            1 << 20,
+        )
+        .expect("diff");
         assert_eq!(d.files, 2, "{}", d.text);
         assert!(d.text.contains("-two\n+TWO\n"), "{}", d.text);
         assert!(d.text.contains("+fresh\n"), "{}", d.text);
