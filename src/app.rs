@@ -49,13 +49,16 @@ pub fn main_with(default_bin: &str) -> ExitCode {
     };
     let wrapper = wrapper_agent(&bin);
     let result = dispatch(cli, &bin, wrapper);
-    match result {
+    let code = match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             crate::console::err(&format!("looper: error: {e}"));
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
-    }
+    };
+    // A run's console is written by a thread: what it still holds goes out before the exit.
+    crate::console::flush(std::time::Duration::from_secs(2));
+    code
 }
 
 fn dispatch(cli: Cli, bin: &str, wrapper: Option<&str>) -> Result<i32, Error> {

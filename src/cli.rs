@@ -138,7 +138,7 @@ pub struct RunArgs {
     #[arg(short = 'p', long, value_name = "PATH")]
     pub prompt_file: Option<PathBuf>,
     /// Human-readable run label [default: Looper_<6 hex>].
-    #[arg(short = 'l', long, value_parser = non_empty)]
+    #[arg(short = 'l', long, value_parser = label_arg)]
     pub label: Option<String>,
     /// Per-prompt wall-clock limit in seconds [default: 7200].
     #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
@@ -485,6 +485,20 @@ fn non_empty(s: &str) -> Result<String, String> {
     } else {
         Ok(s.to_string())
     }
+}
+
+/// The longest label: it names a directory, a tmux window and rows of `looper status`.
+pub const MAX_LABEL: usize = 200;
+
+fn label_arg(s: &str) -> Result<String, String> {
+    let s = non_empty(s)?;
+    if s.len() > MAX_LABEL {
+        return Err(format!("{} bytes; at most {MAX_LABEL}", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(s)
 }
 
 fn parse_finite(s: &str) -> Result<f64, String> {

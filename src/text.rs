@@ -1,4 +1,7 @@
-//! Text for people: numbers and sizes the way the reference prints them.
+//! Text for people: numbers and sizes the way the reference prints them, and the one
+//! sanitiser (D35) every human-facing output of agent or file text goes through.
+
+use std::borrow::Cow;
 
 /// Numbers print without a trailing `.0` when whole, as a user would write them.
 pub fn format_num(n: f64) -> String {
@@ -30,6 +33,50 @@ pub fn trim_number(v: f64, places: usize) -> String {
     }
 }
 
+/// Whether a character must not reach a terminal as it is: C0 controls but newline and tab,
+/// DEL, C1 controls (U+0080..U+009F: a lone U+009B is a CSI to many terminals), and the
+/// bidirectional overrides that make text read differently from what it is.
+fn hostile(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text made safe to show: terminal escape sequences (CSI, OSC such as clipboard writes and
+/// title changes, DCS, and the rest, parsed by `vte` as a terminal would) removed whole, other
+/// control characters dropped; newline and tab kept. Borrowed when there was nothing to do.
+pub fn sanitize(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(hostile) {
+        return Cow::Borrowed(s);
+    }
+    struct Keep(String);
+    impl vte::Perform for Keep {
+        fn print(&mut self, c: char) {
+            if !hostile(c) {
+                self.0.push(c);
+            }
+        }
+        fn execute(&mut self, byte: u8) {
+            if matches!(byte, b'\n' | b'\t') {
+                self.0.push(byte as char);
+            }
+        }
+    }
+    let mut keep = Keep(String::with_capacity(s.len()));
+    let mut parser = vte::Parser::new();
+    parser.advance(&mut keep, s.as_bytes());
+    Cow::Owned(keep.0)
+}
+
+/// `sanitize` for one line: newlines and tabs become spaces too (table cells, tmux text).
+pub fn sanitize_line(s: &str) -> Cow<'_, str> {
+    let clean = sanitize(s);
+    if clean.contains(['\n', '\t']) {
+        Cow::Owned(clean.replace(['\n', '\t'], " "))
+    } else {
+        clean
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +91,35 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5KiB");
         assert_eq!(human_bytes(10 * 1024), "10KiB");
         assert_eq!(human_bytes(3 * 1048576 + 300_000), "3.3MiB");
+    }
+
+    #[test]
+    fn escape_sequences_go_whole_and_controls_go() {
+        let cases = [
+            (
+                "plain text, ünïcode 日本\tok\n",
+                "plain text, ünïcode 日本\tok\n",
+            ),
+            ("\x1b[31mred\x1b[0m", "red"),
+            ("before\x1b[2J\x1b[Hafter", "beforeafter"),
+            // OSC 52 clipboard write, BEL- and ST-terminated; a title change.
+            ("a\x1b]52;c;cm0gLXJmIH4=\x07b", "ab"),
+            ("a\x1b]52;c;cm0=\x1b\\b", "ab"),
+            ("\x1b]0;pwned\x07title", "title"),
+            // DCS, a C1 CSI, DEL, a carriage return, a bidi override.
+            ("x\x1bP1$r0m\x1b\\y", "xy"),
+            // A lone C1 CSI is dropped; what followed it stays as plain text.
+            ("c\u{9b}2Jd", "c2Jd"),
+            ("e\x7ff\rg", "efg"),
+            ("admin\u{202e}txt.exe", "admintxt.exe"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sanitize(input), want, "{input:?}");
+        }
+        assert!(matches!(sanitize("nothing to do"), Cow::Borrowed(_)));
+        assert_eq!(
+            sanitize_line("two\nlines\tand\x1b[1mbold"),
+            "two lines andbold"
+        );
     }
 }

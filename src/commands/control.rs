@@ -18,6 +18,8 @@ use crate::records::repair::repair;
 
 /// How often `--wait` and `--force` re-read `state.json`.
 const POLL: Duration = Duration::from_millis(50);
+/// The longest note accepted: half of the feedback block a prompt carries.
+pub const MAX_NOTE_BYTES: usize = crate::engine::feedback::MAX_BLOCK / 2;
 /// Longest note preview kept in `operator_notes.jsonl`.
 const PREVIEW_CHARS: usize = 200;
 
@@ -51,13 +53,13 @@ fn queue_action(t: &Target, action: ControlAction, reason: Option<&str>) -> Resu
     let line = ControlLine::new(action, reason, None, Utc::now());
     line.append(&t.dir)?;
     let id = line.id().to_string();
-    println!(
+    crate::say!(
         "queued {} for {} at {}",
         action.as_str(),
         t.name,
         t.dir.display()
     );
-    println!("control id: {id}");
+    crate::say!("control id: {id}");
     Ok(id)
 }
 
@@ -97,8 +99,8 @@ fn stop(a: &StopArgs) -> Result<i32> {
     {
         let r = repair(&t.dir, &reason, Utc::now())
             .map_err(|e| Error::Usage(format!("stale-state repair failed: {e}")))?;
-        println!("repaired stale looper state: {}", r.reason);
-        println!("stop reason: {}", r.stop_reason);
+        crate::say!("repaired stale looper state: {}", r.reason);
+        crate::say!("stop reason: {}", r.stop_reason);
         return Ok(exit_code::OK);
     }
     let id = queue_action(&t, action, Some(&a.reason))?;
@@ -106,7 +108,7 @@ fn stop(a: &StopArgs) -> Result<i32> {
         && let Some(state) = t.reload()
         && let Some(reason) = stale(&state)
     {
-        eprintln!(
+        crate::say_err!(
             "warning: {reason}; nothing will read this command. `looper control stop --now` marks the run stopped"
         );
     }
@@ -132,7 +134,7 @@ fn wait(t: &Target) -> Result<i32> {
         };
         if !state.is_active() {
             let reason = state.stop_reason.unwrap_or_else(|| "-".into());
-            println!(
+            crate::say!(
                 "{}: {} ({reason})",
                 t.name,
                 state.status.as_deref().unwrap_or("unknown")
@@ -144,7 +146,7 @@ fn wait(t: &Target) -> Result<i32> {
             });
         }
         if let Some(why) = stale(&state) {
-            println!("{}: stale ({why})", t.name);
+            crate::say!("{}: stale ({why})", t.name);
             return Ok(exit_code::AGENT_FAILED);
         }
         std::thread::sleep(POLL);
@@ -229,7 +231,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
         && !run_group(&state).is_empty()
     {
         if signal_group(pgid, Signal::SIGTERM) {
-            println!("force: sent SIGTERM to agent process group {pgid}");
+            crate::say!("force: sent SIGTERM to agent process group {pgid}");
         }
         let end = Instant::now() + grace;
         while Instant::now() < end && !procinfo::group_members(pgid).is_empty() {
@@ -243,7 +245,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
         .is_empty()
             && signal_group(pgid, Signal::SIGKILL)
         {
-            println!("force: sent SIGKILL to agent process group {pgid}");
+            crate::say!("force: sent SIGKILL to agent process group {pgid}");
         }
     }
     // With its agent gone the supervisor records the stop by itself; give it the grace,
@@ -260,7 +262,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
     };
     let target = nix::unistd::Pid::from_raw(pid);
     if nix::sys::signal::kill(target, Signal::SIGTERM).is_ok() {
-        println!("force: sent SIGTERM to supervisor {pid}");
+        crate::say!("force: sent SIGTERM to supervisor {pid}");
     }
     if settled(t, grace, |_| false) {
         return Ok(());
@@ -269,7 +271,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
         && live_supervisor(&state) == Some(pid)
         && nix::sys::signal::kill(target, Signal::SIGKILL).is_ok()
     {
-        println!("force: sent SIGKILL to supervisor {pid}");
+        crate::say!("force: sent SIGKILL to supervisor {pid}");
         // SIGKILL leaves no chance to record the end (D11): record it for the supervisor.
         let end = Instant::now() + grace;
         while Instant::now() < end && procinfo::is_running(pid) {
@@ -279,7 +281,7 @@ fn force(t: &Target, id: &str, grace: Duration) -> Result<()> {
             && let Some(reason) = stale(&state)
         {
             let r = repair(&t.dir, &reason, Utc::now())?;
-            println!("repaired stale looper state: {}", r.reason);
+            crate::say!("repaired stale looper state: {}", r.reason);
         }
     }
     Ok(())
@@ -299,6 +301,14 @@ fn read_note(a: &NoteArgs) -> Result<String> {
     let text = text.trim().to_string();
     if text.is_empty() {
         return Err(Error::Usage("the note is empty".into()));
+    }
+    // A note travels in the next prompt's feedback block (D29), which has to fit any agent's
+    // argv: a longer one is refused now rather than failing the next prompt later.
+    if text.len() > MAX_NOTE_BYTES {
+        return Err(Error::Usage(format!(
+            "the note is {} bytes; at most {MAX_NOTE_BYTES} go into a prompt. Put the text in a file the agent can read and send a note that points to it",
+            text.len()
+        )));
     }
     Ok(text)
 }
@@ -357,8 +367,8 @@ fn note(a: &NoteArgs) -> Result<i32> {
     rec.append(&t.dir)?;
     let id = rec.id;
     if let Some(e) = failure {
-        eprintln!("delivery error: {e}");
-        println!("note id: {id}");
+        crate::say_err!("delivery error: {e}");
+        crate::say!("note id: {id}");
         return Ok(exit_code::USAGE);
     }
     match a.delivery {
@@ -368,24 +378,24 @@ fn note(a: &NoteArgs) -> Result<i32> {
             // One id for the note and the command that carries it.
             line.id = Some(id.clone());
             line.append(&t.dir)?;
-            println!(
+            crate::say!(
                 "operator note queued for the next prompt of {} at {}",
                 t.name,
                 t.dir.display()
             );
         }
-        Delivery::Btw => println!(
+        Delivery::Btw => crate::say!(
             "operator note delivered to {} at {}",
             t.name,
             t.dir.display()
         ),
-        Delivery::Record => println!(
+        Delivery::Record => crate::say!(
             "operator note recorded for {} at {}",
             t.name,
             t.dir.display()
         ),
     }
-    println!("note id: {id}");
+    crate::say!("note id: {id}");
     Ok(exit_code::OK)
 }
 
@@ -418,9 +428,9 @@ fn focus(a: &FocusArgs) -> Result<i32> {
         summary: summary.clone(),
     };
     rec.append(&t.dir)?;
-    println!("focus updated for {} at {}", t.name, t.dir.display());
-    println!("focus id: {id}");
-    println!("summary: {summary}");
+    crate::say!("focus updated for {} at {}", t.name, t.dir.display());
+    crate::say!("focus id: {id}");
+    crate::say!("summary: {summary}");
     Ok(exit_code::OK)
 }
 

@@ -75,11 +75,11 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
     write("agent-looper.toml", &demo_config(&exe))?;
     write(".gitignore", ".agent-looper/\n")?;
     git_init(&dir)?;
-    println!("looper demo: repository {}", dir.display());
-    println!(
+    crate::say!("looper demo: repository {}", dir.display());
+    crate::say!(
         "looper demo: a scripted agent ticks one task of fix_plan.md per loop; the run stops on"
     );
-    println!(
+    crate::say!(
         "  EXIT_SIGNAL: true once the plan gate has no unchecked task left, with a git backup per loop.\n"
     );
 
@@ -95,7 +95,7 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
     let code = crate::commands::run::run_local(settings, &inv)?;
 
     let plan = std::fs::read_to_string(dir.join("fix_plan.md")).unwrap_or_default();
-    println!("\nlooper demo: final plan:\n{plan}");
+    crate::say!("\nlooper demo: final plan:\n{plan}");
     if let Ok(repo) = git2::Repository::open(&dir)
         && let Ok(branches) = repo.branches(Some(git2::BranchType::Local))
     {
@@ -103,7 +103,7 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
             .filter_map(|b| b.ok()?.0.name().ok().flatten().map(str::to_string))
             .filter(|n| n.starts_with("demo-backup/"))
             .collect();
-        println!("looper demo: backup branches: {}", names.join(", "));
+        crate::say!("looper demo: backup branches: {}", names.join(", "));
     }
     if args.keep
         && let Some(t) = _temp
@@ -111,16 +111,16 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
         let _ = t.keep();
     }
     if args.keep || args.dir.is_some() {
-        println!(
+        crate::say!(
             "looper demo: kept {}; its runs: `looper status --state-root {}/.agent-looper/runs`",
             dir.display(),
             dir.display()
         );
     } else {
-        println!("looper demo: the demo repository is removed (`looper demo --keep` keeps it)");
+        crate::say!("looper demo: the demo repository is removed (`looper demo --keep` keeps it)");
     }
     if code == 0 {
-        println!("looper demo: completed.");
+        crate::say!("looper demo: completed.");
     }
     Ok(code)
 }
@@ -142,10 +142,10 @@ pub fn demo_agent(args: &DemoAgentArgs) -> Result<i32> {
     std::fs::write(&args.plan, &out).map_err(|e| Error::io("cannot write", &args.plan, e))?;
     let left = crate::engine::plan::unchecked_tasks(&out);
     match done {
-        Some(task) => println!("working on: {task}\nticked it; {left} task(s) left"),
-        None => println!("nothing left to do"),
+        Some(task) => crate::say!("working on: {task}\nticked it; {left} task(s) left"),
+        None => crate::say!("nothing left to do"),
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    println!("EXIT_SIGNAL: {}", left == 0);
+    crate::say!("EXIT_SIGNAL: {}", left == 0);
     Ok(0)
 }

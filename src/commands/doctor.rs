@@ -10,14 +10,18 @@ use crate::error::{Error, Result, exit_code};
 
 /// First line of `<program> --version`, bounded in time.
 pub fn version_of(program: &std::path::Path, arg: &str) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    // Its own group, so a probe that hangs is killed with everything it started (a node CLI
+    // starts children): nothing of it outlives `doctor`.
     let mut child = Command::new(program)
         .arg(arg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -25,7 +29,8 @@ pub fn version_of(program: &std::path::Path, arg: &str) -> Option<String> {
                 std::thread::sleep(Duration::from_millis(20))
             }
             _ => {
-                let _ = child.kill();
+                let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.wait();
                 return None;
             }
@@ -49,7 +54,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
     let mut ok = true;
     let settings = match config::resolve(&run_args, &inv) {
         Ok(s) => {
-            println!(
+            crate::say!(
                 "ok: config {} ({})",
                 s.config_path.display(),
                 if s.config_found {
@@ -61,7 +66,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             Some(s)
         }
         Err(e) => {
-            println!("error: config: {e}");
+            crate::say!("error: config: {e}");
             ok = false;
             None
         }
@@ -80,7 +85,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             ..RunArgs::default()
         };
         let Ok(s) = config::resolve(&ra, &inv) else {
-            println!("error: agent {name}: invalid configuration");
+            crate::say!("error: agent {name}: invalid configuration");
             continue;
         };
         let program = s
@@ -98,7 +103,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             Some(p) => {
                 let version =
                     version_of(&p, "--version").unwrap_or_else(|| "version unknown".into());
-                println!(
+                crate::say!(
                     "ok: {name} ({role}, kind {}, interface {}) -> {} ({version})",
                     s.agent.kind.as_str(),
                     s.agent.interface.as_str(),
@@ -106,7 +111,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
                 );
             }
             None => {
-                println!("missing: {name} ({role}): `{program}` is not on PATH");
+                crate::say!("missing: {name} ({role}): `{program}` is not on PATH");
                 if Some(name) == selected.as_ref() {
                     selected_runs = false;
                 }
@@ -114,12 +119,12 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
         }
     }
     match find_program("tmux", &inv.base_dir, path.as_deref()) {
-        Some(p) => println!(
+        Some(p) => crate::say!(
             "ok: tmux -> {} ({})",
             p.display(),
             version_of(&p, "-V").unwrap_or_else(|| "version unknown".into())
         ),
-        None => println!(
+        None => crate::say!(
             "missing: tmux (needed for the farm, split layout and hybrid panes; --local runs work without it)"
         ),
     }
@@ -131,7 +136,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
             ..s.clone()
         };
         match run::prepare(dry, &inv) {
-            Ok(cfg) => println!(
+            Ok(cfg) => crate::say!(
                 "ok: a run would start: {} prompt(s) from {} ({} mode), interface {}",
                 cfg.prompts.prompts.len(),
                 cfg.settings.prompt_file.display(),
@@ -139,7 +144,7 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
                 cfg.settings.agent.interface.as_str()
             ),
             Err(e) => {
-                println!("error: run: {e}");
+                crate::say!("error: run: {e}");
                 ok = false;
             }
         }
@@ -156,20 +161,20 @@ pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {
                 .and_then(|h| h.target())
                 .map(|o| o.to_string());
             match head {
-                Some(h) => println!(
+                Some(h) => crate::say!(
                     "ok: git work tree at {} (HEAD {})",
                     repo.workdir()
                         .map(|w| w.display().to_string())
                         .unwrap_or_default(),
                     &h[..12.min(h.len())]
                 ),
-                None => println!(
+                None => crate::say!(
                     "warning: git work tree at {} has no commits yet (--backup and --cb-no-progress need one)",
                     cwd.display()
                 ),
             }
         }
-        _ => println!(
+        _ => crate::say!(
             "warning: {} is not in a git work tree (--backup and --cb-no-progress need one)",
             cwd.display()
         ),

@@ -43,17 +43,7 @@ const MAX_PARTIAL: usize = 1 << 20;
 /// Agent output is untrusted: control characters (escape sequences included) never reach
 /// the terminal.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c == '\t' {
-                ' '
-            } else if c.is_control() {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+    crate::text::sanitize_line(s).into_owned()
 }
 
 /// Terminal columns a character takes: 2 for wide (CJK, most emoji), 0 for combining marks.
@@ -677,7 +667,8 @@ mod tests {
         let last: Vec<&String> = v.lines.iter().rev().take(3).collect();
         assert_eq!(
             last,
-            ["-- exit 0", "?[31mred", "── loop-0004__prompt-001.log ──"]
+            // The escape sequence goes whole (D35), not just its ESC.
+            ["-- exit 0", "red", "── loop-0004__prompt-001.log ──"]
         );
     }
 
@@ -712,6 +703,7 @@ mod tests {
         );
         assert_eq!(clip("日本語", 5), "日本");
         assert_eq!(clip_start("日本語", 5), "本語");
-        assert_eq!(sanitize("a\tb\u{1b}c\u{9b}"), "a b?c?");
+        // `ESC c` is a whole sequence (a terminal reset): it goes with the escape.
+        assert_eq!(sanitize("a\tb\u{1b}c\u{9b}d"), "a bd");
     }
 }

@@ -84,7 +84,9 @@ impl Printer {
     fn emit(&self, line: &[u8], out: &mut impl Write) -> std::io::Result<()> {
         let text = String::from_utf8_lossy(line);
         if let Some(r) = crate::transcript::render_log_record(&text) {
-            out.write_all(r.as_bytes())?;
+            // Rendered for a person: the agent's escapes never reach the terminal (D35);
+            // `--raw` gives the bytes as written.
+            out.write_all(crate::text::sanitize(&r).as_bytes())?;
             out.write_all(b"\n")?;
         }
         Ok(())
@@ -182,7 +184,7 @@ fn run(t: &Target, args: &LogsArgs, out: &mut impl Write) -> Result<i32> {
             && let Some(why) = procinfo::stale_reason(s.pid, s.pid_identity.as_deref())
         {
             let _ = printer.finish(out);
-            eprintln!("looper: stopped following: {why} (see `looper status`)");
+            crate::say_err!("looper: stopped following: {why} (see `looper status`)");
             return Ok(exit_code::AGENT_FAILED);
         }
         std::thread::sleep(FOLLOW_POLL);

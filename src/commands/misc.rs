@@ -20,7 +20,7 @@ pub fn config_check(args: &ConfigCheckArgs, wrapper: Option<&str>) -> Result<i32
         config::render_resolved(&prepared.settings, args.show_origin)
     );
     for n in &prepared.notices {
-        println!("# note: {n}");
+        crate::say!("# note: {n}");
     }
     Ok(0)
 }

@@ -34,8 +34,31 @@ pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> R
     run_local(settings, &inv)
 }
 
+/// The fewest open files a run needs: the agent's pipes, the guard's, the run's records, the
+/// watcher, the async runtime (which panics when it cannot make its signal pipe).
+const MIN_OPEN_FILES: u64 = 64;
+
+/// Raise the soft open-file limit to what a run needs, or say why it cannot run.
+fn ensure_open_files() -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Ok(());
+    };
+    if soft >= MIN_OPEN_FILES {
+        return Ok(());
+    }
+    let want = MIN_OPEN_FILES.min(hard);
+    if want >= MIN_OPEN_FILES && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the open-file limit is {soft} (ulimit -n, hard limit {hard}); a run needs at least {MIN_OPEN_FILES}: raise it with `ulimit -n {MIN_OPEN_FILES}`"
+    )))
+}
+
 /// Validate, take the worktree lock, and run the loop in this process.
 pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
+    ensure_open_files()?;
     let hold = settings.hold_on_stop;
     let dry = settings.dry_run;
     let layout = settings.tmux_layout;
@@ -100,7 +123,9 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
     let code = rt.block_on(driver::run(prepared, opts, took_over))?;
-    drop(rt);
+    // A stop may have come while git work was under way on a blocking thread: do not wait
+    // for it (what it leaves is loose objects at most; refs are written atomically).
+    rt.shutdown_background();
     if hold && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         crate::console::err("looper: stopped; press Enter to close");
         let mut line = String::new();

@@ -44,7 +44,7 @@ use crate::cli::StatusArgs;
 use crate::error::{Error, Result};
 use crate::records::discovery::{self, discover};
 use crate::records::fleet::{Row, StateView, UsageView, load_rows, sort_rows};
-use crate::records::repair::repair;
+use crate::records::repair::repair_all;
 use crate::records::time;
 
 pub const SCHEMA: &str = "agent-looper/status";
@@ -131,8 +131,10 @@ fn loop_text(s: &StateView) -> String {
     }
 }
 
+/// A cell: sanitised first (D35), so a cut never lands inside an escape sequence.
 fn clip(s: &str, max: usize) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clean = crate::text::sanitize_line(s);
+    let flat: String = clean.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
         let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
@@ -158,7 +160,7 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
         .map(|r| {
             [
                 clip(&r.label(), 32),
-                r.shown_status(),
+                clip(&r.shown_status(), 16),
                 clip(r.state.agent_name.as_deref().unwrap_or("-"), 16),
                 loop_text(&r.state),
                 age(now, r.updated),
@@ -247,14 +249,15 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
     }
     let mut rows = load_rows(discover(&roots, registry.as_deref()));
     let mut notes = Vec::new();
+    let mut failed = 0;
     if args.repair_stale {
-        notes = repair_rows(&mut rows);
+        (notes, failed) = repair_rows(&mut rows);
     }
     let now = Utc::now();
     let mut out = std::io::stdout().lock();
     let r = if args.json {
         for n in &notes {
-            eprintln!("{n}");
+            crate::say_err!("{n}");
         }
         let mut text = serde_json::to_string_pretty(&render_json(&rows, now)).unwrap_or_default();
         text.push('\n');
@@ -277,6 +280,12 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
     };
     // A closed pipe (`looper status | head`) is not an error worth reporting.
     let _ = r;
+    if failed > 0 {
+        return Err(Error::WithCode {
+            message: format!("{failed} stale run(s) could not be repaired (see above)"),
+            code: crate::error::exit_code::AGENT_FAILED,
+        });
+    }
     Ok(0)
 }
 
@@ -297,23 +306,38 @@ fn empty_message(roots: &[PathBuf], registry: Option<&Path>) -> String {
 }
 
 /// Repair every stale row in place; returns one line per repair (or failure).
-fn repair_rows(rows: &mut [Row]) -> Vec<String> {
+/// Repair every stale row in place; returns one line per repair (or failure) and how many
+/// failed.
+fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
+    let stale: Vec<usize> = (0..rows.len())
+        .filter(|i| rows[*i].stale.is_some())
+        .collect();
+    let items: Vec<(PathBuf, String)> = stale
+        .iter()
+        .map(|i| {
+            (
+                rows[*i].dir.clone(),
+                rows[*i].stale.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
     let mut notes = Vec::new();
-    let now = Utc::now();
-    for row in rows.iter_mut() {
-        let Some(reason) = row.stale.clone() else {
-            continue;
-        };
-        match repair(&row.dir, &reason, now) {
+    let mut failed = 0;
+    for (i, result) in stale.into_iter().zip(repair_all(&items, Utc::now())) {
+        let row = &mut rows[i];
+        match result {
             Ok(r) => {
                 notes.push(format!("repaired: {}: {}", row.label(), r.reason));
                 row.reload();
             }
-            Err(e) => notes.push(format!("repair failed: {}: {e}", row.label())),
+            Err(e) => {
+                failed += 1;
+                notes.push(format!("repair failed: {}: {e}", row.label()));
+            }
         }
     }
     sort_rows(rows);
-    notes
+    (notes, failed)
 }
 
 /// Restores the terminal on every exit path, including a panic unwinding through `watch`.
@@ -346,7 +370,7 @@ fn watch(roots: &[PathBuf], registry: Option<&Path>, repair_stale: bool) -> Resu
     loop {
         let mut rows = load_rows(discover(roots, registry));
         let notes = if repair_stale {
-            repair_rows(&mut rows)
+            repair_rows(&mut rows).0
         } else {
             Vec::new()
         };

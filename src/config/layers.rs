@@ -119,10 +119,14 @@ impl Layers {
     /// Merge a TOML document (project file or preset) over the current values.
     pub fn apply_document(&mut self, text: &str, origin: &Origin) -> Result<()> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::Usage(format!(
-                "{origin}: invalid TOML: {}",
-                e.to_string().trim_end()
-            ))
+            // toml quotes the offending line whole: a line of hundreds of KiB is cut.
+            let msg: Vec<String> = e
+                .to_string()
+                .trim_end()
+                .lines()
+                .map(|l| truncate(l, 200))
+                .collect();
+            Error::Usage(format!("{origin}: invalid TOML: {}", msg.join("\n")))
         })?;
         for (section, value) in table {
             match section.as_str() {
@@ -214,6 +218,20 @@ pub fn describe(value: &toml::Value) -> String {
     }
 }
 
+/// "a NUL byte in ..." when a string (or an item of an array) holds one; tables are checked
+/// by their kind (`Env` names the variable).
+fn nul_in(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) if s.contains('\0') => Some("a string with a NUL byte".into()),
+        toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            v.as_str()
+                .filter(|s| s.contains('\0'))
+                .map(|_| format!("an array whose item {i} has a NUL byte"))
+        }),
+        _ => None,
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -226,6 +244,11 @@ fn truncate(s: &str, max: usize) -> String {
 /// Validate one TOML value against its key's kind.
 pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -> Result<Value> {
     let fail = |found: String| Error::config(origin.to_string(), path, spec.kind.expected(), found);
+    // No string the looper passes on (argv, environment, file names) may hold a NUL: the OS
+    // cannot carry it, and the run would fail only once started.
+    if let Some(nul) = nul_in(value) {
+        return Err(fail(nul));
+    }
     match spec.kind {
         Kind::Str => match value {
             toml::Value::String(s) => Ok(Value::Str(s.clone())),
@@ -325,8 +348,14 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
                 let s = v
                     .as_str()
                     .ok_or_else(|| fail(format!("a table whose key {k} is {}", describe(v))))?;
-                if k.is_empty() || k.contains('=') || k.contains('\0') || s.contains('\0') {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
                     return Err(fail(format!("an invalid variable name {}", toml_string(k))));
+                }
+                if s.contains('\0') {
+                    return Err(fail(format!(
+                        "a NUL byte in the value of {}",
+                        toml_string(k)
+                    )));
                 }
                 map.insert(k.clone(), s.to_string());
             }

@@ -245,8 +245,15 @@ pub fn resolve(args: &RunArgs, inv: &Invocation) -> Result<Settings> {
         let text = layers::read_text(&config_path, "the config file")?;
         layers.apply_document(&text, &Origin::File(config_rel.to_string_lossy().into()))?;
     } else if explicit_config {
+        let what = if config_path.is_dir() {
+            "is a directory, not a config file"
+        } else if config_path.exists() {
+            "is not a regular file"
+        } else {
+            "file not found"
+        };
         return Err(Error::Usage(format!(
-            "--config {}: file not found",
+            "--config {}: {what}",
             config_rel.display()
         )));
     }

@@ -144,7 +144,12 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
             e,
         )
     })?;
-    let prompts = prompts::load(&settings.prompt_file, settings.mode, &separator)?;
+    // A prompt that cannot be read is a usage error (exit 2), like one that is missing.
+    let prompts =
+        prompts::load(&settings.prompt_file, settings.mode, &separator).map_err(|e| match e {
+            Error::Io { .. } => Error::Prompt(e.to_string()),
+            other => other,
+        })?;
     // D12: a prompt that no argv can carry is refused now, not at the first attempt.
     let probe = SessionRef {
         name: "probe".into(),
@@ -217,6 +222,7 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         let ws = git::Workspace::open(&settings.agent.cwd).map_err(|e| Error::git(what, e))?;
         ws.require_head().map_err(|e| Error::git(what, e))?;
         if settings.backup_enabled {
+            check_backup_prefix(&settings)?;
             git::backup_branch_name(&settings.backup_prefix, chrono::Utc::now(), 1).map_err(
                 |e| {
                     Error::config(
@@ -262,6 +268,28 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         env: inv.env.clone(),
         notices,
     })
+}
+
+/// A branch named like the backup prefix itself makes every backup fail (git cannot have
+/// both `x` and `x/...`): refused before the run starts, not at its first loop.
+fn check_backup_prefix(settings: &Settings) -> Result<()> {
+    let prefix = settings.backup_prefix.trim_end_matches('/');
+    let Ok(repo) = git2::Repository::discover(&settings.agent.cwd) else {
+        return Ok(());
+    };
+    if repo.find_branch(prefix, git2::BranchType::Local).is_ok() {
+        return Err(Error::config(
+            settings
+                .layers
+                .get("looper.backup_prefix")
+                .map(|e| e.origin.to_string())
+                .unwrap_or_default(),
+            "looper.backup_prefix",
+            "a prefix that is not itself a branch (backups are branches under it)",
+            format!("{prefix:?}, an existing branch"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::ports::{Finished, NotStarted, PaneRequest, Ports, Started};
+use super::ports::{Finished, NotStarted, PaneRequest, Ports, Started, Workspace};
 use super::sink::Sink;
 use crate::agents::Scanner;
 use crate::agents::command::{self, AgentCommand, PromptContext};
@@ -28,16 +28,34 @@ use crate::records::events::SupervisorEvent;
 use crate::records::store::Sync;
 use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, time};
 
+/// Git work (a fingerprint, a backup), done away from the async loop: it takes the
+/// workspace and gives it back with the engine's answer.
+pub type GitJob = Box<dyn FnOnce() -> (Box<dyn Workspace + Send>, Input) + Send>;
+
 /// What the async loop must take over after an input was handled.
 #[must_use]
-#[derive(Debug)]
 pub enum Applied {
     /// An attempt is under way: await it and hand its end to [`Dispatcher::attempt_done`].
     Attempt(AttemptHandle),
+    /// Run this on a blocking thread, then hand the result to [`Dispatcher::git_done`]. On a
+    /// large work tree this takes seconds: signals and control must not wait for it (found
+    /// with SIGTERM taking effect 15-23 s late).
+    Git(GitJob),
     /// Wait, then feed `Input::WaitElapsed`.
     Wait(Duration),
     /// The pending wait is cancelled.
     CancelWait,
+}
+
+impl std::fmt::Debug for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Applied::Attempt(_) => f.write_str("Attempt"),
+            Applied::Git(_) => f.write_str("Git"),
+            Applied::Wait(d) => write!(f, "Wait({d:?})"),
+            Applied::CancelWait => f.write_str("CancelWait"),
+        }
+    }
 }
 
 /// An attempt's end, to be awaited.
@@ -182,20 +200,28 @@ impl Dispatcher {
                 self.note_prompt_facts();
                 self.queue.push_back(input);
             }
-            Effect::Fingerprint => {
-                let fp = match self.ports.workspace.as_mut() {
-                    Some(ws) => ws.fingerprint(),
-                    None => Err("no git work tree".into()),
-                };
-                self.queue.push_back(Input::Fingerprint(fp));
-            }
-            Effect::Backup { loop_number } => {
-                let made = match self.ports.workspace.as_mut() {
-                    Some(ws) => ws.backup(loop_number),
-                    None => Err("no git work tree".into()),
-                };
-                self.queue.push_back(Input::BackupDone(made));
-            }
+            Effect::Fingerprint => match self.ports.workspace.take() {
+                Some(mut ws) => {
+                    return Some(Applied::Git(Box::new(move || {
+                        let fp = ws.fingerprint();
+                        (ws, Input::Fingerprint(fp))
+                    })));
+                }
+                None => self
+                    .queue
+                    .push_back(Input::Fingerprint(Err("no git work tree".into()))),
+            },
+            Effect::Backup { loop_number } => match self.ports.workspace.take() {
+                Some(mut ws) => {
+                    return Some(Applied::Git(Box::new(move || {
+                        let made = ws.backup(loop_number);
+                        (ws, Input::BackupDone(made))
+                    })));
+                }
+                None => self
+                    .queue
+                    .push_back(Input::BackupDone(Err("no git work tree".into()))),
+            },
             Effect::RunAttempt(spec) => {
                 // The engine now waits for this attempt's end: a failure to start it (its
                 // log cannot be opened, the run directory is gone) must be that end, or the
@@ -299,6 +325,17 @@ impl Dispatcher {
         Applied::Attempt(AttemptHandle(started.done))
     }
 
+    /// Git work done: the workspace comes back and its answer goes to the engine.
+    pub fn git_done(
+        &mut self,
+        now: f64,
+        workspace: Box<dyn Workspace + Send>,
+        input: Input,
+    ) -> Vec<Applied> {
+        self.ports.workspace = Some(workspace);
+        self.handle(now, input)
+    }
+
     /// An attempt's end, from the async loop.
     pub fn attempt_done(&mut self, now: f64, done: Finished) -> Vec<Applied> {
         let Finished {
@@ -319,6 +356,23 @@ impl Dispatcher {
             None => self.report(exit, &mut sink),
         };
         self.handle(now, Input::AttemptFinished(report))
+    }
+
+    /// A line of the control file that is not a command: recorded, not acted on.
+    pub fn control_rejected(&mut self, bad: crate::records::control::BadLine) {
+        self.say(&format!(
+            "control: ignored line {} of control.jsonl: {}",
+            bad.line_no, bad.why
+        ));
+        let r = self
+            .ports
+            .records
+            .append_supervisor(&SupervisorEvent::ControlLineRejected {
+                line: bad.line_no,
+                why: bad.why,
+                preview: bad.preview,
+            });
+        self.check(r);
     }
 
     /// The focus reported in `focus.jsonl` changed.

@@ -122,6 +122,8 @@ pub async fn run(
     let mut store = open_store(&cfg, run_id)?;
     panic::watch(&store.dir);
     let run_dir = store.dir.clone();
+    // From here a terminal that stops reading must not stop the run.
+    crate::console::detach();
     let excluded = vec![cfg.settings.log_dir.clone(), run_dir.clone()];
     let tmux_pane = cfg.tmux.as_ref().map(|t| t.pane.clone());
     let window = tmux::WindowState::new(tmux_pane, &run_dir);
@@ -147,7 +149,7 @@ pub async fn run(
             backup_prefix: s.backup_prefix.clone(),
             backup_keep: s.backup_keep,
             backup_dirty: s.backup_dirty,
-        }) as Box<dyn Workspace>
+        }) as Box<dyn Workspace + Send>
     });
     if let Some(event) = &took_over {
         store.append_supervisor(event, Utc::now())?;
@@ -190,6 +192,7 @@ pub async fn run(
     wait_loop(&mut d, &run_dir, dry_run, max_runtime).await?;
     let (code, unrecorded) = d.close();
     panic::forget();
+    crate::console::flush(Duration::from_secs(2));
     Ok(match unrecorded {
         Some(e) => {
             crate::console::err(&format!(
@@ -221,6 +224,9 @@ impl Operator {
         let inputs = self.inbox.poll().into_iter().map(Input::Control).collect();
         for w in self.inbox.warnings.drain(..) {
             crate::console::err(&format!("looper: warning: {w}"));
+        }
+        for bad in self.inbox.rejected.drain(..) {
+            d.control_rejected(bad);
         }
         let len = std::fs::metadata(&self.focus_path)
             .map(|m| m.len())
@@ -280,12 +286,13 @@ async fn wait_loop(
 
     let mut attempt: Option<AttemptHandle> = None;
     let mut wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut git: Option<GitTask> = None;
     let mut inputs = vec![Input::Start];
     inputs.extend(operator.poll(d));
     loop {
         for input in inputs.drain(..) {
             for applied in d.handle(now(), input) {
-                take(&mut attempt, &mut wait, applied);
+                take(&mut attempt, &mut wait, &mut git, applied);
             }
         }
         if d.is_done() {
@@ -295,7 +302,19 @@ async fn wait_loop(
             done = async { match attempt.as_mut() { Some(f) => (&mut f.0).await, None => std::future::pending().await } } => {
                 attempt = None;
                 for applied in d.attempt_done(now(), done) {
-                    take(&mut attempt, &mut wait, applied);
+                    take(&mut attempt, &mut wait, &mut git, applied);
+                }
+            }
+            done = async { match git.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+                git = None;
+                match done {
+                    Ok((ws, input)) => {
+                        for applied in d.git_done(now(), ws, input) {
+                            take(&mut attempt, &mut wait, &mut git, applied);
+                        }
+                    }
+                    // The job panicked: the workspace is lost; the run cannot go on.
+                    Err(e) => inputs.push(Input::Failure(format!("git work failed: {e}"))),
                 }
             }
             _ = async { match wait.as_mut() { Some(w) => w.await, None => std::future::pending().await } } => {
@@ -322,14 +341,18 @@ async fn wait_loop(
     Ok(())
 }
 
+type GitTask = tokio::task::JoinHandle<(Box<dyn Workspace + Send>, Input)>;
+
 /// Hold what the dispatcher handed over.
 fn take(
     attempt: &mut Option<AttemptHandle>,
     wait: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    git: &mut Option<GitTask>,
     applied: Applied,
 ) {
     match applied {
         Applied::Attempt(handle) => *attempt = Some(handle),
+        Applied::Git(job) => *git = Some(tokio::task::spawn_blocking(job)),
         Applied::Wait(d) => *wait = Some(Box::pin(tokio::time::sleep(d))),
         Applied::CancelWait => *wait = None,
     }

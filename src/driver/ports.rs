@@ -116,7 +116,8 @@ pub trait Console {
 pub struct Ports {
     pub agents: Box<dyn AgentProcesses>,
     pub panes: Box<dyn Panes>,
-    pub workspace: Option<Box<dyn Workspace>>,
+    /// `Send`: git work runs on a blocking thread, so signals and control are never held up.
+    pub workspace: Option<Box<dyn Workspace + Send>>,
     pub records: Box<dyn Records>,
     pub window: Box<dyn Window>,
     pub console: Box<dyn Console>,

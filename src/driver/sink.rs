@@ -54,6 +54,9 @@ impl OutputSink for Sink {
 
     fn eof(&mut self, stream: Stream) {
         let _ = self.log.eof(stream);
+        if let Some(echo) = &mut self.echo {
+            echo.finish(stream);
+        }
         let news = self.scanner.finish_stream(stream);
         if news.notice.is_some() {
             self.notice = news.notice;

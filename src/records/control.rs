@@ -44,7 +44,12 @@ pub struct ControlLine {
 pub struct BadLine {
     pub line_no: usize,
     pub why: String,
+    /// The line's start, as text (bounded), for the record.
+    pub preview: String,
 }
+
+/// The most of a rejected line kept in its record.
+const PREVIEW_BYTES: usize = 120;
 
 impl ControlLine {
     pub fn new(
@@ -74,7 +79,14 @@ impl ControlLine {
 
     /// Parse one line. Pure, so it can be fuzzed. `line_no` names lines without an id.
     pub fn parse(line: &[u8], line_no: usize) -> std::result::Result<ControlCommand, BadLine> {
-        let bad = |why: String| BadLine { line_no, why };
+        let bad = |why: String| BadLine {
+            line_no,
+            why,
+            preview: {
+                let head = &line[..line.len().min(PREVIEW_BYTES)];
+                String::from_utf8_lossy(head).into_owned()
+            },
+        };
         let parsed: ControlLine = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
         if parsed.action == ControlAction::Note
             && parsed.note.as_deref().is_none_or(|n| n.trim().is_empty())
@@ -158,13 +170,27 @@ impl FocusRecord {
     }
 }
 
-/// The latest focus summary in a `focus.jsonl`.
+/// How much of the end of `focus.jsonl` is read for the latest summary: the agent knows the
+/// file's path and can write anything to it (a 400 MB line once took the supervisor to 1.6 GB).
+pub const FOCUS_TAIL: u64 = 64 * 1024;
+/// The longest summary kept (in `state.json`, the console, the live view).
+pub const MAX_FOCUS_CHARS: usize = 500;
+
+/// The latest focus summary in a `focus.jsonl`, bounded.
 pub fn latest_focus(path: &Path) -> Option<String> {
-    fsio::read_jsonl(path)
+    let tail = fsio::read_tail(path, FOCUS_TAIL).ok()?;
+    fsio::parse_jsonl(&tail)
         .into_iter()
         .rev()
         .find_map(|v| serde_json::from_value::<FocusRecord>(v).ok())
-        .map(|f| f.summary)
+        .map(|f| {
+            if f.summary.chars().count() > MAX_FOCUS_CHARS {
+                let cut: String = f.summary.chars().take(MAX_FOCUS_CHARS - 1).collect();
+                format!("{cut}…")
+            } else {
+                f.summary
+            }
+        })
 }
 
 #[cfg(test)]

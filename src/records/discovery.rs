@@ -100,10 +100,12 @@ pub struct RegistryEntry {
 
 /// The machine-wide registry of run directories for `looper status --all` (D23).
 pub fn registry_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    // The XDG spec: a relative path in these variables is invalid and must be ignored (one
+    // made a directory inside the project).
     let base = env
         .get("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
         .or_else(|| {
             env.get("HOME")
                 .map(|h| Path::new(h).join(".local").join("state"))

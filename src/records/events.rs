@@ -36,6 +36,13 @@ pub enum SupervisorEvent {
         previous_holder: HolderRecord,
         lock: PathBuf,
     },
+    /// A line of `control.jsonl` that is not a command (garbage, a torn write, an unknown
+    /// action): not acted on, and said so.
+    ControlLineRejected {
+        line: usize,
+        why: String,
+        preview: String,
+    },
     /// A panic after the run's end was already on record: noted, the end is kept.
     SupervisorPanic { error: String },
     /// The end of a run whose supervisor died, written by `--repair-stale` (reference 10.5).
@@ -57,6 +64,7 @@ impl SupervisorEvent {
             SupervisorEvent::HybridPaneStarted { .. } => "hybrid_pane_started",
             SupervisorEvent::HybridSessionReset { .. } => "hybrid_session_reset",
             SupervisorEvent::LockTakenOver { .. } => "lock_taken_over",
+            SupervisorEvent::ControlLineRejected { .. } => "control_line_rejected",
             SupervisorEvent::SupervisorPanic { .. } => "supervisor_panic",
             SupervisorEvent::RunRepaired { .. } => "run_stopped",
         }

@@ -80,12 +80,20 @@ fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     buf.clear();
     // Never follow a symlink planted as state.json (it fails with ELOOP and the run is
-    // shown unreadable): found by the reliability suite. A directory fails on read.
+    // shown unreadable): found by the reliability suite. A directory fails on read; a FIFO
+    // neither blocks the open nor the read (O_NONBLOCK), and nothing is read past the cap.
     let mut f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     loop {
+        if buf.len() as u64 > super::fsio::MAX_STATE {
+            buf.clear();
+            return Err(std::io::Error::other(format!(
+                "over the {}-byte limit for a state",
+                super::fsio::MAX_STATE
+            )));
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(8192);
         }
@@ -94,10 +102,18 @@ fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
         match f.read(&mut buf[start..]) {
             Ok(0) => {
                 buf.truncate(start);
+                // Nothing at all: say why when it is not a file (a FIFO reads as empty).
+                if buf.is_empty() && f.metadata().is_ok_and(|m| !m.is_file()) {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
                 return Ok(());
             }
             Ok(n) => buf.truncate(start + n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                buf.truncate(start);
+                return Err(std::io::Error::other("not a regular file"));
+            }
             Err(e) => {
                 buf.truncate(start);
                 return Err(e);

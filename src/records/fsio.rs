@@ -11,10 +11,23 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 
-/// Create a directory (and parents) with owner-only permissions for the last component.
+/// The largest JSONL file read whole (the registry); records that can grow without bound are
+/// tail-read instead (`read_tail`).
+pub const MAX_JSONL: u64 = 64 << 20;
+/// The largest `state.json` read: a state is a few KiB; a huge one is somebody else's file.
+pub const MAX_STATE: u64 = 4 << 20;
+
+/// Create a directory with owner-only permissions, and its missing parents likewise
+/// (`.agent-looper/` and `runs/` hold transcripts: D21).
 pub fn create_private_dir(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+    if let Some(parent) = path.parent()
+        && !parent.is_dir()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Error::io("cannot create", parent, e))?;
     }
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -38,6 +51,13 @@ fn with_newline(line: &str) -> Vec<u8> {
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
     buf
+}
+
+/// Whether the file's last byte is a newline.
+fn ends_with_newline(f: &File, len: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8];
+    f.read_exact_at(&mut last, len - 1).is_ok() && last[0] == b'\n'
 }
 
 /// Append one line with a single write so concurrent appenders never interleave.
@@ -71,6 +91,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     Ok(())
 }
 
+/// Make everything written on the filesystem holding `dir` durable, in one call (`syncfs`):
+/// far cheaper than an fsync per file when many records were written at once.
+pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(dir)?;
+    // SAFETY: `d` is an open descriptor for the duration of the call; syncfs only reads it.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Create a new owner-only file holding `bytes` (really written, so the space is taken).
 pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new()
@@ -81,17 +114,75 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// Read a JSONL file, skipping blank, malformed and torn lines.
-pub fn read_jsonl(path: &Path) -> Vec<Json> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return vec![];
-    };
+/// Open `path` for reading only if it is a regular file, without following a symlink and
+/// without blocking (a FIFO planted as a record would hang the reader for good).
+pub fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((f, meta.len()))
+}
+
+/// A regular file's contents, at most `max` bytes (a larger file is an error naming its size:
+/// one huge record must not take the reader's memory).
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, len) = open_regular(path)?;
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes, over the {max}-byte limit"
+        )));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    // The file may grow while it is read: never past the limit.
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::other(format!("over the {max}-byte limit")));
+    }
+    Ok(buf)
+}
+
+/// The last `max` bytes of a regular file, from the first line that starts inside them (a
+/// line cut by the window is dropped).
+pub fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (mut f, len) = open_regular(path)?;
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(max).read_to_end(&mut buf)?;
+    if start > 0 {
+        match memchr::memchr(b'\n', &buf) {
+            Some(nl) => {
+                buf.drain(..=nl);
+            }
+            None => buf.clear(),
+        }
+    }
+    Ok(buf)
+}
+
+/// Parse JSONL text, skipping blank, malformed and torn lines.
+pub fn parse_jsonl(bytes: &[u8]) -> Vec<Json> {
     bytes
         .split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .filter_map(|l| serde_json::from_slice::<Json>(l).ok())
         .filter(Json::is_object)
         .collect()
+}
+
+/// Read a JSONL file, skipping blank, malformed and torn lines.
+pub fn read_jsonl(path: &Path) -> Vec<Json> {
+    match read_regular(path, MAX_JSONL) {
+        Ok(bytes) => parse_jsonl(&bytes),
+        Err(_) => vec![],
+    }
 }
 
 /// Why writing into `path` (a run directory or one of its files) is unsafe, if it is: a
@@ -142,12 +233,14 @@ pub fn secure_append(run_dir: &Path, name: &str, line: &str) -> Result<std::path
     if path.symlink_metadata().is_ok() {
         check_run_file(&path)?;
     }
-    // O_NOFOLLOW closes the window between the check above and the open.
+    // O_NOFOLLOW closes the window between the check above and the open; O_NONBLOCK keeps a
+    // FIFO planted meanwhile from hanging the writer.
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| Error::io("cannot open", &path, e))?;
     let meta = f
@@ -156,7 +249,17 @@ pub fn secure_append(run_dir: &Path, name: &str, line: &str) -> Result<std::path
     if let Some(why) = unsafe_reason(&meta) {
         return Err(Error::unsafe_file(&path, why));
     }
-    f.write_all(&with_newline(line))
+    if !meta.is_file() {
+        return Err(Error::unsafe_file(&path, "is not a regular file"));
+    }
+    // A line always starts on a line boundary: bytes left without a newline (a short write,
+    // an agent writing to the file it was told about) would otherwise swallow this line.
+    let mut buf = Vec::with_capacity(line.len() + 2);
+    if meta.len() > 0 && !ends_with_newline(&f, meta.len()) {
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(&with_newline(line));
+    f.write_all(&buf)
         .map_err(|e| Error::io("cannot append to", &path, e))?;
     Ok(path)
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::control::{ControlLine, MAX_CONTROL_LINE};
+use super::control::{BadLine, ControlLine, MAX_CONTROL_LINE};
 use crate::engine::ControlCommand;
 
 pub struct Inbox {
@@ -20,6 +20,8 @@ pub struct Inbox {
     /// may be someone else's and is skipped once the file is trusted again.
     tainted: bool,
     pub warnings: Vec<String>,
+    /// Lines that were not commands, since the last look (the driver records them).
+    pub rejected: Vec<BadLine>,
 }
 
 impl Inbox {
@@ -33,6 +35,7 @@ impl Inbox {
             seen: HashSet::new(),
             tainted: false,
             warnings: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 
@@ -120,12 +123,20 @@ impl Inbox {
                         let line = std::mem::take(&mut self.partial);
                         let was_skipping = std::mem::replace(&mut self.skipping, false);
                         if was_skipping {
+                            self.rejected.push(BadLine {
+                                line_no: self.line_no,
+                                why: format!("longer than {MAX_CONTROL_LINE} bytes"),
+                                preview: String::new(),
+                            });
                             continue;
                         }
-                        if let Ok(cmd) = ControlLine::parse(&line, self.line_no)
-                            && self.seen.insert(cmd.id.clone())
-                        {
-                            out.push(cmd);
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        match ControlLine::parse(&line, self.line_no) {
+                            Ok(cmd) if self.seen.insert(cmd.id.clone()) => out.push(cmd),
+                            Ok(_) => {}
+                            Err(bad) => self.rejected.push(bad),
                         }
                     }
                     None => {

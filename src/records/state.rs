@@ -268,10 +268,11 @@ impl RunState {
 
 /// Load a state file; an error says why it is missing, unreadable or not a state.
 pub fn read_state(path: &std::path::Path) -> std::result::Result<RunState, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
-    if !meta.file_type().is_file() {
-        return Err("not a regular file".into());
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = super::fsio::read_regular(path, super::fsio::MAX_STATE).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => "not a regular file (a symbolic link)".to_string(),
+            _ => e.to_string(),
+        }
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }

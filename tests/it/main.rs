@@ -17,6 +17,7 @@ mod cli;
 mod control;
 mod engine_runs;
 mod fuzz_replay;
+mod hardening;
 mod hybrid;
 mod process;
 mod reliability;

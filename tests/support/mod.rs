@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value as Json;
+pub use serde_json::Value as Json;
 
 pub fn looper_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_looper"))

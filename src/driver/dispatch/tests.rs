@@ -36,7 +36,8 @@ enum Call {
     Say(String),
 }
 
-type Calls = Rc<RefCell<Vec<Call>>>;
+/// Shared by every fake (`Send`: the workspace fake moves to a blocking thread).
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<Call>>>;
 
 /// What the fake agent does when spawned: output, then an exit.
 #[derive(Clone, Default)]
@@ -58,7 +59,7 @@ impl AgentProcesses for FakeAgents {
         spec: SpawnSpec,
         mut sink: Sink,
     ) -> std::result::Result<Started, Box<NotStarted>> {
-        self.calls.borrow_mut().push(Call::Spawn {
+        self.calls.lock().expect("calls").push(Call::Spawn {
             program: spec.program.clone(),
             args: spec.args.clone(),
         });
@@ -93,7 +94,7 @@ struct FakePanes {
 
 impl Panes for FakePanes {
     fn open(&mut self, req: &PaneRequest) -> std::result::Result<Pane, String> {
-        self.calls.borrow_mut().push(Call::OpenPane {
+        self.calls.lock().expect("calls").push(Call::OpenPane {
             session_id: req.session_id.clone(),
         });
         self.opened += 1;
@@ -111,19 +112,21 @@ impl Panes for FakePanes {
 
     fn gone(&mut self, pane: &Pane) -> bool {
         self.calls
-            .borrow_mut()
+            .lock()
+            .expect("calls")
             .push(Call::PaneGone(pane.id.clone()));
         *self.gone.borrow()
     }
 
     fn close(&mut self, pane: &Pane) {
         self.calls
-            .borrow_mut()
+            .lock()
+            .expect("calls")
             .push(Call::ClosePane(pane.id.clone()));
     }
 
     fn turn(&mut self, pane: Pane, prompt: String, _timeout: Duration, mut sink: Sink) -> Started {
-        self.calls.borrow_mut().push(Call::Turn {
+        self.calls.lock().expect("calls").push(Call::Turn {
             pane: pane.id.clone(),
             prompt,
         });
@@ -151,12 +154,15 @@ struct FakeWorkspace {
 
 impl Workspace for FakeWorkspace {
     fn fingerprint(&mut self) -> std::result::Result<String, String> {
-        self.calls.borrow_mut().push(Call::Fingerprint);
+        self.calls.lock().expect("calls").push(Call::Fingerprint);
         Ok("fp-1".into())
     }
 
     fn backup(&mut self, loop_number: u64) -> std::result::Result<BackupInfo, String> {
-        self.calls.borrow_mut().push(Call::Backup(loop_number));
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Backup(loop_number));
         Ok(BackupInfo {
             branch: format!("looper-backup/x-loop-{loop_number:04}"),
             commit: "c0ffee".into(),
@@ -174,20 +180,24 @@ struct FakeRecords {
 
 impl Records for FakeRecords {
     fn append(&mut self, event: &Event) -> Result<()> {
-        self.calls.borrow_mut().push(Call::Append(event.name()));
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Append(event.name()));
         self.state.apply(event, chrono::Utc::now());
         Ok(())
     }
 
     fn append_supervisor(&mut self, event: &SupervisorEvent) -> Result<()> {
         self.calls
-            .borrow_mut()
+            .lock()
+            .expect("calls")
             .push(Call::AppendSupervisor(event.name()));
         Ok(())
     }
 
     fn save(&mut self, sync: Sync) -> Result<()> {
-        self.calls.borrow_mut().push(Call::Save(sync));
+        self.calls.lock().expect("calls").push(Call::Save(sync));
         Ok(())
     }
 
@@ -209,18 +219,20 @@ struct FakeWindow {
 
 impl Window for FakeWindow {
     fn running(&mut self) {
-        self.calls.borrow_mut().push(Call::Running);
+        self.calls.lock().expect("calls").push(Call::Running);
     }
 
     fn retrying(&mut self, status: &str, _wait: f64, _notify_after: Duration) {
         self.calls
-            .borrow_mut()
+            .lock()
+            .expect("calls")
             .push(Call::Retrying(status.to_string()));
     }
 
     fn finished(&mut self, reason: &StopReason) {
         self.calls
-            .borrow_mut()
+            .lock()
+            .expect("calls")
             .push(Call::Finished(reason.reason()));
     }
 }
@@ -231,7 +243,10 @@ struct FakeConsole {
 
 impl Console for FakeConsole {
     fn say(&mut self, line: &str) {
-        self.calls.borrow_mut().push(Call::Say(line.to_string()));
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Say(line.to_string()));
     }
 }
 
@@ -283,7 +298,7 @@ impl Harness {
         let cfg = crate::config::run::prepare(s, &inv).expect("prepare");
         let run_dir = root.join("run");
         std::fs::create_dir(&run_dir).expect("run dir");
-        let calls: Calls = Rc::default();
+        let calls: Calls = Calls::default();
         let scripts: Rc<RefCell<VecDeque<Script>>> = Rc::default();
         let controls = Rc::default();
         let gone = Rc::new(RefCell::new(false));
@@ -327,7 +342,7 @@ impl Harness {
     }
 
     fn take_calls(&self) -> Vec<Call> {
-        std::mem::take(&mut *self.calls.borrow_mut())
+        std::mem::take(&mut *self.calls.lock().expect("calls"))
     }
 
     fn queued(&mut self) -> Vec<Input> {
@@ -358,6 +373,14 @@ fn session(id: &str, resume: bool) -> SessionRef {
         name: "t-loop-0001".into(),
         id: Some(id.into()),
         resume,
+    }
+}
+
+/// Run git work handed to the async loop, as its blocking thread would.
+fn git_job(applied: Option<Applied>) -> (Box<dyn Workspace + Send>, Input) {
+    match applied {
+        Some(Applied::Git(job)) => job(),
+        other => panic!("expected git work, got {other:?}"),
     }
 }
 
@@ -431,12 +454,19 @@ fn status_prompts_fingerprints_backups_and_plans_answer_at_once() {
     let _ = h.d.apply(Effect::LoadPrompts);
     assert!(matches!(h.queued()[..], [Input::PromptsFailed { .. }]));
 
-    let _ = h.d.apply(Effect::Fingerprint);
-    let _ = h.d.apply(Effect::Backup { loop_number: 4 });
+    // Git work goes to a blocking thread with the workspace, which comes back with it.
+    let (ws, input) = git_job(h.d.apply(Effect::Fingerprint));
+    assert!(h.d.ports.workspace.is_none(), "the job holds the workspace");
+    assert_eq!(input, Input::Fingerprint(Ok("fp-1".into())));
+    h.d.ports.workspace = Some(ws);
+    let (ws, input) = git_job(h.d.apply(Effect::Backup { loop_number: 4 }));
+    assert!(matches!(&input, Input::BackupDone(Ok(b)) if b.branch.ends_with("-loop-0004")));
+    h.d.ports.workspace = Some(ws);
     assert_eq!(h.take_calls(), [Call::Fingerprint, Call::Backup(4)]);
-    let q = h.queued();
-    assert_eq!(q[0], Input::Fingerprint(Ok("fp-1".into())));
-    assert!(matches!(&q[1], Input::BackupDone(Ok(b)) if b.branch.ends_with("-loop-0004")));
+    // Without a work tree the answer is at hand.
+    h.d.ports.workspace = None;
+    assert!(h.d.apply(Effect::Fingerprint).is_none());
+    assert!(matches!(&h.queued()[..], [Input::Fingerprint(Err(_))]));
 
     let _ = h.d.apply(Effect::CheckPlan);
     assert_eq!(
@@ -598,7 +628,7 @@ fn finishing_says_why_sets_the_window_and_closes_the_run() {
     let (code, unrecorded) = h.d.close();
     assert_eq!(code, 0);
     assert!(unrecorded.is_none());
-    assert_eq!(*calls.borrow(), [Call::Save(Sync::Now)]);
+    assert_eq!(*calls.lock().expect("calls"), [Call::Save(Sync::Now)]);
 }
 
 fn hybrid_env() -> BTreeMap<String, String> {
@@ -687,7 +717,12 @@ fn hybrid_turns_follow_the_pane_policy() {
     let _ = h.d.apply(Effect::Finish(StopReason::Completion));
     let calls = h.calls.clone();
     let _ = h.d.close();
-    assert!(calls.borrow().contains(&Call::ClosePane("%3".into())));
+    assert!(
+        calls
+            .lock()
+            .expect("calls")
+            .contains(&Call::ClosePane("%3".into()))
+    );
 }
 
 #[test]
@@ -702,11 +737,12 @@ fn a_kept_pane_outlives_the_run() {
     ));
     let _ = h.d.apply(Effect::Finish(StopReason::Completion));
     let calls = h.calls.clone();
-    calls.borrow_mut().clear();
+    calls.lock().expect("calls").clear();
     let _ = h.d.close();
     assert!(
         !calls
-            .borrow()
+            .lock()
+            .expect("calls")
             .iter()
             .any(|c| matches!(c, Call::ClosePane(_)))
     );
@@ -729,6 +765,10 @@ fn a_whole_run_through_handle_stops_at_max_loops_and_backs_up_each_loop() {
         now += 1.0;
         match applied {
             a @ Applied::Attempt(_) => pending.extend(h.d.attempt_done(now, finish(Some(a)))),
+            Applied::Git(job) => {
+                let (ws, input) = job();
+                pending.extend(h.d.git_done(now, ws, input));
+            }
             Applied::Wait(_) => pending.extend(h.d.handle(now, Input::WaitElapsed)),
             Applied::CancelWait => {}
         }
