@@ -11,7 +11,17 @@ use crate::error::{Error, exit_code};
 /// The clap command as a binary named `bin` shows it.
 pub fn command_for(bin: &str) -> clap::Command {
     let bin: &'static str = Box::leak(bin.to_string().into_boxed_str());
-    Cli::command().name(bin).bin_name(bin)
+    last_flag_wins(Cli::command().name(bin).bin_name(bin))
+}
+
+/// A single-valued flag given twice takes the last value (`--timeout 60 --timeout 90` is
+/// 90), as most CLIs do and wrappers and aliases rely on; in every subcommand.
+fn last_flag_wins(cmd: clap::Command) -> clap::Command {
+    let mut cmd = cmd.args_override_self(true);
+    for sub in cmd.get_subcommands_mut() {
+        *sub = last_flag_wins(std::mem::take(sub));
+    }
+    cmd
 }
 
 fn bin_name(default: &str) -> String {

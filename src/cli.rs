@@ -137,30 +137,30 @@ pub struct RunArgs {
     /// Prompt file [default: PROMPT.md, or prompts.md in sequence mode].
     #[arg(short = 'p', long, value_name = "PATH")]
     pub prompt_file: Option<PathBuf>,
-    /// Human-readable run label [default: Looper_<6 hex>].
+    /// Run label [default: <directory>-<agent>, with -2, -3, ... while that label is running].
     #[arg(short = 'l', long, value_parser = label_arg)]
     pub label: Option<String>,
     /// Per-prompt wall-clock limit in seconds [default: 7200].
-    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
-    pub timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub timeout: Option<String>,
     /// Pause between completed loops in seconds, 0 allowed [default: 2].
-    #[arg(long, value_name = "SECONDS", value_parser = nonnegative_seconds)]
-    pub sleep: Option<f64>,
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub sleep: Option<String>,
     /// Maximum loops; 0 is unlimited [default: 0].
-    #[arg(long, value_name = "N")]
-    pub max_loops: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_loops: Option<String>,
     /// Cap on transient (non rate-limit) retries of one prompt; 0 is unlimited [default: 12].
-    #[arg(long, value_name = "N")]
-    pub max_transient_retries: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_transient_retries: Option<String>,
     /// tmux notification for retry waits at least this long; 0 disables [default: 300].
-    #[arg(long, value_name = "SECONDS", value_parser = nonnegative_seconds)]
-    pub retry_notify_after: Option<f64>,
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub retry_notify_after: Option<String>,
     /// Enable completion: stop after loops whose agent output matches REGEX.
     #[arg(long, value_name = "REGEX", value_parser = regex_arg)]
     pub complete_on: Option<String>,
     /// Consecutive loops with the completion marker needed to stop [default: 1].
-    #[arg(long, value_name = "N", value_parser = positive_int)]
-    pub completion_streak: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub completion_streak: Option<String>,
     /// Markdown checklist: the marker counts only when no `- [ ]` task is left.
     #[arg(long, value_name = "PATH")]
     pub plan_file: Option<PathBuf>,
@@ -174,29 +174,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "PREFIX", value_parser = non_empty)]
     pub backup_prefix: Option<String>,
     /// Keep the newest N backup branches; 0 disables pruning [default: 10].
-    #[arg(long, value_name = "N")]
-    pub backup_keep: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub backup_keep: Option<String>,
     /// Stop after N loops without a git workspace change; 0 is off.
-    #[arg(long, value_name = "N")]
-    pub cb_no_progress: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub cb_no_progress: Option<String>,
     /// Stop after N loops in a row whose output shrank versus the previous loop; 0 is off.
-    #[arg(long, value_name = "N")]
-    pub cb_output_decline: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub cb_output_decline: Option<String>,
     /// Stop when the agent's output matches REGEX for --cb-output-match-repeats loops.
     #[arg(long, value_name = "REGEX", value_parser = regex_arg)]
     pub cb_output_match: Option<String>,
     /// Consecutive matching loops before --cb-output-match stops [default: 1].
-    #[arg(long, value_name = "N", value_parser = positive_int)]
-    pub cb_output_match_repeats: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub cb_output_match_repeats: Option<String>,
     /// Budget: wall-clock seconds for the whole run, waits included; 0 is unlimited.
-    #[arg(long, value_name = "SECONDS", value_parser = nonnegative_seconds)]
-    pub max_runtime: Option<f64>,
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub max_runtime: Option<String>,
     /// Budget: total tokens reported by the agent; 0 is unlimited.
-    #[arg(long, value_name = "N")]
-    pub max_tokens: Option<u64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_tokens: Option<String>,
     /// Budget: total cost in USD reported by the agent; 0 is unlimited.
-    #[arg(long, value_name = "USD", value_parser = nonnegative_number)]
-    pub max_cost: Option<f64>,
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
+    pub max_cost: Option<String>,
     /// Run exactly one loop (same as --max-loops 1).
     #[arg(long)]
     pub once: bool,
@@ -330,7 +330,13 @@ pub struct StopArgs {
     #[arg(long)]
     pub force: bool,
     /// Grace period for --force and --wait, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = duration_seconds)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "5",
+        value_parser = duration_seconds,
+        allow_negative_numbers = true
+    )]
     pub grace_seconds: std::time::Duration,
 }
 
@@ -528,21 +534,8 @@ fn seconds(s: &str, exclusive: bool) -> Result<f64, String> {
     }
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    seconds(s, true)
-}
 
-fn nonnegative_seconds(s: &str) -> Result<f64, String> {
-    seconds(s, false)
-}
 
-fn nonnegative_number(s: &str) -> Result<f64, String> {
-    let v = parse_finite(s)?;
-    if v < 0.0 {
-        return Err("must be zero or greater".into());
-    }
-    Ok(v)
-}
 
 /// A seconds flag taken as a `Duration` where it is parsed.
 fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
@@ -550,16 +543,6 @@ fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
 
-fn positive_int(s: &str) -> Result<u64, String> {
-    let v: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number"))?;
-    if v == 0 {
-        return Err("must be greater than zero".into());
-    }
-    Ok(v)
-}
 
 fn regex_arg(s: &str) -> Result<String, String> {
     if s.is_empty() {

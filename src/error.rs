@@ -38,6 +38,9 @@ pub enum Error {
         key: String,
         suggestion: Option<String>,
     },
+    /// Several configuration mistakes, all reported at once.
+    #[error("{} problems in the configuration:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Many(Vec<Error>),
     /// Anything else that makes the invocation invalid before a run starts.
     #[error("{0}")]
     Usage(String),
@@ -132,6 +135,7 @@ impl Error {
         match self {
             Error::Config { .. }
             | Error::UnknownKey { .. }
+            | Error::Many(_)
             | Error::Usage(_)
             | Error::Prompt(_)
             | Error::Git { .. }

@@ -1,15 +1,39 @@
 //! The command line's layer (D8): each `looper run` flag set over the files, with the flag
 //! as its origin (so `config check --show-origin` and every error name it).
 
-use super::{Layers, Origin, Value};
+use super::{Layers, Origin, Value, layers, schema};
 use crate::cli::{self, RunArgs};
+use crate::error::{Error, Result};
 
 pub(super) fn flag(name: &str) -> Origin {
     Origin::Flag(format!("--{name}"))
 }
 
+/// A numeric flag's token, checked as the key `looper.<key>` would be in a file.
+fn number(key: &str, token: &str, name: &str) -> Result<Value> {
+    let spec = schema::looper_key(key)
+        .ok_or_else(|| Error::Usage(format!("--{name}: no such key looper.{key}")))?;
+    let t = token.trim();
+    let parsed = match spec.kind {
+        schema::Kind::Int { .. } => t.parse::<i64>().ok().map(toml::Value::Integer),
+        _ => t
+            .parse::<f64>()
+            .ok()
+            .filter(|n| !n.is_nan())
+            .map(toml::Value::Float),
+    };
+    let invalid = || {
+        Error::Usage(format!(
+            "--{name}: expected {}, found {token}",
+            spec.kind.expected()
+        ))
+    };
+    let value = parsed.ok_or_else(invalid)?;
+    layers::check(spec, &value, &flag(name), &format!("looper.{key}")).map_err(|_| invalid())
+}
+
 /// Layer the command-line flags over the files.
-pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
+pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
     let mut set = |key: &str, value: Value, origin: Origin| {
         layers.set(format!("looper.{key}"), value, origin);
     };
@@ -27,55 +51,48 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
             flag("prompt-file"),
         );
     }
-    let nums = [
-        ("timeout_seconds", args.timeout, "timeout"),
-        ("sleep_seconds", args.sleep, "sleep"),
+    // Numbers arrive as the tokens typed (clap takes `-1` as a value, not a flag) and are
+    // checked against the key's schema here, so the message names the flag and the
+    // constraint: `--max-loops: expected a whole number >= 0, found -1`.
+    let numbers = [
+        ("timeout_seconds", &args.timeout, "timeout"),
+        ("sleep_seconds", &args.sleep, "sleep"),
         (
             "retry_notify_after_seconds",
-            args.retry_notify_after,
+            &args.retry_notify_after,
             "retry-notify-after",
         ),
-        ("max_runtime_seconds", args.max_runtime, "max-runtime"),
-        ("max_cost_usd", args.max_cost, "max-cost"),
-    ];
-    for (key, value, name) in nums {
-        if let Some(v) = value {
-            set(key, Value::Num(v), flag(name));
-        }
-    }
-    let ints = [
-        ("max_loops", args.max_loops, "max-loops"),
+        ("max_runtime_seconds", &args.max_runtime, "max-runtime"),
+        ("max_cost_usd", &args.max_cost, "max-cost"),
+        ("max_loops", &args.max_loops, "max-loops"),
         (
             "max_transient_retries",
-            args.max_transient_retries,
+            &args.max_transient_retries,
             "max-transient-retries",
         ),
         (
             "completion_streak",
-            args.completion_streak,
+            &args.completion_streak,
             "completion-streak",
         ),
-        ("backup_keep", args.backup_keep, "backup-keep"),
-        ("cb_no_progress", args.cb_no_progress, "cb-no-progress"),
+        ("backup_keep", &args.backup_keep, "backup-keep"),
+        ("cb_no_progress", &args.cb_no_progress, "cb-no-progress"),
         (
             "cb_output_decline",
-            args.cb_output_decline,
+            &args.cb_output_decline,
             "cb-output-decline",
         ),
         (
             "cb_output_match_repeats",
-            args.cb_output_match_repeats,
+            &args.cb_output_match_repeats,
             "cb-output-match-repeats",
         ),
-        ("max_tokens", args.max_tokens, "max-tokens"),
+        ("max_tokens", &args.max_tokens, "max-tokens"),
     ];
-    for (key, value, name) in ints {
-        if let Some(v) = value {
-            set(
-                key,
-                Value::Int(i64::try_from(v).unwrap_or(i64::MAX)),
-                flag(name),
-            );
+    for (key, token, name) in numbers {
+        if let Some(token) = token {
+            let value = number(key, token, name)?;
+            set(key, value, flag(name));
         }
     }
     if args.once {
@@ -159,4 +176,5 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
         };
         set("tmux_layout", Value::Str(l.into()), flag("tmux-layout"));
     }
+    Ok(())
 }

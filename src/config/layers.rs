@@ -128,71 +128,91 @@ impl Layers {
                 .collect();
             Error::Usage(format!("{origin}: invalid TOML: {}", msg.join("\n")))
         })?;
+        // Every mistake of the document is reported at once, each with its key.
+        let mut errors = Vec::new();
         for (section, value) in table {
             match section.as_str() {
                 name if schema::section(name).is_some() => {
                     let Some(sec) = schema::section(name) else {
                         continue;
                     };
-                    let t = as_table(&value, origin, name)?;
-                    for (k, v) in t {
-                        let spec = sec.keys.iter().find(|s| s.name == k).ok_or_else(|| {
-                            Error::UnknownKey {
-                                origin: origin.to_string(),
-                                key: format!("{name}.{k}"),
-                                suggestion: schema::suggest(k, sec.keys.iter().map(|s| s.name))
-                                    .map(|s| format!("{name}.{s}")),
-                            }
-                        })?;
-                        let path = format!("{name}.{k}");
-                        let checked = check(spec, v, origin, &path)?;
-                        self.set(path, checked, origin.clone());
+                    match as_table(&value, origin, name) {
+                        Ok(t) => self.apply_keys(t, sec.keys, name, origin, &mut errors),
+                        Err(e) => errors.push(e),
                     }
                 }
                 "agents" => {
-                    let agents = as_table(&value, origin, "agents")?;
+                    let agents = match as_table(&value, origin, "agents") {
+                        Ok(a) => a,
+                        Err(e) => {
+                            errors.push(e);
+                            continue;
+                        }
+                    };
                     for (name, agent) in agents {
                         if name.trim().is_empty() {
-                            return Err(Error::config(
+                            errors.push(Error::config(
                                 origin.to_string(),
                                 "agents",
                                 "non-empty agent names",
                                 "an empty name",
                             ));
+                            continue;
                         }
-                        let t = as_table(agent, origin, &format!("agents.{name}"))?;
-                        for (k, v) in t {
-                            let spec = schema::agent_key(k).ok_or_else(|| Error::UnknownKey {
-                                origin: origin.to_string(),
-                                key: format!("agents.{name}.{k}"),
-                                suggestion: schema::suggest(
-                                    k,
-                                    schema::AGENT_KEYS.iter().map(|s| s.name),
-                                )
-                                .map(|s| format!("agents.{name}.{s}")),
-                            })?;
-                            let path = format!("agents.{name}.{k}");
-                            let checked = check(spec, v, origin, &path)?;
-                            self.set(path, checked, origin.clone());
+                        let prefix = format!("agents.{name}");
+                        match as_table(agent, origin, &prefix) {
+                            Ok(t) => {
+                                self.apply_keys(t, schema::AGENT_KEYS, &prefix, origin, &mut errors)
+                            }
+                            Err(e) => errors.push(e),
                         }
                     }
                 }
-                other => {
-                    return Err(Error::UnknownKey {
-                        origin: origin.to_string(),
-                        key: other.to_string(),
-                        suggestion: schema::suggest(
-                            other,
-                            schema::SECTIONS
-                                .iter()
-                                .map(|s| s.name)
-                                .chain(std::iter::once("agents")),
-                        ),
-                    });
-                }
+                other => errors.push(Error::UnknownKey {
+                    origin: origin.to_string(),
+                    key: other.to_string(),
+                    suggestion: schema::suggest(
+                        other,
+                        schema::SECTIONS
+                            .iter()
+                            .map(|s| s.name)
+                            .chain(std::iter::once("agents")),
+                    ),
+                }),
             }
         }
-        Ok(())
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Many(errors)),
+        }
+    }
+
+    /// The keys of one table: each checked against `specs` and set, or its error collected.
+    fn apply_keys(
+        &mut self,
+        table: &toml::Table,
+        specs: &'static [KeySpec],
+        prefix: &str,
+        origin: &Origin,
+        errors: &mut Vec<Error>,
+    ) {
+        for (k, v) in table {
+            let path = format!("{prefix}.{k}");
+            let Some(spec) = specs.iter().find(|s| s.name == k) else {
+                errors.push(Error::UnknownKey {
+                    origin: origin.to_string(),
+                    key: path,
+                    suggestion: schema::suggest(k, specs.iter().map(|s| s.name))
+                        .map(|s| format!("{prefix}.{s}")),
+                });
+                continue;
+            };
+            match check(spec, v, origin, &path) {
+                Ok(checked) => self.set(path, checked, origin.clone()),
+                Err(e) => errors.push(e),
+            }
+        }
     }
 }
 

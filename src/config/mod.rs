@@ -276,7 +276,7 @@ pub fn resolve(args: &RunArgs, inv: &Invocation) -> Result<Settings> {
         layers.set("looper.tmux_layout", checked, Origin::Env(var.to_string()));
     }
 
-    flags::apply_flags(&mut layers, args);
+    flags::apply_flags(&mut layers, args)?;
 
     // Agent selection (D1): --agent, then the wrapper's agent, then default_agent.
     let (agent_name, agent_origin) = if let Some(a) = &args.agent {

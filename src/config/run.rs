@@ -72,8 +72,32 @@ impl RunConfig {
     }
 }
 
-fn random_label() -> String {
-    format!("Looper_{:06x}", rand::random::<u32>() & 0xff_ffff)
+/// A label a person recognises in a fleet list: the project directory and the agent
+/// (`myrepo-codex`), with `-2`, `-3`... only when a run of that label is already active in the
+/// same run root. `--label` is taken as given.
+fn default_label(settings: &Settings) -> String {
+    let dir = settings
+        .agent
+        .cwd
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "root".into());
+    let base = format!("{dir}-{}", settings.agent.name);
+    let active: Vec<String> = crate::records::discovery::scan(std::slice::from_ref(
+        &settings.log_dir,
+    ))
+    .into_iter()
+    .filter(|c| c.state.is_active())
+    .filter_map(|c| c.state.label)
+    .collect();
+    if !active.contains(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|l| !active.contains(l))
+        .unwrap_or(base)
 }
 
 /// Look a program up like `execvp` would: a name with a `/` relative to `cwd`, anything else
@@ -243,14 +267,26 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         None
     };
 
-    let label = settings.label.clone().unwrap_or_else(random_label);
+    let label = settings
+        .label
+        .clone()
+        .unwrap_or_else(|| default_label(&settings));
+    // The plan gate reads the plan at every marker: a plan that is missing at the start would
+    // stop the run only after a full loop. A plan the agent is to write can start empty.
     if let Some(plan) = &settings.plan_file
         && settings.completion_marker.is_some()
         && !plan.exists()
+        && !settings.dry_run
     {
-        notices.push(format!(
-            "plan file {} does not exist yet; the completion gate will stop the run if it is still missing when the marker appears",
-            plan.display()
+        return Err(Error::config(
+            settings
+                .layers
+                .get("looper.plan_file")
+                .map(|e| e.origin.to_string())
+                .unwrap_or_default(),
+            "looper.plan_file",
+            "an existing Markdown plan (create it, even empty, if the agent is to fill it in)",
+            format!("{}, which does not exist", plan.display()),
         ));
     }
     settings.label = Some(label.clone());

@@ -354,7 +354,7 @@ fn layering_defaults_file_preset_env_flags_and_agent_args() {
     i.wrapper_agent = Some("claude".into());
     let args = RunArgs {
         preset: Some("p.toml".into()),
-        timeout: Some(30.0),
+        timeout: Some("30".into()),
         agent_args: vec!["--dangerously-skip-permissions".into()],
         ..RunArgs::default()
     };
@@ -427,8 +427,8 @@ fn once_sleep_zero_and_complete_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = RunArgs {
         once: true,
-        max_loops: Some(9),
-        sleep: Some(0.0),
+        max_loops: Some("9".into()),
+        sleep: Some("0".into()),
         complete_on: Some("DONE".into()),
         reuse_session: true,
         ..RunArgs::default()

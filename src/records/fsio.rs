@@ -91,8 +91,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     Ok(())
 }
 
-/// Make everything written on the filesystem holding `dir` durable, in one call (`syncfs`):
-/// far cheaper than an fsync per file when many records were written at once.
+/// Make everything written on the filesystem holding `dir` durable, in one call (`syncfs`,
+/// which reports write-back errors since Linux 5.8): far cheaper than an fsync per file when
+/// many records were written at once.
 pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = File::open(dir)?;
