@@ -91,14 +91,27 @@ pub fn parse_line<'a>(
 ) -> LineFacts<'a> {
     if let Some(obj) = parse_json(line) {
         let v = Json::Object(obj);
-        return match kind {
-            AgentKind::Codex => codex(&v, stream, now_epoch),
-            AgentKind::Claude => claude(&v, stream, now_epoch),
-            AgentKind::Gemini => gemini(&v, stream, now_epoch),
-            AgentKind::Generic => generic_json(line, &v, stream, scan_stdout, now_epoch),
-        };
+        if kind == AgentKind::Generic {
+            return generic_json(line, &v, stream, scan_stdout, now_epoch);
+        }
+        return parse_value(kind, stream, &v, now_epoch);
     }
     plain(kind, stream, line, scan_stdout)
+}
+
+/// What one record of a structured agent (codex, claude, gemini) tells us, once parsed:
+/// a line parsed by [`parse_line`], or a long one parsed in bounded memory
+/// ([`super::long_line`]).
+pub fn parse_value<'a>(kind: AgentKind, stream: Stream, v: &Json, now_epoch: f64) -> LineFacts<'a> {
+    match kind {
+        AgentKind::Codex => codex(v, stream, now_epoch),
+        AgentKind::Claude => claude(v, stream, now_epoch),
+        AgentKind::Gemini => gemini(v, stream, now_epoch),
+        AgentKind::Generic => LineFacts {
+            error: structured_error(v, now_epoch),
+            ..LineFacts::default()
+        },
+    }
 }
 
 fn plain<'a>(kind: AgentKind, stream: Stream, line: &'a str, scan_stdout: bool) -> LineFacts<'a> {
@@ -377,17 +390,24 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
             let text = parts_text(v.get("message").and_then(|m| m.get("content")), "text");
             // A synthetic record carrying an API error (transcripts and stream-json alike)
             // is an error report, not the agent's words.
-            if v.get("isApiErrorMessage").and_then(Json::as_bool) == Some(true) {
+            // Transcripts say `isApiErrorMessage`; stream-json from 2.1.332 says
+            // `is_api_error_message` (2.1.197 only marks the record with `error`).
+            let api_error = ["isApiErrorMessage", "is_api_error_message"]
+                .iter()
+                .any(|k| v.get(*k).and_then(Json::as_bool) == Some(true));
+            if api_error {
                 let text = text.unwrap_or_else(|| "API Error".into());
-                let hint = v
-                    .get("apiErrorStatus")
-                    .and_then(Json::as_u64)
+                let hint = ["apiErrorStatus", "api_error_status"]
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(Json::as_u64))
                     .and_then(|c| status_hint(&serde_json::json!({ "status": c })))
                     .or_else(|| {
                         s(v, "error").and_then(|e| status_hint(&serde_json::json!({ "type": e })))
                     });
                 facts.error = Some(RawError {
-                    retry_after: plain_delay(&text).or_else(|| usage_limit_reset(&text, now_epoch)),
+                    retry_after: json_delay(v, now_epoch)
+                        .or_else(|| plain_delay(&text))
+                        .or_else(|| usage_limit_reset(&text, now_epoch)),
                     text,
                     structured: true,
                     hint,
@@ -528,10 +548,20 @@ pub fn json_delay(v: &Json, now_epoch: f64) -> Option<f64> {
                 if depth == 0 {
                     return None;
                 }
-                ["rate_limit_info", "error", "details", "headers"]
-                    .iter()
-                    .filter_map(|k| map.get(*k))
-                    .find_map(|child| walk(child, now, depth - 1))
+                // claude's usage-limit errors carry the reset under `api_error_params`
+                // (stream-json) or `apiErrorParams` / `quotaLimits` (transcripts).
+                [
+                    "rate_limit_info",
+                    "error",
+                    "details",
+                    "headers",
+                    "api_error_params",
+                    "apiErrorParams",
+                    "quotaLimits",
+                ]
+                .iter()
+                .filter_map(|k| map.get(*k))
+                .find_map(|child| walk(child, now, depth - 1))
             }
             Json::Array(items) if depth > 0 => items.iter().find_map(|i| walk(i, now, depth - 1)),
             _ => None,

@@ -536,7 +536,7 @@ fn e2e_codex_backups_and_no_progress_breaker() {
 // what they print as fixtures (`<cli>/<scenario>.{argv,stdout,stderr,exit}` and, for
 // codex, the rollout).
 
-mod record {
+pub mod record {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
     use std::time::{SystemTime, UNIX_EPOCH};

@@ -615,3 +615,275 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------
+// Recording (not a test of the looper): `AGENT_LOOPER_RECORD_DIR=<dir> cargo test --test it
+// hybrid::record_ -- --ignored --nocapture` runs the real claude TUI in a private tmux
+// server against the mock server and writes its screens and transcript as fixtures.
+
+mod record {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::{Tmux, cli_bin, has_tmux};
+    use crate::mock_server::rate_limit_headers::{self, ClaudeWindow};
+    use crate::mock_server::{MockServer, Provider, Reply};
+    use crate::support::*;
+
+    const KEY: &str = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+
+    fn out(name: &str, text: &str) {
+        if let Some(dir) = std::env::var_os("AGENT_LOOPER_RECORD_DIR") {
+            let dir = PathBuf::from(dir).join("claude");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(name), text);
+        }
+        eprintln!("===== {name}\n{text}");
+    }
+
+    fn tmux_out(tmux: &Tmux, args: &[&str]) -> String {
+        tmux.cmd()
+            .args(args)
+            .output()
+            .map(|o| stdout(&o))
+            .unwrap_or_default()
+    }
+
+    /// The pane's screen and whether it is on the alternate screen.
+    fn screen(tmux: &Tmux) -> (String, String) {
+        (
+            tmux_out(tmux, &["capture-pane", "-p", "-t", "rec"]),
+            tmux_out(
+                tmux,
+                &["display-message", "-p", "-t", "rec", "#{alternate_on}"],
+            )
+            .trim()
+            .to_string(),
+        )
+    }
+
+    fn home_json(home: &Path, trusted: &[&Path], oauth: bool) {
+        std::fs::create_dir_all(home).expect("home");
+        let mut projects = serde_json::Map::new();
+        for t in trusted {
+            projects.insert(
+                t.display().to_string(),
+                serde_json::json!({"hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true}),
+            );
+        }
+        let mut cfg = serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": projects,
+        });
+        if !oauth {
+            cfg["customApiKeyResponses"] = serde_json::json!({"approved": [KEY[KEY.len() - 20..].to_string()], "rejected": []});
+        }
+        std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+    }
+
+    /// Start `claude <args>` in `cwd` in a new tmux session `rec`.
+    fn start(tmux: &Tmux, server: &MockServer, home: &Path, cwd: &Path, args: &str, oauth: bool) {
+        let claude = cli_bin("claude").expect("claude");
+        let auth = if oauth {
+            "CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-mock-token".to_string()
+        } else {
+            format!("ANTHROPIC_API_KEY={KEY}")
+        };
+        let tmp = home.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let cmd = format!(
+            "env -i PATH=/usr/bin:/bin TERM=xterm-256color LANG=C.UTF-8 HOME={} TMPDIR={} ANTHROPIC_BASE_URL={} {auth} CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_MAX_RETRIES=0 {} {args}",
+            home.display(),
+            tmp.display(),
+            server.base_url(),
+            claude.display()
+        );
+        let o = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "rec",
+                "-x",
+                "120",
+                "-y",
+                "30",
+                "-c",
+            ])
+            .arg(cwd)
+            .arg(&cmd)
+            .output()
+            .expect("tmux");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    fn paste(tmux: &Tmux, text: &str) {
+        let mut c = tmux.cmd();
+        c.args(["load-buffer", "-b", "rec", "-"]);
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("load-buffer");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        child.wait().expect("wait");
+        tmux_out(
+            tmux,
+            &["paste-buffer", "-p", "-d", "-b", "rec", "-t", "rec"],
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        tmux_out(tmux, &["send-keys", "-t", "rec", "Enter"]);
+    }
+
+    #[test]
+    #[ignore = "records fixtures from the real claude TUI; run by hand"]
+    fn record_claude_tui_screens() {
+        if cli_bin("claude").is_none() || !has_tmux() {
+            return;
+        }
+        let tag = std::env::var("RECORD_TAG").unwrap_or_default();
+        // 1. A trusted project: the renderer, the ready and busy screens.
+        let server = MockServer::start();
+        server.push(
+            Provider::Anthropic,
+            Reply::slow("Still working.\nEXIT_SIGNAL: false", Duration::from_secs(3)),
+        );
+        let p = Project::new();
+        let home = p.join("home");
+        home_json(&home, &[p.path()], false);
+        let tmux = Tmux::new();
+        let id = "11111111-2222-4333-8444-555555555555";
+        start(
+            &tmux,
+            &server,
+            &home,
+            p.path(),
+            &format!("--session-id {id}"),
+            false,
+        );
+        std::thread::sleep(Duration::from_secs(6));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_idle{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        paste(&tmux, "Do the task");
+        std::thread::sleep(Duration::from_millis(1500));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_busy{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        std::thread::sleep(Duration::from_secs(4));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_done{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        drop(tmux);
+
+        // 2. A nested repository under a trusted folder.
+        let server = MockServer::start();
+        let p = Project::new();
+        let nested = p.join("nested");
+        std::fs::create_dir_all(&nested).expect("nested");
+        let g = std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&nested)
+            .output()
+            .expect("git");
+        assert!(g.status.success());
+        let home = p.join("home");
+        home_json(&home, &[p.path()], false);
+        let tmux = Tmux::new();
+        start(&tmux, &server, &home, &nested, "", false);
+        std::thread::sleep(Duration::from_secs(6));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_nested_repo{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        drop(tmux);
+    }
+
+    /// A claude.ai login whose 5-hour limit is reached, resetting 25 s later: does the TUI
+    /// continue by itself at the reset (`extra` = extra claude arguments)?
+    #[test]
+    #[ignore = "records fixtures from the real claude TUI; run by hand"]
+    fn record_claude_tui_limit_reset() {
+        if cli_bin("claude").is_none() || !has_tmux() {
+            return;
+        }
+        let tag = std::env::var("RECORD_TAG").unwrap_or_default();
+        let extra = std::env::var("RECORD_CLAUDE_ARGS").unwrap_or_default();
+        let server = MockServer::start();
+        let reset = crate::e2e::record::now() + 25;
+        server.push(
+            Provider::Anthropic,
+            Reply::status(429, None).with_headers(rate_limit_headers::claude(
+                "rejected",
+                "five_hour",
+                reset,
+                &[ClaudeWindow {
+                    abbrev: "5h",
+                    utilization: 1.0,
+                    resets_at: reset,
+                }],
+            )),
+        );
+        server.set_default(
+            Provider::Anthropic,
+            Reply::text("Continued.\nEXIT_SIGNAL: true"),
+        );
+        let p = Project::new();
+        let home = p.join("home");
+        home_json(&home, &[p.path()], true);
+        let tmux = Tmux::new();
+        let id = "11111111-2222-4333-8444-666666666666";
+        start(
+            &tmux,
+            &server,
+            &home,
+            p.path(),
+            &format!("--session-id {id} {extra}"),
+            true,
+        );
+        std::thread::sleep(Duration::from_secs(6));
+        let (s, _) = screen(&tmux);
+        out(&format!("hybrid_pane_oauth_idle{tag}.txt"), &s);
+        paste(&tmux, "Do the task");
+        std::thread::sleep(Duration::from_secs(3));
+        let (s, _) = screen(&tmux);
+        out(&format!("hybrid_pane_usage_limit{tag}.txt"), &s);
+        // Answer a dialog the limit opened (`RECORD_ANSWER`: tmux key names).
+        if let Ok(keys) = std::env::var("RECORD_ANSWER") {
+            let mut args = vec!["send-keys", "-t", "rec"];
+            args.extend(keys.split_whitespace());
+            tmux_out(&tmux, &args);
+            std::thread::sleep(Duration::from_secs(2));
+            let (s, _) = screen(&tmux);
+            out(&format!("hybrid_pane_usage_limit_answered{tag}.txt"), &s);
+        }
+        std::thread::sleep(Duration::from_secs(40));
+        let (s, _) = screen(&tmux);
+        out(&format!("hybrid_pane_after_reset{tag}.txt"), &s);
+        let turns = server.turns(Provider::Anthropic);
+        eprintln!(
+            "turns: {:?}",
+            turns
+                .iter()
+                .map(|t| (t.at, t.reply.clone(), t.prompt()))
+                .collect::<Vec<_>>()
+        );
+        let transcript = walk_for(&home.join(".claude/projects"), &format!("{id}.jsonl"));
+        if let Some(t) = transcript {
+            out(
+                &format!("hybrid_transcript_usage_limit{tag}.jsonl"),
+                &std::fs::read_to_string(t).unwrap_or_default(),
+            );
+        }
+    }
+
+    fn walk_for(dir: &Path, name: &str) -> Option<PathBuf> {
+        super::walk(dir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+    }
+}
