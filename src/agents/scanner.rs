@@ -194,6 +194,9 @@ pub struct Scanner {
     pub usage: Usage,
     pub error: Option<ErrorSignal>,
     pub last_notice: Option<String>,
+    /// The last reading of each usage window the agent reported (issue 18 item 1), in the
+    /// order first seen.
+    pub rate_limits: Vec<output::RateLimitReading>,
 }
 
 fn idx(stream: Stream) -> usize {
@@ -230,6 +233,7 @@ impl Scanner {
             usage: Usage::default(),
             error: None,
             last_notice: None,
+            rate_limits: Vec::new(),
         }
     }
 
@@ -501,6 +505,16 @@ impl Scanner {
         }
         if let Some(u) = facts.usage {
             self.usage.add(&u);
+        }
+        for reading in facts.rate_limits {
+            match self
+                .rate_limits
+                .iter_mut()
+                .find(|r| r.window == reading.window)
+            {
+                Some(r) => *r = reading,
+                None => self.rate_limits.push(reading),
+            }
         }
         if let Some(n) = facts.notice {
             news.notice = Some(n.clone());

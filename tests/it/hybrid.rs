@@ -199,6 +199,119 @@ fn hybrid_claude_completes_on_the_reply_not_on_the_prompt() {
     );
 }
 
+/// A claude.ai login whose 5-hour limit is reached on the first turn and resets 8 s later
+/// (claude reads the unified rate-limit headers only when signed in, so the test signs in
+/// with an OAuth token): the looper waits for the reset and sends exactly one next prompt.
+/// claude 2.1.332 would also continue by itself at the reset (on by default); a looper pane
+/// turns that off, and its usage-limit dialog is dismissed. The failed turn writes no
+/// `turn_duration` on 2.1.332: it ends on its API-error record.
+#[test]
+fn hybrid_claude_usage_limit_reset_gets_exactly_one_next_prompt() {
+    use crate::mock_server::rate_limit_headers::{self, ClaudeWindow};
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 8;
+    server.push(
+        Provider::Anthropic,
+        Reply::status(429, None).with_headers(rate_limit_headers::claude(
+            "rejected",
+            "five_hour",
+            reset,
+            &[ClaudeWindow {
+                abbrev: "5h",
+                utilization: 1.0,
+                resets_at: reset,
+            }],
+        )),
+    );
+    server.set_default(
+        Provider::Anthropic,
+        Reply::text("Continued after the reset.\nEXIT_SIGNAL: true"),
+    );
+    let p = Project::new();
+    let home = p.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let cfg = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "projects": { p.path().display().to_string(): { "hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true } },
+    });
+    std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write(".gitignore", "home/\ntmp/\n");
+    p.write(
+        "PROMPT.md",
+        "Finish the task. End with EXIT_SIGNAL: true when done.",
+    );
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\nrate_limit_max_wait_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, CLAUDE_CODE_OAUTH_TOKEN = \"sk-ant-oat01-mock-token\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 3 --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    let events = p.events();
+    let why = format!("{}\n{events:#?}", run.pane);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{why}");
+    let st = p.state();
+    assert_eq!(st["stop_reason"], "completion marker", "{st}");
+    assert_eq!(st["current_loop"], 1, "the retry is loop 1's: {st}");
+    let waits: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "retry_wait")
+        .collect();
+    assert_eq!(waits.len(), 1, "{why}");
+    assert_eq!(waits[0]["retry_kind"], "rate_limit", "{why}");
+    // Exactly one next prompt: the looper's, after the reset; none of claude's own.
+    let turns = server.turns(Provider::Anthropic);
+    assert_eq!(
+        turns.len(),
+        2,
+        "{:?}",
+        turns.iter().map(|t| (t.at, t.prompt())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        turns[1].prompt().as_deref(),
+        Some("Finish the task. End with EXIT_SIGNAL: true when done."),
+        "the next prompt is the looper's"
+    );
+    // The reset is 7 to 8 s after the server started (epoch seconds, cut down). 2.1.332
+    // says when exactly; 2.1.197 only shows the clock to the minute, waited to its end.
+    assert!(
+        turns[1].at >= std::time::Duration::from_secs(7),
+        "the next prompt waited for the reset: {:?} then {:?}",
+        turns[0].at,
+        turns[1].at
+    );
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "hybrid_pane_started")
+        .collect();
+    assert_eq!(started.len(), 1, "the retry stayed in the pane: {why}");
+    assert!(
+        started[0]["argv"]
+            .to_string()
+            .contains("autoContinueAtUsageLimit"),
+        "{why}"
+    );
+}
+
 /// A codex set-up isolated in `p`: `CODEX_HOME` with the mock provider (no retries of its
 /// own, no update check), the project trusted unless `trusted` is false, and the
 /// `[agents.codex]` table of a hybrid run.
