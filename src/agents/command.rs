@@ -172,6 +172,7 @@ pub fn build(agent: &AgentSettings, ctx: &PromptContext) -> Result<AgentCommand>
 ///   it off, claude asks what to do instead, and the looper dismisses that dialog.
 /// - `tui: "default"`: the classic renderer. From 2.1.332 a fresh install draws the
 ///   full-screen renderer on the alternate screen, which leaves no scrollback in the pane.
+///
 /// Older versions ignore keys they do not know.
 pub const CLAUDE_PANE_SETTINGS: &str = r#"{"autoContinueAtUsageLimit":false,"tui":"default"}"#;
 

@@ -24,15 +24,38 @@ pub const KEEP: usize = 64 * 1024;
 /// What is kept of a longer string (its start, for error texts and the live view).
 pub const HEAD: usize = 1024;
 /// Decoded text of a long string is matched a window of this size at a time.
-const WINDOW: usize = 64 * 1024;
+pub const WINDOW: usize = 64 * 1024;
 /// Consecutive windows overlap by this much, so a match shorter than it is never split.
-const OVERLAP: usize = 4096;
+pub const OVERLAP: usize = 4096;
 /// Bytes of record held (kept strings, heads, numbers, keys, per-value overhead).
 pub const BUDGET: usize = 1 << 20;
 /// Nesting deeper than this is not a record any agent writes.
 const MAX_DEPTH: usize = 128;
 /// The held cost of one value besides its text.
 const NODE_COST: usize = 16;
+
+/// The sizes [`LongJson`] works with: the constants above, or small ones that let a fuzz
+/// target reach every path with short inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub keep: usize,
+    pub head: usize,
+    pub window: usize,
+    pub overlap: usize,
+    pub budget: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            keep: KEEP,
+            head: HEAD,
+            window: WINDOW,
+            overlap: OVERLAP,
+            budget: BUDGET,
+        }
+    }
+}
 
 /// The marker that stands for long string `n` at the end of its head. U+FFFC is the
 /// "object replacement character": a placeholder by definition.
@@ -105,6 +128,7 @@ struct Text {
 
 /// The push parser for one line; see the module docs.
 pub struct LongJson {
+    limits: Limits,
     patterns: Vec<Option<Regex>>,
     state: State,
     stack: Vec<Frame>,
@@ -118,7 +142,22 @@ pub struct LongJson {
 impl LongJson {
     /// A parser whose long strings are matched against `patterns` (`None` slots never match).
     pub fn new(patterns: Vec<Option<Regex>>) -> Self {
+        Self::with_limits(patterns, Limits::default())
+    }
+
+    /// Like [`LongJson::new`] with other sizes (made consistent: a head no longer than
+    /// what is kept, an overlap shorter than a window).
+    pub fn with_limits(patterns: Vec<Option<Regex>>, limits: Limits) -> Self {
+        let window = limits.window.max(8);
+        let limits = Limits {
+            keep: limits.keep.max(1),
+            head: limits.head.min(limits.keep.max(1)),
+            window,
+            overlap: limits.overlap.clamp(1, window / 2),
+            budget: limits.budget,
+        };
         LongJson {
+            limits,
             patterns,
             state: State::Value,
             stack: Vec::new(),
@@ -168,7 +207,7 @@ impl LongJson {
 
     fn charge(&mut self, n: usize) -> bool {
         self.held += n;
-        if self.held > BUDGET {
+        if self.held > self.limits.budget {
             self.fail();
             return false;
         }
@@ -367,10 +406,12 @@ impl LongJson {
             self.text.buf.extend_from_slice("\u{FFFD}".as_bytes());
         }
         self.text.buf.extend_from_slice(bytes);
-        if self.text.long.is_none() && self.text.buf.len() > KEEP {
+        if self.text.long.is_none() && self.text.buf.len() > self.limits.keep {
             self.become_long();
         }
-        if self.text.long.is_some() && self.text.buf.len() >= WINDOW + OVERLAP {
+        if self.text.long.is_some()
+            && self.text.buf.len() >= self.limits.window + self.limits.overlap
+        {
             self.window(false);
         }
     }
@@ -378,7 +419,7 @@ impl LongJson {
     /// The string outgrew [`KEEP`]: from now on it is matched, not kept.
     fn become_long(&mut self) {
         let n = self.matched.len();
-        let head = head_of(&self.text.buf, HEAD);
+        let head = head_of(&self.text.buf, self.limits.head);
         if !self.charge(head.len() + 8) {
             return;
         }
@@ -416,7 +457,7 @@ impl LongJson {
             self.text.buf.clear();
             return;
         }
-        let mut keep = cut.saturating_sub(OVERLAP);
+        let mut keep = cut.saturating_sub(self.limits.overlap);
         while keep < cut && !text.is_char_boundary(keep) {
             keep += 1;
         }
