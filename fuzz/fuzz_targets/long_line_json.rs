@@ -18,12 +18,16 @@ fuzz_target!(|data: &[u8]| {
         budget: usize::from(head[3]) * 64 + 64,
     };
     let chunk = usize::from(head[3] % 17) + 1;
-    let patterns = vec![
-        regex::Regex::new(r"EXIT_SIGNAL:\s*true$").ok(),
-        regex::Regex::new(r"^ab").ok(),
-        regex::Regex::new("é✓").ok(),
-    ];
-    let mut p = LongJson::with_limits(patterns, limits);
+    // Compiled once: a regex per input would be most of the run's time.
+    static PATTERNS: std::sync::OnceLock<Vec<Option<regex::Regex>>> = std::sync::OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        vec![
+            regex::Regex::new(r"EXIT_SIGNAL:\s*true$").ok(),
+            regex::Regex::new(r"^ab").ok(),
+            regex::Regex::new("é✓").ok(),
+        ]
+    });
+    let mut p = LongJson::with_limits(patterns.clone(), limits);
     for c in line.chunks(chunk) {
         p.feed(c);
     }

@@ -731,6 +731,68 @@ pub mod record {
         }
     }
 
+    /// The json scenarios of FINDINGS.md sections 2 and 3, for comparing versions.
+    #[test]
+    #[ignore = "records fixtures from the real CLIs; run by hand"]
+    fn record_json_scenarios() {
+        let Some(bin) = require("record_json") else {
+            return;
+        };
+        for cli in [Cli::Codex, Cli::Claude] {
+            let cases: Vec<(&str, Reply)> = match cli {
+                Cli::Codex => vec![
+                    ("success", Reply::text("Work finished.\nEXIT_SIGNAL: true")),
+                    ("rate_limit_429", Reply::status(429, Some(2))),
+                    ("quota", Reply::quota()),
+                    ("overloaded_503", Reply::status(503, None)),
+                    ("server_error_500", Reply::status(500, None)),
+                    (
+                        "rate_limit_in_stream",
+                        Reply::stream_error(
+                            "rate_limit_exceeded",
+                            "Rate limit reached for mock-model. Please try again in 2s.",
+                        ),
+                    ),
+                ],
+                _ => vec![
+                    ("success", Reply::text("Work finished.\nEXIT_SIGNAL: true")),
+                    ("rate_limit_429_max_retries_0", Reply::status(429, Some(2))),
+                    ("overloaded_529_max_retries_0", Reply::status(529, None)),
+                    ("server_error_500", Reply::status(500, None)),
+                ],
+            };
+            for (name, reply) in cases {
+                let e = E2e::new(cli, bin.clone(), Timing::Shared, "");
+                let p = match cli {
+                    Cli::Codex => Provider::OpenAi,
+                    _ => Provider::Anthropic,
+                };
+                e.server.push(p, reply);
+                let (env, args): (Vec<(&str, String)>, Vec<String>) = match cli {
+                    Cli::Codex => (
+                        vec![
+                            ("CODEX_HOME", e.codex_home().display().to_string()),
+                            ("MOCK_API_KEY", "mock-key".to_string()),
+                        ],
+                        [
+                            "exec",
+                            "--json",
+                            "--skip-git-repo-check",
+                            "--",
+                            "Do the task",
+                        ]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    ),
+                    _ => (claude_env(&e, false), claude_args(&[])),
+                };
+                let out = run(&e, &env, &args, name);
+                eprintln!("== {} {name}\n{out}", cli.name());
+            }
+        }
+    }
+
     #[test]
     #[ignore = "records fixtures from the real CLIs; run by hand"]
     fn record_codex_rate_limit_headers() {

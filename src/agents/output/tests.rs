@@ -712,3 +712,71 @@ fn claude_usage_limit_resets_in_transcripts() {
     assert_eq!(clock_reset("resets 13pm (UTC)", noon), None);
     assert_eq!(clock_reset("no reset here", noon), None);
 }
+
+/// The newest versions' json runs (tests/fixtures/clis/<cli>/<version>/) are classified as
+/// the pinned ones were. claude 2.1.332 marks its synthetic API-error record
+/// `is_api_error_message` (2.1.197 did not): that text is an error report, never the
+/// agent's words for output-match or completion (D14).
+#[test]
+fn newest_versions_recorded_runs() {
+    let scan_match = |path: &str| {
+        let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
+        let output_match = regex::Regex::new("API Error").ok();
+        let mut s = Scanner::new(
+            AgentKind::Claude,
+            false,
+            completion,
+            output_match,
+            classifier(),
+            1.8e9,
+        );
+        let (cli, name) = path.split_once('/').unwrap_or(("", path));
+        s.feed(Stream::Stdout, &fixture(cli, name));
+        s.finish_stream(Stream::Stdout);
+        s
+    };
+    let s = scan_match("claude/2.1.332/success.stdout");
+    assert!(s.completion_seen && s.error.is_none() && s.usage.cost_usd > 0.0);
+    for (f, want) in [
+        (
+            "claude/2.1.332/rate_limit_429_max_retries_0.stdout",
+            ErrorClass::RateLimit,
+        ),
+        (
+            "claude/2.1.332/overloaded_529_max_retries_0.stdout",
+            ErrorClass::Transient,
+        ),
+        (
+            "claude/2.1.332/server_error_500.stdout",
+            ErrorClass::Transient,
+        ),
+    ] {
+        let s = scan_match(f);
+        assert_eq!(class(&s), Some(want), "{f}");
+        assert!(
+            !s.match_seen,
+            "{f}: the API error was read as the agent's text"
+        );
+    }
+    let s = scan_at(AgentKind::Codex, "codex/0.171.0/success.stdout", 1.8e9);
+    assert!(s.completion_seen && s.session_id.is_some() && s.usage.output_tokens > 0);
+    for (f, want) in [
+        ("codex/0.171.0/rate_limit_429.stdout", ErrorClass::RateLimit),
+        ("codex/0.171.0/quota.stdout", ErrorClass::RateLimit),
+        ("codex/0.171.0/overloaded_503.stdout", ErrorClass::Transient),
+        (
+            "codex/0.171.0/server_error_500.stdout",
+            ErrorClass::Transient,
+        ),
+        (
+            "codex/0.171.0/rate_limit_in_stream.stdout",
+            ErrorClass::RateLimit,
+        ),
+    ] {
+        assert_eq!(
+            class(&scan_at(AgentKind::Codex, f, 1.8e9)),
+            Some(want),
+            "{f}"
+        );
+    }
+}
