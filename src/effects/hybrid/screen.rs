@@ -54,7 +54,18 @@ pub enum Screen {
 
 /// Classify a pane capture of the TUI: a start-up dialog, or its activity.
 pub fn classify(tui: Tui, capture: &str) -> Screen {
+    if limit_options(tui, capture) {
+        return Screen::LimitOptions;
+    }
     dialog(tui, capture).unwrap_or_else(|| activity(tui, capture))
+}
+
+/// claude's usage-limit dialog (`/rate-limit-options`).
+fn limit_options(tui: Tui, capture: &str) -> bool {
+    let lower = capture.to_lowercase();
+    tui == Tui::Claude
+        && lower.contains("what do you want to do?")
+        && lower.contains("stop and wait for limit to reset")
 }
 
 /// A start-up dialog (folder trust, sign-in, API key approval, update offer), known by
@@ -81,6 +92,14 @@ pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
                     "claude is asking whether to use the API key in the environment; run claude once interactively to approve it",
                 );
             }
+            // A dialog this looper does not know (a newer claude's): said at once, in its
+            // own words, instead of waiting for a ready screen that will not come.
+            if has("enter to confirm") && has("esc to cancel") {
+                return Some(Screen::Blocked(format!(
+                    "claude shows a start-up dialog the looper does not answer; run claude once in this directory to answer it: {}",
+                    excerpt(capture)
+                )));
+            }
         }
         Tui::Codex => {
             if (has("trust this folder?") && has("trust and continue"))
@@ -103,17 +122,26 @@ pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
     None
 }
 
+/// The first lines of a screen with words in them, joined, for a stop reason: no rules or
+/// box drawing, no control characters, at most 300 characters.
+fn excerpt(capture: &str) -> String {
+    let text = capture
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| l.chars().any(char::is_alphanumeric))
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
 /// Whether the TUI is working, waiting for input, or still starting; or asks about a
 /// usage limit (a dialog that comes mid-run, after a failed turn).
 pub fn activity(tui: Tui, capture: &str) -> Screen {
-    let lower = capture.to_lowercase();
-    if tui == Tui::Claude
-        && lower.contains("what do you want to do?")
-        && lower.contains("stop and wait for limit to reset")
-    {
+    if limit_options(tui, capture) {
         return Screen::LimitOptions;
     }
-    if lower.contains("esc to interrupt") {
+    if capture.to_lowercase().contains("esc to interrupt") {
         return Screen::Busy;
     }
     let prompt_line = |l: &str| match tui {
@@ -197,6 +225,12 @@ mod tests {
         let older = read("../hybrid_pane_nested_repo.txt");
         assert!(!older.is_empty());
         assert_eq!(classify(Tui::Claude, &older), Screen::Ready);
+        // A start-up dialog no recording knows yet stops the run at once, in its words.
+        let unknown = "Something new\nDo you accept the new terms?\n❯ 1. Yes\n  2. No\n\nEnter to confirm · Esc to cancel\n";
+        assert!(matches!(
+            classify(Tui::Claude, unknown),
+            Screen::Blocked(why) if why.contains("Do you accept the new terms? | ❯ 1. Yes")
+        ));
         // With auto-continue off, a usage limit opens a dialog mid-run, on a later turn
         // too (where start-up dialogs are no longer looked for).
         let options = read("hybrid_pane_limit_options.txt");
