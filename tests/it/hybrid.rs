@@ -629,6 +629,79 @@ fn hybrid_claude_start_up_dialogs_stop_the_run_with_an_explanation() {
     }
 }
 
+/// Trust given to the folder above the project's git repository: claude 2.1.197 takes it
+/// for the repository too; 2.1.332 asks again for the repository (its trust stops at the
+/// repository's top), and the run stops with an explanation that says so, never hangs.
+#[test]
+fn hybrid_claude_trust_of_a_parent_folder_per_version() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let version = Command::new(&claude)
+        .arg("--version")
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    let per_repository = version
+        .split_whitespace()
+        .next()
+        .and_then(|v| {
+            let mut it = v.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+            Some((it.next()?, it.next()?, it.next()?))
+        })
+        .is_some_and(|v| v >= (2, 1, 332));
+    let server = MockServer::start();
+    server.push(Provider::Anthropic, Reply::text("Done.\nEXIT_SIGNAL: true"));
+    let p = Project::new();
+    let parent = p.path().parent().expect("parent").to_path_buf();
+    let home = p.join("home");
+    let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+    std::fs::create_dir_all(&home).expect("home");
+    let cfg = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "projects": { parent.display().to_string(): { "hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true } },
+        "customApiKeyResponses": { "approved": [key[key.len() - 20..].to_string()], "rejected": [] },
+    });
+    std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write(".gitignore", "home/\ntmp/\n");
+    p.write("PROMPT.md", "Say hello.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            key,
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 2 --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert!(run.exit.is_some(), "the run hung: {}", run.pane);
+    let st = p.state();
+    if per_repository {
+        assert_ne!(run.exit.as_deref(), Some("0"), "{version}: {}", run.pane);
+        assert!(
+            st["stop_reason"].as_str().is_some_and(
+                |r| r.contains("trust this folder") && r.contains("each git repository")
+            ),
+            "{version}: {st}"
+        );
+        assert!(server.turns(Provider::Anthropic).is_empty(), "{version}");
+    } else {
+        assert_eq!(run.exit.as_deref(), Some("0"), "{version}: {}", run.pane);
+        assert_eq!(st["stop_reason"], "completion marker", "{version}: {st}");
+    }
+}
+
 #[test]
 fn hybrid_codex_pane_closed_between_loops_is_reopened_on_the_same_thread() {
     let Some((server, p)) = codex_two_loops() else {
