@@ -119,8 +119,9 @@ struct Text {
     is_key: bool,
     /// Decoded bytes not yet taken (all of it while the string is short).
     buf: Vec<u8>,
-    /// The string outgrew [`KEEP`]: its number, its head, and whether the next window is its first.
+    /// The string outgrew [`KEEP`]: its number and its head.
     long: Option<(usize, String)>,
+    /// The next window matched is the string's first (`^` may match at its start).
     first_window: bool,
     /// A high surrogate waiting for its low half.
     high: Option<u32>,
