@@ -629,6 +629,69 @@ fn hybrid_claude_start_up_dialogs_stop_the_run_with_an_explanation() {
     }
 }
 
+/// claude 2.1.332 draws its full-screen renderer on the alternate screen by default (no
+/// scrollback in the pane); a looper pane keeps the classic renderer (`--settings`).
+#[test]
+fn hybrid_claude_pane_keeps_the_classic_renderer() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(
+        Provider::Anthropic,
+        Reply::text("All done.\nEXIT_SIGNAL: true"),
+    );
+    let p = Project::new();
+    let home = p.join("home");
+    let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+    claude_home(&home, p.path(), key);
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write("PROMPT.md", "Finish the task.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            key,
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 2 --keep-agent-pane --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    let pane = p.state()["hybrid_pane_id"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let show = |fmt: &str| {
+        tmux.cmd()
+            .args(["display-message", "-p", "-t", &pane, fmt])
+            .output()
+            .map(|o| stdout(&o).trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(show("#{pane_id}"), pane, "the pane was kept");
+    assert_eq!(
+        show("#{alternate_on}"),
+        "0",
+        "the pane is on the alternate screen"
+    );
+    let screen = tmux
+        .cmd()
+        .args(["capture-pane", "-p", "-t", &pane])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    assert!(screen.contains("All done."), "{screen}");
+}
+
 /// Trust given to the folder above the project's git repository: claude 2.1.197 takes it
 /// for the repository too; 2.1.332 asks again for the repository (its trust stops at the
 /// repository's top), and the run stops with an explanation that says so, never hangs.
