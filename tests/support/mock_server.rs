@@ -28,6 +28,10 @@
 //!   `generationConfig.responseJsonSchema` asking for `complexity_reasoning` and
 //!   `complexity_score`).
 //!
+//! A reply can carry response headers ([`Reply::with_headers`]), such as the providers'
+//! rate-limit headers in [`rate_limit_headers`] (what the CLIs make of them: FINDINGS.md
+//! section 7); they go with every form of the reply (stream, JSON, error).
+//!
 //! Side requests never touch the queue. They are answered with JSON synthesized from the
 //! schema they ask for (so the CLI's validation passes: `{"title":"mock"}`,
 //! `{"complexity_reasoning":"mock","complexity_score":1}`), or the text `ok`.
