@@ -62,6 +62,18 @@ fn render_json(v: &Json) -> Option<String> {
         }
         "assistant" => {
             let content = v.get("message")?.get("content")?.as_array()?;
+            // claude's synthetic API-error record (a hybrid transcript has no `result` to
+            // say it): an error, not the agent speaking.
+            let api_error = ["isApiErrorMessage", "is_api_error_message"]
+                .iter()
+                .any(|k| v.get(*k).and_then(Json::as_bool) == Some(true));
+            if api_error {
+                return Some(format!(
+                    "error: {}",
+                    parts_text(v.get("message")?.get("content"), "text")
+                        .unwrap_or_else(|| "API error".into())
+                ));
+            }
             let parts: Vec<String> = content
                 .iter()
                 .filter_map(|c| match s(c, "type")? {
@@ -142,14 +154,30 @@ fn render_json(v: &Json) -> Option<String> {
                 v.get("attempt").map(|a| a.to_string()).unwrap_or_default(),
                 s(v, "error").unwrap_or("error")
             )),
+            // 2.1.332's notices in the conversation ("Usage limit reached · ...").
+            "informational" => s(v, "content").map(|c| format!("notice: {}", one_line(c, 200))),
             _ => None,
         },
         "rate_limit_event" => {
             let info = v.get("rate_limit_info").unwrap_or(v);
-            Some(format!(
+            let mut line = format!(
                 "rate limit event: status={}",
                 s(info, "status").unwrap_or("unknown")
-            ))
+            );
+            if let Some(w) = s(info, "rateLimitType") {
+                line.push_str(&format!(" window={w}"));
+            }
+            if let Some(u) = info.get("utilization").and_then(Json::as_f64) {
+                line.push_str(&format!(" used={:.0}%", u * 100.0));
+            }
+            if let Some(at) = info
+                .get("resetsAt")
+                .and_then(Json::as_i64)
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            {
+                line.push_str(&format!(" resets={}", at.format("%Y-%m-%d %H:%M UTC")));
+            }
+            Some(line)
         }
         "error" | "turn.failed" => {
             let msg = s(v, "message")
@@ -275,6 +303,35 @@ mod tests {
             None
         );
         assert_eq!(render("stderr", "boom"), Some("stderr: boom".into()));
+        // claude 2.1.332's records (tests/fixtures/clis/claude/2.1.332): a usage limit in a
+        // hybrid transcript is an error, its rate-limit event says its window.
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/claude/2.1.332/"
+        );
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
+        let shown: Vec<String> = read("hybrid_transcript_usage_limit_auto_continue.jsonl")
+            .lines()
+            .filter_map(|l| render("stdout", l))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "error: You've hit your 5-hour limit · resets 9:32am (UTC)",
+                "notice: Usage limit reached · set to continue automatically at 9:32am"
+            ]
+        );
+        let shown: Vec<String> = read("rate_limit_event_warning.stdout")
+            .lines()
+            .filter_map(|l| render("stdout", l))
+            .filter(|l| l.starts_with("rate limit"))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "rate limit event: status=allowed_warning window=five_hour used=91% resets=2026-12-01 10:29 UTC"
+            ]
+        );
         assert_eq!(
             render_log_record("[20261121T091032Z] stdout: plain"),
             Some("plain".into())

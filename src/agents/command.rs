@@ -164,6 +164,18 @@ pub fn build(agent: &AgentSettings, ctx: &PromptContext) -> Result<AgentCommand>
     })
 }
 
+/// claude settings for a looper pane, passed with `--settings` (a JSON string is accepted
+/// there since 2.1.x; both pinned versions take it):
+/// - `autoContinueAtUsageLimit: false`: from 2.1.332 claude continues a session by itself
+///   when a usage limit resets (on by default); in a looper pane the looper owns
+///   continuation (issue 18 item 4), so a reset must not produce a second "continue". With
+///   it off, claude asks what to do instead, and the looper dismisses that dialog.
+/// - `tui: "default"`: the classic renderer. From 2.1.332 a fresh install draws the
+///   full-screen renderer on the alternate screen, which leaves no scrollback in the pane.
+///
+/// Older versions ignore keys they do not know.
+pub const CLAUDE_PANE_SETTINGS: &str = r#"{"autoContinueAtUsageLimit":false,"tui":"default"}"#;
+
 /// The argv of a hybrid agent pane (D26): the interactive TUI, not a prompt command.
 /// `interactive_command` is used exactly as written. claude gets the session id up front
 /// (`--session-id`, later `--resume`). codex runs inline (`--no-alt-screen`, so the pane
@@ -187,6 +199,16 @@ pub fn interactive(agent: &AgentSettings, program: &str, session: &SessionRef) -
         }
         _ => {
             argv.extend(extra(agent));
+            // A `--settings` of the user's own wins: claude takes one.
+            if agent.kind == AgentKind::Claude
+                && !agent
+                    .extra_args
+                    .iter()
+                    .any(|a| a == "--settings" || a.starts_with("--settings="))
+            {
+                argv.push("--settings".into());
+                argv.push(CLAUDE_PANE_SETTINGS.into());
+            }
             if let Some(id) = &session.id {
                 argv.push(
                     if session.resume {

@@ -1,6 +1,7 @@
 //! Agents: how each kind is invoked (argv) and how its output is understood.
 
 pub mod command;
+pub mod long_line;
 pub mod output;
 pub mod scanner;
 

@@ -43,6 +43,86 @@ pub struct LineFacts<'a> {
     pub error: Option<RawError>,
     /// The agent reports something it handles itself (its own retry): shown, never acted on.
     pub notice: Option<String>,
+    /// What the record says about the account's usage windows (issue 18 item 1).
+    pub rate_limits: Vec<RateLimitReading>,
+}
+
+/// One reading of an account's usage window, as a CLI reports it from the provider's
+/// rate-limit headers (recorded in tests/fixtures/clis, see FINDINGS.md):
+/// - claude stream-json `rate_limit_event` (`rate_limit_info`: `status`, `resetsAt`,
+///   `rateLimitType`, `utilization` 0..1; from 2.1.332 also `unifiedWindows` with every
+///   window), and the `api_error_params` / `apiErrorParams` of a usage-limit error;
+/// - codex rollouts' `event_msg`/`token_count` `rate_limits` (`primary` and `secondary`:
+///   `used_percent`, `window_minutes`, `resets_at`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimitReading {
+    /// claude's window name (`five_hour`, `seven_day`, `seven_day_opus`, ...); codex's
+    /// `primary` or `secondary`.
+    pub window: String,
+    /// The window's length, when the CLI says it (codex).
+    pub window_minutes: Option<u64>,
+    /// How much of the window is used, in percent (0..100), when reported.
+    pub used_percent: Option<f64>,
+    /// When the window resets, in epoch seconds.
+    pub resets_at: Option<f64>,
+    /// claude's verdict for the window: `allowed`, `allowed_warning` or `rejected` (codex
+    /// reports none).
+    pub status: Option<String>,
+}
+
+fn num(v: &Json, key: &str) -> Option<f64> {
+    v.get(key).and_then(Json::as_f64).filter(|f| f.is_finite())
+}
+
+/// claude's `rate_limit_info` object: the window it names, plus every window of
+/// `unifiedWindows` (2.1.332).
+fn claude_rate_limits(info: &Json) -> Vec<RateLimitReading> {
+    let status = s(info, "status").map(str::to_string);
+    let named = s(info, "rateLimitType").unwrap_or("unknown").to_string();
+    let mut out = vec![RateLimitReading {
+        window: named.clone(),
+        window_minutes: None,
+        used_percent: num(info, "utilization").map(|u| u * 100.0),
+        resets_at: num(info, "resetsAt"),
+        status,
+    }];
+    if let Some(windows) = info.get("unifiedWindows").and_then(Json::as_object) {
+        for (name, w) in windows {
+            let reading = RateLimitReading {
+                window: name.clone(),
+                window_minutes: None,
+                used_percent: num(w, "utilization").map(|u| u * 100.0),
+                resets_at: num(w, "resetsAt"),
+                status: None,
+            };
+            match out.iter_mut().find(|r| r.window == *name) {
+                // The named window keeps its status; the figures are the window's own.
+                Some(r) => {
+                    r.used_percent = reading.used_percent.or(r.used_percent);
+                    r.resets_at = reading.resets_at.or(r.resets_at);
+                }
+                None => out.push(reading),
+            }
+        }
+    }
+    out
+}
+
+/// codex's `rate_limits` object (a rollout's `token_count`).
+fn codex_rate_limits(limits: &Json) -> Vec<RateLimitReading> {
+    ["primary", "secondary"]
+        .iter()
+        .filter_map(|name| {
+            let w = limits.get(*name).filter(|w| w.is_object())?;
+            Some(RateLimitReading {
+                window: name.to_string(),
+                window_minutes: w.get("window_minutes").and_then(Json::as_u64),
+                used_percent: num(w, "used_percent"),
+                resets_at: num(w, "resets_at"),
+                status: None,
+            })
+        })
+        .collect()
 }
 
 /// Lines longer than this are not parsed as JSON (they are still logged and counted).
@@ -91,14 +171,27 @@ pub fn parse_line<'a>(
 ) -> LineFacts<'a> {
     if let Some(obj) = parse_json(line) {
         let v = Json::Object(obj);
-        return match kind {
-            AgentKind::Codex => codex(&v, stream, now_epoch),
-            AgentKind::Claude => claude(&v, stream, now_epoch),
-            AgentKind::Gemini => gemini(&v, stream, now_epoch),
-            AgentKind::Generic => generic_json(line, &v, stream, scan_stdout, now_epoch),
-        };
+        if kind == AgentKind::Generic {
+            return generic_json(line, &v, stream, scan_stdout, now_epoch);
+        }
+        return parse_value(kind, stream, &v, now_epoch);
     }
     plain(kind, stream, line, scan_stdout)
+}
+
+/// What one record of a structured agent (codex, claude, gemini) tells us, once parsed:
+/// a line parsed by [`parse_line`], or a long one parsed in bounded memory
+/// ([`super::long_line`]).
+pub fn parse_value<'a>(kind: AgentKind, stream: Stream, v: &Json, now_epoch: f64) -> LineFacts<'a> {
+    match kind {
+        AgentKind::Codex => codex(v, stream, now_epoch),
+        AgentKind::Claude => claude(v, stream, now_epoch),
+        AgentKind::Gemini => gemini(v, stream, now_epoch),
+        AgentKind::Generic => LineFacts {
+            error: structured_error(v, now_epoch),
+            ..LineFacts::default()
+        },
+    }
 }
 
 fn plain<'a>(kind: AgentKind, stream: Stream, line: &'a str, scan_stdout: bool) -> LineFacts<'a> {
@@ -324,9 +417,15 @@ fn codex<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
     facts
 }
 
-/// An `event_msg` record of a codex rollout: the turn's outcome.
+/// An `event_msg` record of a codex rollout: the turn's outcome, the account's windows.
 fn rollout_event(payload: &Json, facts: &mut LineFacts, now_epoch: f64) {
     match s(payload, "type").unwrap_or("") {
+        // Sent again whenever rate-limit headers arrive (its usage is not counted).
+        "token_count" => {
+            if let Some(limits) = payload.get("rate_limits") {
+                facts.rate_limits = codex_rate_limits(limits);
+            }
+        }
         // A failed turn ends with `task_complete` carrying the error and, for HTTP
         // failures, the status under `codex_error_info.<kind>.http_status_code`.
         "task_complete" | "error" | "stream_error" => {
@@ -377,17 +476,25 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
             let text = parts_text(v.get("message").and_then(|m| m.get("content")), "text");
             // A synthetic record carrying an API error (transcripts and stream-json alike)
             // is an error report, not the agent's words.
-            if v.get("isApiErrorMessage").and_then(Json::as_bool) == Some(true) {
+            // Transcripts say `isApiErrorMessage`; stream-json from 2.1.332 says
+            // `is_api_error_message` (2.1.197 only marks the record with `error`).
+            let api_error = ["isApiErrorMessage", "is_api_error_message"]
+                .iter()
+                .any(|k| v.get(*k).and_then(Json::as_bool) == Some(true));
+            if api_error {
                 let text = text.unwrap_or_else(|| "API Error".into());
-                let hint = v
-                    .get("apiErrorStatus")
-                    .and_then(Json::as_u64)
+                let hint = ["apiErrorStatus", "api_error_status"]
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(Json::as_u64))
                     .and_then(|c| status_hint(&serde_json::json!({ "status": c })))
                     .or_else(|| {
                         s(v, "error").and_then(|e| status_hint(&serde_json::json!({ "type": e })))
                     });
                 facts.error = Some(RawError {
-                    retry_after: plain_delay(&text).or_else(|| usage_limit_reset(&text, now_epoch)),
+                    retry_after: json_delay(v, now_epoch)
+                        .or_else(|| plain_delay(&text))
+                        .or_else(|| usage_limit_reset(&text, now_epoch))
+                        .or_else(|| clock_reset(&text, now_epoch)),
                     text,
                     structured: true,
                     hint,
@@ -433,7 +540,8 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                     });
                 facts.error = Some(RawError {
                     retry_after: json_delay(v, now_epoch)
-                        .or_else(|| usage_limit_reset(&text, now_epoch)),
+                        .or_else(|| usage_limit_reset(&text, now_epoch))
+                        .or_else(|| clock_reset(&text, now_epoch)),
                     text,
                     structured: true,
                     hint,
@@ -455,8 +563,23 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
         }
         // `system/init` lists paths, tools and MCP servers: never an error channel.
         "system" | "user" | "stream_event" => {}
-        "rate_limit_event" | "error" => facts.error = structured_error(v, now_epoch),
+        "rate_limit_event" => {
+            if let Some(info) = v.get("rate_limit_info") {
+                facts.rate_limits = claude_rate_limits(info);
+            }
+            facts.error = structured_error(v, now_epoch);
+        }
+        "error" => facts.error = structured_error(v, now_epoch),
         _ => {}
+    }
+    // A usage-limit error names its window: stream-json `api_error_params`, transcripts
+    // `apiErrorParams`.
+    if ty == "assistant"
+        && let Some(info) = ["api_error_params", "apiErrorParams"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(|p| p.get("rate_limit_info")))
+    {
+        facts.rate_limits = claude_rate_limits(info);
     }
     facts
 }
@@ -528,10 +651,20 @@ pub fn json_delay(v: &Json, now_epoch: f64) -> Option<f64> {
                 if depth == 0 {
                     return None;
                 }
-                ["rate_limit_info", "error", "details", "headers"]
-                    .iter()
-                    .filter_map(|k| map.get(*k))
-                    .find_map(|child| walk(child, now, depth - 1))
+                // claude's usage-limit errors carry the reset under `api_error_params`
+                // (stream-json) or `apiErrorParams` / `quotaLimits` (transcripts).
+                [
+                    "rate_limit_info",
+                    "error",
+                    "details",
+                    "headers",
+                    "api_error_params",
+                    "apiErrorParams",
+                    "quotaLimits",
+                ]
+                .iter()
+                .filter_map(|k| map.get(*k))
+                .find_map(|child| walk(child, now, depth - 1))
             }
             Json::Array(items) if depth > 0 => items.iter().find_map(|i| walk(i, now, depth - 1)),
             _ => None,
@@ -608,6 +741,50 @@ fn plain_delay(line: &str) -> Option<f64> {
         other => other,
     };
     parse_duration_text(&format!("{n}{unit}"))
+}
+
+/// The reset in claude's usage-limit text, "You've hit your session limit · resets 9:40am
+/// (UTC)" (2.1.197 transcripts carry nothing else): the next time that clock shows that
+/// time, in UTC when it says so, else in the local zone (the pane's, which is ours).
+fn clock_reset(text: &str, now: f64) -> Option<f64> {
+    use chrono::{Duration, NaiveTime, TimeZone};
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re = RE
+        .get_or_init(|| {
+            regex::Regex::new(r"(?i)\bresets\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b\s*(\(utc\))?")
+                .ok()
+        })
+        .as_ref()?;
+    let caps = re.captures(text)?;
+    let hour: u32 = caps.get(1)?.as_str().parse().ok()?;
+    let minute: u32 = caps.get(2).map_or(Some(0), |m| m.as_str().parse().ok())?;
+    if !(1..=12).contains(&hour) {
+        return None;
+    }
+    let pm = caps.get(3)?.as_str().eq_ignore_ascii_case("pm");
+    let hour = hour % 12 + if pm { 12 } else { 0 };
+    let time = NaiveTime::from_hms_opt(hour, minute, 0)?;
+    let now_t = chrono::DateTime::from_timestamp(now as i64, 0)?;
+    // The clock is shown to the minute, the reset cut down to it: "9:40am" is a reset
+    // between 9:40:00 and 9:40:59, so the end of that minute is the first safe moment.
+    let next = |local_now: chrono::NaiveDateTime| {
+        let at = local_now.date().and_time(time) + Duration::minutes(1);
+        if at <= local_now {
+            at + Duration::days(1)
+        } else {
+            at
+        }
+    };
+    let at = if caps.get(4).is_some() {
+        next(now_t.naive_utc()).and_utc().timestamp()
+    } else {
+        let local = chrono::Local;
+        local
+            .from_local_datetime(&next(now_t.with_timezone(&local).naive_local()))
+            .earliest()?
+            .timestamp()
+    };
+    Some((at as f64 - now).max(0.0))
 }
 
 /// Claude's "usage limit reached|<epoch>" text.

@@ -3,6 +3,7 @@
 
 use regex::Regex;
 
+use super::long_line::{self, LongJson, Skimmed};
 use super::output::{self, LineFacts, RawError, Stream};
 use crate::config::AgentKind;
 use crate::engine::{ErrorClass, ErrorSignal, Usage};
@@ -19,9 +20,9 @@ const OVERLAP: usize = 4096;
 
 /// Where a piece of an oversized line sits in its line.
 #[derive(Clone, Copy, Debug)]
-struct Piece {
-    first: bool,
-    last: bool,
+pub(super) struct Piece {
+    pub first: bool,
+    pub last: bool,
 }
 
 /// Does `re` match in this piece of a long line as it would in the whole line? A piece
@@ -30,7 +31,7 @@ struct Piece {
 /// suite found `(a+)+$` "completing" on a 10 MiB line ending in `!`). A match refused at
 /// the end is not lost: consecutive pieces overlap by `OVERLAP` bytes, so a match shorter
 /// than that is seen again by the next piece. At most two searches per piece, each linear.
-fn piece_matches(re: &Regex, text: &str, at: Piece) -> bool {
+pub(super) fn piece_matches(re: &Regex, text: &str, at: Piece) -> bool {
     let mut from = 0;
     for _ in 0..2 {
         let Some(m) = re.find_at(text, from) else {
@@ -181,6 +182,8 @@ pub struct Scanner {
     partial: [Vec<u8>; 2],
     /// The current line outgrew the buffer: it is being scanned in pieces.
     oversized: [bool; 2],
+    /// A structured agent's stdout line that outgrew the buffer, parsed as it streams.
+    long_json: Option<LongJson>,
     /// stderr lines of a multi-line message whose verdict is still to come
     /// ([`output::opens_multiline_attempt`]).
     held: Option<String>,
@@ -191,6 +194,9 @@ pub struct Scanner {
     pub usage: Usage,
     pub error: Option<ErrorSignal>,
     pub last_notice: Option<String>,
+    /// The last reading of each usage window the agent reported (issue 18 item 1), in the
+    /// order first seen.
+    pub rate_limits: Vec<output::RateLimitReading>,
 }
 
 fn idx(stream: Stream) -> usize {
@@ -218,6 +224,7 @@ impl Scanner {
             now_epoch,
             partial: [Vec::new(), Vec::new()],
             oversized: [false, false],
+            long_json: None,
             held: None,
             bytes: 0,
             completion_seen: false,
@@ -226,6 +233,7 @@ impl Scanner {
             usage: Usage::default(),
             error: None,
             last_notice: None,
+            rate_limits: Vec::new(),
         }
     }
 
@@ -269,7 +277,10 @@ impl Scanner {
         }
         self.append(stream, line, news);
         let buf = std::mem::take(&mut self.partial[i]);
-        if self.oversized[i] {
+        if let Some(long) = self.long_json.take().filter(|_| stream == Stream::Stdout) {
+            self.oversized[i] = false;
+            self.long_record(stream, long, news);
+        } else if self.oversized[i] {
             self.piece(stream, &buf);
             self.oversized[i] = false;
         } else {
@@ -336,7 +347,9 @@ impl Scanner {
         let mut news = News::default();
         let i = idx(stream);
         let buf = std::mem::take(&mut self.partial[i]);
-        if self.oversized[i] {
+        if let Some(long) = self.long_json.take().filter(|_| stream == Stream::Stdout) {
+            self.long_record(stream, long, &mut news);
+        } else if self.oversized[i] {
             self.piece(stream, &buf);
         } else if !buf.is_empty() {
             self.line(stream, &buf, &mut news);
@@ -352,7 +365,28 @@ impl Scanner {
 
     fn append(&mut self, stream: Stream, data: &[u8], _news: &mut News) {
         let i = idx(stream);
+        if stream == Stream::Stdout
+            && let Some(long) = &mut self.long_json
+        {
+            long.feed(data);
+            return;
+        }
         self.partial[i].extend_from_slice(data);
+        if self.partial[i].len() > MAX_LINE_BUFFER
+            && !self.oversized[i]
+            && stream == Stream::Stdout
+            && self.kind != AgentKind::Generic
+            && self.partial[i].trim_ascii_start().starts_with(b"{")
+        {
+            // A structured agent's record too long to hold (a 2 MB agent message): parsed
+            // as it streams, its long strings matched on the way (issue 20 item 15).
+            let mut long = LongJson::new(vec![self.completion.clone(), self.output_match.clone()]);
+            long.feed(&self.partial[i]);
+            self.partial[i] = Vec::new();
+            self.long_json = Some(long);
+            self.oversized[i] = true;
+            return;
+        }
         if self.partial[i].len() > MAX_LINE_BUFFER {
             // Scan what we have as plain text, keep an overlap, and stop treating the line
             // as a candidate for JSON parsing: memory stays bounded.
@@ -440,6 +474,30 @@ impl Scanner {
         if let Some(t) = &facts.text {
             self.scan_text(t);
         }
+        self.fold(stream, facts, news);
+    }
+
+    /// The end of a record parsed by [`LongJson`]: its long strings that are the agent's
+    /// text (their markers are in the facts' text) count with the matches found in them.
+    fn long_record(&mut self, stream: Stream, long: LongJson, news: &mut News) {
+        let Some(Skimmed { value, matched }) = long.finish() else {
+            return;
+        };
+        let facts = output::parse_value(self.kind, stream, &value, self.now_epoch);
+        if let Some(t) = &facts.text {
+            for n in long_line::markers_in(t) {
+                if let Some(m) = matched.get(n) {
+                    self.completion_seen |= m.first().copied().unwrap_or(false);
+                    self.match_seen |= m.get(1).copied().unwrap_or(false);
+                }
+            }
+            self.scan_text(t);
+        }
+        self.fold(stream, facts, news);
+    }
+
+    /// Fold one record's facts into what the attempt has seen.
+    fn fold(&mut self, stream: Stream, facts: LineFacts, news: &mut News) {
         if self.session_id.is_none()
             && let Some(id) = facts.session_id
         {
@@ -447,6 +505,16 @@ impl Scanner {
         }
         if let Some(u) = facts.usage {
             self.usage.add(&u);
+        }
+        for reading in facts.rate_limits {
+            match self
+                .rate_limits
+                .iter_mut()
+                .find(|r| r.window == reading.window)
+            {
+                Some(r) => *r = reading,
+                None => self.rate_limits.push(reading),
+            }
         }
         if let Some(n) = facts.notice {
             news.notice = Some(n.clone());
@@ -475,6 +543,61 @@ mod tests {
             Classifier::new(&[]).expect("classifier"),
             0.0,
         )
+    }
+
+    fn structured(kind: AgentKind, completion: &str) -> Scanner {
+        Scanner::new(
+            kind,
+            false,
+            Some(Regex::new(completion).expect("regex")),
+            Some(Regex::new("needle").expect("regex")),
+            Classifier::new(&[]).expect("classifier"),
+            0.0,
+        )
+    }
+
+    /// Regression (issue 20 item 15): completion was missed in an agent JSON message over
+    /// 1 MiB (a 2 MB codex `agent_message` ending in the marker); the record's other facts
+    /// (session, usage) were lost with it.
+    #[test]
+    fn a_structured_record_longer_than_the_buffer_is_parsed_and_scanned() {
+        let body = "word ".repeat(400_000);
+        let codex = format!(
+            "{{\"type\":\"thread.started\",\"thread_id\":\"t-1\"}}\n{}\n{{\"type\":\"turn.completed\",\"usage\":{{\"input_tokens\":7,\"output_tokens\":3}}}}\n",
+            serde_json::json!({"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":format!("{body}\nEXIT_SIGNAL: true")}})
+        );
+        for chunk in [8192, 1 << 20, 3 << 20] {
+            let mut s = structured(AgentKind::Codex, r"(?m)^EXIT_SIGNAL:\s*true$");
+            for c in codex.as_bytes().chunks(chunk) {
+                s.feed(Stream::Stdout, c);
+            }
+            s.finish_stream(Stream::Stdout);
+            assert!(s.completion_seen, "chunks of {chunk}");
+            assert!(!s.match_seen);
+            assert_eq!(s.session_id.as_deref(), Some("t-1"));
+            assert_eq!(s.usage.input_tokens, 7);
+        }
+        // claude's final record, without a trailing newline; the output-match pattern
+        // found in the middle of the long text.
+        let claude = serde_json::json!({"type":"result","subtype":"success","is_error":false,"session_id":"s-2","result":format!("{body}needle{body}EXIT_SIGNAL: true"),"usage":{"input_tokens":1,"output_tokens":2}}).to_string();
+        let mut s = structured(AgentKind::Claude, r"EXIT_SIGNAL:\s*true\s*$");
+        for c in claude.as_bytes().chunks(100_000) {
+            s.feed(Stream::Stdout, c);
+        }
+        s.finish_stream(Stream::Stdout);
+        assert!(s.completion_seen && s.match_seen);
+        assert_eq!(s.session_id.as_deref(), Some("s-2"));
+        // A long string that is not the agent's text does not complete: a user record
+        // echoing the marker (D14).
+        let user = serde_json::json!({"type":"user","session_id":"s-3","message":{"content":[{"type":"text","text":format!("{body}EXIT_SIGNAL: true")}]}}).to_string();
+        let mut s = structured(AgentKind::Claude, r"EXIT_SIGNAL:\s*true");
+        s.feed(Stream::Stdout, user.as_bytes());
+        s.feed(Stream::Stdout, b"\n");
+        assert!(
+            !s.completion_seen,
+            "the prompt's echo completed the attempt"
+        );
+        assert_eq!(s.session_id.as_deref(), Some("s-3"));
     }
 
     /// Regression (reliability suite): piece boundaries of an oversized line are not line

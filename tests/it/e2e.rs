@@ -529,3 +529,325 @@ fn e2e_codex_backups_and_no_progress_breaker() {
     }
     assert_eq!(e.server.turns(Provider::OpenAi).len(), 2, "{why}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Recording (not a test of the looper): `AGENT_LOOPER_RECORD_DIR=<dir> cargo test --test it
+// e2e::record_ -- --ignored` runs the real CLIs directly against the mock server and writes
+// what they print as fixtures (`<cli>/<scenario>.{argv,stdout,stderr,exit}` and, for
+// codex, the rollout).
+
+pub mod record {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use crate::e2e_support::{Cli, E2e, Timing, require, wait_with_deadline};
+    use crate::mock_server::rate_limit_headers::{self, ClaudeWindow, CodexWindow};
+    use crate::mock_server::{Provider, Reply};
+
+    pub fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn out_dir(cli: Cli) -> Option<PathBuf> {
+        let dir = PathBuf::from(std::env::var_os("AGENT_LOOPER_RECORD_DIR")?).join(cli.name());
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(dir)
+    }
+
+    /// Run `<cli> args` with the scenario's isolated environment; write the fixture files.
+    pub fn run(e: &E2e, env: &[(&str, String)], args: &[String], name: &str) -> String {
+        let exe = e.bin.join(e.cli.name());
+        let mut c = Command::new(&exe);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TERM", "dumb")
+            .env("LANG", "C.UTF-8")
+            .env("HOME", e.home())
+            .env("TMPDIR", e.tmp())
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .current_dir(e.project.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("spawn cli");
+        let out = wait_with_deadline(child, std::time::Duration::from_secs(60)).expect("cli");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(dir) = out_dir(e.cli) {
+            let w = |ext: &str, b: &[u8]| std::fs::write(dir.join(format!("{name}.{ext}")), b);
+            let _ = w("argv", (args.join("\n") + "\n").as_bytes());
+            let _ = w("stdout", &out.stdout);
+            let _ = w("stderr", &out.stderr);
+            let _ = w(
+                "exit",
+                format!("{}\n", out.status.code().unwrap_or(-1)).as_bytes(),
+            );
+        }
+        stdout
+    }
+
+    /// The newest file under `dir` whose name ends in `.jsonl`.
+    pub fn newest_jsonl(dir: &Path) -> Option<PathBuf> {
+        let mut best: Option<(SystemTime, PathBuf)> = None;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).ok()?.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.to_string_lossy().ends_with(".jsonl") {
+                    let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                    if best.as_ref().is_none_or(|(b, _)| t > *b) {
+                        best = Some((t, p));
+                    }
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+
+    pub fn claude_env(e: &E2e, oauth: bool) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("ANTHROPIC_BASE_URL", e.server.base_url()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_string()),
+            ("DISABLE_AUTOUPDATER", "1".to_string()),
+            ("CLAUDE_CODE_MAX_RETRIES", "0".to_string()),
+        ];
+        if oauth {
+            env.push((
+                "CLAUDE_CODE_OAUTH_TOKEN",
+                "sk-ant-oat01-mock-token".to_string(),
+            ));
+        } else {
+            env.push((
+                "ANTHROPIC_API_KEY",
+                "sk-ant-api03-mock-0123456789abcdefghijklmnop".to_string(),
+            ));
+        }
+        env
+    }
+
+    pub fn claude_args(extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.push("--".into());
+        a.push("Do the task".into());
+        a
+    }
+
+    #[test]
+    #[ignore = "records fixtures from the real CLIs; run by hand"]
+    fn record_claude_rate_limit_headers() {
+        let Some(bin) = require("record_claude") else {
+            return;
+        };
+        let t = now();
+        let cases: Vec<(&str, Reply, bool)> = vec![
+            (
+                "rate_limit_event_allowed",
+                Reply::text("Work finished.\nEXIT_SIGNAL: true").with_headers(
+                    rate_limit_headers::claude(
+                        "allowed",
+                        "five_hour",
+                        t + 3 * 3600,
+                        &[
+                            ClaudeWindow {
+                                abbrev: "5h",
+                                utilization: 0.42,
+                                resets_at: t + 3 * 3600,
+                            },
+                            ClaudeWindow {
+                                abbrev: "7d",
+                                utilization: 0.13,
+                                resets_at: t + 4 * 86400,
+                            },
+                        ],
+                    ),
+                ),
+                true,
+            ),
+            (
+                "rate_limit_event_warning",
+                Reply::text("Work finished.\nEXIT_SIGNAL: true")
+                    .with_headers(rate_limit_headers::claude(
+                        "allowed_warning",
+                        "five_hour",
+                        t + 3600,
+                        &[ClaudeWindow {
+                            abbrev: "5h",
+                            utilization: 0.91,
+                            resets_at: t + 3600,
+                        }],
+                    ))
+                    .with_header("anthropic-ratelimit-unified-5h-surpassed-threshold", "0.9"),
+                true,
+            ),
+            (
+                "rate_limit_event_rejected",
+                Reply::status(429, None).with_headers(rate_limit_headers::claude(
+                    "rejected",
+                    "five_hour",
+                    t + 7200,
+                    &[ClaudeWindow {
+                        abbrev: "5h",
+                        utilization: 1.0,
+                        resets_at: t + 7200,
+                    }],
+                )),
+                true,
+            ),
+            (
+                "rate_limit_headers_api_key",
+                Reply::text("Work finished.\nEXIT_SIGNAL: true").with_headers(
+                    rate_limit_headers::claude(
+                        "allowed_warning",
+                        "five_hour",
+                        t + 3600,
+                        &[ClaudeWindow {
+                            abbrev: "5h",
+                            utilization: 0.91,
+                            resets_at: t + 3600,
+                        }],
+                    ),
+                ),
+                false,
+            ),
+        ];
+        for (name, reply, oauth) in cases {
+            let e = E2e::new(Cli::Claude, bin.clone(), Timing::Shared, "");
+            e.server.push(Provider::Anthropic, reply);
+            let out = run(&e, &claude_env(&e, oauth), &claude_args(&[]), name);
+            eprintln!("== {name}\n{out}");
+        }
+    }
+
+    /// The json scenarios of FINDINGS.md sections 2 and 3, for comparing versions.
+    #[test]
+    #[ignore = "records fixtures from the real CLIs; run by hand"]
+    fn record_json_scenarios() {
+        let Some(bin) = require("record_json") else {
+            return;
+        };
+        for cli in [Cli::Codex, Cli::Claude] {
+            let cases: Vec<(&str, Reply)> = match cli {
+                Cli::Codex => vec![
+                    ("success", Reply::text("Work finished.\nEXIT_SIGNAL: true")),
+                    ("rate_limit_429", Reply::status(429, Some(2))),
+                    ("quota", Reply::quota()),
+                    ("overloaded_503", Reply::status(503, None)),
+                    ("server_error_500", Reply::status(500, None)),
+                    (
+                        "rate_limit_in_stream",
+                        Reply::stream_error(
+                            "rate_limit_exceeded",
+                            "Rate limit reached for mock-model. Please try again in 2s.",
+                        ),
+                    ),
+                ],
+                _ => vec![
+                    ("success", Reply::text("Work finished.\nEXIT_SIGNAL: true")),
+                    ("rate_limit_429_max_retries_0", Reply::status(429, Some(2))),
+                    ("overloaded_529_max_retries_0", Reply::status(529, None)),
+                    ("server_error_500", Reply::status(500, None)),
+                ],
+            };
+            for (name, reply) in cases {
+                let e = E2e::new(cli, bin.clone(), Timing::Shared, "");
+                let p = match cli {
+                    Cli::Codex => Provider::OpenAi,
+                    _ => Provider::Anthropic,
+                };
+                e.server.push(p, reply);
+                let (env, args): (Vec<(&str, String)>, Vec<String>) = match cli {
+                    Cli::Codex => (
+                        vec![
+                            ("CODEX_HOME", e.codex_home().display().to_string()),
+                            ("MOCK_API_KEY", "mock-key".to_string()),
+                        ],
+                        [
+                            "exec",
+                            "--json",
+                            "--skip-git-repo-check",
+                            "--",
+                            "Do the task",
+                        ]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    ),
+                    _ => (claude_env(&e, false), claude_args(&[])),
+                };
+                let out = run(&e, &env, &args, name);
+                eprintln!("== {} {name}\n{out}", cli.name());
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "records fixtures from the real CLIs; run by hand"]
+    fn record_codex_rate_limit_headers() {
+        let Some(bin) = require("record_codex") else {
+            return;
+        };
+        let t = now();
+        let headers = rate_limit_headers::codex(
+            &CodexWindow {
+                used_percent: 42.5,
+                window_minutes: 300,
+                resets_at: t + 3 * 3600,
+            },
+            Some(&CodexWindow {
+                used_percent: 13.0,
+                window_minutes: 10080,
+                resets_at: t + 4 * 86400,
+            }),
+        );
+        let cases: Vec<(&str, Reply)> = vec![
+            (
+                "rate_limits_headers",
+                Reply::text("Work finished.\nEXIT_SIGNAL: true").with_headers(headers.clone()),
+            ),
+            (
+                "rate_limits_429_headers",
+                Reply::status(429, None).with_headers(headers.clone()),
+            ),
+        ];
+        for (name, reply) in cases {
+            let e = E2e::new(Cli::Codex, bin.clone(), Timing::Shared, "");
+            e.server.push(Provider::OpenAi, reply);
+            let args: Vec<String> = [
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--",
+                "Do the task",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let env = vec![
+                ("CODEX_HOME", e.codex_home().display().to_string()),
+                ("MOCK_API_KEY", "mock-key".to_string()),
+            ];
+            let out = run(&e, &env, &args, name);
+            eprintln!("== {name}\n{out}");
+            if let Some(rollout) = newest_jsonl(&e.codex_home().join("sessions")) {
+                let text = std::fs::read_to_string(&rollout).unwrap_or_default();
+                eprintln!("-- rollout {}\n{text}", rollout.display());
+                if let Some(dir) = out_dir(Cli::Codex) {
+                    let _ = std::fs::write(dir.join(format!("{name}.rollout.jsonl")), text);
+                }
+            }
+        }
+    }
+}

@@ -99,3 +99,31 @@ fn scanner_feed_seeds() {
         }
     }
 }
+
+#[test]
+fn long_line_json_seeds() {
+    use agent_looper::agents::long_line::{Limits, LongJson};
+    let pattern = regex::Regex::new("é✓").ok();
+    for seed in seeds("long_line_json") {
+        let Some((head, line)) = seed.split_first_chunk::<4>() else {
+            continue;
+        };
+        let limits = Limits {
+            keep: usize::from(head[0]) + 1,
+            head: usize::from(head[1] % 32),
+            window: usize::from(head[2]) + 8,
+            overlap: usize::from(head[2] % 16) + 1,
+            budget: usize::from(head[3]) * 64 + 64,
+        };
+        let mut p = LongJson::with_limits(vec![pattern.clone()], limits);
+        for c in line.chunks(usize::from(head[3] % 17) + 1) {
+            p.feed(c);
+        }
+        if let Some(got) = p.finish()
+            && got.matched.is_empty()
+            && let Ok(want) = serde_json::from_slice::<serde_json::Value>(line)
+        {
+            assert_eq!(got.value, want);
+        }
+    }
+}

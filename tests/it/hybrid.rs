@@ -199,6 +199,119 @@ fn hybrid_claude_completes_on_the_reply_not_on_the_prompt() {
     );
 }
 
+/// A claude.ai login whose 5-hour limit is reached on the first turn and resets 8 s later
+/// (claude reads the unified rate-limit headers only when signed in, so the test signs in
+/// with an OAuth token): the looper waits for the reset and sends exactly one next prompt.
+/// claude 2.1.332 would also continue by itself at the reset (on by default); a looper pane
+/// turns that off, and its usage-limit dialog is dismissed. The failed turn writes no
+/// `turn_duration` on 2.1.332: it ends on its API-error record.
+#[test]
+fn hybrid_claude_usage_limit_reset_gets_exactly_one_next_prompt() {
+    use crate::mock_server::rate_limit_headers::{self, ClaudeWindow};
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 8;
+    server.push(
+        Provider::Anthropic,
+        Reply::status(429, None).with_headers(rate_limit_headers::claude(
+            "rejected",
+            "five_hour",
+            reset,
+            &[ClaudeWindow {
+                abbrev: "5h",
+                utilization: 1.0,
+                resets_at: reset,
+            }],
+        )),
+    );
+    server.set_default(
+        Provider::Anthropic,
+        Reply::text("Continued after the reset.\nEXIT_SIGNAL: true"),
+    );
+    let p = Project::new();
+    let home = p.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let cfg = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "projects": { p.path().display().to_string(): { "hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true } },
+    });
+    std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write(".gitignore", "home/\ntmp/\n");
+    p.write(
+        "PROMPT.md",
+        "Finish the task. End with EXIT_SIGNAL: true when done.",
+    );
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\nrate_limit_max_wait_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, CLAUDE_CODE_OAUTH_TOKEN = \"sk-ant-oat01-mock-token\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 3 --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    let events = p.events();
+    let why = format!("{}\n{events:#?}", run.pane);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{why}");
+    let st = p.state();
+    assert_eq!(st["stop_reason"], "completion marker", "{st}");
+    assert_eq!(st["current_loop"], 1, "the retry is loop 1's: {st}");
+    let waits: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "retry_wait")
+        .collect();
+    assert_eq!(waits.len(), 1, "{why}");
+    assert_eq!(waits[0]["retry_kind"], "rate_limit", "{why}");
+    // Exactly one next prompt: the looper's, after the reset; none of claude's own.
+    let turns = server.turns(Provider::Anthropic);
+    assert_eq!(
+        turns.len(),
+        2,
+        "{:?}",
+        turns.iter().map(|t| (t.at, t.prompt())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        turns[1].prompt().as_deref(),
+        Some("Finish the task. End with EXIT_SIGNAL: true when done."),
+        "the next prompt is the looper's"
+    );
+    // The reset is 7 to 8 s after the server started (epoch seconds, cut down). 2.1.332
+    // says when exactly; 2.1.197 only shows the clock to the minute, waited to its end.
+    assert!(
+        turns[1].at >= std::time::Duration::from_secs(7),
+        "the next prompt waited for the reset: {:?} then {:?}",
+        turns[0].at,
+        turns[1].at
+    );
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "hybrid_pane_started")
+        .collect();
+    assert_eq!(started.len(), 1, "the retry stayed in the pane: {why}");
+    assert!(
+        started[0]["argv"]
+            .to_string()
+            .contains("autoContinueAtUsageLimit"),
+        "{why}"
+    );
+}
+
 /// A codex set-up isolated in `p`: `CODEX_HOME` with the mock provider (no retries of its
 /// own, no update check), the project trusted unless `trusted` is false, and the
 /// `[agents.codex]` table of a hybrid run.
@@ -516,6 +629,142 @@ fn hybrid_claude_start_up_dialogs_stop_the_run_with_an_explanation() {
     }
 }
 
+/// claude 2.1.332 draws its full-screen renderer on the alternate screen by default (no
+/// scrollback in the pane); a looper pane keeps the classic renderer (`--settings`).
+#[test]
+fn hybrid_claude_pane_keeps_the_classic_renderer() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(
+        Provider::Anthropic,
+        Reply::text("All done.\nEXIT_SIGNAL: true"),
+    );
+    let p = Project::new();
+    let home = p.join("home");
+    let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+    claude_home(&home, p.path(), key);
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write("PROMPT.md", "Finish the task.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            key,
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 2 --keep-agent-pane --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    let pane = p.state()["hybrid_pane_id"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let show = |fmt: &str| {
+        tmux.cmd()
+            .args(["display-message", "-p", "-t", &pane, fmt])
+            .output()
+            .map(|o| stdout(&o).trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(show("#{pane_id}"), pane, "the pane was kept");
+    assert_eq!(
+        show("#{alternate_on}"),
+        "0",
+        "the pane is on the alternate screen"
+    );
+    let screen = tmux
+        .cmd()
+        .args(["capture-pane", "-p", "-t", &pane])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    assert!(screen.contains("All done."), "{screen}");
+}
+
+/// Trust given to the folder above the project's git repository: claude 2.1.197 takes it
+/// for the repository too; 2.1.332 asks again for the repository (its trust stops at the
+/// repository's top), and the run stops with an explanation that says so, never hangs.
+#[test]
+fn hybrid_claude_trust_of_a_parent_folder_per_version() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let version = Command::new(&claude)
+        .arg("--version")
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    let per_repository = version
+        .split_whitespace()
+        .next()
+        .and_then(|v| {
+            let mut it = v.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+            Some((it.next()?, it.next()?, it.next()?))
+        })
+        .is_some_and(|v| v >= (2, 1, 332));
+    let server = MockServer::start();
+    server.push(Provider::Anthropic, Reply::text("Done.\nEXIT_SIGNAL: true"));
+    let p = Project::new();
+    let parent = p.path().parent().expect("parent").to_path_buf();
+    let home = p.join("home");
+    let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+    std::fs::create_dir_all(&home).expect("home");
+    let cfg = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "projects": { parent.display().to_string(): { "hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true } },
+        "customApiKeyResponses": { "approved": [key[key.len() - 20..].to_string()], "rejected": [] },
+    });
+    std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write(".gitignore", "home/\ntmp/\n");
+    p.write("PROMPT.md", "Say hello.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            key,
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    let tmux = Tmux::new();
+    let run = run_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 2 --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert!(run.exit.is_some(), "the run hung: {}", run.pane);
+    let st = p.state();
+    if per_repository {
+        assert_ne!(run.exit.as_deref(), Some("0"), "{version}: {}", run.pane);
+        assert!(
+            st["stop_reason"].as_str().is_some_and(
+                |r| r.contains("trust this folder") && r.contains("each git repository")
+            ),
+            "{version}: {st}"
+        );
+        assert!(server.turns(Provider::Anthropic).is_empty(), "{version}");
+    } else {
+        assert_eq!(run.exit.as_deref(), Some("0"), "{version}: {}", run.pane);
+        assert_eq!(st["stop_reason"], "completion marker", "{version}: {st}");
+    }
+}
+
 #[test]
 fn hybrid_codex_pane_closed_between_loops_is_reopened_on_the_same_thread() {
     let Some((server, p)) = codex_two_loops() else {
@@ -614,4 +863,276 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Recording (not a test of the looper): `AGENT_LOOPER_RECORD_DIR=<dir> cargo test --test it
+// hybrid::record_ -- --ignored --nocapture` runs the real claude TUI in a private tmux
+// server against the mock server and writes its screens and transcript as fixtures.
+
+mod record {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::{Tmux, cli_bin, has_tmux};
+    use crate::mock_server::rate_limit_headers::{self, ClaudeWindow};
+    use crate::mock_server::{MockServer, Provider, Reply};
+    use crate::support::*;
+
+    const KEY: &str = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+
+    fn out(name: &str, text: &str) {
+        if let Some(dir) = std::env::var_os("AGENT_LOOPER_RECORD_DIR") {
+            let dir = PathBuf::from(dir).join("claude");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(name), text);
+        }
+        eprintln!("===== {name}\n{text}");
+    }
+
+    fn tmux_out(tmux: &Tmux, args: &[&str]) -> String {
+        tmux.cmd()
+            .args(args)
+            .output()
+            .map(|o| stdout(&o))
+            .unwrap_or_default()
+    }
+
+    /// The pane's screen and whether it is on the alternate screen.
+    fn screen(tmux: &Tmux) -> (String, String) {
+        (
+            tmux_out(tmux, &["capture-pane", "-p", "-t", "rec"]),
+            tmux_out(
+                tmux,
+                &["display-message", "-p", "-t", "rec", "#{alternate_on}"],
+            )
+            .trim()
+            .to_string(),
+        )
+    }
+
+    fn home_json(home: &Path, trusted: &[&Path], oauth: bool) {
+        std::fs::create_dir_all(home).expect("home");
+        let mut projects = serde_json::Map::new();
+        for t in trusted {
+            projects.insert(
+                t.display().to_string(),
+                serde_json::json!({"hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true}),
+            );
+        }
+        let mut cfg = serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": projects,
+        });
+        if !oauth {
+            cfg["customApiKeyResponses"] = serde_json::json!({"approved": [KEY[KEY.len() - 20..].to_string()], "rejected": []});
+        }
+        std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+    }
+
+    /// Start `claude <args>` in `cwd` in a new tmux session `rec`.
+    fn start(tmux: &Tmux, server: &MockServer, home: &Path, cwd: &Path, args: &str, oauth: bool) {
+        let claude = cli_bin("claude").expect("claude");
+        let auth = if oauth {
+            "CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-mock-token".to_string()
+        } else {
+            format!("ANTHROPIC_API_KEY={KEY}")
+        };
+        let tmp = home.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let cmd = format!(
+            "env -i PATH=/usr/bin:/bin TERM=xterm-256color LANG=C.UTF-8 HOME={} TMPDIR={} ANTHROPIC_BASE_URL={} {auth} CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_MAX_RETRIES=0 {} {args}",
+            home.display(),
+            tmp.display(),
+            server.base_url(),
+            claude.display()
+        );
+        let o = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "rec",
+                "-x",
+                "120",
+                "-y",
+                "30",
+                "-c",
+            ])
+            .arg(cwd)
+            .arg(&cmd)
+            .output()
+            .expect("tmux");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    fn paste(tmux: &Tmux, text: &str) {
+        let mut c = tmux.cmd();
+        c.args(["load-buffer", "-b", "rec", "-"]);
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("load-buffer");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        child.wait().expect("wait");
+        tmux_out(
+            tmux,
+            &["paste-buffer", "-p", "-d", "-b", "rec", "-t", "rec"],
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        tmux_out(tmux, &["send-keys", "-t", "rec", "Enter"]);
+    }
+
+    #[test]
+    #[ignore = "records fixtures from the real claude TUI; run by hand"]
+    fn record_claude_tui_screens() {
+        if cli_bin("claude").is_none() || !has_tmux() {
+            return;
+        }
+        let tag = std::env::var("RECORD_TAG").unwrap_or_default();
+        // 1. A trusted project: the renderer, the ready and busy screens.
+        let server = MockServer::start();
+        server.push(
+            Provider::Anthropic,
+            Reply::slow("Still working.\nEXIT_SIGNAL: false", Duration::from_secs(3)),
+        );
+        let p = Project::new();
+        let home = p.join("home");
+        home_json(&home, &[p.path()], false);
+        let tmux = Tmux::new();
+        let id = "11111111-2222-4333-8444-555555555555";
+        start(
+            &tmux,
+            &server,
+            &home,
+            p.path(),
+            &format!("--session-id {id}"),
+            false,
+        );
+        std::thread::sleep(Duration::from_secs(6));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_idle{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        paste(&tmux, "Do the task");
+        std::thread::sleep(Duration::from_millis(1500));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_busy{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        std::thread::sleep(Duration::from_secs(4));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_done{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        drop(tmux);
+
+        // 2. A nested repository under a trusted folder.
+        let server = MockServer::start();
+        let p = Project::new();
+        let nested = p.join("nested");
+        std::fs::create_dir_all(&nested).expect("nested");
+        let g = std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&nested)
+            .output()
+            .expect("git");
+        assert!(g.status.success());
+        let home = p.join("home");
+        home_json(&home, &[p.path()], false);
+        let tmux = Tmux::new();
+        start(&tmux, &server, &home, &nested, "", false);
+        std::thread::sleep(Duration::from_secs(6));
+        let (s, alt) = screen(&tmux);
+        out(&format!("hybrid_pane_nested_repo{tag}.txt"), &s);
+        eprintln!("alternate_on={alt}");
+        drop(tmux);
+    }
+
+    /// A claude.ai login whose 5-hour limit is reached, resetting 25 s later: does the TUI
+    /// continue by itself at the reset (`extra` = extra claude arguments)?
+    #[test]
+    #[ignore = "records fixtures from the real claude TUI; run by hand"]
+    fn record_claude_tui_limit_reset() {
+        if cli_bin("claude").is_none() || !has_tmux() {
+            return;
+        }
+        let tag = std::env::var("RECORD_TAG").unwrap_or_default();
+        let extra = std::env::var("RECORD_CLAUDE_ARGS").unwrap_or_default();
+        let server = MockServer::start();
+        let reset = crate::e2e::record::now() + 25;
+        server.push(
+            Provider::Anthropic,
+            Reply::status(429, None).with_headers(rate_limit_headers::claude(
+                "rejected",
+                "five_hour",
+                reset,
+                &[ClaudeWindow {
+                    abbrev: "5h",
+                    utilization: 1.0,
+                    resets_at: reset,
+                }],
+            )),
+        );
+        server.set_default(
+            Provider::Anthropic,
+            Reply::text("Continued.\nEXIT_SIGNAL: true"),
+        );
+        let p = Project::new();
+        let home = p.join("home");
+        home_json(&home, &[p.path()], true);
+        let tmux = Tmux::new();
+        let id = "11111111-2222-4333-8444-666666666666";
+        start(
+            &tmux,
+            &server,
+            &home,
+            p.path(),
+            &format!("--session-id {id} {extra}"),
+            true,
+        );
+        std::thread::sleep(Duration::from_secs(6));
+        let (s, _) = screen(&tmux);
+        out(&format!("hybrid_pane_oauth_idle{tag}.txt"), &s);
+        paste(&tmux, "Do the task");
+        std::thread::sleep(Duration::from_secs(3));
+        let (s, _) = screen(&tmux);
+        out(&format!("hybrid_pane_usage_limit{tag}.txt"), &s);
+        // Answer a dialog the limit opened (`RECORD_ANSWER`: tmux key names).
+        if let Ok(keys) = std::env::var("RECORD_ANSWER") {
+            let mut args = vec!["send-keys", "-t", "rec"];
+            args.extend(keys.split_whitespace());
+            tmux_out(&tmux, &args);
+            std::thread::sleep(Duration::from_secs(2));
+            let (s, _) = screen(&tmux);
+            out(&format!("hybrid_pane_usage_limit_answered{tag}.txt"), &s);
+        }
+        std::thread::sleep(Duration::from_secs(40));
+        let (s, _) = screen(&tmux);
+        out(&format!("hybrid_pane_after_reset{tag}.txt"), &s);
+        let turns = server.turns(Provider::Anthropic);
+        eprintln!(
+            "turns: {:?}",
+            turns
+                .iter()
+                .map(|t| (t.at, t.reply.clone(), t.prompt()))
+                .collect::<Vec<_>>()
+        );
+        let transcript = walk_for(&home.join(".claude/projects"), &format!("{id}.jsonl"));
+        if let Some(t) = transcript {
+            out(
+                &format!("hybrid_transcript_usage_limit{tag}.jsonl"),
+                &std::fs::read_to_string(t).unwrap_or_default(),
+            );
+        }
+    }
+
+    fn walk_for(dir: &Path, name: &str) -> Option<PathBuf> {
+        super::walk(dir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+    }
 }

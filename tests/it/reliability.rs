@@ -1079,3 +1079,71 @@ fn an_attempt_that_cannot_start_ends_the_run_instead_of_hanging_it() {
         1
     );
 }
+
+/// Issue 20 item 15: a codex `agent_message` over 1 MiB ending in the marker (2 MB as
+/// reported, and 40 MB) completes the run, through the binary with the fake agent
+/// speaking codex's JSON; the supervisor's memory stays bounded (D13).
+#[test]
+fn a_huge_structured_agent_message_still_completes_within_bounded_memory() {
+    for (mib, what) in [(2usize, "2 MB"), (40, "40 MB")] {
+        let p = Project::new();
+        p.write(
+            "agent.script",
+            &format!(
+                "=== default\ncodex-reply {}\\nEXIT_SIGNAL: true\n",
+                "word ".repeat(mib * (1 << 20) / 5)
+            ),
+        );
+        p.write(
+            "agent-looper.toml",
+            &format!(
+                "[looper]\ndefault_agent = \"codex\"\nsleep_seconds = 0\n\n[agents.codex]\nkind = \"codex\"\nexecutable = {:?}\nenv = {{ FAKE_AGENT_SCRIPT = {:?} }}\n",
+                fake_agent_bin().display().to_string(),
+                p.join("agent.script").display().to_string()
+            ),
+        );
+        p.write("PROMPT.md", "do the thing\n");
+        let mut child = p
+            .looper()
+            .args([
+                "--local",
+                "--max-loops",
+                "2",
+                "--complete-on",
+                "EXIT_SIGNAL:\\s*true$",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("looper");
+        let mut peak = 0u64;
+        let status = loop {
+            if let Some(k) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmHWM:"))?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u64>()
+                        .ok()
+                })
+            {
+                peak = peak.max(k);
+            }
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let st = p.state();
+        assert_eq!(status.code(), Some(0), "{what}: {st}");
+        assert_eq!(st["stop_reason"], "completion marker", "{what}: {st}");
+        assert_eq!(st["current_loop"], 1, "{what}: loop 1 completed");
+        assert_eq!(
+            st["current_session_id"], "fake-session-1",
+            "{what}: the record's session"
+        );
+        assert!(peak > 0 && peak < 32 * 1024, "{what}: peak RSS {peak} KiB");
+    }
+}

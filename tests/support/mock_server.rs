@@ -28,6 +28,10 @@
 //!   `generationConfig.responseJsonSchema` asking for `complexity_reasoning` and
 //!   `complexity_score`).
 //!
+//! A reply can carry response headers ([`Reply::with_headers`]), such as the providers'
+//! rate-limit headers in [`rate_limit_headers`] (what the CLIs make of them: FINDINGS.md
+//! section 7); they go with every form of the reply (stream, JSON, error).
+//!
 //! Side requests never touch the queue. They are answered with JSON synthesized from the
 //! schema they ask for (so the CLI's validation passes: `{"title":"mock"}`,
 //! `{"complexity_reasoning":"mock","complexity_score":1}`), or the text `ok`.
@@ -77,6 +81,9 @@ impl Provider {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     kind: ReplyKind,
+    /// Extra response headers (the providers' rate-limit headers, ...), sent with every
+    /// form of the reply: streams, JSON answers and errors.
+    headers: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +122,7 @@ impl Reply {
                 input_tokens: 10,
                 output_tokens: 5,
             },
+            headers: Vec::new(),
         }
     }
 
@@ -145,6 +153,7 @@ impl Reply {
                 message: None,
                 raw_body: None,
             },
+            headers: Vec::new(),
         }
     }
 
@@ -160,6 +169,7 @@ impl Reply {
                 message: None,
                 raw_body: None,
             },
+            headers: Vec::new(),
         }
     }
 
@@ -173,6 +183,7 @@ impl Reply {
                 message: None,
                 raw_body: Some(body.into()),
             },
+            headers: Vec::new(),
         }
     }
 
@@ -182,6 +193,7 @@ impl Reply {
     pub fn hang() -> Reply {
         Reply {
             kind: ReplyKind::Hang,
+            headers: Vec::new(),
         }
     }
 
@@ -196,6 +208,7 @@ impl Reply {
                 error_type: error_type.into(),
                 message: message.into(),
             },
+            headers: Vec::new(),
         }
     }
 
@@ -227,6 +240,18 @@ impl Reply {
         if let ReplyKind::Status { error_type, .. } = &mut self.kind {
             *error_type = Some(kind.into());
         }
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds response headers (see [`rate_limit_headers`]).
+    pub fn with_headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Reply {
+        self.headers.extend(headers);
         self
     }
 
@@ -930,6 +955,11 @@ async fn send_reply(
         Endpoint::GeminiStream { sse } => sse,
         _ => false,
     };
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     match reply.kind {
         ReplyKind::Status {
             code,
@@ -948,7 +978,7 @@ async fn send_reply(
                 )
             });
             let retry = retry_after.map(|s| s.to_string());
-            let mut extra: Vec<(&str, &str)> = Vec::new();
+            let mut extra: Vec<(&str, &str)> = headers.clone();
             if let Some(r) = &retry {
                 extra.push(("retry-after", r));
             }
@@ -967,13 +997,13 @@ async fn send_reply(
             };
             if streaming {
                 let events = stream_events(provider, model, &text, usage);
-                write_events(stream, events, delay).await?;
+                write_events(stream, &headers, events, delay).await?;
             } else {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 let body = json_answer(provider, endpoint, model, &text, usage);
-                write_json(stream, 200, &[], &body).await?;
+                write_json(stream, 200, &headers, &body).await?;
             }
             Ok(Flow::KeepAlive)
         }
@@ -983,16 +1013,16 @@ async fn send_reply(
         } => {
             if streaming {
                 let events = stream_error_events(provider, model, &error_type, &message);
-                write_events(stream, events, Duration::ZERO).await?;
+                write_events(stream, &headers, events, Duration::ZERO).await?;
             } else {
                 let body = error_body(provider, 500, None, Some(&error_type), Some(&message));
-                write_json(stream, 500, &[], &body).await?;
+                write_json(stream, 500, &headers, &body).await?;
             }
             Ok(Flow::KeepAlive)
         }
         ReplyKind::Hang => {
             if streaming {
-                write_sse_head(stream).await?;
+                write_sse_head(stream, &headers).await?;
                 if let Some(first) = hang_first_event(provider, model) {
                     write_chunk(stream, first.as_bytes()).await?;
                 }
@@ -1013,10 +1043,11 @@ async fn send_reply(
 /// Writes a whole event stream: head, first event, `delay`, the rest, end of body.
 async fn write_events(
     stream: &mut TcpStream,
+    headers: &[(&str, &str)],
     events: Vec<String>,
     delay: Duration,
 ) -> std::io::Result<()> {
-    write_sse_head(stream).await?;
+    write_sse_head(stream, headers).await?;
     let mut events = events.into_iter();
     if let Some(first) = events.next() {
         write_chunk(stream, first.as_bytes()).await?;
@@ -1403,13 +1434,19 @@ async fn write_head_only(
     stream.flush().await
 }
 
-async fn write_sse_head(stream: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
-    stream
-        .write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-              transfer-encoding: chunked\r\n\r\n",
-        )
-        .await?;
+async fn write_sse_head(
+    stream: &mut (impl AsyncWrite + Unpin),
+    extra_headers: &[(&str, &str)],
+) -> std::io::Result<()> {
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+         transfer-encoding: chunked\r\n",
+    );
+    for (name, value) in extra_headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
     stream.flush().await
 }
 
@@ -1420,4 +1457,71 @@ async fn write_chunk(stream: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> std
     stream.write_all(data).await?;
     stream.write_all(b"\r\n").await?;
     stream.flush().await
+}
+
+/// The providers' rate-limit response headers, as the real CLIs read them (the names were
+/// found in the CLIs' bundled code; what each CLI makes of them is recorded in
+/// `tests/fixtures/clis/FINDINGS.md`). Attach them with [`Reply::with_headers`].
+pub mod rate_limit_headers {
+    /// One window of claude's unified (subscription) limits: its claim abbreviation (`5h`,
+    /// `7d`), the fraction used (0..1) and its reset (epoch seconds).
+    pub struct ClaudeWindow<'a> {
+        pub abbrev: &'a str,
+        pub utilization: f64,
+        pub resets_at: u64,
+    }
+
+    /// claude: `anthropic-ratelimit-unified-status` (`allowed`, `allowed_warning`,
+    /// `rejected`), `-reset` (epoch seconds), `-representative-claim` (the window that
+    /// decides: `five_hour`, `seven_day`, ...), and per window `-<abbrev>-utilization` and
+    /// `-<abbrev>-reset`. claude reads them only when signed in to claude.ai (an OAuth
+    /// token), never with an API key.
+    pub fn claude(
+        status: &str,
+        claim: &str,
+        resets_at: u64,
+        windows: &[ClaudeWindow<'_>],
+    ) -> Vec<(String, String)> {
+        let p = "anthropic-ratelimit-unified";
+        let mut h = vec![
+            (format!("{p}-status"), status.to_owned()),
+            (format!("{p}-reset"), resets_at.to_string()),
+            (format!("{p}-representative-claim"), claim.to_owned()),
+        ];
+        for w in windows {
+            h.push((
+                format!("{p}-{}-utilization", w.abbrev),
+                w.utilization.to_string(),
+            ));
+            h.push((format!("{p}-{}-reset", w.abbrev), w.resets_at.to_string()));
+        }
+        h
+    }
+
+    /// One codex window: percent used (0..100), its length in minutes, and its reset
+    /// (epoch seconds).
+    pub struct CodexWindow {
+        pub used_percent: f64,
+        pub window_minutes: u64,
+        pub resets_at: u64,
+    }
+
+    /// codex: `x-codex-primary-used-percent`, `-primary-window-minutes`,
+    /// `-primary-reset-at`, and the same for `secondary`.
+    pub fn codex(primary: &CodexWindow, secondary: Option<&CodexWindow>) -> Vec<(String, String)> {
+        let mut h = Vec::new();
+        for (name, w) in [("primary", Some(primary)), ("secondary", secondary)] {
+            let Some(w) = w else { continue };
+            h.push((
+                format!("x-codex-{name}-used-percent"),
+                w.used_percent.to_string(),
+            ));
+            h.push((
+                format!("x-codex-{name}-window-minutes"),
+                w.window_minutes.to_string(),
+            ));
+            h.push((format!("x-codex-{name}-reset-at"), w.resets_at.to_string()));
+        }
+        h
+    }
 }

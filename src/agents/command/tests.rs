@@ -265,6 +265,8 @@ fn hybrid_panes_run_the_interactive_tuis() {
     let mut a = agent(AgentKind::Claude);
     a.extra_args = vec!["--verbose".into()];
     a.model = Some("opus".into());
+    // claude 2.1.332 continues by itself at a usage-limit reset and draws full-screen by
+    // default: a looper pane turns both off.
     assert_eq!(
         pane(&a, Some("u-1"), false),
         [
@@ -272,6 +274,8 @@ fn hybrid_panes_run_the_interactive_tuis() {
             "--verbose",
             "--model",
             "opus",
+            "--settings",
+            r#"{"autoContinueAtUsageLimit":false,"tui":"default"}"#,
             "--session-id",
             "u-1"
         ]
@@ -283,9 +287,18 @@ fn hybrid_panes_run_the_interactive_tuis() {
             "--verbose",
             "--model",
             "opus",
+            "--settings",
+            CLAUDE_PANE_SETTINGS,
             "--resume",
             "u-1"
         ]
+    );
+    // The user's own settings are passed as given.
+    a.extra_args = vec!["--settings".into(), "/etc/mine.json".into()];
+    a.model = None;
+    assert_eq!(
+        pane(&a, None, false),
+        ["/bin/tui", "--settings", "/etc/mine.json"]
     );
 
     let mut c = agent(AgentKind::Codex);

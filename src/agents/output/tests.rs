@@ -525,3 +525,258 @@ fn codex_hybrid_rollout() {
         None
     );
 }
+
+/// A recorded run fed through the scanner at the moment it was recorded (`now`), so that
+/// reset times become the delays the looper would have waited.
+fn scan_at(kind: AgentKind, path: &str, now: f64) -> Scanner {
+    let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
+    let mut s = Scanner::new(kind, false, completion, None, classifier(), now);
+    let (cli, name) = path.split_once('/').unwrap_or(("", path));
+    for chunk in fixture(cli, name).chunks(101) {
+        s.feed(Stream::Stdout, chunk);
+    }
+    s.finish_stream(Stream::Stdout);
+    s
+}
+
+fn reading(window: &str, used: Option<f64>, resets: f64, status: Option<&str>) -> RateLimitReading {
+    RateLimitReading {
+        window: window.into(),
+        window_minutes: None,
+        used_percent: used,
+        resets_at: Some(resets),
+        status: status.map(str::to_string),
+    }
+}
+
+/// claude's `rate_limit_event` from the providers' unified rate-limit headers (a claude.ai
+/// login; with an API key claude ignores the headers), both version sets.
+#[test]
+fn claude_rate_limit_events_are_read_into_readings() {
+    // 2.1.197: the window the headers name.
+    let s = scan_at(
+        AgentKind::Claude,
+        "claude/rate_limit_event_allowed.stdout",
+        1.8e9,
+    );
+    assert_eq!(
+        s.rate_limits,
+        [reading("five_hour", None, 1796128186.0, Some("allowed"))]
+    );
+    assert!(s.completion_seen && s.error.is_none());
+    let s = scan_at(
+        AgentKind::Claude,
+        "claude/rate_limit_event_warning.stdout",
+        1.8e9,
+    );
+    let r = &s.rate_limits[0];
+    assert_eq!(r.status.as_deref(), Some("allowed_warning"));
+    assert!((r.used_percent.unwrap_or(0.0) - 91.0).abs() < 1e-9, "{r:?}");
+    assert!(s.error.is_none(), "a warning is not an error");
+    // 2.1.332 adds every window (`unifiedWindows`).
+    let s = scan_at(
+        AgentKind::Claude,
+        "claude/2.1.332/rate_limit_event_allowed.stdout",
+        1.8e9,
+    );
+    assert_eq!(
+        s.rate_limits,
+        [
+            reading("five_hour", Some(42.0), 1796128173.0, Some("allowed")),
+            reading("seven_day", Some(13.0), 1796462973.0, None),
+        ]
+    );
+    // No readings from an API-key login, whatever the headers said.
+    for f in [
+        "claude/rate_limit_headers_api_key.stdout",
+        "claude/2.1.332/rate_limit_headers_api_key.stdout",
+    ] {
+        assert!(
+            scan_at(AgentKind::Claude, f, 1.8e9).rate_limits.is_empty(),
+            "{f}"
+        );
+    }
+    // A rejection: the window, and a rate limit to wait out until its reset (recorded
+    // 7200 s before it).
+    for (f, resets) in [
+        ("claude/rate_limit_event_rejected.stdout", 1796124586.0),
+        (
+            "claude/2.1.332/rate_limit_event_rejected.stdout",
+            1796124573.0,
+        ),
+    ] {
+        let s = scan_at(AgentKind::Claude, f, resets - 7200.0);
+        assert_eq!(s.rate_limits[0].status.as_deref(), Some("rejected"), "{f}");
+        assert_eq!(s.rate_limits[0].window, "five_hour", "{f}");
+        let e = s.error.as_ref().expect(f);
+        assert_eq!(e.class, ErrorClass::RateLimit, "{f}");
+        assert_eq!(e.retry_after, Some(7200.0), "{f}");
+        assert!(
+            !s.completion_seen,
+            "{f}: the limit's text is not the agent's"
+        );
+    }
+}
+
+/// codex's rollout `token_count.rate_limits`, from the `x-codex-*` headers, both versions.
+#[test]
+fn codex_rollout_rate_limits_are_read_into_readings() {
+    for (f, at) in [
+        ("codex/rate_limits_headers.rollout.jsonl", 1796128189.0),
+        (
+            "codex/0.171.0/rate_limits_headers.rollout.jsonl",
+            1796128182.0,
+        ),
+    ] {
+        let s = scan_at(AgentKind::Codex, f, 1.8e9);
+        assert_eq!(
+            s.rate_limits,
+            [
+                RateLimitReading {
+                    window: "primary".into(),
+                    window_minutes: Some(300),
+                    used_percent: Some(42.5),
+                    resets_at: Some(at),
+                    status: None,
+                },
+                RateLimitReading {
+                    window: "secondary".into(),
+                    window_minutes: Some(10080),
+                    used_percent: Some(13.0),
+                    resets_at: Some(at + 4.0 * 86400.0 - 3.0 * 3600.0),
+                    status: None,
+                },
+            ],
+            "{f}"
+        );
+        assert!(s.completion_seen, "{f}");
+        // `exec --json` prints none of it.
+        let stdout = f.replace(".rollout.jsonl", ".stdout");
+        assert!(
+            scan_at(AgentKind::Codex, &stdout, 1.8e9)
+                .rate_limits
+                .is_empty()
+        );
+    }
+    // A 429 with the headers: codex records no reading.
+    let s = scan_at(
+        AgentKind::Codex,
+        "codex/rate_limits_429_headers.rollout.jsonl",
+        1.8e9,
+    );
+    assert!(s.rate_limits.is_empty());
+    assert_eq!(class(&s), Some(ErrorClass::RateLimit));
+}
+
+/// A usage limit in a hybrid claude transcript: 2.1.332 carries the reset
+/// (`apiErrorParams`); 2.1.197 only shows it as a clock time, read to the end of its minute.
+#[test]
+fn claude_usage_limit_resets_in_transcripts() {
+    // 2.1.332, recorded at 09:35:12Z with the reset at 1796117730 (09:35:30Z).
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:35:12.169Z")
+        .map(|t| t.timestamp() as f64)
+        .unwrap_or(0.0);
+    let s = scan_at(
+        AgentKind::Claude,
+        "claude/2.1.332/hybrid_transcript_usage_limit.jsonl",
+        at,
+    );
+    let e = s.error.as_ref().expect("the limit is an error");
+    assert_eq!(e.class, ErrorClass::RateLimit);
+    assert_eq!(e.retry_after, Some(1796117730.0 - at));
+    assert_eq!(s.rate_limits[0].status.as_deref(), Some("rejected"));
+    // 2.1.197, recorded at 09:40:18Z: "resets 9:40am (UTC)" means by 09:41:00Z.
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:40:18.215Z")
+        .map(|t| t.timestamp() as f64)
+        .unwrap_or(0.0);
+    let s = scan_at(
+        AgentKind::Claude,
+        "claude/hybrid_transcript_usage_limit.jsonl",
+        at,
+    );
+    let e = s.error.as_ref().expect("the limit is an error");
+    assert_eq!(e.class, ErrorClass::RateLimit);
+    assert_eq!(e.retry_after, Some(42.0));
+    // Clock times: pm, no minutes, tomorrow when the time has passed today.
+    let noon = 1796126400.0; // 2026-12-01T12:00:00Z
+    assert_eq!(
+        clock_reset("resets 3pm (UTC)", noon),
+        Some(3.0 * 3600.0 + 60.0)
+    );
+    assert_eq!(clock_reset("resets 12:30pm (UTC)", noon), Some(31.0 * 60.0));
+    assert_eq!(
+        clock_reset("resets 11:59am (UTC)", noon),
+        Some(86400.0),
+        "11:59 has passed: tomorrow's"
+    );
+    assert_eq!(clock_reset("resets 13pm (UTC)", noon), None);
+    assert_eq!(clock_reset("no reset here", noon), None);
+}
+
+/// The newest versions' json runs (tests/fixtures/clis/<cli>/<version>/) are classified as
+/// the pinned ones were. claude 2.1.332 marks its synthetic API-error record
+/// `is_api_error_message` (2.1.197 did not): that text is an error report, never the
+/// agent's words for output-match or completion (D14).
+#[test]
+fn newest_versions_recorded_runs() {
+    let scan_match = |path: &str| {
+        let completion = regex::Regex::new(r"EXIT_SIGNAL:\s*true").ok();
+        let output_match = regex::Regex::new("API Error").ok();
+        let mut s = Scanner::new(
+            AgentKind::Claude,
+            false,
+            completion,
+            output_match,
+            classifier(),
+            1.8e9,
+        );
+        let (cli, name) = path.split_once('/').unwrap_or(("", path));
+        s.feed(Stream::Stdout, &fixture(cli, name));
+        s.finish_stream(Stream::Stdout);
+        s
+    };
+    let s = scan_match("claude/2.1.332/success.stdout");
+    assert!(s.completion_seen && s.error.is_none() && s.usage.cost_usd > 0.0);
+    for (f, want) in [
+        (
+            "claude/2.1.332/rate_limit_429_max_retries_0.stdout",
+            ErrorClass::RateLimit,
+        ),
+        (
+            "claude/2.1.332/overloaded_529_max_retries_0.stdout",
+            ErrorClass::Transient,
+        ),
+        (
+            "claude/2.1.332/server_error_500.stdout",
+            ErrorClass::Transient,
+        ),
+    ] {
+        let s = scan_match(f);
+        assert_eq!(class(&s), Some(want), "{f}");
+        assert!(
+            !s.match_seen,
+            "{f}: the API error was read as the agent's text"
+        );
+    }
+    let s = scan_at(AgentKind::Codex, "codex/0.171.0/success.stdout", 1.8e9);
+    assert!(s.completion_seen && s.session_id.is_some() && s.usage.output_tokens > 0);
+    for (f, want) in [
+        ("codex/0.171.0/rate_limit_429.stdout", ErrorClass::RateLimit),
+        ("codex/0.171.0/quota.stdout", ErrorClass::RateLimit),
+        ("codex/0.171.0/overloaded_503.stdout", ErrorClass::Transient),
+        (
+            "codex/0.171.0/server_error_500.stdout",
+            ErrorClass::Transient,
+        ),
+        (
+            "codex/0.171.0/rate_limit_in_stream.stdout",
+            ErrorClass::RateLimit,
+        ),
+    ] {
+        assert_eq!(
+            class(&scan_at(AgentKind::Codex, f, 1.8e9)),
+            Some(want),
+            "{f}"
+        );
+    }
+}

@@ -294,6 +294,11 @@ pub async fn wait_ready(pane: &Pane, limit: Duration, first_turn: bool) -> Resul
                     tmux::run(commands::keys(&pane.id, &["2", "Enter"]), None)?;
                     answered = Some(screen);
                 }
+                // The looper waits out the limit and sends the next prompt itself.
+                Screen::LimitOptions => {
+                    tmux::run(commands::keys(&pane.id, &["Escape"]), None)?;
+                    answered = Some(screen);
+                }
                 Screen::UpdateOffer | Screen::Busy | Screen::Starting => {}
             }
         }

@@ -20,8 +20,12 @@ impl Tui {
     /// The transcript record that closes a turn.
     pub fn ends_turn(self, line: &str) -> bool {
         match self {
+            // `system/turn_duration` closes every turn up to 2.1.197; from 2.1.332 a turn
+            // that fails (a usage limit) ends with its synthetic API-error record alone.
             Tui::Claude => {
-                line.contains(r#""type":"system""#) && line.contains(r#""turn_duration""#)
+                (line.contains(r#""type":"system""#) && line.contains(r#""turn_duration""#))
+                    || (line.contains(r#""type":"assistant""#)
+                        && line.contains(r#""isApiErrorMessage":true"#))
             }
             Tui::Codex => {
                 line.contains(r#""type":"event_msg""#)
@@ -41,12 +45,27 @@ pub enum Screen {
     Blocked(String),
     /// codex offers an update; the reference answers "skip" (`2`, Enter), and so do we.
     UpdateOffer,
+    /// claude (2.1.332, auto-continue off) asks what to do about a usage limit it hit: the
+    /// looper owns the wait and the next prompt, so the dialog is dismissed (Escape leaves
+    /// claude idle, with nothing scheduled).
+    LimitOptions,
     Starting,
 }
 
 /// Classify a pane capture of the TUI: a start-up dialog, or its activity.
 pub fn classify(tui: Tui, capture: &str) -> Screen {
+    if limit_options(tui, capture) {
+        return Screen::LimitOptions;
+    }
     dialog(tui, capture).unwrap_or_else(|| activity(tui, capture))
+}
+
+/// claude's usage-limit dialog (`/rate-limit-options`).
+fn limit_options(tui: Tui, capture: &str) -> bool {
+    let lower = capture.to_lowercase();
+    tui == Tui::Claude
+        && lower.contains("what do you want to do?")
+        && lower.contains("stop and wait for limit to reset")
 }
 
 /// A start-up dialog (folder trust, sign-in, API key approval, update offer), known by
@@ -62,14 +81,24 @@ pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
                 || has("is this a project you created or one you trust")
                 || has("do you trust the files in this folder")
             {
+                // From 2.1.332 trust is per repository: a trusted folder above a git
+                // repository (a nested repository, a worktree) no longer covers it.
                 return blocked(
-                    "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json",
+                    "claude is asking whether to trust this folder; open claude once in this directory and accept, or set hasTrustDialogAccepted for it in ~/.claude.json (claude 2.1.332 and later ask again for each git repository, even inside a trusted folder: trust the repository's top directory)",
                 );
             }
             if has("detected a custom api key") && has("do you want to use this api key") {
                 return blocked(
                     "claude is asking whether to use the API key in the environment; run claude once interactively to approve it",
                 );
+            }
+            // A dialog this looper does not know (a newer claude's): said at once, in its
+            // own words, instead of waiting for a ready screen that will not come.
+            if has("enter to confirm") && has("esc to cancel") {
+                return Some(Screen::Blocked(format!(
+                    "claude shows a start-up dialog the looper does not answer; run claude once in this directory to answer it: {}",
+                    excerpt(capture)
+                )));
             }
         }
         Tui::Codex => {
@@ -93,8 +122,25 @@ pub fn dialog(tui: Tui, capture: &str) -> Option<Screen> {
     None
 }
 
-/// Whether the TUI is working, waiting for input, or still starting.
+/// The first lines of a screen with words in them, joined, for a stop reason: no rules or
+/// box drawing, no control characters, at most 300 characters.
+fn excerpt(capture: &str) -> String {
+    let text = capture
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| l.chars().any(char::is_alphanumeric))
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// Whether the TUI is working, waiting for input, or still starting; or asks about a
+/// usage limit (a dialog that comes mid-run, after a failed turn).
 pub fn activity(tui: Tui, capture: &str) -> Screen {
+    if limit_options(tui, capture) {
+        return Screen::LimitOptions;
+    }
     if capture.to_lowercase().contains("esc to interrupt") {
         return Screen::Busy;
     }
@@ -147,6 +193,80 @@ mod tests {
             ),
             Screen::Blocked(_)
         ));
+    }
+
+    /// claude 2.1.332 (tests/fixtures/clis/claude/2.1.332): the full-screen renderer a
+    /// fresh install starts with, the classic one a looper pane asks for, the trust dialog
+    /// of a git repository nested in a trusted folder, and the usage-limit screens.
+    #[test]
+    fn claude_2_1_332_screens_from_recorded_captures() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/claude/2.1.332/"
+        );
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
+        for f in [
+            "hybrid_pane_idle.txt",
+            "hybrid_pane_idle_fullscreen.txt",
+            "hybrid_pane_done_fullscreen.txt",
+            "hybrid_pane_limit_options_escaped.txt",
+        ] {
+            assert_eq!(classify(Tui::Claude, &read(f)), Screen::Ready, "{f}");
+        }
+        assert_eq!(
+            classify(Tui::Claude, &read("hybrid_pane_busy_fullscreen.txt")),
+            Screen::Busy
+        );
+        assert!(matches!(
+            classify(Tui::Claude, &read("hybrid_pane_nested_repo.txt")),
+            Screen::Blocked(why) if why.contains("each git repository")
+        ));
+        // The same nested repository under 2.1.197: trusted through its parent.
+        let older = read("../hybrid_pane_nested_repo.txt");
+        assert!(!older.is_empty());
+        assert_eq!(classify(Tui::Claude, &older), Screen::Ready);
+        // A start-up dialog no recording knows yet stops the run at once, in its words.
+        let unknown = "Something new\nDo you accept the new terms?\n❯ 1. Yes\n  2. No\n\nEnter to confirm · Esc to cancel\n";
+        assert!(matches!(
+            classify(Tui::Claude, unknown),
+            Screen::Blocked(why) if why.contains("Do you accept the new terms? | ❯ 1. Yes")
+        ));
+        // With auto-continue off, a usage limit opens a dialog mid-run, on a later turn
+        // too (where start-up dialogs are no longer looked for).
+        let options = read("hybrid_pane_limit_options.txt");
+        assert_eq!(activity(Tui::Claude, &options), Screen::LimitOptions);
+        assert_eq!(classify(Tui::Claude, &options), Screen::LimitOptions);
+        assert_eq!(activity(Tui::Codex, &options), Screen::Starting);
+    }
+
+    /// From 2.1.332 a turn that hits a usage limit writes no `turn_duration`: its
+    /// synthetic API-error record is the last of the turn.
+    #[test]
+    fn a_claude_turn_that_failed_ends_on_its_api_error_record() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/claude/2.1.332/"
+        );
+        for f in [
+            "hybrid_transcript_usage_limit.jsonl",
+            "hybrid_transcript_usage_limit_auto_continue.jsonl",
+        ] {
+            let t = std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_default();
+            assert!(!t.contains("turn_duration"), "{f}");
+            let ends: Vec<&str> = t.lines().filter(|l| Tui::Claude.ends_turn(l)).collect();
+            assert_eq!(ends.len(), 1, "{f}");
+            assert!(ends[0].contains("You've hit your 5-hour limit"), "{f}");
+        }
+        // 2.1.197 writes both for a failed turn: still one turn per turn_duration, and
+        // the error record ends it no later.
+        let old = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/clis/claude/hybrid_transcript.jsonl"
+        ))
+        .unwrap_or_default();
+        let closing = old.lines().filter(|l| Tui::Claude.ends_turn(l)).count();
+        let durations = old.lines().filter(|l| l.contains("turn_duration")).count();
+        assert_eq!(closing, durations + 1, "four turns, one of them a 429");
     }
 
     #[test]
