@@ -534,15 +534,11 @@ fn seconds(s: &str, exclusive: bool) -> Result<f64, String> {
     }
 }
 
-
-
-
 /// A seconds flag taken as a `Duration` where it is parsed.
 fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
     let v = seconds(s, false)?;
     std::time::Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
-
 
 fn regex_arg(s: &str) -> Result<String, String> {
     if s.is_empty() {

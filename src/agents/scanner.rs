@@ -194,6 +194,9 @@ pub struct Scanner {
     pub usage: Usage,
     pub error: Option<ErrorSignal>,
     pub last_notice: Option<String>,
+    /// The agent's own last words on an error channel (a stderr line, a structured error's
+    /// message), bounded: what `looper status` shows for a failed run.
+    pub last_error_text: Option<String>,
     /// The last reading of each usage window the agent reported (issue 18 item 1), in the
     /// order first seen.
     pub rate_limits: Vec<output::RateLimitReading>,
@@ -233,6 +236,7 @@ impl Scanner {
             usage: Usage::default(),
             error: None,
             last_notice: None,
+            last_error_text: None,
             rate_limits: Vec::new(),
         }
     }
@@ -520,6 +524,12 @@ impl Scanner {
             news.notice = Some(n.clone());
             self.last_notice = Some(n);
         }
+        if let Some(raw) = &facts.error {
+            let t = raw.text.trim();
+            if !t.is_empty() {
+                self.last_error_text = Some(bounded_line(t));
+            }
+        }
         if self.error.is_none()
             && let Some(raw) = facts.error
             && let Some(signal) = self.classifier.classify(&raw, stream)
@@ -527,6 +537,24 @@ impl Scanner {
             self.error = Some(signal);
             news.error = true;
         }
+    }
+}
+
+/// The longest error line kept for `looper status`.
+const MAX_ERROR_LINE: usize = 300;
+
+fn bounded_line(t: &str) -> String {
+    let line = t
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(t)
+        .trim();
+    if line.chars().count() > MAX_ERROR_LINE {
+        let cut: String = line.chars().take(MAX_ERROR_LINE - 1).collect();
+        format!("{cut}…")
+    } else {
+        line.to_string()
     }
 }
 

@@ -162,6 +162,9 @@ pub struct View {
     lines: VecDeque<String>,
     /// `Some(text)` while a note is being typed.
     note: Option<String>,
+    /// `i` was pressed once: the next `i` or `y` interrupts, any other key cancels (one
+    /// keystroke used to end the whole run).
+    confirm_interrupt: bool,
     message: Option<String>,
 }
 
@@ -175,6 +178,7 @@ impl View {
             log: LogFollower::default(),
             lines: VecDeque::new(),
             note: None,
+            confirm_interrupt: false,
             message: None,
         }
     }
@@ -358,9 +362,22 @@ impl View {
             return KeyAction::Redraw;
         }
         if ctrl_c {
+            self.confirm_interrupt = false;
             return KeyAction::Quit;
         }
         let reason = |what: &str| Some(format!("live view: {what}"));
+        if std::mem::take(&mut self.confirm_interrupt) {
+            if matches!(key.code, KeyCode::Char('i' | 'y')) {
+                self.message = None;
+                return KeyAction::Queue(
+                    ControlAction::InterruptNow,
+                    reason("interrupt now"),
+                    None,
+                );
+            }
+            self.message = Some("interrupt cancelled".into());
+            return KeyAction::Redraw;
+        }
         match key.code {
             KeyCode::Char('p') => KeyAction::Queue(
                 ControlAction::StopAfterPrompt,
@@ -373,7 +390,12 @@ impl View {
                 None,
             ),
             KeyCode::Char('i') => {
-                KeyAction::Queue(ControlAction::InterruptNow, reason("interrupt now"), None)
+                self.confirm_interrupt = true;
+                self.message = Some(
+                    "press i again (or y) to interrupt now: the agent's group is terminated and the run ends; any other key cancels"
+                        .into(),
+                );
+                KeyAction::Redraw
             }
             KeyCode::Char('n') => {
                 self.note = Some(String::new());
@@ -555,8 +577,23 @@ mod tests {
                 None
             )
         );
+        // One `i` only asks; a second (or `y`) interrupts; anything else cancels.
+        assert_eq!(v.on_key(key('i')), KeyAction::Redraw);
+        assert!(v.frame(80, 24).iter().any(|l| l.contains("press i again")));
+        assert_eq!(v.on_key(key('x')), KeyAction::Redraw);
+        assert_eq!(v.on_key(key('x')), KeyAction::None, "cancelled");
+        assert_eq!(v.on_key(key('i')), KeyAction::Redraw);
         assert_eq!(
             v.on_key(key('i')),
+            KeyAction::Queue(
+                ControlAction::InterruptNow,
+                Some("live view: interrupt now".into()),
+                None
+            )
+        );
+        assert_eq!(v.on_key(key('i')), KeyAction::Redraw);
+        assert_eq!(
+            v.on_key(key('y')),
             KeyAction::Queue(
                 ControlAction::InterruptNow,
                 Some("live view: interrupt now".into()),

@@ -79,6 +79,8 @@ pub struct RunJson<'a> {
     pub usage_total: Option<&'a UsageView>,
     pub project: Option<String>,
     pub pid: Option<i64>,
+    /// A failed run's last error line and hint (`looper status` shows them under the row).
+    pub detail: Option<String>,
 }
 
 /// The whole `--json` document.
@@ -192,7 +194,14 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
         s.trim_end().to_string()
     };
     let mut out = vec![line(&HEAD.map(String::from))];
-    out.extend(cells.iter().map(line));
+    for (row, c) in rows.iter().zip(&cells) {
+        out.push(line(c));
+        // A failure's own words (and what to do) on a line of their own: the STOP/NOTE cell
+        // is too narrow for them.
+        if let Some(d) = row.detail() {
+            out.push(format!("  └ {}", clip(&d, 160)));
+        }
+    }
     out
 }
 
@@ -224,6 +233,7 @@ fn run_json(row: &Row) -> RunJson<'_> {
         usage_total: s.usage_total.as_ref(),
         project: row.project(),
         pid: s.pid,
+        detail: row.detail(),
     }
 }
 

@@ -94,6 +94,9 @@ pub enum Event {
         error: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_seconds: Option<f64>,
+        /// The agent's last words on an error channel (stderr, a structured error).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_error_line: Option<String>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         dry_run: bool,
     },

@@ -500,6 +500,7 @@ impl Engine {
             retry_kind: r.error.as_ref().map(|e| e.class),
             error: r.error.as_ref().map(|e| e.reason.clone()),
             retry_after_seconds: r.error.as_ref().and_then(|e| e.retry_after),
+            last_error_line: r.last_error_line.clone(),
             dry_run: r.dry_run,
         }));
 

@@ -88,6 +88,8 @@ pub struct AttemptReport {
     pub usage: Usage,
     /// The first error signal that was not informational.
     pub error: Option<ErrorSignal>,
+    /// The agent's own last line on an error channel, for the record.
+    pub last_error_line: Option<String>,
     pub dry_run: bool,
 }
 

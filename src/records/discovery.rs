@@ -35,7 +35,25 @@ pub fn state_roots(explicit: &[PathBuf], env: &BTreeMap<String, String>) -> Vec<
             }
         }
     }
-    vec![PathBuf::from(DEFAULT_STATE_ROOT)]
+    vec![project_root(&std::env::current_dir().unwrap_or_default())]
+}
+
+/// The project's run root seen from `cwd`: the nearest `.agent-looper/runs` in `cwd` or a
+/// parent up to the top of its git work tree (so `looper status` works from a subdirectory
+/// of the repository, and never picks up another project's runs above it), else
+/// `.agent-looper/runs` as given.
+pub fn project_root(cwd: &Path) -> PathBuf {
+    // Compared as the OS resolves them: git reports its work tree without symlinks.
+    let cwd = &cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+    let top = git2::Repository::discover(cwd)
+        .ok()
+        .and_then(|r| r.workdir().map(Path::to_path_buf));
+    let top = top.as_deref().unwrap_or(cwd);
+    cwd.ancestors()
+        .take_while(|a| a.starts_with(top))
+        .map(|a| a.join(DEFAULT_STATE_ROOT))
+        .find(|r| r.is_dir())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT))
 }
 
 pub fn process_env() -> BTreeMap<String, String> {
@@ -259,13 +277,61 @@ pub fn resolve_with(
     }
     let roots = state_roots(&args.state_root, env);
     let all = scan(&roots);
-    select(
+    let local = select(
         all,
         args.target.as_deref(),
         args.include_stopped,
         stopped,
         &roots,
-    )
+    );
+    // A label or run id not found here may be a run of another project on this machine:
+    // look it up in the registry (`status --all` lists it), unless roots were given.
+    match (local, args.target.as_deref(), registry_path(env)) {
+        (Err(e), Some(token), Some(reg)) if args.state_root.is_empty() => {
+            elsewhere(token, &reg, args.include_stopped, stopped).unwrap_or(Err(e))
+        }
+        (local, _, _) => local,
+    }
+}
+
+/// `token` among the registry's runs: `None` when none matches there either. Matches in
+/// several projects are listed, not guessed between.
+fn elsewhere(
+    token: &str,
+    registry: &Path,
+    include_stopped: bool,
+    stopped: Stopped,
+) -> Option<Result<Target>> {
+    let dirs = discover(&[], Some(registry));
+    let found: Vec<Candidate> = dirs
+        .into_iter()
+        .filter_map(|dir| {
+            let state = read_state(&dir.join(STATE_FILE)).ok()?;
+            Some(Candidate { dir, state })
+        })
+        .filter(|c| c.matches(token))
+        .collect();
+    if found.is_empty() {
+        return None;
+    }
+    let mut roots: Vec<PathBuf> = found
+        .iter()
+        .filter_map(|c| c.dir.parent().map(Path::to_path_buf))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    if roots.len() > 1 {
+        let mut msg = format!(
+            "`{token}` matches runs of {} projects on this machine; pass --run-dir or --state-root:",
+            roots.len()
+        );
+        for c in &found {
+            msg.push('\n');
+            msg.push_str(&c.summary());
+        }
+        return Some(Err(Error::Usage(msg)));
+    }
+    Some(select(found, Some(token), include_stopped, stopped, &roots))
 }
 
 /// Pick a run among `all` (pure apart from the error text, so it is unit-tested).
@@ -399,8 +465,25 @@ mod tests {
         );
         assert_eq!(
             state_roots(&[], &env(&[])),
-            [PathBuf::from(DEFAULT_STATE_ROOT)]
+            [project_root(&std::env::current_dir().expect("cwd"))]
         );
+    }
+
+    #[test]
+    fn the_project_root_is_found_from_a_subdirectory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git2::Repository::init(dir.path()).expect("git init");
+        let deep = dir.path().join("src/a/b");
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        assert_eq!(project_root(&deep), PathBuf::from(DEFAULT_STATE_ROOT));
+        std::fs::create_dir_all(dir.path().join(DEFAULT_STATE_ROOT)).expect("mkdir");
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("canonical")
+            .join(DEFAULT_STATE_ROOT);
+        assert_eq!(project_root(&deep), root);
+        assert_eq!(project_root(dir.path()), root);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub struct StateView {
     pub pid_identity: Option<String>,
     pub control_last_reason: Option<String>,
     pub stale_reason: Option<String>,
+    pub last_error_line: Option<String>,
 }
 
 impl StateView {
@@ -236,6 +237,57 @@ impl Row {
             ),
             _ => s.stop_reason.clone().unwrap_or_else(|| "-".into()),
         }
+    }
+
+    /// For a failed run: the agent's own last error line and, for a known cause, what to do
+    /// (`command exited with code 1` alone says little).
+    pub fn detail(&self) -> Option<String> {
+        let s = &self.state;
+        if self.error.is_some() || s.status.as_deref() != Some("error") {
+            return None;
+        }
+        let reason = s.stop_reason.as_deref().unwrap_or_default();
+        let line = s
+            .last_error_line
+            .as_deref()
+            .filter(|l| !l.is_empty() && !reason.contains(*l));
+        let hint = hint(&format!("{reason} {}", line.unwrap_or_default()));
+        match (line, hint) {
+            (Some(l), Some(h)) => Some(format!("{l} ({h})")),
+            (Some(l), None) => Some(l.to_string()),
+            (None, Some(h)) => Some(h.to_string()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// What to do about a failure whose cause is a known one: missing credentials, a dialog
+/// that needs a person, a missing executable, a used-up quota.
+pub fn hint(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if any(&[
+        "missing environment variable",
+        "api key",
+        "api_key",
+        "not logged in",
+        "unauthorized",
+        "authentication",
+        " 401",
+        "please run /login",
+        "invalid x-api-key",
+    ]) {
+        Some(
+            "hint: missing credentials; export the key in the shell that starts the looper, or set it in agents.<name>.env",
+        )
+    } else if any(&["trust", "dialog"]) && any(&["folder", "directory", "workspace", "dialog"]) {
+        Some("hint: a start-up dialog needs a person; answer it once in the CLI itself")
+    } else if any(&["failed to start agent", "not found", "no such file"]) {
+        Some("hint: a missing executable; install it or set agents.<name>.executable")
+    } else if any(&["quota", "billing", "usage limit"]) {
+        Some("hint: the account's quota is used up; it resets on the provider's schedule")
+    } else {
+        None
     }
 }
 

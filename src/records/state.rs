@@ -76,6 +76,8 @@ pub struct RunState {
     /// HEAD when the run started: what `looper diff` and the reviewer compare against.
     pub base_commit: Option<String>,
     pub agent_notice: Option<String>,
+    /// The agent's last words on an error channel in its last prompt.
+    pub last_error_line: Option<String>,
     pub focus: Option<String>,
     pub usage: Option<Usage>,
     pub usage_total: Option<Usage>,
@@ -162,8 +164,10 @@ impl RunState {
                 usage,
                 retry_kind,
                 retry_after_seconds,
+                last_error_line,
                 ..
             } => {
+                self.last_error_line = last_error_line.clone();
                 self.returncode = returncode.map(i64::from);
                 self.timed_out = Some(*timed_out);
                 self.last_output_bytes = Some(*output_bytes);

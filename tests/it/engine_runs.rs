@@ -83,7 +83,7 @@ fn durations_too_long_for_a_timer_are_refused_naming_the_key() {
     let out = p.run(&["--once", "--timeout", "1e20"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("--timeout") && stderr(&out).contains("at most 1000000000"),
+        stderr(&out).contains("--timeout") && stderr(&out).contains("<= 1000000000"),
         "{}",
         stderr(&out)
     );

@@ -356,6 +356,7 @@ impl Dispatcher {
             session_id: sc.session_id.clone(),
             usage: sc.usage,
             error: sc.error.clone(),
+            last_error_line: sc.last_error_text.clone(),
             dry_run: false,
         }
     }

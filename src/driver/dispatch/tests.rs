@@ -264,6 +264,8 @@ struct Harness {
 fn settings(root: &Path, config: &str, env: &BTreeMap<String, String>) -> (Settings, Invocation) {
     std::fs::write(root.join("agent-looper.toml"), config).expect("config");
     std::fs::write(root.join("PROMPT.md"), "do the thing\n").expect("prompt");
+    // A plan the gate can read (prepare refuses a missing one).
+    std::fs::write(root.join("plan.md"), "").expect("plan");
     let inv = Invocation {
         wrapper_agent: None,
         base_dir: root.to_path_buf(),
@@ -468,6 +470,7 @@ fn status_prompts_fingerprints_backups_and_plans_answer_at_once() {
     assert!(h.d.apply(Effect::Fingerprint).is_none());
     assert!(matches!(&h.queued()[..], [Input::Fingerprint(Err(_))]));
 
+    std::fs::remove_file(h.root.join("plan.md")).expect("rm plan");
     let _ = h.d.apply(Effect::CheckPlan);
     assert_eq!(
         h.queued(),

@@ -1,0 +1,231 @@
+//! Issue 14, what a new user trips over in the first hour, through the binaries: flags and
+//! config messages, the plan file, default labels, and what `looper status` says about a
+//! failure.
+
+use crate::support::*;
+
+/// 14.13: `--max-loops -1` got clap's tip `use '-- -1'`, which does not work here.
+#[test]
+fn a_negative_number_fails_naming_the_flag_and_the_constraint() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    for (args, want) in [
+        (
+            vec!["--max-loops", "-1"],
+            "--max-loops: expected a whole number >= 0, found -1",
+        ),
+        (
+            vec!["--timeout", "-5"],
+            "--timeout: expected a number of seconds > 0 and <= 1000000000, found -5",
+        ),
+        (
+            vec!["--completion-streak", "0"],
+            "--completion-streak: expected a whole number >= 1, found 0",
+        ),
+        (
+            vec!["--sleep", "soon"],
+            "--sleep: expected a number of seconds >= 0 and <= 1000000000, found soon",
+        ),
+    ] {
+        let mut all = vec!["--once"];
+        all.extend(args.iter().copied());
+        let out = p.run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("'-- "), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// 14.14: a flag given twice was an error; the last one wins, as in most CLIs.
+#[test]
+fn the_last_of_a_repeated_flag_wins() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    let out = p.run(&[
+        "--once",
+        "--timeout",
+        "60",
+        "--timeout",
+        "90",
+        "--label",
+        "first",
+        "--label",
+        "second",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(p.state()["label"], "second");
+    let out = p
+        .looper()
+        .args([
+            "config",
+            "check",
+            "--show-origin",
+            "--timeout",
+            "60",
+            "--timeout",
+            "90",
+        ])
+        .output()
+        .expect("config check");
+    assert!(
+        stdout(&out).contains("timeout_seconds = 90") && stdout(&out).contains("--timeout"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// 14.15: a config file with several mistakes reported only the first.
+#[test]
+fn every_mistake_of_a_config_file_is_reported_at_once() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== default\nsay hi\n",
+        "max_loop = 3\ntimeout_seconds = \"soon\"",
+    );
+    let cfg = p.read("agent-looper.toml");
+    p.write("agent-looper.toml", &format!("{cfg}\n[lopper]\nx = 1\n"));
+    let out = p.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("3 problems in the configuration"), "{err}");
+    for want in [
+        "agent-looper.toml: unknown key `looper.max_loop` (did you mean `looper.max_loops`?)",
+        "agent-looper.toml: looper.timeout_seconds: expected a number of seconds > 0",
+        "agent-looper.toml: unknown key `lopper` (did you mean `looper`?)",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+/// 14.12: a missing plan file was found only at the gate, after a full loop.
+#[test]
+fn a_missing_plan_file_is_refused_before_the_run() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay EXIT_SIGNAL: true\n", "");
+    let out = p.run(&[
+        "--once",
+        "--complete-on",
+        "EXIT_SIGNAL",
+        "--plan-file",
+        "plan.md",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("looper.plan_file") && stderr(&out).contains("plan.md"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(p.run_dirs().is_empty(), "nothing started");
+    assert_eq!(p.calls(), 0, "the agent never ran");
+    // An empty plan the agent is to fill in is fine.
+    p.write("plan.md", "");
+    let out = p.run(&[
+        "--once",
+        "--complete-on",
+        "EXIT_SIGNAL",
+        "--plan-file",
+        "plan.md",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// 14.17: default labels (`Looper_24a95b`) meant nothing in a fleet list.
+#[test]
+fn default_labels_name_the_directory_and_the_agent() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    let out = p.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = p
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("name");
+    assert_eq!(p.state()["label"], format!("{dir}-fake"));
+}
+
+/// 14.16: `looper status` reduced an agent failure to `command exited with code 1`.
+#[test]
+fn status_shows_the_agents_own_error_and_what_to_do() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== default\nerr Error: Missing environment variable: `OPENAI_API_KEY`.\nexit 1\n",
+        "",
+    );
+    let out = p.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = p.looper().arg("status").output().expect("status");
+    let text = stdout(&out);
+    assert!(text.contains("command exited with code 1"), "{text}");
+    assert!(
+        text.contains("Missing environment variable: `OPENAI_API_KEY`"),
+        "{text}"
+    );
+    assert!(text.contains("hint: missing credentials"), "{text}");
+    let out = p
+        .looper()
+        .args(["status", "--json"])
+        .output()
+        .expect("json");
+    let v: Json = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["runs"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("OPENAI_API_KEY")),
+        "{v}"
+    );
+}
+
+/// 14.8: `status`, `logs` and `control` looked only in `./.agent-looper/runs`: from a
+/// subdirectory they found nothing, and from elsewhere `control stop LABEL` failed although
+/// `status --all` listed the run.
+#[test]
+fn runs_are_found_from_a_subdirectory_and_by_label_from_anywhere() {
+    let state = tempfile::tempdir().expect("state home");
+    let p = Project::new();
+    p.fake_agent("=== default\nsleep 30\n", "");
+    let mut child = p
+        .looper()
+        .args([
+            "--local",
+            "--once",
+            "--label",
+            "findme",
+            "--tmux-layout",
+            "single",
+        ])
+        .env("XDG_STATE_HOME", state.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("looper");
+    let agent_running = || {
+        p.run_dirs().len() == 1
+            && std::fs::read(p.last_run().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                .is_some_and(|s| s["child_pgid"].is_i64())
+    };
+    assert!(wait_until(15.0, agent_running), "the agent started");
+    std::fs::create_dir_all(p.join("src/deep")).expect("mkdir");
+    let out = p
+        .looper()
+        .arg("status")
+        .current_dir(p.join("src/deep"))
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .expect("status");
+    assert!(stdout(&out).contains("findme"), "{}", stdout(&out));
+    let elsewhere = tempfile::tempdir().expect("elsewhere");
+    let out = p
+        .looper()
+        .args(["control", "stop", "findme", "--now", "--wait"])
+        .current_dir(elsewhere.path())
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .expect("control");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let _ = child.wait();
+    assert_eq!(p.state()["stop_kind"], "control");
+}
