@@ -49,11 +49,17 @@ pub fn project_root(cwd: &Path) -> PathBuf {
         .ok()
         .and_then(|r| r.workdir().map(Path::to_path_buf));
     let top = top.as_deref().unwrap_or(cwd);
-    cwd.ancestors()
+    match cwd
+        .ancestors()
         .take_while(|a| a.starts_with(top))
         .map(|a| a.join(DEFAULT_STATE_ROOT))
         .find(|r| r.is_dir())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT))
+    {
+        // From the project's top, paths keep reading as they always did (relative).
+        Some(root) if root == cwd.join(DEFAULT_STATE_ROOT) => PathBuf::from(DEFAULT_STATE_ROOT),
+        Some(root) => root,
+        None => PathBuf::from(DEFAULT_STATE_ROOT),
+    }
 }
 
 pub fn process_env() -> BTreeMap<String, String> {

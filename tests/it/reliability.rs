@@ -406,9 +406,11 @@ fn sighup_in_each_phase_is_recorded_and_leaves_no_orphan() {
 fn a_second_sigint_does_not_wait_the_grace_period() {
     let p = Project::new();
     let rec = p.join("agent.pids");
+    // `ignore-term` before `record`: the SIGTERM that the first SIGINT sends must find the
+    // agent already ignoring it (under load the record came first and SIGTERM killed it).
     p.fake_agent(
         &format!(
-            "=== default\nrecord {}\nignore-term\ngrandchild 120\nsay hi\nsleep 120\n",
+            "=== default\nignore-term\nrecord {}\ngrandchild 120\nsay hi\nsleep 120\n",
             rec.display()
         ),
         "terminate_grace_seconds = 60\n",
