@@ -40,6 +40,10 @@ pub struct LineFacts<'a> {
     pub text: Option<Cow<'a, str>>,
     pub session_id: Option<String>,
     pub usage: Option<Usage>,
+    /// Records that repeat one response's usage (a claude transcript writes a record per
+    /// content block, each with the message's usage) share this key: the scanner counts
+    /// consecutive records with one key once.
+    pub usage_key: Option<String>,
     pub error: Option<RawError>,
     /// The agent reports something it handles itself (its own retry): shown, never acted on.
     pub notice: Option<String>,
@@ -481,6 +485,24 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
             let api_error = ["isApiErrorMessage", "is_api_error_message"]
                 .iter()
                 .any(|k| v.get(*k).and_then(Json::as_bool) == Some(true));
+            // A transcript's record (the hybrid pane's, camelCase `sessionId`) carries the
+            // response's usage; stream-json counts it from `result` instead.
+            if v.get("sessionId").is_some()
+                && let Some(usage) = v.get("message").and_then(|m| m.get("usage"))
+            {
+                facts.usage = Some(Usage {
+                    input_tokens: u(usage, "input_tokens"),
+                    output_tokens: u(usage, "output_tokens"),
+                    cached_input_tokens: u(usage, "cache_read_input_tokens"),
+                    cost_usd: v.get("costUSD").and_then(Json::as_f64).unwrap_or(0.0),
+                });
+                let id = v
+                    .get("message")
+                    .and_then(|m| m.get("id"))
+                    .and_then(Json::as_str)
+                    .unwrap_or_default();
+                facts.usage_key = Some(format!("{id}/{}", s(v, "requestId").unwrap_or_default()));
+            }
             if api_error {
                 let text = text.unwrap_or_else(|| "API Error".into());
                 let hint = ["apiErrorStatus", "api_error_status"]

@@ -197,6 +197,9 @@ pub struct Scanner {
     /// The agent's own last words on an error channel (a stderr line, a structured error's
     /// message), bounded: what `looper status` shows for a failed run.
     pub last_error_text: Option<String>,
+    /// The usage last counted under a repeat key ([`output::LineFacts::usage_key`]), so
+    /// the next record of the same response replaces it instead of adding to it.
+    last_usage: Option<(String, Usage)>,
     /// The last reading of each usage window the agent reported (issue 18 item 1), in the
     /// order first seen.
     pub rate_limits: Vec<output::RateLimitReading>,
@@ -237,6 +240,7 @@ impl Scanner {
             error: None,
             last_notice: None,
             last_error_text: None,
+            last_usage: None,
             rate_limits: Vec::new(),
         }
     }
@@ -507,8 +511,21 @@ impl Scanner {
         {
             self.session_id = Some(id);
         }
-        if let Some(u) = facts.usage {
-            self.usage.add(&u);
+        match (facts.usage, facts.usage_key) {
+            (Some(u), Some(key)) => {
+                if let Some((last, counted)) = &self.last_usage
+                    && *last == key
+                {
+                    self.usage.subtract(counted);
+                }
+                self.usage.add(&u);
+                self.last_usage = Some((key, u));
+            }
+            (Some(u), None) => {
+                self.usage.add(&u);
+                self.last_usage = None;
+            }
+            (None, _) => self.last_usage = None,
         }
         for reading in facts.rate_limits {
             match self
@@ -653,5 +670,54 @@ mod tests {
         s.feed(Stream::Stdout, &long);
         s.feed(Stream::Stdout, b"\n");
         assert!(s.completion_seen, "a marker across a piece boundary");
+    }
+
+    /// Issue 14 item 10: with claude's hybrid interface usage was never counted (only
+    /// `result` records were read, and a transcript has none), so `max_tokens` never tripped.
+    #[test]
+    fn a_claude_transcript_counts_each_response_once() {
+        let mut sc = Scanner::new(
+            AgentKind::Claude,
+            false,
+            None,
+            None,
+            Classifier::new(&[]).expect("classifier"),
+            0.0,
+        );
+        let block = |id: &str, out: u64| {
+            format!(
+                "{{\"type\":\"assistant\",\"sessionId\":\"s\",\"requestId\":\"r-{id}\",\"message\":{{\"id\":\"{id}\",\"content\":[{{\"type\":\"text\",\"text\":\"x\"}}],\"usage\":{{\"input_tokens\":100,\"output_tokens\":{out},\"cache_read_input_tokens\":7}}}}}}\n"
+            )
+        };
+        let user = "{\"type\":\"user\",\"sessionId\":\"s\",\"message\":{\"role\":\"user\",\"content\":\"go\"}}\n";
+        // Two content blocks of one response, then the next response.
+        let text = format!(
+            "{}{}{user}{}",
+            block("m1", 5),
+            block("m1", 9),
+            block("m2", 3)
+        );
+        sc.feed(Stream::Stdout, text.as_bytes());
+        sc.finish_stream(Stream::Stdout);
+        assert_eq!(sc.usage.input_tokens, 200, "two responses");
+        assert_eq!(
+            sc.usage.output_tokens, 12,
+            "the last receipt of m1 (9) and m2 (3)"
+        );
+        assert_eq!(sc.usage.cached_input_tokens, 14);
+        // stream-json assistant records (snake_case session_id) are still not counted.
+        let mut json = Scanner::new(
+            AgentKind::Claude,
+            false,
+            None,
+            None,
+            Classifier::new(&[]).expect("classifier"),
+            0.0,
+        );
+        json.feed(
+            Stream::Stdout,
+            b"{\"type\":\"assistant\",\"session_id\":\"s\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":5}}}\n",
+        );
+        assert!(json.usage.is_empty());
     }
 }

@@ -266,6 +266,7 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         None
     };
 
+    check_budgets(&settings)?;
     let label = settings
         .label
         .clone()
@@ -303,6 +304,59 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         env: inv.env.clone(),
         notices,
     })
+}
+
+/// What an agent reports about its usage, by kind and interface: a budget it cannot measure
+/// would silently never apply (issue 14: `max_tokens` never tripped with claude's panes).
+fn reports(kind: AgentKind, interface: Interface) -> (bool, bool) {
+    // (tokens, cost)
+    match (kind, interface) {
+        (AgentKind::Claude, Interface::Json) => (true, true),
+        (AgentKind::Claude | AgentKind::Codex, _) | (AgentKind::Gemini, _) => (true, false),
+        (AgentKind::Generic, _) => (false, false),
+    }
+}
+
+/// Budgets the chosen agent and interface cannot measure are refused before the run.
+fn check_budgets(settings: &Settings) -> Result<()> {
+    let a = &settings.agent;
+    let (tokens, cost) = reports(a.kind, a.interface);
+    let origin = |key: &str| {
+        settings
+            .layers
+            .get(key)
+            .map(|e| e.origin.to_string())
+            .unwrap_or_default()
+    };
+    let what = format!(
+        "agent `{}` ({} kind, {} interface)",
+        a.name,
+        a.kind.as_str(),
+        a.interface.as_str()
+    );
+    if let Some(max) = settings.max_tokens
+        && !tokens
+    {
+        return Err(Error::config(
+            origin("looper.max_tokens"),
+            "looper.max_tokens",
+            format!("a budget {what} can report (a generic agent reports no token counts)"),
+            max.to_string(),
+        ));
+    }
+    if let Some(max) = settings.max_cost_usd
+        && !cost
+    {
+        return Err(Error::config(
+            origin("looper.max_cost_usd"),
+            "looper.max_cost_usd",
+            format!(
+                "a budget {what} can report (only claude's json interface reports cost; use max_tokens)"
+            ),
+            crate::text::format_num(max),
+        ));
+    }
+    Ok(())
 }
 
 /// A branch named like the backup prefix itself makes every backup fail (git cannot have

@@ -35,6 +35,16 @@ impl Usage {
         self.cost_usd += other.cost_usd;
     }
 
+    /// Take back what `add` added (a repeated receipt of one response).
+    pub fn subtract(&mut self, other: &Usage) {
+        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_sub(other.cached_input_tokens);
+        self.cost_usd = (self.cost_usd - other.cost_usd).max(0.0);
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()
     }

@@ -229,3 +229,40 @@ fn runs_are_found_from_a_subdirectory_and_by_label_from_anywhere() {
     let _ = child.wait();
     assert_eq!(p.state()["stop_kind"], "control");
 }
+
+/// 14.10: a budget the chosen agent cannot measure silently never applied.
+#[test]
+fn a_budget_the_agent_cannot_measure_is_refused_naming_the_key() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay hi\n", "");
+    let out = p.run(&["--once", "--max-tokens", "1000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("looper.max_tokens"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(p.run_dirs().is_empty());
+    // A codex agent reports tokens but no cost.
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"codex\"\n[agents.codex]\nexecutable = {:?}\n",
+            fake_agent_bin().display().to_string()
+        ),
+    );
+    let out = p.run(&["--once", "--max-cost", "2.5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("looper.max_cost_usd") && stderr(&out).contains("found 2.5"),
+        "{}",
+        stderr(&out)
+    );
+    let out = p.run(&["--once", "--dry-run", "--max-tokens", "10"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "tokens are measured: {}",
+        stderr(&out)
+    );
+}

@@ -199,6 +199,60 @@ fn hybrid_claude_completes_on_the_reply_not_on_the_prompt() {
     );
 }
 
+/// A project whose `claude` agent is the real CLI in a hybrid pane, talking to `server`.
+fn claude_hybrid_project(server: &MockServer, claude: &Path) -> Project {
+    let p = Project::new();
+    let home = p.join("home");
+    let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+    claude_home(&home, p.path(), key);
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write("PROMPT.md", "Work on the task.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            server.base_url(),
+            key,
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    p
+}
+
+/// Issue 14 item 10: with claude's hybrid interface usage was never counted
+/// (`usage_total: null`), so `max_tokens` never tripped.
+#[test]
+fn hybrid_claude_usage_is_counted_and_trips_the_token_budget() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    for _ in 0..3 {
+        server.push(Provider::Anthropic, Reply::text("Still working."));
+    }
+    let p = claude_hybrid_project(&server, &claude);
+    let tmux = Tmux::new();
+    let run = run_in_tmux(&tmux, &p, "--max-loops 3 --max-tokens 1");
+    assert_eq!(run.exit.as_deref(), Some("3"), "{}", run.pane);
+    let st = p.state();
+    assert!(
+        st["stop_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("token budget reached")),
+        "{st}"
+    );
+    assert_eq!(st["current_loop"], 1, "{st}");
+    assert!(
+        st["usage_total"]["input_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{st}"
+    );
+}
+
 /// A claude.ai login whose 5-hour limit is reached on the first turn and resets 8 s later
 /// (claude reads the unified rate-limit headers only when signed in, so the test signs in
 /// with an OAuth token): the looper waits for the reset and sends exactly one next prompt.
