@@ -188,6 +188,10 @@ pub struct Scanner {
     /// ([`output::opens_multiline_attempt`]).
     held: Option<String>,
     pub bytes: u64,
+    /// Bytes of the agent's own text: a generic agent's stdout, a structured agent's
+    /// assistant text (never JSON framing, tool output or the echoed prompt). This is the
+    /// output size `--cb-output-decline` compares, for every interface.
+    pub text_bytes: u64,
     pub completion_seen: bool,
     pub match_seen: bool,
     pub session_id: Option<String>,
@@ -233,6 +237,7 @@ impl Scanner {
             long_json: None,
             held: None,
             bytes: 0,
+            text_bytes: 0,
             completion_seen: false,
             match_seen: false,
             session_id: None,
@@ -248,6 +253,9 @@ impl Scanner {
     /// Feed a chunk of raw output as it arrives.
     pub fn feed(&mut self, stream: Stream, mut data: &[u8]) -> News {
         self.bytes += data.len() as u64;
+        if stream == Stream::Stdout && self.kind == AgentKind::Generic {
+            self.text_bytes += data.len() as u64;
+        }
         let mut news = News::default();
         let i = idx(stream);
         // Chunks rarely end on a newline: finish the line the last one left open, so the
@@ -480,6 +488,7 @@ impl Scanner {
         let facts: LineFacts =
             output::parse_line(self.kind, stream, text, self.scan_stdout, self.now_epoch);
         if let Some(t) = &facts.text {
+            self.count_text(t);
             self.scan_text(t);
         }
         self.fold(stream, facts, news);
@@ -499,9 +508,18 @@ impl Scanner {
                     self.match_seen |= m.get(1).copied().unwrap_or(false);
                 }
             }
+            self.count_text(t);
             self.scan_text(t);
         }
         self.fold(stream, facts, news);
+    }
+
+    /// A structured agent's text counts by its length (a generic agent's was counted as it
+    /// arrived).
+    fn count_text(&mut self, t: &str) {
+        if self.kind != AgentKind::Generic {
+            self.text_bytes += t.len() as u64;
+        }
     }
 
     /// Fold one record's facts into what the attempt has seen.
@@ -719,5 +737,26 @@ mod tests {
             b"{\"type\":\"assistant\",\"session_id\":\"s\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":5}}}\n",
         );
         assert!(json.usage.is_empty());
+    }
+
+    /// Issue 14 item 11: a two-line reply in a pane counted as 9.8 KiB of output (the
+    /// transcript's JSON): the size the output-decline breaker compares is the agent's text.
+    #[test]
+    fn the_output_size_is_the_agents_own_text() {
+        let classifier = || Classifier::new(&[]).expect("classifier");
+        let mut codex = Scanner::new(AgentKind::Codex, false, None, None, classifier(), 0.0);
+        let line = br#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"two\nlines"}}"#;
+        codex.feed(Stream::Stdout, line);
+        codex.feed(
+            Stream::Stdout,
+            b"\n{\"type\":\"turn.completed\",\"usage\":{}}\n",
+        );
+        codex.feed(Stream::Stderr, b"some warning\n");
+        assert_eq!(codex.text_bytes, "two\nlines".len() as u64);
+        assert!(codex.bytes > 100);
+        let mut generic = Scanner::new(AgentKind::Generic, false, None, None, classifier(), 0.0);
+        generic.feed(Stream::Stdout, b"plain output\n");
+        generic.feed(Stream::Stderr, b"noise\n");
+        assert_eq!(generic.text_bytes, 13);
     }
 }

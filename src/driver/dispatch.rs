@@ -349,7 +349,7 @@ impl Dispatcher {
                 let _ = sink.log.note("stop_reason", &e);
                 AttemptReport {
                     spawn_error: Some(e),
-                    output_bytes: sink.scanner.bytes,
+                    output_bytes: sink.scanner.text_bytes,
                     ..AttemptReport::default()
                 }
             }

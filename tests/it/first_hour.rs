@@ -266,3 +266,24 @@ fn a_budget_the_agent_cannot_measure_is_refused_naming_the_key() {
         stderr(&out)
     );
 }
+
+/// 14.11: a two-line reply counted as kilobytes of output (the JSON around it): the output
+/// size `--cb-output-decline` compares is the agent's own text, for every interface.
+#[test]
+fn the_output_size_is_the_agents_own_words() {
+    let p = Project::new();
+    p.write("agent.script", "=== default\ncodex-reply two\\nlines\n");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"codex\"\nsleep_seconds = 0\n[agents.codex]\nexecutable = {:?}\nenv = {{ FAKE_AGENT_SCRIPT = {:?} }}\n",
+            fake_agent_bin().display().to_string(),
+            p.join("agent.script").display().to_string()
+        ),
+    );
+    p.write("PROMPT.md", "go\n");
+    let out = p.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(p.state()["last_output_bytes"], "two\nlines".len());
+    assert!(stdout(&out).contains("output=9B"), "{}", stdout(&out));
+}

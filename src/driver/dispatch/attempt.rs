@@ -350,7 +350,7 @@ impl Dispatcher {
             signal: exit.signal,
             timed_out: exit.timed_out,
             spawn_error: None,
-            output_bytes: sc.bytes,
+            output_bytes: sc.text_bytes,
             completion_seen: sc.completion_seen,
             output_match_seen: sc.match_seen,
             session_id: sc.session_id.clone(),
