@@ -333,12 +333,13 @@ fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
         .collect();
     let mut notes = Vec::new();
     let mut failed = 0;
-    for (i, result) in stale.into_iter().zip(repair_all(&items, Utc::now())) {
+    let now = Utc::now();
+    for (i, result) in stale.into_iter().zip(repair_all(&items, now)) {
         let row = &mut rows[i];
         match result {
             Ok(r) => {
                 notes.push(format!("repaired: {}: {}", row.label(), r.reason));
-                row.reload();
+                row.repaired(&r, now);
             }
             Err(e) => {
                 failed += 1;

@@ -149,9 +149,15 @@ impl Row {
         }
     }
 
-    pub fn reload(&mut self) {
-        let dir = std::mem::take(&mut self.dir);
-        *self = Row::load(dir, &mut Vec::new());
+    /// The row after `repair` closed its run: what the repair wrote, without reading the
+    /// state back.
+    pub fn repaired(&mut self, r: &super::repair::Repaired, at: DateTime<Utc>) {
+        self.state.status = Some("stopped".into());
+        self.state.stop_reason = Some(r.stop_reason.clone());
+        self.state.stale_reason = Some(r.reason.clone());
+        self.state.updated_at = Some(at);
+        self.updated = Some(at);
+        self.stale = None;
     }
 
     pub fn name(&self) -> String {

@@ -31,10 +31,32 @@ pub fn repair(dir: &Path, reason: &str, now: DateTime<Utc>) -> Result<Repaired> 
 /// When `syncfs` fails, the runs are synced file by file from several threads. A repair is
 /// reported done only once it is on disk.
 pub fn repair_all(items: &[(PathBuf, String)], now: DateTime<Utc>) -> Vec<Result<Repaired>> {
-    let mut out: Vec<Result<Repaired>> = items
-        .iter()
-        .map(|(dir, reason)| repair_unsynced(dir, reason, now, false))
-        .collect();
+    // The writes themselves, a few threads at a time (each run is independent).
+    let chunk = items.len().div_ceil(WRITE_THREADS).max(1);
+    let mut out: Vec<Result<Repaired>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let n = part.len();
+                let h = scope.spawn(move || {
+                    part.iter()
+                        .map(|(dir, reason)| repair_unsynced(dir, reason, now, false))
+                        .collect::<Vec<_>>()
+                });
+                (n, h)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| {
+                h.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Err(Error::Usage("a repair thread panicked".into())))
+                        .collect()
+                })
+            })
+            .collect()
+    });
     let done: Vec<usize> = (0..out.len()).filter(|i| out[*i].is_ok()).collect();
     let mut unsynced = done.clone();
     if done.len() > BATCH {
@@ -56,6 +78,8 @@ pub fn repair_all(items: &[(PathBuf, String)], now: DateTime<Utc>) -> Vec<Result
     out
 }
 
+/// Threads writing repairs.
+const WRITE_THREADS: usize = 4;
 /// Above this many repairs, one `syncfs` is cheaper than an fsync per file.
 const BATCH: usize = 8;
 /// Threads issuing fsyncs when runs are synced one by one.
