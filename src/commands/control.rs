@@ -341,22 +341,14 @@ fn note(a: &NoteArgs) -> Result<i32> {
                 .as_ref()
                 .and_then(|s| s.hybrid_pane_id.clone())
                 .filter(|p| !p.is_empty());
-            match pane {
-                None => {
-                    failure = Some(
-                        "the run has no hybrid agent pane (no hybrid_pane_id in state.json); use --delivery next-prompt or record"
-                            .to_string(),
-                    );
-                }
-                Some(pane) => {
-                    let text = format!("/btw {}", collapse(&text));
-                    rec.delivered_text_preview = Some(preview(&text));
-                    match paste_into_pane(&pane, &text) {
-                        Ok(()) => rec.status = "delivered".into(),
-                        Err(e) => failure = Some(e),
-                    }
-                    rec.pane = Some(pane);
-                }
+            if pane.is_none() {
+                failure = Some(
+                    "the run has no hybrid agent pane (no hybrid_pane_id in state.json); use --delivery next-prompt or record"
+                        .to_string(),
+                );
+            } else {
+                // The supervisor pastes it, between turns, and acknowledges it.
+                rec.status = "queued".into();
             }
         }
     }
@@ -384,11 +376,17 @@ fn note(a: &NoteArgs) -> Result<i32> {
                 t.dir.display()
             );
         }
-        Delivery::Btw => crate::say!(
-            "operator note delivered to {} at {}",
-            t.name,
-            t.dir.display()
-        ),
+        Delivery::Btw => {
+            let mut line = ControlLine::new(ControlAction::Note, None, Some(&text), now);
+            line.id = Some(id.clone());
+            line.delivery = Some(Delivery::Btw);
+            line.append(&t.dir)?;
+            crate::say!(
+                "operator note queued for {}'s pane; waiting for the supervisor to paste it between turns",
+                t.name
+            );
+            return wait_for_btw(&t, &id);
+        }
         Delivery::Record => crate::say!(
             "operator note recorded for {} at {}",
             t.name,
@@ -399,17 +397,50 @@ fn note(a: &NoteArgs) -> Result<i32> {
     Ok(exit_code::OK)
 }
 
-fn paste_into_pane(pane: &str, text: &str) -> std::result::Result<(), String> {
-    let buffer = format!(
-        "looper-note-{:012x}",
-        rand::random::<u64>() & 0xffff_ffff_ffff
-    );
-    let [load, paste, enter] = crate::effects::tmux::paste_commands(&buffer, pane);
-    // The text goes through stdin, never through argv or a shell (D12).
-    crate::effects::tmux::run(load, Some(text.as_bytes()))?;
-    crate::effects::tmux::run(paste, None)?;
-    crate::effects::tmux::run(enter, None)?;
-    Ok(())
+/// How long `control note --delivery btw` waits for the supervisor to take the note: a turn
+/// may take minutes, so the note stays queued after this and the command says so.
+const BTW_WAIT: Duration = Duration::from_secs(600);
+
+/// Wait for the supervisor's acknowledgement of a `/btw` note (its line in
+/// `operator_notes.jsonl`), the run's end, or the wait's end.
+fn wait_for_btw(t: &Target, id: &str) -> Result<i32> {
+    let notes = t.dir.join(crate::records::NOTES_FILE);
+    let end = Instant::now() + BTW_WAIT;
+    loop {
+        let tail = crate::records::fsio::read_tail(&notes, 256 * 1024).unwrap_or_default();
+        let ack = crate::records::fsio::parse_jsonl(&tail)
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<NoteRecord>(v).ok())
+            .find(|r| r.id == id && r.actor == "looper");
+        if let Some(r) = ack {
+            crate::say!("note id: {id}");
+            return if r.status == "delivered" {
+                crate::say!(
+                    "operator note pasted into pane {} of {}",
+                    r.pane.unwrap_or_default(),
+                    t.name
+                );
+                Ok(exit_code::OK)
+            } else {
+                crate::say_err!(
+                    "delivery error: {}",
+                    r.error.unwrap_or_else(|| "not delivered".into())
+                );
+                Ok(exit_code::AGENT_FAILED)
+            };
+        }
+        if t.reload().is_some_and(|s| !s.is_active()) {
+            crate::say_err!("delivery error: the run ended before the note could be pasted");
+            return Ok(exit_code::AGENT_FAILED);
+        }
+        if Instant::now() >= end {
+            crate::say_err!(
+                "the note is still queued (note id {id}): the supervisor pastes it when the current turn ends"
+            );
+            return Ok(exit_code::AGENT_FAILED);
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 fn focus(a: &FocusArgs) -> Result<i32> {

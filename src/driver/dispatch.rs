@@ -254,6 +254,10 @@ impl Dispatcher {
                 }
             }
             Effect::CancelWait => return Some(Applied::CancelWait),
+            Effect::PasteNote { id, text } => {
+                let r = self.paste_note(id, text);
+                self.check(r);
+            }
             Effect::Finish(reason) => {
                 self.say(&words::stop(&reason));
                 self.ports.window.finished(&reason);
@@ -356,6 +360,49 @@ impl Dispatcher {
             None => self.report(exit, &mut sink),
         };
         self.handle(now, Input::AttemptFinished(report))
+    }
+
+    /// A `/btw` note, pasted into the pane between turns and acknowledged in
+    /// `operator_notes.jsonl` (what `looper control note --delivery btw` waits for).
+    fn paste_note(&mut self, id: String, text: String) -> Result<()> {
+        let pasted = format!(
+            "/btw {}",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        let outcome = match &self.pane {
+            Some(pane) => self
+                .ports
+                .panes
+                .paste_note(pane, &pasted)
+                .map(|()| pane.id.clone()),
+            None => Err("the run has no hybrid agent pane open".into()),
+        };
+        let now = chrono::Utc::now();
+        let preview = |t: &str| t.chars().take(200).collect::<String>();
+        let record = crate::records::control::NoteRecord {
+            id,
+            created_at: now,
+            actor: "looper".into(),
+            delivery: crate::records::control::Delivery::Btw,
+            status: if outcome.is_ok() {
+                "delivered"
+            } else {
+                "failed"
+            }
+            .into(),
+            note_preview: preview(&text),
+            note: text,
+            run_dir: self.run_dir.clone(),
+            label: self.cfg.label.clone(),
+            pane: outcome.as_ref().ok().cloned(),
+            delivered_text_preview: outcome.as_ref().ok().map(|_| preview(&pasted)),
+            error: outcome.as_ref().err().cloned(),
+        };
+        match &outcome {
+            Ok(pane) => self.say(&format!("note: /btw pasted into pane {pane}")),
+            Err(e) => self.say(&format!("note: /btw not delivered: {e}")),
+        }
+        self.ports.records.note(&record)
     }
 
     /// A line of the control file that is not a command: recorded, not acted on.

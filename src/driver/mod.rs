@@ -108,6 +108,13 @@ fn open_store(cfg: &RunConfig, run_id: (chrono::DateTime<Utc>, u32)) -> Result<R
     st.pid = Some(i64::from(me));
     st.pid_identity = procinfo::pid_identity(me);
     st.base_commit = crate::effects::diff::head_commit(&s.agent.cwd);
+    // `$TMUX` is `<socket>,<pid>,<session>`.
+    st.tmux_socket = cfg
+        .env
+        .get("TMUX")
+        .and_then(|t| t.split(',').next())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     Ok(store)
 }
 

@@ -17,6 +17,7 @@ use crate::effects::process::{self, AttemptControl, AttemptExit, SpawnSpec};
 use crate::effects::tmux::WindowState;
 use crate::engine::{BackupInfo, Event, StopReason};
 use crate::error::Result;
+use crate::records::control::NoteRecord;
 use crate::records::events::SupervisorEvent;
 use crate::records::store::Sync;
 use crate::records::{RunState, RunStore};
@@ -76,6 +77,8 @@ pub trait Panes {
     /// tmux no longer has the pane.
     fn gone(&mut self, pane: &Pane) -> bool;
     fn close(&mut self, pane: &Pane);
+    /// Paste `text` now if the pane shows its input prompt (between turns), else say why not.
+    fn paste_note(&mut self, pane: &Pane, text: &str) -> std::result::Result<(), String>;
     /// Paste `prompt` and follow the transcript until the turn ends.
     fn turn(&mut self, pane: Pane, prompt: String, timeout: Duration, sink: Sink) -> Started;
 }
@@ -98,6 +101,8 @@ pub trait Records {
     fn prompt_log(&self, loop_number: u64, prompt_index: usize) -> PathBuf;
     /// The run is over: give back the space held for its last records.
     fn release_reserve(&mut self);
+    /// A line of `operator_notes.jsonl` (the acknowledgement of a `/btw` note).
+    fn note(&mut self, record: &NoteRecord) -> Result<()>;
 }
 
 /// The supervisor's tmux window options (D25).
@@ -181,6 +186,10 @@ impl Panes for TmuxPanes {
 
     fn close(&mut self, pane: &Pane) {
         hybrid::kill_pane(pane);
+    }
+
+    fn paste_note(&mut self, pane: &Pane, text: &str) -> std::result::Result<(), String> {
+        hybrid::paste_when_ready(pane, text)
     }
 
     fn turn(&mut self, pane: Pane, prompt: String, timeout: Duration, mut sink: Sink) -> Started {
@@ -273,6 +282,10 @@ impl Records for RunStore {
 
     fn release_reserve(&mut self) {
         RunStore::release_reserve(self);
+    }
+
+    fn note(&mut self, record: &NoteRecord) -> Result<()> {
+        record.append(&self.dir).map(|_| ())
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Engine {
     pause_requested: Option<ControlCommand>,
     /// What goes back to the agent with its next prompt (D29), in arrival order.
     pending_feedback: Vec<Feedback>,
+    /// `/btw` notes that came during a turn: pasted when it ends.
+    pending_btw: Vec<(String, String)>,
     /// Set when the running attempt was terminated on purpose; the run ends with it.
     stop_when_attempt_ends: Option<StopReason>,
 }
@@ -101,6 +103,7 @@ impl Engine {
             stop_after_prompt: None,
             pause_requested: None,
             pending_feedback: Vec::new(),
+            pending_btw: Vec::new(),
             stop_when_attempt_ends: None,
         }
     }
@@ -262,6 +265,17 @@ impl Engine {
                     fx.push(Effect::SetStatus(Status::Running));
                     self.phase = Phase::Idle;
                     self.begin_loop_now(fx);
+                }
+            }
+            ControlAction::Note if cmd.btw => {
+                if let Some(text) = cmd.note {
+                    // Into the pane only between turns: a paste that lands while a turn
+                    // or a new pane starts takes the place of the loop's own prompt.
+                    if self.phase == Phase::Attempt {
+                        self.pending_btw.push((cmd.id, text));
+                    } else {
+                        fx.push(Effect::PasteNote { id: cmd.id, text });
+                    }
                 }
             }
             ControlAction::Note => {
@@ -461,6 +475,9 @@ impl Engine {
     }
 
     fn attempt_finished(&mut self, fx: &mut Vec<Effect>, r: AttemptReport) {
+        for (id, text) in std::mem::take(&mut self.pending_btw) {
+            fx.push(Effect::PasteNote { id, text });
+        }
         self.loop_bytes += r.output_bytes;
         self.loop_completion |= r.completion_seen;
         self.loop_match |= r.output_match_seen;

@@ -72,6 +72,8 @@ pub struct ControlCommand {
     pub reason: Option<String>,
     /// The note text for `Note`.
     pub note: Option<String>,
+    /// A `Note` to paste into the agent's pane as `/btw` (not into the next prompt).
+    pub btw: bool,
 }
 
 /// What one agent attempt did, as observed by the driver.
@@ -180,5 +182,10 @@ pub enum Effect {
         forceful: bool,
     },
     CancelWait,
+    /// Paste a `/btw` note into the hybrid pane now: the pane is between turns.
+    PasteNote {
+        id: String,
+        text: String,
+    },
     Finish(StopReason),
 }

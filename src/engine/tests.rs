@@ -120,7 +120,7 @@ impl Sim {
             for effect in fx {
                 match effect {
                     Effect::Record(e) => self.events.push(e),
-                    Effect::SetStatus(_) | Effect::CancelWait => {}
+                    Effect::SetStatus(_) | Effect::CancelWait | Effect::PasteNote { .. } => {}
                     Effect::LoadPrompts => queue.push_back(Input::PromptsLoaded {
                         count: self.prompts,
                     }),
@@ -807,6 +807,7 @@ fn stop_cmd(action: ControlAction) -> ControlCommand {
         action,
         reason: Some("checkpoint".into()),
         note: None,
+        btw: false,
     }
 }
 
@@ -958,6 +959,7 @@ fn pause_holds_before_the_next_loop_until_resume() {
             action: ControlAction::Pause,
             reason: None,
             note: None,
+            btw: false,
         }),
     );
     let fx = e.step(1.0, Input::AttemptFinished(ok()));
@@ -976,6 +978,7 @@ fn pause_holds_before_the_next_loop_until_resume() {
             action: ControlAction::Resume,
             reason: None,
             note: None,
+            btw: false,
         }),
     );
     assert!(
@@ -994,6 +997,7 @@ fn pause_holds_before_the_next_loop_until_resume() {
             action: ControlAction::Pause,
             reason: None,
             note: None,
+            btw: false,
         }),
     );
     e.step(1.0, Input::AttemptFinished(ok()));
@@ -1012,6 +1016,7 @@ fn notes_reach_the_next_prompt_once() {
             action: ControlAction::Note,
             reason: None,
             note: Some("use the new API".into()),
+            btw: false,
         },
     )];
     let sim = sim.run();
@@ -1131,4 +1136,46 @@ fn answers_for_a_phase_already_left_are_ignored() {
     e.step(0.0, Input::Failure("disk full".into()));
     assert!(e.is_finished());
     assert!(e.step(1.0, Input::Start).is_empty());
+}
+
+/// Issue 14 item 7: a `/btw` note pasted while a pane was starting took the place of the
+/// loop's prompt. It waits for the turn to end; between turns it goes at once.
+#[test]
+fn a_btw_note_waits_for_the_turn_to_end() {
+    let btw = |id: &str| ControlCommand {
+        id: id.into(),
+        action: ControlAction::Note,
+        reason: None,
+        note: Some("psst".into()),
+        btw: true,
+    };
+    let mut e = Engine::new(cfg(), 1);
+    e.step(0.0, Input::Start);
+    e.step(0.0, Input::PromptsLoaded { count: 1 });
+    let fx = e.step(0.5, Input::Control(btw("during")));
+    assert!(
+        !fx.iter().any(|f| matches!(f, Effect::PasteNote { .. })),
+        "held during the turn: {fx:?}"
+    );
+    let fx = e.step(1.0, Input::AttemptFinished(ok()));
+    assert!(
+        matches!(fx.first(), Some(Effect::PasteNote { id, .. }) if id == "during"),
+        "pasted as the turn ends, before anything else: {fx:?}"
+    );
+    // Sleeping between loops: at once, and not into any prompt.
+    let fx = e.step(1.5, Input::Control(btw("between")));
+    assert!(
+        fx.iter()
+            .any(|f| matches!(f, Effect::PasteNote { id, .. } if id == "between"))
+    );
+    e.step(3.0, Input::WaitElapsed);
+    let fx = e.step(3.0, Input::PromptsLoaded { count: 1 });
+    let spec = fx.iter().find_map(|f| match f {
+        Effect::RunAttempt(s) => Some(s.clone()),
+        _ => None,
+    });
+    assert!(
+        spec.is_some_and(|s| s.feedback.is_none()),
+        "not in the prompt"
+    );
 }

@@ -35,6 +35,10 @@ pub struct ControlLine {
     /// The text of a `note` command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// How a note reaches the agent: absent (the next prompt) or `btw` (pasted into the
+    /// pane by the supervisor, between turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
     #[serde(default, with = "time::opt")]
     pub created_at: Option<DateTime<Utc>>,
 }
@@ -63,6 +67,7 @@ impl ControlLine {
             action,
             reason: reason.map(str::to_string),
             note: note.map(str::to_string),
+            delivery: None,
             created_at: Some(now),
         }
     }
@@ -101,6 +106,7 @@ impl ControlLine {
             action: parsed.action,
             reason: parsed.reason,
             note: parsed.note,
+            btw: parsed.delivery == Some(Delivery::Btw),
         })
     }
 }

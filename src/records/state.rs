@@ -40,6 +40,8 @@ pub struct RunState {
     pub child_pid: Option<i64>,
     pub child_pgid: Option<i64>,
     pub hybrid_pane_id: Option<String>,
+    /// The tmux server (socket path) the supervisor and its panes live on.
+    pub tmux_socket: Option<String>,
     pub hybrid_pane_pid: Option<serde_json::Value>,
     pub previous_hybrid_pane_id: Option<String>,
     pub status: Option<String>,

@@ -253,6 +253,73 @@ fn hybrid_claude_usage_is_counted_and_trips_the_token_budget() {
     );
 }
 
+/// Issue 14 item 7: `control note --delivery btw` pasted into the pane at once, without the
+/// supervisor: landing while a new pane was starting, it took the place of the loop's prompt
+/// and the run died. Now the supervisor pastes it between turns and acknowledges it.
+#[test]
+fn hybrid_claude_btw_notes_go_through_the_supervisor_between_turns() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    for _ in 0..4 {
+        server.push(Provider::Anthropic, Reply::text("Working on it."));
+    }
+    let p = claude_hybrid_project(&server, &claude);
+    let tmux = Tmux::new();
+    start_in_tmux(&tmux, &p, "--max-loops 2 --sleep 3");
+    // As soon as the pane exists (its TUI still starting), send the note from another shell.
+    assert!(
+        wait_until(30.0, || p.run_dirs().len() == 1
+            && std::fs::read(p.last_run().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                .is_some_and(|s| s["hybrid_pane_id"].is_string())),
+        "the pane started"
+    );
+    let note = p
+        .looper()
+        .args([
+            "control",
+            "note",
+            "--delivery",
+            "btw",
+            "--note",
+            "mind the docs",
+        ])
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE")
+        .output()
+        .expect("note");
+    assert_eq!(
+        note.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&note),
+        stderr(&note)
+    );
+    assert!(
+        stdout(&note).contains("pasted into pane %"),
+        "{}",
+        stdout(&note)
+    );
+    let run = wait_in_tmux(&tmux, &p);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 2");
+    let prompts = server.prompts(Provider::Anthropic);
+    let loop_prompts = prompts
+        .iter()
+        .filter(|t| t.contains("Work on the task."))
+        .count();
+    assert!(
+        loop_prompts >= 2,
+        "both loops' prompts reached the model: {prompts:?}"
+    );
+    let notes = std::fs::read_to_string(p.last_run().join("operator_notes.jsonl")).expect("notes");
+    assert!(notes.contains("\"status\":\"delivered\""), "{notes}");
+}
+
 /// A claude.ai login whose 5-hour limit is reached on the first turn and resets 8 s later
 /// (claude reads the unified rate-limit headers only when signed in, so the test signs in
 /// with an OAuth token): the looper waits for the reset and sends exactly one next prompt.

@@ -25,6 +25,8 @@ enum Call {
     PaneGone(String),
     ClosePane(String),
     Turn { pane: String, prompt: String },
+    PasteNote { pane: String, text: String },
+    Note { status: String },
     Fingerprint,
     Backup(u64),
     Append(&'static str),
@@ -125,6 +127,14 @@ impl Panes for FakePanes {
             .push(Call::ClosePane(pane.id.clone()));
     }
 
+    fn paste_note(&mut self, pane: &Pane, text: &str) -> std::result::Result<(), String> {
+        self.calls.lock().expect("calls").push(Call::PasteNote {
+            pane: pane.id.clone(),
+            text: text.to_string(),
+        });
+        Ok(())
+    }
+
     fn turn(&mut self, pane: Pane, prompt: String, _timeout: Duration, mut sink: Sink) -> Started {
         self.calls.lock().expect("calls").push(Call::Turn {
             pane: pane.id.clone(),
@@ -211,6 +221,13 @@ impl Records for FakeRecords {
     }
 
     fn release_reserve(&mut self) {}
+
+    fn note(&mut self, record: &crate::records::control::NoteRecord) -> Result<()> {
+        self.calls.lock().expect("calls").push(Call::Note {
+            status: record.status.clone(),
+        });
+        Ok(())
+    }
 }
 
 struct FakeWindow {
@@ -725,6 +742,42 @@ fn hybrid_turns_follow_the_pane_policy() {
             .lock()
             .expect("calls")
             .contains(&Call::ClosePane("%3".into()))
+    );
+}
+
+/// Issue 14 item 7: a `/btw` note is pasted by the supervisor into the pane, and
+/// acknowledged; without a pane it fails, acknowledged too.
+#[test]
+fn a_btw_note_is_pasted_into_the_pane_and_acknowledged() {
+    let mut h = Harness::with_env(CLAUDE, hybrid_env());
+    let paste = |h: &mut Harness| {
+        let _ = h.d.apply(Effect::PasteNote {
+            id: "n1".into(),
+            text: "also  look\nat the docs".into(),
+        });
+        h.take_calls()
+    };
+    let calls = paste(&mut h);
+    assert!(calls.contains(&Call::Note {
+        status: "failed".into()
+    }));
+    drop(finish(
+        h.d.apply(Effect::RunAttempt(spec(1, session("s-1", false)))),
+    ));
+    h.take_calls();
+    let calls = paste(&mut h);
+    assert_eq!(
+        calls,
+        [
+            Call::PasteNote {
+                pane: "%1".into(),
+                text: "/btw also look at the docs".into()
+            },
+            Call::Say("note: /btw pasted into pane %1".into()),
+            Call::Note {
+                status: "delivered".into()
+            },
+        ]
     );
 }
 

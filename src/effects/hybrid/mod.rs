@@ -249,6 +249,30 @@ async fn paste(pane: &Pane, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Paste `text` (then Enter) if the pane shows its idle input prompt; else say what it shows.
+/// For notes between turns: the supervisor's turns wait for readiness themselves.
+pub fn paste_when_ready(pane: &Pane, text: &str) -> Result<(), String> {
+    let screen = capture(pane)?;
+    match activity(pane.tui, &screen) {
+        Screen::Ready => {}
+        Screen::Blocked(why) => return Err(why),
+        other => {
+            return Err(format!(
+                "the {} pane is not at its input prompt ({other:?})",
+                pane.tui.name()
+            ));
+        }
+    }
+    let buffer = format!("looper-note-{}", std::process::id());
+    let [load, paste, enter] = tmux::paste_commands(&buffer, &pane.id);
+    tmux::run(load, Some(text.as_bytes()))?;
+    tmux::run(paste, None)?;
+    // Let the TUI take the bracketed paste before Enter (as for prompts).
+    std::thread::sleep(Duration::from_millis(250));
+    tmux::run(enter, None)?;
+    Ok(())
+}
+
 /// The last few non-empty lines of the pane, to explain a death.
 fn last_lines(pane: &Pane) -> String {
     let text = capture(pane).unwrap_or_default();
