@@ -61,6 +61,9 @@ pub struct AttemptExit {
     pub terminated: bool,
     /// A grandchild held the output pipes open after the agent exited.
     pub pipes_leaked: bool,
+    /// The supervisor lost track of the agent (its exit status could not be collected):
+    /// the attempt failed, whatever the agent did.
+    pub error: Option<String>,
 }
 
 /// The guard process: leader of the agent's process group. It holds the read end of a
@@ -218,7 +221,19 @@ pub async fn supervise(
                 }
             }
             st = spawned.child.wait(), if status.is_none() => {
-                status = Some(st.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0)));
+                match st {
+                    Ok(st) => status = Some(st),
+                    // Without a status nothing says the agent succeeded (issue 13, defect 2):
+                    // the attempt is a failure, and the group is still cleaned up below.
+                    Err(e) => {
+                        exit.error = Some(format!(
+                            "cannot collect the exit status of the agent (pid {}): {e}",
+                            spawned.pid
+                        ));
+                        // Only "it has ended" is known; no code or signal is reported.
+                        status = Some(std::os::unix::process::ExitStatusExt::from_raw(0));
+                    }
+                }
             }
             msg = control.recv(), if control_open => {
                 match msg {
@@ -247,7 +262,7 @@ pub async fn supervise(
             }
         }
     }
-    if let Some(st) = status {
+    if let Some(st) = status.filter(|_| exit.error.is_none()) {
         use std::os::unix::process::ExitStatusExt;
         exit.exit_code = st.code();
         exit.signal = st.signal();
@@ -285,5 +300,50 @@ async fn drain_after_kill(
                 sink.eof(stream);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Null;
+    impl OutputSink for Null {
+        fn chunk(&mut self, _: Stream, _: &[u8]) -> SinkAction {
+            SinkAction::Continue
+        }
+        fn eof(&mut self, _: Stream) {}
+    }
+
+    fn spec(program: &str, args: &[&str]) -> SpawnSpec {
+        SpawnSpec {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            cwd: std::env::temp_dir(),
+            stdin: None,
+            timeout: Duration::from_secs(10),
+            grace: Duration::from_millis(200),
+            leak_timeout: Duration::from_millis(200),
+        }
+    }
+
+    /// Defect 2 of issue 13: when the agent's status cannot be collected, the attempt must
+    /// not look like a clean exit 0.
+    #[tokio::test]
+    async fn a_failed_wait_is_an_error_not_exit_zero() {
+        let spec = spec("/bin/sh", &["-c", "exit 0"]);
+        let spawned = spawn(&spec).expect("spawn");
+        // Reap the agent behind tokio's back, so its wait() fails with ECHILD.
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(spawned.pid), None);
+        let (_tx, mut rx) = mpsc::unbounded_channel();
+        let exit = supervise(spawned, &spec, &mut Null, &mut rx).await;
+        assert_eq!(exit.exit_code, None, "{exit:?}");
+        assert!(
+            exit.error
+                .as_deref()
+                .is_some_and(|e| e.contains("exit status")),
+            "{exit:?}"
+        );
     }
 }
