@@ -20,5 +20,6 @@ mod fuzz_replay;
 mod hybrid;
 mod process;
 mod reliability;
+mod security;
 mod status;
 mod tmux;

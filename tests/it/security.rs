@@ -1,0 +1,249 @@
+//! Security and data-loss regressions (issue 20): hostile text reaching tmux, backup pruning,
+//! symlinked starter files, files that are not regular files, daemonized descendants and a
+//! lost agent status. Each test drives the real binaries against real tmux, git and
+//! processes, and fails on the code as it was before its fix.
+
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// A private tmux server (its own `TMUX_TMPDIR`, never the user's), killed on drop.
+struct TmuxServer {
+    tmpdir: tempfile::TempDir,
+    /// Where a `#(touch $LOOPER_TEST_MARK...)` that tmux ran would leave a file.
+    marks: tempfile::TempDir,
+}
+
+impl TmuxServer {
+    /// `None` (the test says it is skipped) when tmux or `script` is not installed.
+    fn new() -> Option<Self> {
+        for tool in ["tmux", "script"] {
+            let found = Command::new(tool)
+                .arg("-V")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !found {
+                eprintln!("SKIPPED: {tool} is not installed");
+                return None;
+            }
+        }
+        Some(Self {
+            tmpdir: tempfile::Builder::new()
+                .prefix("ls")
+                .tempdir_in("/tmp")
+                .expect("tmux tmpdir"),
+            marks: tempfile::tempdir().expect("marks dir"),
+        })
+    }
+
+    fn env(&self, c: &mut Command, p: &Project) {
+        c.env("TMUX_TMPDIR", self.tmpdir.path())
+            .env("LOOPER_TEST_MARK", self.marks.path().join("mark"))
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .env_remove("LOOPER_NAME")
+            .env_remove("CODEX_NAME")
+            .env_remove("LOOPER_LAYOUT")
+            .env_remove("CODEX_LOOPER_LAYOUT")
+            .env_remove("LOOPER_REMAIN_ON_EXIT")
+            .env_remove("CODEX_REMAIN_ON_EXIT")
+            .env("XDG_STATE_HOME", p.join(".xdg-state"))
+            .env("XDG_CONFIG_HOME", p.join(".xdg-config"));
+    }
+
+    fn tmux(&self, p: &Project, args: &[&str]) -> Result<String, String> {
+        let mut c = Command::new("tmux");
+        self.env(&mut c, p);
+        let out = c
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A client attached to a new session `session`, in a terminal made by `script`: tmux
+    /// runs `#(...)` jobs for what it shows to clients, so a client must be looking.
+    fn attached_client(&self, p: &Project, session: &str) -> std::process::Child {
+        let mut c = Command::new("script");
+        self.env(&mut c, p);
+        c.current_dir(p.path())
+            .env("TERM", "xterm-256color")
+            .args([
+                "-qec",
+                &format!("tmux new-session -s {session}"),
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = c.spawn().expect("run script");
+        let up = wait_until(20.0, || {
+            self.tmux(p, &["list-clients", "-F", "#{client_session}"])
+                .is_ok_and(|s| s.lines().any(|l| l == session))
+        });
+        assert!(up, "no client attached to {session}");
+        child
+    }
+
+    /// Files that a format expansion created.
+    fn marks(&self) -> Vec<String> {
+        std::fs::read_dir(self.marks.path())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .env("TMUX_TMPDIR", self.tmpdir.path())
+            .env_remove("TMUX")
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A git project in a directory whose name is a tmux format that would run a command.
+fn project_named(prefix: &str) -> Project {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    let p = Project { dir };
+    p.git(&["init", "-q", "-b", "main"]);
+    p.git(&["config", "user.email", "test@example.com"]);
+    p.git(&["config", "user.name", "test"]);
+    p.write(".gitignore", ".agent-looper/\n");
+    p.git(&["add", "-A"]);
+    p.git(&["commit", "-q", "-m", "init"]);
+    p
+}
+
+/// A codex-kind agent played by the fake agent (its JSON error events are classified).
+fn codex_fake(p: &Project, script: &str, looper_extra: &str) {
+    p.write("agent.script", script);
+    let cfg = format!(
+        "[looper]\ndefault_agent = \"fake\"\nsleep_seconds = 0\n{looper_extra}\n\n[agents.fake]\nkind = \"codex\"\nexecutable = {:?}\nenv = {{ FAKE_AGENT_SCRIPT = {:?} }}\n",
+        fake_agent_bin().display().to_string(),
+        p.join("agent.script").display().to_string()
+    );
+    p.write("agent-looper.toml", &cfg);
+    p.write("PROMPT.md", "do the thing\n");
+}
+
+fn dir_name(p: &Project) -> String {
+    p.path()
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn tmux_formats_in_a_directory_name_and_in_agent_errors_are_never_run() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = project_named("lt#(touch $LOOPER_TEST_MARK-dir)");
+    let mark = |what: &str| format!("{}-{what}", t.marks.path().join("mark").display());
+    // Three retry waits, each shown with `display-message`, then the cap stops the run with
+    // the agent's text as the reason. tmux kills a job when the client that asked for it
+    // exits, so one message alone does not run its command every time; three nearly always
+    // do on the code before the fix, and the directory name always does.
+    let mut script = String::new();
+    for call in 1..=3 {
+        script.push_str(&format!(
+            "=== call {call}\ncodex-error Service temporarily unavailable #(touch {}) #{{pane_id}}\nexit 1\n",
+            mark(&format!("retry{call}"))
+        ));
+    }
+    script.push_str(&format!(
+        "=== default\ncodex-error Service temporarily unavailable #(touch {}) \x1b]2;title\x07\nexit 1\n",
+        mark("stop")
+    ));
+    codex_fake(
+        &p,
+        &script,
+        "retry_backoff_base_seconds = 1.2\nretry_backoff_max_seconds = 1.2\nmax_transient_retries = 3\n",
+    );
+    // A person is watching the farm session: a client is attached to it before the launch.
+    let mut client = t.attached_client(&p, "farm");
+    let mut c = Command::new(looper_bin());
+    t.env(&mut c, &p);
+    let out = c
+        .current_dir(p.path())
+        .args([
+            "--once",
+            "--farm-session",
+            "farm",
+            "--tmux-layout",
+            "single",
+            "--retry-notify-after",
+            "0.5",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run looper");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let pane = || {
+        t.tmux(
+            &p,
+            &[
+                "list-panes",
+                "-s",
+                "-t",
+                "=farm",
+                "-F",
+                "#{window_name}\t#{pane_id}\t#{pane_dead}",
+            ],
+        )
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("lt"))
+        .map(str::to_string)
+    };
+    let finished = wait_until(40.0, || pane().is_some_and(|l| l.ends_with("\t1")));
+    let line = pane().unwrap_or_default();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(finished, "the farm run did not end: {line:?}");
+    // Give any job tmux might have started time to finish.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        t.marks(),
+        Vec::<String>::new(),
+        "tmux ran text as a command"
+    );
+    let mut f = line.split('\t');
+    let (window, id) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+    // The window is named after the directory, literally.
+    assert_eq!(window, dir_name(&p));
+    let reason = t
+        .tmux(
+            &p,
+            &["show-options", "-w", "-v", "-t", id, "@codex_stop_reason"],
+        )
+        .unwrap_or_default();
+    assert!(
+        reason.contains(&format!("#(touch {})", mark("stop"))) && !reason.contains('\x1b'),
+        "{reason:?}"
+    );
+    assert_eq!(p.calls(), 4, "three retries, then the cap");
+}
