@@ -191,6 +191,86 @@ pub fn backup_branch_name(
     Ok(name)
 }
 
+/// The part of a backup name that says which worktree made it: `@<worktree name>` after the
+/// loop number for a linked worktree (`git worktree list` shows the name), nothing for the main
+/// worktree, so its names keep the manual's shape exactly. Characters a branch name cannot
+/// carry, and the `@` that separates the tag, become `_`.
+fn worktree_tag(name: &str) -> String {
+    let tag: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // A component may not start with `.` nor end with `.lock` or `.` (git's ref rules).
+    let tag = tag.trim_start_matches('.').trim_end_matches('.');
+    let tag = tag.strip_suffix(".lock").unwrap_or(tag);
+    if tag.is_empty() {
+        "_".into()
+    } else {
+        tag.to_owned()
+    }
+}
+
+/// What a backup name made by the looper says: `<stamp>-loop-<NNNN>[-<k>][@<worktree>]` under
+/// the prefix (`k` is the same-second collision suffix). Anything else under the prefix is a
+/// user's branch and is never pruned (issue 20.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BackupName<'a> {
+    /// `YYYYMMDDTHHMMSSZ`: fixed width, so string order is time order.
+    stamp: &'a str,
+    loop_number: u64,
+    suffix: u32,
+    worktree: Option<&'a str>,
+}
+
+impl<'a> BackupName<'a> {
+    fn parse(rest: &'a str) -> Option<Self> {
+        let (body, worktree) = match rest.split_once('@') {
+            Some((body, tag)) if !tag.is_empty() && worktree_tag(tag) == tag => (body, Some(tag)),
+            Some(_) => return None,
+            None => (rest, None),
+        };
+        let stamp = body.get(..16)?;
+        let b = stamp.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+        if !(digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z') {
+            return None;
+        }
+        let tail = body[16..].strip_prefix("-loop-")?;
+        let (number, suffix) = match tail.split_once('-') {
+            Some((n, k)) => (n, Some(k)),
+            None => (tail, None),
+        };
+        let all_digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+        if number.len() < 4 || !all_digits(number) {
+            return None;
+        }
+        let suffix = match suffix {
+            None => 1,
+            Some(k) if all_digits(k) && !k.starts_with('0') => {
+                k.parse().ok().filter(|k| *k >= 2)?
+            }
+            Some(_) => return None,
+        };
+        Some(BackupName {
+            stamp,
+            loop_number: number.parse().ok()?,
+            suffix,
+            worktree,
+        })
+    }
+
+    /// Age order: stamp, then loop number, then the collision suffix.
+    fn age(&self) -> (&'a str, u64, u32) {
+        (self.stamp, self.loop_number, self.suffix)
+    }
+}
+
 /// Paths (relative to the repository root, with a trailing `/`) whose contents must not count.
 /// Computed per call because callers may pass directories that appear during the run.
 struct Exclusions {
@@ -360,6 +440,9 @@ pub struct Workspace {
     /// Symlink-free spelling of `workdir`, for comparing against excluded directories.
     canonical_workdir: PathBuf,
     git_dir: PathBuf,
+    /// `Some(tag)` in a linked worktree: its backups are named `...@<tag>` and only those are
+    /// its to prune, so worktrees sharing one repository never prune each other's.
+    worktree: Option<String>,
     /// Read buffer reused across fingerprints (the only per-file allocation otherwise).
     buf: Vec<u8>,
 }
@@ -405,11 +488,22 @@ impl Workspace {
         };
         let canonical_workdir = fs::canonicalize(&workdir)
             .map_err(io_err("cannot resolve the work tree directory", &workdir))?;
+        // A linked worktree's git dir is `<common>/worktrees/<name>`: that name is how git
+        // itself tells the worktrees apart.
+        let worktree = repo
+            .is_worktree()
+            .then(|| {
+                git_dir
+                    .file_name()
+                    .map(|n| worktree_tag(&n.to_string_lossy()))
+            })
+            .flatten();
         Ok(Workspace {
             repo,
             workdir,
             canonical_workdir,
             git_dir,
+            worktree,
             buf: vec![0; 64 * 1024],
         })
     }
@@ -531,11 +625,16 @@ impl Workspace {
         } else {
             (head, false)
         };
+        let tag = self
+            .worktree
+            .as_deref()
+            .map(|t| format!("@{t}"))
+            .unwrap_or_default();
         for attempt in 1..=MAX_NAME_SUFFIX {
             let name = if attempt == 1 {
-                base.clone()
+                format!("{base}{tag}")
             } else {
-                format!("{base}-{attempt}")
+                format!("{base}-{attempt}{tag}")
             };
             match self.repo.branch(&name, &target, false) {
                 Ok(_) => {
@@ -576,10 +675,13 @@ impl Workspace {
         })
     }
 
-    /// D19 pruning after each backup. Scoped to exactly `refs/heads/<prefix>/` so neighbouring
-    /// namespaces (`<prefix>-old/...`) and a branch named like the prefix survive; names sort by
-    /// their stamp, so lexicographic order is age order. A branch checked out in any worktree is
-    /// kept: deleting it would break that worktree, and git refuses anyway.
+    /// D19 pruning after each backup. Only branches the looper made in THIS worktree count:
+    /// names of the exact shape `<prefix>/<stamp>-loop-<NNNN>[-k]` (with `@<worktree>` in a
+    /// linked worktree), so a user's `<prefix>/1.0-hotfix` or `<prefix>/wip`, neighbouring
+    /// namespaces (`<prefix>-old/...`), a branch named like the prefix and another worktree's
+    /// backups all survive (issue 20.2). They are ordered by stamp, then loop number, then
+    /// suffix; the newest `keep` stay. A branch checked out in any worktree is kept: deleting
+    /// it would break that worktree, and git refuses anyway.
     pub fn prune_backups(&self, prefix: &str, keep: usize) -> Result<Vec<String>, GitError> {
         let prefix = prefix.trim_end_matches('/');
         if prefix.is_empty() {
@@ -591,24 +693,33 @@ impl Workspace {
         let namespace = format!("refs/heads/{prefix}/");
         let refs = self
             .repo
-            .references()
+            .references_glob(&format!("{namespace}*"))
             .map_err(git_err("cannot list the branches of", &self.workdir))?;
-        let mut names = Vec::new();
+        let mut ours: Vec<(String, (String, u64, u32))> = Vec::new();
         for reference in refs {
             let reference =
                 reference.map_err(git_err("cannot list the branches of", &self.workdir))?;
-            if let Ok(name) = std::str::from_utf8(reference.name_bytes())
-                && let Some(short) = name.strip_prefix("refs/heads/")
-                && name.starts_with(&namespace)
+            let Ok(name) = std::str::from_utf8(reference.name_bytes()) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(&namespace) else {
+                continue;
+            };
+            if let Some(parsed) = BackupName::parse(rest)
+                && parsed.worktree == self.worktree.as_deref()
             {
-                names.push(short.to_owned());
+                let (stamp, number, suffix) = parsed.age();
+                ours.push((
+                    name["refs/heads/".len()..].to_owned(),
+                    (stamp.to_owned(), number, suffix),
+                ));
             }
         }
-        names.sort();
-        let excess = names.len().saturating_sub(keep);
+        ours.sort_by(|a, b| a.1.cmp(&b.1));
+        let excess = ours.len().saturating_sub(keep);
         let checked_out = self.checked_out_branches();
         let mut deleted = Vec::new();
-        for name in names.into_iter().take(excess) {
+        for (name, _) in ours.into_iter().take(excess) {
             if checked_out.contains(&format!("refs/heads/{name}")) {
                 continue;
             }
@@ -1551,6 +1662,141 @@ mod tests {
                 "looper-backupx",
                 "main",
             ]
+        );
+    }
+
+    #[test]
+    fn backup_names_are_parsed_strictly() {
+        let p = BackupName::parse;
+        assert_eq!(
+            p("20260101T000001Z-loop-0001"),
+            Some(BackupName {
+                stamp: "20260101T000001Z",
+                loop_number: 1,
+                suffix: 1,
+                worktree: None
+            })
+        );
+        assert_eq!(
+            p("20260101T000001Z-loop-12345-3@feat_x").map(|b| (
+                b.loop_number,
+                b.suffix,
+                b.worktree
+            )),
+            Some((12345, 3, Some("feat_x")))
+        );
+        for user in [
+            "1.0-hotfix",
+            "wip",
+            "zzz",
+            "20260101T000001Z",
+            "20260101T000001Z-loop-1",
+            "20260101T000001Z-loop-0001-",
+            "20260101T000001Z-loop-0001-1",
+            "20260101T000001Z-loop-0001-02",
+            "20260101T000001Z-loop-0001-x",
+            "20260101T000001Z-loop-0001@",
+            "20260101T000001Z-loop-0001@a b",
+            "20260101T000001Z-loop-0001.bak",
+            "2026010XT000001Z-loop-0001",
+            "20260101T000001Z-loop-0001/x",
+        ] {
+            assert_eq!(p(user), None, "{user}");
+        }
+        assert_eq!(worktree_tag("my tree@{1}"), "my_tree__1_");
+        assert_eq!(worktree_tag(".x.lock"), "x");
+    }
+
+    #[test]
+    fn prune_never_touches_a_users_branches_or_another_worktrees_backups() {
+        let repo = TestRepo::new();
+        let users = [
+            "looper-backup/1.0-hotfix",
+            "looper-backup/wip",
+            "looper-backup/zzz-notes",
+            "looper-backup/20260101T000000Z-loop-0001-final",
+        ];
+        let others = [
+            "looper-backup/20250101T000000Z-loop-0001@other",
+            "looper-backup/20250101T000001Z-loop-0002@other",
+        ];
+        let ours = [
+            "looper-backup/20260101T000009Z-loop-0001",
+            "looper-backup/20260101T000009Z-loop-0002",
+            "looper-backup/20260101T000009Z-loop-0002-2",
+            "looper-backup/20260101T000010Z-loop-0001",
+        ];
+        for name in users.iter().chain(&others).chain(&ours) {
+            repo.git(&["branch", name]);
+        }
+        let ws = repo.open();
+        // Age order, not name order: loop-0002-2 is newer than loop-0002.
+        let deleted = ws.prune_backups("looper-backup", 2).expect("prune");
+        assert_eq!(deleted, &ours[..2]);
+        let left = branches(&repo);
+        for name in users.iter().chain(&others).chain(&ours[2..]) {
+            assert!(
+                left.contains(&name.to_string()),
+                "{name} was deleted: {left:?}"
+            );
+        }
+        // A new backup is never pruned at once because a user's name sorts after it.
+        let b = ws
+            .create_backup("looper-backup", stamp(), 1, false, &[])
+            .expect("backup");
+        assert!(
+            ws.prune_backups("looper-backup", 3)
+                .expect("prune")
+                .is_empty()
+        );
+        assert!(branches(&repo).contains(&b.branch));
+    }
+
+    #[test]
+    fn linked_worktrees_name_and_prune_their_own_backups() {
+        let repo = TestRepo::new();
+        let linked = TempDir::new().expect("tempdir");
+        let wt = linked.path().join("feature tree");
+        repo.git(&[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "feature",
+            &wt.display().to_string(),
+        ]);
+        let main = repo.open();
+        let side = Workspace::open(&wt).expect("open linked worktree");
+        let mut main_made = Vec::new();
+        let mut side_made = Vec::new();
+        for n in 1..=3 {
+            main_made.push(
+                main.create_backup("looper-backup", stamp(), n, false, &[])
+                    .expect("backup")
+                    .branch,
+            );
+            main.prune_backups("looper-backup", 2).expect("prune");
+            side_made.push(
+                side.create_backup("looper-backup", stamp(), n, false, &[])
+                    .expect("backup")
+                    .branch,
+            );
+            side.prune_backups("looper-backup", 2).expect("prune");
+        }
+        assert_eq!(main_made[0], "looper-backup/20260102T030405Z-loop-0001");
+        assert_eq!(
+            side_made[0],
+            "looper-backup/20260102T030405Z-loop-0001@feature-tree"
+        );
+        let left = branches(&repo);
+        let backups: Vec<&String> = left
+            .iter()
+            .filter(|b| b.starts_with("looper-backup/"))
+            .collect();
+        assert_eq!(
+            backups,
+            [&main_made[1], &side_made[1], &main_made[2], &side_made[2]],
+            "{left:?}"
         );
     }
 

@@ -247,3 +247,91 @@ fn tmux_formats_in_a_directory_name_and_in_agent_errors_are_never_run() {
     );
     assert_eq!(p.calls(), 4, "three retries, then the cap");
 }
+
+fn backup_branches(p: &Project) -> Vec<String> {
+    p.git(&[
+        "for-each-ref",
+        "--format=%(refname:short)",
+        "refs/heads/looper-backup/",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn backup_pruning_leaves_users_branches_and_the_other_worktrees_backups() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay ok\n", "");
+    // A user's hotfix whose only ref is a branch under the backup prefix, and a `wip` that
+    // sorts after every stamp.
+    p.git(&["checkout", "-q", "-b", "tmp"]);
+    p.write("hotfix.txt", "the only copy\n");
+    p.git(&["add", "hotfix.txt"]);
+    p.git(&["commit", "-q", "-m", "hotfix"]);
+    let hotfix = p.git(&["rev-parse", "HEAD"]).trim().to_string();
+    p.git(&["branch", "looper-backup/1.0-hotfix"]);
+    p.git(&["checkout", "-q", "main"]);
+    p.git(&["branch", "-D", "-q", "tmp"]);
+    p.git(&["branch", "looper-backup/wip"]);
+    // A linked worktree of the same repository, with its own copy of the set-up.
+    // Inside the project (so the temp dir takes it away), ignored by the main worktree.
+    let wt = p.join("linked");
+    p.write(".git/info/exclude", "linked/\n");
+    p.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "-b",
+        "side",
+        &wt.display().to_string(),
+    ]);
+    for f in ["agent-looper.toml", "PROMPT.md"] {
+        std::fs::copy(p.join(f), wt.join(f)).expect("copy set-up");
+    }
+    let run_in = |dir: &std::path::Path| {
+        let out = p
+            .looper()
+            .current_dir(dir)
+            .args([
+                "--local",
+                "--backup",
+                "--backup-keep",
+                "2",
+                "--max-loops",
+                "3",
+            ])
+            .output()
+            .expect("run looper");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+    run_in(p.path());
+    let main_backups = backup_branches(&p);
+    run_in(&wt);
+    let left = backup_branches(&p);
+    assert!(
+        left.contains(&"looper-backup/1.0-hotfix".to_string()),
+        "{left:?}"
+    );
+    assert!(left.contains(&"looper-backup/wip".to_string()), "{left:?}");
+    assert_eq!(
+        p.git(&["rev-parse", "looper-backup/1.0-hotfix"]).trim(),
+        hotfix
+    );
+    // The main worktree's two newest backups survived the linked worktree's pruning.
+    let main_made: Vec<&String> = main_backups
+        .iter()
+        .filter(|b| b.contains("-loop-"))
+        .collect();
+    assert_eq!(main_made.len(), 2, "{main_backups:?}");
+    for b in &main_made {
+        assert!(
+            left.contains(b),
+            "{b} was pruned by the other worktree: {left:?}"
+        );
+    }
+    let side_made = left
+        .iter()
+        .filter(|b| b.contains("-loop-") && b.contains('@'));
+    assert_eq!(side_made.count(), 2, "{left:?}");
+}
