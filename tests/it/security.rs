@@ -335,3 +335,59 @@ fn backup_pruning_leaves_users_branches_and_the_other_worktrees_backups() {
         .filter(|b| b.contains("-loop-") && b.contains('@'));
     assert_eq!(side_made.count(), 2, "{left:?}");
 }
+
+#[test]
+fn work_inside_a_submodule_is_progress_and_dirty_backups_capture_it() {
+    let upstream = Project::new();
+    let p = Project::new();
+    p.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        &upstream.path().display().to_string(),
+        "sub",
+    ]);
+    p.git(&["commit", "-q", "-m", "add submodule"]);
+    // Every loop changes a file inside the submodule, and only there (the fake agent's call
+    // counter is kept out of the fingerprint).
+    p.fake_agent("=== default\nappend sub/README.md more\\n\nsay ok\n", "");
+    p.write(".git/info/exclude", "agent.script.calls\n");
+    p.git(&["add", "-A"]);
+    p.git(&["commit", "-q", "-m", "set-up"]);
+    let out = p.run(&[
+        "--max-loops",
+        "4",
+        "--cb-no-progress",
+        "2",
+        "--backup",
+        "--backup-dirty",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 4");
+    // The backup before loop 4 holds the submodule as the agent had left it after loop 3.
+    let last = p
+        .git(&[
+            "for-each-ref",
+            "--format=%(refname:short)",
+            "refs/heads/looper-backup/",
+        ])
+        .lines()
+        .last()
+        .expect("a backup")
+        .to_string();
+    let link = p.git(&["rev-parse", &format!("{last}:sub")]);
+    let sub = p.join("sub");
+    let shown = Command::new("git")
+        .args(["show", &format!("{}:README.md", link.trim())])
+        .current_dir(&sub)
+        .output()
+        .expect("git show");
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout),
+        "test\nmore\nmore\nmore\n",
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+}
