@@ -391,3 +391,64 @@ fn work_inside_a_submodule_is_progress_and_dirty_backups_capture_it() {
         String::from_utf8_lossy(&shown.stderr)
     );
 }
+
+#[test]
+fn init_force_refuses_a_symlinked_prompt_and_writes_nothing() {
+    let p = Project::bare_dir();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("precious.md");
+    std::fs::write(&target, "the user's own file\n").expect("write");
+    std::os::unix::fs::symlink(&target, p.join("PROMPT.md")).expect("symlink");
+    let out = p.looper().args(["init", "--force"]).output().expect("init");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&p.join("PROMPT.md").display().to_string()) && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("read"),
+        "the user's own file\n"
+    );
+    // Checked before anything is written: the config was not written either.
+    assert!(!p.join("agent-looper.toml").exists());
+    // Without --force a link to an existing file is left alone, as any existing file is.
+    let out = p.looper().arg("init").output().expect("init");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("exists, leaving unchanged"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("read"),
+        "the user's own file\n"
+    );
+    // --force replaces a regular file atomically, keeping its mode.
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = p.join("agent-looper.toml");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::remove_file(p.join("PROMPT.md")).expect("rm link");
+    let out = p.looper().args(["init", "--force"]).output().expect("init");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let meta = std::fs::symlink_metadata(&cfg).expect("stat");
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn the_first_run_refuses_a_dangling_config_link() {
+    let p = Project::bare_dir();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("planted.toml");
+    std::os::unix::fs::symlink(&target, p.join("agent-looper.toml")).expect("symlink");
+    let out = p.looper().output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&p.join("agent-looper.toml").display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.exists(), "the first run wrote through the link");
+    assert!(!p.join("PROMPT.md").exists());
+}
