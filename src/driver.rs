@@ -516,7 +516,7 @@ impl Driver {
             }
             Effect::CheckPlan => {
                 let input = match &self.p.settings.plan_file {
-                    Some(plan) => match std::fs::read(plan) {
+                    Some(plan) => match crate::effects::textfile::read(plan).map(|f| f.bytes) {
                         Ok(bytes) => Input::PlanChecked(Ok(unchecked_tasks(
                             &String::from_utf8_lossy(&bytes),
                         ))),

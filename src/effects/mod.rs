@@ -7,4 +7,5 @@ pub mod outlog;
 pub mod process;
 pub mod procinfo;
 pub mod store;
+pub mod textfile;
 pub mod tmux;

@@ -452,3 +452,94 @@ fn the_first_run_refuses_a_dangling_config_link() {
     assert!(!target.exists(), "the first run wrote through the link");
     assert!(!p.join("PROMPT.md").exists());
 }
+
+/// Runs `c` to its end, or kills it after `secs`: `None` means it hung. Address space is
+/// capped at 1 GiB, so a reader that does not stop fails instead of eating the machine.
+fn run_bounded(
+    mut c: Command,
+    secs: f64,
+    stderr_to: &std::path::Path,
+) -> Option<std::process::ExitStatus> {
+    use std::os::unix::process::CommandExt;
+    let err = std::fs::File::create(stderr_to).expect("stderr file");
+    c.stdout(Stdio::null()).stderr(err);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().expect("spawn looper");
+    let mut status = None;
+    let done = wait_until(secs, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if !done {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_the_prompt_is_refused_with_the_path() {
+    for kind in ["fifo", "/dev/zero"] {
+        let p = Project::new();
+        p.fake_agent("=== default\nsay ok\n", "");
+        std::fs::remove_file(p.join("PROMPT.md")).expect("rm");
+        if kind == "fifo" {
+            nix::unistd::mkfifo(&p.join("PROMPT.md"), nix::sys::stat::Mode::S_IRWXU)
+                .expect("mkfifo");
+        } else {
+            std::os::unix::fs::symlink(kind, p.join("PROMPT.md")).expect("symlink");
+        }
+        let mut c = p.looper();
+        c.args(["--local", "--once"]);
+        let status = run_bounded(c, 15.0, &p.join("stderr.txt"));
+        let err = std::fs::read_to_string(p.join("stderr.txt")).unwrap_or_default();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{kind}: {status:?} {err}"
+        );
+        assert!(
+            err.contains(&p.join("PROMPT.md").display().to_string())
+                && err.contains("not a regular file"),
+            "{kind}: {err}"
+        );
+        assert!(p.run_dirs().is_empty(), "{kind}: a run was started");
+        assert_eq!(p.calls(), 0);
+    }
+}
+
+#[test]
+fn a_fifo_plan_file_ends_the_run_instead_of_freezing_it() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== default\nsay EXIT_SIGNAL: true\n",
+        "completion_enabled = true\nplan_file = \"fix_plan.md\"\n",
+    );
+    nix::unistd::mkfifo(&p.join("fix_plan.md"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let mut c = p.looper();
+    c.args(["--local", "--max-loops", "3"]);
+    let status = run_bounded(c, 15.0, &p.join("stderr.txt"));
+    let err = std::fs::read_to_string(p.join("stderr.txt")).unwrap_or_default();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{status:?} {err}");
+    let st = p.state();
+    assert_eq!(st["status"], "error", "{st}");
+    assert!(
+        st["stop_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&p.join("fix_plan.md").display().to_string())),
+        "{st}"
+    );
+    assert_eq!(p.calls(), 1);
+}
