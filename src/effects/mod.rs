@@ -1,6 +1,8 @@
 //! Thin adapters for everything that touches the world: processes, files, git, tmux.
 
 pub mod git;
+#[cfg(target_os = "linux")]
+pub mod guard;
 pub mod hybrid;
 pub mod inbox;
 pub mod outlog;

@@ -543,3 +543,176 @@ fn a_fifo_plan_file_ends_the_run_instead_of_freezing_it() {
     );
     assert_eq!(p.calls(), 1);
 }
+
+/// Pids a fake agent's `setsid-child` / `double-fork` steps left behind.
+fn daemon_pids(p: &Project) -> Vec<i32> {
+    std::fs::read_to_string(p.join("daemons.pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, f)| f.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// Kill what a failed test left behind, so it does not outlive the test run.
+fn kill_all(pids: &[i32]) {
+    for pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn daemonized_descendants_end_with_their_attempt() {
+    let p = Project::new();
+    let rec = p.join("daemons.pids").display().to_string();
+    p.fake_agent(
+        &format!("=== default\nsetsid-child 60 {rec}\ndouble-fork 60 {rec}\nsay ok\n"),
+        "pipe_leak_timeout_seconds = 0.3\n",
+    );
+    let out = p.run(&["--max-loops", "2"]);
+    let pids = daemon_pids(&p);
+    let survivors: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    kill_all(&pids);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(pids.len(), 4, "two per loop");
+    assert!(
+        survivors.is_empty(),
+        "outlived their attempt: {survivors:?} of {pids:?}"
+    );
+}
+
+#[test]
+fn a_daemon_holding_stdout_is_killed_after_the_leak_timeout() {
+    let p = Project::new();
+    let rec = p.join("daemons.pids").display().to_string();
+    p.fake_agent(
+        &format!("=== default\ndouble-fork-stdout 60 {rec}\nsay bye\n"),
+        "pipe_leak_timeout_seconds = 0.3\n",
+    );
+    let t = std::time::Instant::now();
+    let out = p.run(&["--once"]);
+    let took = t.elapsed();
+    let pids = daemon_pids(&p);
+    let survivors: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    kill_all(&pids);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert_eq!(pids.len(), 1);
+    assert!(
+        survivors.is_empty(),
+        "the daemon holding stdout survived: {survivors:?}"
+    );
+    let log =
+        std::fs::read_to_string(p.last_run().join("loop-0001__prompt-001.log")).unwrap_or_default();
+    assert!(log.contains("held its output open"), "{log}");
+}
+
+#[test]
+fn sigkill_of_the_supervisor_ends_daemonized_descendants_too() {
+    let p = Project::new();
+    let rec = p.join("daemons.pids").display().to_string();
+    p.fake_agent(
+        &format!(
+            "=== default\nrecord {}\nsetsid-child 60 {rec}\ndouble-fork 60 {rec}\nsleep 60\n",
+            p.join("agent.json").display()
+        ),
+        "",
+    );
+    let mut child = p
+        .looper()
+        .args(["--local", "--once"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn looper");
+    assert!(
+        wait_until(10.0, || daemon_pids(&p).len() == 2),
+        "daemons never started"
+    );
+    let agent: i32 = std::fs::read_to_string(p.join("agent.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["pid"].as_i64())
+        .and_then(|v| i32::try_from(v).ok())
+        .expect("agent pid");
+    let mut pids = daemon_pids(&p);
+    pids.push(agent);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = child.wait();
+    let gone = wait_until(5.0, || pids.iter().all(|p| !alive(*p)));
+    let survivors: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    kill_all(&pids);
+    assert!(
+        gone,
+        "outlived the SIGKILLed supervisor: {survivors:?} of {pids:?}"
+    );
+}
+
+/// Field 4 of /proc/<pid>/stat.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn an_agent_whose_exit_status_is_lost_fails_the_run_instead_of_completing_it() {
+    // Issue 13, defect 2, through the binary: the agent's status cannot be collected (its
+    // guard is killed under it). The attempt printed the completion marker, but a lost status
+    // is a failure on record, never a clean exit that counts toward completion.
+    let p = Project::new();
+    p.fake_agent(
+        &format!(
+            "=== default\nrecord {}\nsay EXIT_SIGNAL: true\nsleep 3\n",
+            p.join("agent.json").display()
+        ),
+        "completion_enabled = true\n",
+    );
+    let child = p
+        .looper()
+        .args(["--local", "--max-loops", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn looper");
+    assert!(wait_until(10.0, || p.join("agent.json").exists()));
+    let agent: i32 = std::fs::read_to_string(p.join("agent.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t.lines().next()?).ok())
+        .and_then(|v| v["pid"].as_i64())
+        .and_then(|v| i32::try_from(v).ok())
+        .expect("agent pid");
+    let guard = parent_of(agent).expect("the agent's parent");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guard),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the guard");
+    let out = child.wait_with_output().expect("wait");
+    let st = p.state();
+    assert_eq!(out.status.code(), Some(1), "{st} {}", stderr(&out));
+    assert_eq!(st["status"], "error", "{st}");
+    let reason = st["stop_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("exit status"), "{reason}");
+    assert!(!alive(agent), "the agent outlived its guard");
+}
