@@ -1,8 +1,8 @@
 //! The attempt guard (D10, issue 20.5), Linux: the looper binary re-executed in a hidden mode
 //! becomes the agent's parent and a child subreaper (`PR_SET_CHILD_SUBREAPER`), so every
 //! descendant of the agent that is orphaned (a `setsid` daemon, a double fork) is adopted by
-//! it instead of by init. When the attempt ends, or the supervisor dies (even by SIGKILL),
-//! it kills the agent's process group and every descendant, then exits.
+//! it instead of by init. When the attempt ends it kills the agent's process group and every
+//! descendant; when the supervisor dies (even by SIGKILL) it does the same, then exits.
 //!
 //! Why no signal can hit a stranger: the guard never reaps the agent before its last signal
 //! to the agent's group (a zombie keeps its pid, and so the group id, from being reused), and
@@ -10,12 +10,16 @@
 //! either. Descendants further down become its children as their parents die, and are killed
 //! in turn.
 //!
-//! The protocol, over a Unix stream socket that is the guard's stdin: the supervisor sends
-//! `F` with the agent's stdin, stdout and stderr attached (`SCM_RIGHTS`); the guard answers
-//! `P <agent pid>` or `X <errno>`, later `E <wait status>` when the agent exits. The
-//! supervisor sends `T` (SIGTERM to the attempt) and `K` (kill everything, then exit); end of
-//! file means the supervisor is gone, which is `K` too. Every message is five bytes: a tag and
-//! a little-endian `i32`.
+//! One guard serves a whole run, attempt after attempt: starting a process per attempt would
+//! cost every loop an exec. Between attempts it has no children at all.
+//!
+//! The protocol, over a Unix stream socket that is the guard's stdin. The supervisor sends
+//! `S <length>` and the spawn request ([`encode_spawn`]), with the agent's stdin, stdout and
+//! stderr attached (`SCM_RIGHTS`); the guard answers `P <agent pid>` or `X <errno>`, later
+//! `E <wait status>` when the agent exits. The supervisor sends `T` (SIGTERM to the attempt)
+//! and `K` (kill everything that is left of the attempt), answered by `D` once it is done;
+//! end of file means the supervisor is gone: the guard kills the attempt and exits. Every
+//! message is a tag and a little-endian `i32`; only `S` carries more.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -42,12 +46,16 @@ pub const GUARD_NAME: &str = "looper-guard";
 /// gives up; a process stuck in the kernel (state D) also ends the wait here.
 const SWEEP_LIMIT: Duration = Duration::from_secs(10);
 
-pub const MSG_FDS: u8 = b'F';
+/// A spawn request larger than this is refused (it carries argv: the prompt is in it).
+const MAX_REQUEST: usize = 64 * 1024 * 1024;
+
+pub const MSG_SPAWN: u8 = b'S';
 pub const MSG_PID: u8 = b'P';
 pub const MSG_SPAWN_ERROR: u8 = b'X';
 pub const MSG_EXIT: u8 = b'E';
 pub const MSG_TERM: u8 = b'T';
 pub const MSG_KILL: u8 = b'K';
+pub const MSG_DONE: u8 = b'D';
 
 pub fn frame(tag: u8, value: i32) -> [u8; 5] {
     let v = value.to_le_bytes();
@@ -56,6 +64,72 @@ pub fn frame(tag: u8, value: i32) -> [u8; 5] {
 
 pub fn unframe(buf: [u8; 5]) -> (u8, i32) {
     (buf[0], i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]))
+}
+
+/// What the agent of one attempt is: program, working directory, arguments, and the
+/// variables added to the guard's environment (the supervisor's, inherited at its start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnRequest {
+    pub program: std::ffi::OsString,
+    pub cwd: std::ffi::OsString,
+    pub args: Vec<std::ffi::OsString>,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+/// The request as bytes: each field a little-endian `u32` length and its bytes, the lists
+/// preceded by their counts.
+pub fn encode_spawn(req: &SpawnRequest) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::new();
+    put(&mut out, req.program.as_bytes());
+    put(&mut out, req.cwd.as_bytes());
+    out.extend_from_slice(&(req.args.len() as u32).to_le_bytes());
+    for a in &req.args {
+        put(&mut out, a.as_bytes());
+    }
+    out.extend_from_slice(&(req.env.len() as u32).to_le_bytes());
+    for (k, v) in &req.env {
+        put(&mut out, k.as_bytes());
+        put(&mut out, v.as_bytes());
+    }
+    out
+}
+
+pub fn decode_spawn(mut bytes: &[u8]) -> Option<SpawnRequest> {
+    use std::os::unix::ffi::OsStrExt;
+    fn number(bytes: &mut &[u8]) -> Option<usize> {
+        let (n, rest) = bytes.split_first_chunk::<4>()?;
+        *bytes = rest;
+        usize::try_from(u32::from_le_bytes(*n)).ok()
+    }
+    fn field(bytes: &mut &[u8]) -> Option<std::ffi::OsString> {
+        let n = number(bytes)?;
+        let (f, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(std::ffi::OsStr::from_bytes(f).to_os_string())
+    }
+    let program = field(&mut bytes)?;
+    let cwd = field(&mut bytes)?;
+    let nargs = number(&mut bytes)?;
+    let mut args = Vec::with_capacity(nargs.min(4096));
+    for _ in 0..nargs {
+        args.push(field(&mut bytes)?);
+    }
+    let nenv = number(&mut bytes)?;
+    let mut env = Vec::with_capacity(nenv.min(4096));
+    for _ in 0..nenv {
+        env.push((field(&mut bytes)?, field(&mut bytes)?));
+    }
+    bytes.is_empty().then_some(SpawnRequest {
+        program,
+        cwd,
+        args,
+        env,
+    })
 }
 
 /// The raw `wait` status (`WEXITSTATUS`/`WTERMSIG` encoding) of an exited child, so the
@@ -76,15 +150,13 @@ pub fn run_if_guard() -> Option<u8> {
     if args.next().is_none_or(|a| a != GUARD_ARG) {
         return None;
     }
-    let program = args.next()?;
-    let rest: Vec<std::ffi::OsString> = args.collect();
-    Some(match guard_main(&program, &rest) {
+    Some(match guard_main() {
         Ok(()) => 0,
         Err(_) => 1,
     })
 }
 
-fn guard_main(program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> std::io::Result<()> {
+fn guard_main() -> std::io::Result<()> {
     // SAFETY: fd 0 is the socket the supervisor gave us as stdin; nothing else owns it.
     let sock = unsafe { UnixStream::from_raw_fd(0) };
     nix::sys::prctl::set_child_subreaper(true)?;
@@ -106,19 +178,25 @@ fn guard_main(program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> std::io
         &SigSet::from(Signal::SIGCHLD),
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )?;
-    let mut guard = match start_agent(&sock, program, args) {
-        Ok(g) => g,
-        Err(e) => {
-            let _ = send(
-                &sock,
-                MSG_SPAWN_ERROR,
-                e.raw_os_error().unwrap_or(libc::EIO),
-            );
-            return Err(e);
+    // One attempt after the other, until the supervisor is gone.
+    while let Some((request, fds)) = receive_spawn(&sock)? {
+        let mut attempt = match start_agent(request, fds) {
+            Ok(a) => a,
+            Err(e) => {
+                send(
+                    &sock,
+                    MSG_SPAWN_ERROR,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                )?;
+                continue;
+            }
+        };
+        send(&sock, MSG_PID, attempt.agent.as_raw())?;
+        if attempt.serve(&sock, &mut sigfd) == Outcome::SupervisorGone {
+            break;
         }
-    };
-    send(&sock, MSG_PID, guard.agent.as_raw())?;
-    guard.serve(&sock, &mut sigfd);
+        send(&sock, MSG_DONE, 0)?;
+    }
     Ok(())
 }
 
@@ -126,40 +204,55 @@ fn send(mut sock: &UnixStream, tag: u8, value: i32) -> std::io::Result<()> {
     sock.write_all(&frame(tag, value))
 }
 
-/// Receives the agent's stdio and starts it in its own process group.
-fn start_agent(
-    sock: &UnixStream,
-    program: &std::ffi::OsStr,
-    args: &[std::ffi::OsString],
-) -> std::io::Result<Guard> {
-    let mut buf = [0u8; 5];
+/// The next spawn request and the agent's stdin, stdout and stderr; `None` at end of file.
+fn receive_spawn(sock: &UnixStream) -> std::io::Result<Option<(SpawnRequest, [OwnedFd; 3])>> {
+    let mut head = [0u8; 5];
     let mut space = nix::cmsg_space!([RawFd; 3]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(space.as_mut_slice()),
-        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
     let mut fds: Vec<OwnedFd> = Vec::new();
-    for c in msg.cmsgs()? {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: SCM_RIGHTS gave us these descriptors; nothing else owns them.
-            fds.extend(
-                raw.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
+    let got = {
+        let mut iov = [std::io::IoSliceMut::new(&mut head)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(space.as_mut_slice()),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        for c in msg.cmsgs()? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: SCM_RIGHTS gave us these descriptors; nothing else owns them.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
         }
-    }
-    let (tag, _) = unframe(buf);
-    let mut fds = fds.into_iter();
-    let (Some(stdin), Some(stdout), Some(stderr), MSG_FDS) =
-        (fds.next(), fds.next(), fds.next(), tag)
-    else {
-        return Err(std::io::Error::from_raw_os_error(libc::EPROTO));
+        msg.bytes
     };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args)
+    if got == 0 {
+        return Ok(None);
+    }
+    let mut s = sock;
+    s.read_exact(&mut head[got..])?;
+    let protocol = || std::io::Error::from_raw_os_error(libc::EPROTO);
+    let (tag, len) = unframe(head);
+    let len = usize::try_from(len).map_err(|_| protocol())?;
+    if tag != MSG_SPAWN || len > MAX_REQUEST {
+        return Err(protocol());
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    let request = decode_spawn(&payload).ok_or_else(protocol)?;
+    let fds: [OwnedFd; 3] = fds.try_into().map_err(|_| protocol())?;
+    Ok(Some((request, fds)))
+}
+
+/// Starts the agent in its own process group.
+fn start_agent(request: SpawnRequest, fds: [OwnedFd; 3]) -> std::io::Result<Attempt> {
+    let [stdin, stdout, stderr] = fds;
+    let mut cmd = std::process::Command::new(&request.program);
+    cmd.args(&request.args)
+        .current_dir(&request.cwd)
+        .envs(request.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
@@ -179,27 +272,35 @@ fn start_agent(
         });
     }
     let child = cmd.spawn()?;
-    Ok(Guard {
+    Ok(Attempt {
         me: Pid::this(),
         agent: Pid::from_raw(child.id() as i32),
         agent_exited: false,
-        reported: false,
     })
 }
 
-struct Guard {
-    me: Pid,
-    agent: Pid,
-    /// The agent has exited; it stays a zombie (unreaped) until the very end.
-    agent_exited: bool,
-    /// Its status went to the supervisor.
-    reported: bool,
+/// How an attempt ended for the guard.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// `K`: everything is dead and reaped; wait for the next attempt.
+    Ended,
+    /// End of file (or garbage): the supervisor is gone; everything is dead, exit.
+    SupervisorGone,
 }
 
-impl Guard {
+/// One attempt, from the guard's side.
+struct Attempt {
+    me: Pid,
+    agent: Pid,
+    /// The agent has exited (and its status was sent); it stays a zombie, unreaped, until
+    /// the attempt's last signal.
+    agent_exited: bool,
+}
+
+impl Attempt {
     /// Until the supervisor says the attempt is over (or is gone): report the agent's end,
     /// reap adopted orphans as they die, relay SIGTERM.
-    fn serve(&mut self, sock: &UnixStream, sigfd: &mut SignalFd) {
+    fn serve(&mut self, sock: &UnixStream, sigfd: &mut SignalFd) -> Outcome {
         loop {
             let (sock_ready, sig_ready) = {
                 let mut fds = [
@@ -221,8 +322,15 @@ impl Guard {
                 let mut s = sock;
                 match s.read_exact(&mut buf) {
                     Ok(()) if buf[0] == MSG_TERM => self.terminate(),
-                    // `K`, end of file (the supervisor died) or garbage: end the attempt.
-                    _ => return self.sweep(sock, sigfd),
+                    Ok(()) if buf[0] == MSG_KILL => {
+                        self.sweep(sock, sigfd);
+                        return Outcome::Ended;
+                    }
+                    // End of file (the supervisor died) or garbage: end the attempt and go.
+                    _ => {
+                        self.sweep(sock, sigfd);
+                        return Outcome::SupervisorGone;
+                    }
                 }
             }
         }
@@ -238,7 +346,8 @@ impl Guard {
             && let Some(raw) = raw_status(st)
         {
             self.agent_exited = true;
-            self.reported = send(sock, MSG_EXIT, raw).is_ok();
+            // A supervisor that is gone cannot be told; the sweep follows anyway.
+            let _ = send(sock, MSG_EXIT, raw);
         }
         for child in procinfo::children(self.me.as_raw()) {
             if child != self.agent.as_raw() {
@@ -284,5 +393,44 @@ impl Guard {
         if self.agent_exited {
             let _ = waitpid(self.agent, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_requests_round_trip_and_garbage_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let req = SpawnRequest {
+            program: "/bin/agent".into(),
+            cwd: "/w d".into(),
+            args: vec![
+                "-p".into(),
+                "".into(),
+                std::ffi::OsStr::from_bytes(b"\xff;#(x)").into(),
+            ],
+            env: vec![("K".into(), "v=w".into())],
+        };
+        let bytes = encode_spawn(&req);
+        assert_eq!(decode_spawn(&bytes), Some(req));
+        assert_eq!(decode_spawn(&bytes[..bytes.len() - 1]), None);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_spawn(&longer), None);
+        assert_eq!(decode_spawn(&[0xff; 16]), None);
+        assert_eq!(unframe(frame(MSG_EXIT, -7)), (MSG_EXIT, -7));
+    }
+
+    #[test]
+    fn wait_statuses_keep_codes_and_signals() {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = Pid::from_raw(1);
+        let exited = raw_status(WaitStatus::Exited(pid, 3)).expect("exited");
+        assert_eq!(std::process::ExitStatus::from_raw(exited).code(), Some(3));
+        let killed = raw_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).expect("killed");
+        assert_eq!(std::process::ExitStatus::from_raw(killed).signal(), Some(9));
+        assert_eq!(raw_status(WaitStatus::StillAlive), None);
     }
 }

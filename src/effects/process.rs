@@ -2,9 +2,10 @@
 //! so a timeout, a stop or the supervisor's own death (even by SIGKILL) ends the whole
 //! attempt; stdout and stderr are read concurrently in bounded chunks.
 //!
-//! On Linux the guard is the looper binary itself in a hidden mode ([`super::guard`]): the
-//! agent's parent and a child subreaper, it adopts descendants that leave the agent's process
-//! group (a `setsid` daemon, a double fork) and kills them with the attempt (issue 20.5).
+//! On Linux the guard is the looper binary itself in a hidden mode ([`super::guard`]), one
+//! process for the run: the agent's parent and a child subreaper, it adopts descendants that
+//! leave the agent's process group (a `setsid` daemon, a double fork) and kills them with the
+//! attempt (issue 20.5).
 //! Elsewhere the guard is today's `/bin/sh` group leader ([`GroupGuard`]): it ends the
 //! agent's process group, but a descendant that left the group is out of its reach.
 
@@ -155,11 +156,15 @@ impl Guard {
     }
 
     /// The attempt is over: kill whatever is left of it, and return once that is done.
-    async fn finish(self) {
-        match self.kind {
+    async fn finish(self, source: ExitSource) {
+        match (self.kind, source) {
             #[cfg(target_os = "linux")]
-            GuardKind::Subreaper(c) => c.finish().await,
-            GuardKind::Group(g) => drop(g),
+            (GuardKind::Subreaper(c), ExitSource::Subreaper(r)) => c.finish(r).await,
+            // The agent's handle goes before the group is killed and the guard reaped.
+            (kind, source) => {
+                drop(source);
+                drop(kind);
+            }
         }
     }
 }
@@ -194,12 +199,14 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Spawned> {
 
 #[cfg(target_os = "linux")]
 mod subreaper {
-    //! The supervisor's end of the subreaper guard ([`crate::effects::guard`]).
+    //! The supervisor's end of the subreaper guard ([`crate::effects::guard`]): one guard
+    //! process per run, kept between attempts, asked to start each attempt's agent.
 
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     use std::process::Stdio;
+    use std::sync::Mutex;
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -207,97 +214,216 @@ mod subreaper {
 
     use super::{ExitSource, Guard, GuardKind, SpawnSpec, Spawned, make_pipes};
     use crate::effects::guard::{
-        GUARD_ARG, GUARD_NAME, MSG_EXIT, MSG_FDS, MSG_KILL, MSG_PID, MSG_SPAWN_ERROR, frame,
-        unframe,
+        GUARD_ARG, GUARD_NAME, MSG_DONE, MSG_EXIT, MSG_KILL, MSG_PID, MSG_SPAWN, MSG_SPAWN_ERROR,
+        SpawnRequest, encode_spawn, frame, unframe,
     };
 
-    /// How long the guard may take to start the agent (exec of the looper binary, then of
-    /// the agent) before the attempt is a start failure.
+    /// How long the guard may take to start (the first time) and to start the agent.
     const START_LIMIT: Duration = Duration::from_secs(10);
 
-    /// Requests to the guard, and the guard process itself.
-    pub struct Control {
-        write: OwnedWriteHalf,
-        guard: tokio::process::Child,
+    /// How long the end of an attempt may take: the guard's own limit for killing what is
+    /// left of it, and some.
+    const FINISH_LIMIT: Duration = Duration::from_secs(15);
+
+    /// The run's guard between attempts.
+    struct Idle {
+        sock: std::os::unix::net::UnixStream,
+        process: std::process::Child,
     }
 
-    /// The guard's reports.
-    pub struct Reports {
-        read: OwnedReadHalf,
-        guard_pid: u32,
+    static IDLE: Mutex<Option<Idle>> = Mutex::new(None);
+
+    fn take_idle() -> Option<Idle> {
+        IDLE.lock().ok().and_then(|mut g| g.take())
+    }
+
+    fn put_idle(idle: Idle) {
+        match IDLE.lock() {
+            Ok(mut g) => *g = Some(idle),
+            Err(_) => retire(idle.process),
+        }
+    }
+
+    /// A guard that will not be used again: its socket is closed (it kills what is left of
+    /// its attempt and exits); it is reaped on a thread of its own, so nothing waits here.
+    fn retire(mut process: std::process::Child) {
+        let _ = std::thread::Builder::new()
+            .name("looper-guard-reaper".into())
+            .spawn(move || {
+                let _ = process.wait();
+            });
+    }
+
+    /// Starts the run's guard: this binary, re-executed, with the socket as its stdin. A
+    /// plain spawn (no pre_exec), so std uses a vfork-style posix_spawn. The guard inherits
+    /// the supervisor's environment and passes it on, plus each attempt's variables.
+    fn start() -> std::io::Result<Idle> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        // The binary that is running now, even if its file was replaced since (an upgrade).
+        let process = std::process::Command::new("/proc/self/exe")
+            .arg0(GUARD_NAME)
+            .arg(GUARD_ARG)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Idle {
+            sock: ours,
+            process,
+        })
     }
 
     fn protocol_error(what: &str) -> std::io::Error {
         std::io::Error::other(format!("the attempt guard {what}"))
     }
 
-    pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Spawned> {
-        let (pipes, agent_fds) = make_pipes(spec.stdin.is_some())?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        // The binary that is running now, even if its file was replaced since (an upgrade).
-        // A plain spawn (no pre_exec), so std uses a vfork-style posix_spawn: forking the
-        // supervisor would cost it copy-on-write faults on every loop.
-        let mut cmd = tokio::process::Command::new("/proc/self/exe");
-        cmd.as_std_mut().arg0(GUARD_NAME);
-        cmd.arg(GUARD_ARG)
-            .arg(&spec.program)
-            .args(&spec.args)
-            .current_dir(&spec.cwd)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(false);
-        let guard = cmd.spawn()?;
-        let guard_pid = guard.id().unwrap_or(0);
-        // The agent's stdio travels to the guard over the socket; our copies go at once, so
-        // the agent (and what it leaves behind) are the only holders of the write ends.
-        let raw: Vec<i32> = agent_fds.iter().map(|f| f.as_raw_fd()).collect();
+    /// Sends one spawn request with the agent's stdio; the guard's answer.
+    fn ask(idle: &Idle, request: &[u8], fds: &[OwnedFd; 3]) -> std::io::Result<(u8, i32)> {
+        let len = i32::try_from(request.len()).map_err(|_| protocol_error("request too large"))?;
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
         nix::sys::socket::sendmsg::<()>(
-            ours.as_raw_fd(),
-            &[std::io::IoSlice::new(&frame(MSG_FDS, 0))],
+            idle.sock.as_raw_fd(),
+            &[std::io::IoSlice::new(&frame(MSG_SPAWN, len))],
             &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
             nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
             None,
         )?;
-        drop(agent_fds);
-        ours.set_read_timeout(Some(START_LIMIT))?;
+        (&idle.sock).write_all(request)?;
+        idle.sock.set_read_timeout(Some(START_LIMIT))?;
         let mut buf = [0u8; 5];
-        (&ours)
+        (&idle.sock)
             .read_exact(&mut buf)
             .map_err(|_| protocol_error("ended before starting the agent"))?;
-        let pid = match unframe(buf) {
-            (MSG_PID, pid) if pid > 0 => pid,
-            (MSG_SPAWN_ERROR, errno) => return Err(std::io::Error::from_raw_os_error(errno)),
-            _ => return Err(protocol_error("sent an unexpected message")),
+        idle.sock.set_read_timeout(None)?;
+        Ok(unframe(buf))
+    }
+
+    pub fn spawn(spec: &SpawnSpec) -> std::io::Result<Spawned> {
+        let (pipes, agent_fds) = make_pipes(spec.stdin.is_some())?;
+        let request = encode_spawn(&SpawnRequest {
+            program: spec.program.clone().into(),
+            cwd: spec.cwd.clone().into_os_string(),
+            args: spec.args.iter().map(Into::into).collect(),
+            env: spec.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        });
+        // The guard of the previous attempt, unless there is none or it has gone (killed
+        // between attempts): then a new one.
+        let (idle, answer) = match take_idle() {
+            Some(idle) => match ask(&idle, &request, &agent_fds) {
+                Ok(answer) => (idle, answer),
+                Err(_) => {
+                    retire(idle.process);
+                    let idle = start()?;
+                    let answer = ask(&idle, &request, &agent_fds);
+                    (idle, answer?)
+                }
+            },
+            None => {
+                let idle = start()?;
+                let answer = ask(&idle, &request, &agent_fds);
+                (idle, answer?)
+            }
         };
-        ours.set_read_timeout(None)?;
-        ours.set_nonblocking(true)?;
-        let (read, write) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        // Our copies of the agent's ends go at once: the agent (and what it leaves behind)
+        // must be the only holders of the write ends.
+        drop(agent_fds);
+        let pid = match answer {
+            (MSG_PID, pid) if pid > 0 => pid,
+            (MSG_SPAWN_ERROR, errno) => {
+                put_idle(idle);
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+            _ => {
+                retire(idle.process);
+                return Err(protocol_error("sent an unexpected message"));
+            }
+        };
+        let guard_pid = idle.process.id();
+        idle.sock.set_nonblocking(true)?;
+        let (read, write) = tokio::net::UnixStream::from_std(idle.sock)?.into_split();
         Ok(Spawned {
             pid,
             guard: Guard {
                 // The agent leads its own group: its pid is the group id.
                 pgid: pid,
-                kind: GuardKind::Subreaper(Control { write, guard }),
+                kind: GuardKind::Subreaper(Control {
+                    write: Some(write),
+                    process: Some(idle.process),
+                }),
             },
             exit: ExitSource::Subreaper(Reports { read, guard_pid }),
             pipes,
         })
     }
 
+    /// Requests to the guard during an attempt, and the guard process.
+    pub struct Control {
+        /// `None` only once `finish` has taken it.
+        write: Option<OwnedWriteHalf>,
+        /// `None` once handed back for the next attempt (or retired).
+        process: Option<std::process::Child>,
+    }
+
+    /// The guard's reports during an attempt.
+    pub struct Reports {
+        read: OwnedReadHalf,
+        guard_pid: u32,
+    }
+
     impl Control {
         /// A five-byte request. The socket buffer always has room for it; a write that fails
         /// means the guard is gone, and its end already took the attempt down.
         pub fn send(&mut self, tag: u8) {
-            let _ = self.write.try_write(&frame(tag, 0));
+            if let Some(w) = &self.write {
+                let _ = w.try_write(&frame(tag, 0));
+            }
         }
 
-        /// `K`, then wait until the guard has killed and reaped everything, and reap it.
-        pub async fn finish(mut self) {
-            let _ = self.write.write_all(&frame(MSG_KILL, 0)).await;
-            let _ = self.guard.wait().await;
+        /// `K`, then wait for `D`: everything that was left of the attempt is dead and
+        /// reaped. The guard is kept for the next attempt.
+        pub async fn finish(mut self, mut reports: Reports) {
+            let Some(mut write) = self.write.take() else {
+                return;
+            };
+            let done = async {
+                write.write_all(&frame(MSG_KILL, 0)).await?;
+                let mut buf = [0u8; 5];
+                loop {
+                    reports.read.read_exact(&mut buf).await?;
+                    match unframe(buf).0 {
+                        MSG_DONE => return Ok::<(), std::io::Error>(()),
+                        // A status nobody waited for (the attempt failed before it came).
+                        MSG_EXIT => {}
+                        _ => return Err(protocol_error("sent an unexpected message")),
+                    }
+                }
+            };
+            let ok = matches!(tokio::time::timeout(FINISH_LIMIT, done).await, Ok(Ok(())));
+            let Some(process) = self.process.take() else {
+                return;
+            };
+            let reunited = reports
+                .read
+                .reunite(write)
+                .ok()
+                .and_then(|s| s.into_std().ok())
+                .filter(|s| s.set_nonblocking(false).is_ok());
+            match reunited {
+                Some(sock) if ok => put_idle(Idle { sock, process }),
+                // Dropping the socket ends the guard.
+                _ => retire(process),
+            }
+        }
+    }
+
+    impl Drop for Control {
+        /// An attempt dropped half-way (the supervisor is shutting down): the socket closes
+        /// with it, which is the guard's signal to end everything and exit.
+        fn drop(&mut self) {
+            if let Some(process) = self.process.take() {
+                retire(process);
+            }
         }
     }
 
@@ -518,10 +644,8 @@ pub async fn supervise(
         exit.exit_code = st.code();
         exit.signal = st.signal();
     }
-    // No descendant of the attempt outlives it (D10). The agent's status source goes
-    // first: with the group guard that drops the agent's handle before the group is killed.
-    drop(source);
-    guard.finish().await;
+    // No descendant of the attempt outlives it (D10).
+    guard.finish(source).await;
     exit
 }
 
