@@ -9,7 +9,7 @@
 //! Elsewhere the guard is today's `/bin/sh` group leader ([`GroupGuard`]): it ends the
 //! agent's process group, but a descendant that left the group is out of its reach.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -25,7 +25,8 @@ use crate::agents::Stream;
 
 pub const CHUNK: usize = 256 * 1024;
 /// The agent's output pipes get this much buffer: fewer wake-ups of both sides when an
-/// agent floods output (the kernel caps it at `/proc/sys/fs/pipe-max-size`).
+/// agent floods output (the kernel caps it at `/proc/sys/fs/pipe-max-size`; Linux only).
+#[cfg(target_os = "linux")]
 const PIPE_BUFFER: i32 = 1 << 20;
 
 /// What to run and how long to let it.
@@ -87,7 +88,8 @@ fn make_pipes(with_stdin: bool) -> std::io::Result<(Pipes, [OwnedFd; 3])> {
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
     let (out_r, out_w) = nix::unistd::pipe2(cloexec)?;
     let (err_r, err_w) = nix::unistd::pipe2(cloexec)?;
-    for fd in [out_r.as_fd(), err_r.as_fd()] {
+    #[cfg(target_os = "linux")]
+    for fd in [&out_r, &err_r] {
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER));
     }
     let (stdin, agent_in) = if with_stdin {
