@@ -161,7 +161,7 @@ fn guard_main() -> std::io::Result<()> {
     let sock = unsafe { UnixStream::from_raw_fd(0) };
     nix::sys::prctl::set_child_subreaper(true)?;
     // SIGCHLD through a signalfd; the stop signals are blocked, not ignored, so the agent
-    // does not inherit an ignored disposition (std resets the mask of every child it starts).
+    // does not inherit an ignored disposition (the mask is cleared for it in `start_agent`).
     let mut mask = SigSet::empty();
     for sig in [
         Signal::SIGCHLD,
@@ -257,11 +257,19 @@ fn start_agent(request: SpawnRequest, fds: [OwnedFd; 3]) -> std::io::Result<Atte
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .process_group(0);
-    // SAFETY: prctl and getppid are async-signal-safe. If the guard itself is killed, the
-    // agent goes with it instead of running on unwatched.
+    // SAFETY: sigemptyset, sigprocmask, prctl and getppid are async-signal-safe. The mask
+    // the guard blocks its stop signals with is inherited through fork and exec, and std does
+    // not clear it: the agent must start with nothing blocked, or SIGTERM would never reach
+    // it. If the guard itself is killed, the agent goes with it instead of running on
+    // unwatched.
     unsafe {
         let guard_pid = libc::getpid();
         cmd.pre_exec(move || {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

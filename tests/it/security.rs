@@ -716,3 +716,32 @@ fn an_agent_whose_exit_status_is_lost_fails_the_run_instead_of_completing_it() {
     assert!(reason.contains("exit status"), "{reason}");
     assert!(!alive(agent), "the agent outlived its guard");
 }
+
+#[test]
+fn the_agent_starts_with_no_signal_blocked_so_sigterm_stops_it_at_once() {
+    // The guard blocks the stop signals for itself; the agent must not inherit that mask,
+    // or SIGTERM would wait for the grace period and SIGKILL every time.
+    let p = Project::new();
+    p.fake_agent(
+        &format!(
+            "=== default\nrecord {}\nsleep 60\n",
+            p.join("agent.json").display()
+        ),
+        "timeout_seconds = 1\nterminate_grace_seconds = 30\n",
+    );
+    let t = std::time::Instant::now();
+    let out = p.run(&["--once"]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "SIGTERM did not stop the agent: {took:?}"
+    );
+    let st = p.state();
+    let events = p.events();
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "prompt_completed")
+        .expect("prompt_completed");
+    assert_eq!(done["signal"], 15, "{st}");
+}
