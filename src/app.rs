@@ -38,6 +38,11 @@ fn bin_name(default: &str) -> String {
 
 /// Run the CLI as binary `default_bin` (its wrapper agent applies, D1).
 pub fn main_with(default_bin: &str) -> ExitCode {
+    // The attempt guard is this binary re-executed (D10): it must not parse a command line.
+    #[cfg(target_os = "linux")]
+    if let Some(code) = crate::effects::guard::run_if_guard() {
+        return ExitCode::from(code);
+    }
     let bin = bin_name(default_bin);
     let matches = match command_for(&bin).try_get_matches() {
         Ok(m) => m,

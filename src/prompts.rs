@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::config::PromptMode;
+use crate::effects::textfile;
 use crate::error::{Error, Result};
 
 /// One load of the prompt file.
@@ -61,16 +62,19 @@ pub fn compile_separator(separator: &str) -> Result<regex::Regex> {
 }
 
 pub fn load(path: &Path, mode: PromptMode, separator: &regex::Regex) -> Result<PromptSet> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    // Regular files only, capped, never blocking (issue 20.6): a FIFO or a link to
+    // /dev/zero is refused with the path (exit 2) instead of freezing or exhausting the run.
+    let file = match textfile::read(path) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => {
             return Err(Error::Prompt(format!(
                 "prompt file not found: {} (create it, or pass --prompt-file)",
                 path.display()
             )));
         }
-        Err(e) => return Err(Error::io("cannot read prompt file", path, e)),
+        Err(e) => return Err(Error::Prompt(format!("prompt file {e}"))),
     };
+    let bytes = file.bytes;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Error::Prompt(format!(
             "prompt file {} is not valid UTF-8 (invalid byte at offset {})",
@@ -91,14 +95,11 @@ pub fn load(path: &Path, mode: PromptMode, separator: &regex::Regex) -> Result<P
             path.display()
         )));
     }
-    let mtime = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .map(|t| {
-            chrono::DateTime::<chrono::Utc>::from(t)
-                .format("%Y-%m-%dT%H:%M:%SZ")
-                .to_string()
-        });
+    let mtime = file.metadata.modified().ok().map(|t| {
+        chrono::DateTime::<chrono::Utc>::from(t)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    });
     Ok(PromptSet {
         path: path.to_path_buf(),
         prompts,

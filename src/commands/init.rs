@@ -1,7 +1,8 @@
-//! `looper init` and the first-run set-up: starter files, never overwriting without --force.
+//! `looper init` and the first-run set-up: starter files, never overwriting without --force,
+//! never written through a symlink, created exclusively and replaced atomically.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::InitArgs;
 use crate::config::starter::{self, Answers};
@@ -14,28 +15,113 @@ fn next_steps(bin: &str) -> String {
     )
 }
 
-fn write_file(path: &Path, content: &str, force: bool, out: &mut impl Write) -> Result<()> {
-    if path.exists() && !force {
-        let _ = writeln!(out, "exists, leaving unchanged: {}", path.display());
-        return Ok(());
+/// What writing one starter file will do, decided for every file before any is written.
+enum Plan {
+    Create,
+    /// `--force` over a regular file: a new file renamed over it, with the old mode.
+    Replace(u32),
+    Leave,
+}
+
+/// The looper never writes through a symlink (issue 20.3): a `PROMPT.md` link's target was
+/// overwritten by `init --force`, and a dangling `agent-looper.toml` link in a cloned
+/// repository made the first run create a file wherever it pointed. Only a link that is left
+/// alone anyway (no `--force`, its target exists) is accepted.
+fn plan_write(path: &Path, force: bool) -> Result<Plan> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Plan::Create),
+        Err(e) => return Err(Error::io("cannot inspect", path, e)),
+    };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        if !force && path.exists() {
+            return Ok(Plan::Leave);
+        }
+        return Err(Error::Usage(format!(
+            "refusing to write {}: it is a symbolic link, and the looper never writes through              one; remove the link (or write the file yourself) and run again",
+            path.display()
+        )));
     }
-    std::fs::write(path, content).map_err(|e| Error::io("cannot write", path, e))?;
-    let _ = writeln!(out, "wrote {}", path.display());
+    if !kind.is_file() {
+        return Err(Error::Usage(format!(
+            "refusing to write {}: it exists and is not a regular file",
+            path.display()
+        )));
+    }
+    if force {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(Plan::Replace(meta.permissions().mode() & 0o7777))
+    } else {
+        Ok(Plan::Leave)
+    }
+}
+
+/// A new file, created exclusively and never through a link: `O_EXCL` fails on anything
+/// already there, a link (even a dangling one) included.
+fn create_new(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+/// A replacement made beside the file and renamed over it: a reader never sees half a file,
+/// and a link planted in the meantime is replaced, not followed.
+fn replace(path: &Path, content: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.unwrap_or_default()))
+        .tempfile_in(dir)?;
+    tmp.write_all(content.as_bytes())?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Write the starter files: every path is checked first, so a refusal writes nothing.
+fn write_files(files: &[(PathBuf, String)], force: bool, out: &mut impl Write) -> Result<()> {
+    let plans = files
+        .iter()
+        .map(|(path, _)| plan_write(path, force))
+        .collect::<Result<Vec<_>>>()?;
+    for ((path, content), plan) in files.iter().zip(plans) {
+        let written = match plan {
+            Plan::Leave => {
+                let _ = writeln!(out, "exists, leaving unchanged: {}", path.display());
+                continue;
+            }
+            Plan::Create => create_new(path, content),
+            Plan::Replace(mode) => replace(path, content, mode),
+        };
+        written.map_err(|e| Error::io("cannot write", path, e))?;
+        let _ = writeln!(out, "wrote {}", path.display());
+    }
     Ok(())
 }
 
 /// `looper` in an empty directory.
 pub fn first_run(dir: &Path, bin: &str) -> Result<i32> {
     let mut out = std::io::stdout();
-    write_file(
-        &dir.join(DEFAULT_CONFIG_FILE),
-        &starter::starter_config(&Answers::default()),
-        false,
-        &mut out,
-    )?;
-    write_file(
-        &dir.join(DEFAULT_PROMPT_FILE),
-        starter::STARTER_PROMPT,
+    write_files(
+        &[
+            (
+                dir.join(DEFAULT_CONFIG_FILE),
+                starter::starter_config(&Answers::default()),
+            ),
+            (
+                dir.join(DEFAULT_PROMPT_FILE),
+                starter::STARTER_PROMPT.to_string(),
+            ),
+        ],
         false,
         &mut out,
     )?;
@@ -69,21 +155,23 @@ pub fn init_in(
         (Answers::default(), vec![])
     };
     let config = starter::starter_config(&answers);
-    write_file(&dir.join(DEFAULT_CONFIG_FILE), &config, args.force, out)?;
-    if answers.sequence {
-        write_file(
-            &dir.join(LEGACY_PROMPT_FILE),
-            &format!("{}\n", prompts.join("\n---\n")),
-            args.force,
-            out,
-        )?;
+    let prompt_file = if answers.sequence {
+        (
+            dir.join(LEGACY_PROMPT_FILE),
+            format!("{}\n", prompts.join("\n---\n")),
+        )
     } else {
         let prompt = prompts
             .first()
             .map(|p| format!("{p}\n"))
             .unwrap_or_else(|| starter::STARTER_PROMPT.to_string());
-        write_file(&dir.join(DEFAULT_PROMPT_FILE), &prompt, args.force, out)?;
-    }
+        (dir.join(DEFAULT_PROMPT_FILE), prompt)
+    };
+    write_files(
+        &[(dir.join(DEFAULT_CONFIG_FILE), config), prompt_file],
+        args.force,
+        out,
+    )?;
     let _ = writeln!(out, "Starter files are ready.\n{}", next_steps(bin));
     Ok(0)
 }

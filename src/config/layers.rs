@@ -466,8 +466,12 @@ pub fn check_placeholders(item: &str) -> std::result::Result<(), String> {
 }
 
 /// Read a config file as UTF-8 with a clear error for anything else.
+/// A config or preset file, through the one bounded reader (regular files only, capped,
+/// never blocking: issue 20.6); any failure is a configuration error naming the path.
 pub fn read_text(path: &Path, what: &str) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let bytes = crate::effects::textfile::read(path)
+        .map_err(|e| Error::Usage(format!("{what}: {e}")))?
+        .bytes;
     String::from_utf8(bytes).map_err(|e| {
         Error::Usage(format!(
             "{}: {what} is not valid UTF-8 (invalid byte at offset {})",

@@ -238,7 +238,7 @@ impl Dispatcher {
             }
             Effect::CheckPlan => {
                 let checked = match &self.cfg.settings.plan_file {
-                    Some(plan) => match std::fs::read(plan) {
+                    Some(plan) => match crate::effects::textfile::read(plan).map(|f| f.bytes) {
                         Ok(bytes) => Ok(crate::engine::plan::unchecked_tasks(
                             &String::from_utf8_lossy(&bytes),
                         )),

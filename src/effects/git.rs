@@ -191,6 +191,86 @@ pub fn backup_branch_name(
     Ok(name)
 }
 
+/// The part of a backup name that says which worktree made it: `@<worktree name>` after the
+/// loop number for a linked worktree (`git worktree list` shows the name), nothing for the main
+/// worktree, so its names keep the manual's shape exactly. Characters a branch name cannot
+/// carry, and the `@` that separates the tag, become `_`.
+fn worktree_tag(name: &str) -> String {
+    let tag: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // A component may not start with `.` nor end with `.lock` or `.` (git's ref rules).
+    let tag = tag.trim_start_matches('.').trim_end_matches('.');
+    let tag = tag.strip_suffix(".lock").unwrap_or(tag);
+    if tag.is_empty() {
+        "_".into()
+    } else {
+        tag.to_owned()
+    }
+}
+
+/// What a backup name made by the looper says: `<stamp>-loop-<NNNN>[-<k>][@<worktree>]` under
+/// the prefix (`k` is the same-second collision suffix). Anything else under the prefix is a
+/// user's branch and is never pruned (issue 20.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BackupName<'a> {
+    /// `YYYYMMDDTHHMMSSZ`: fixed width, so string order is time order.
+    stamp: &'a str,
+    loop_number: u64,
+    suffix: u32,
+    worktree: Option<&'a str>,
+}
+
+impl<'a> BackupName<'a> {
+    fn parse(rest: &'a str) -> Option<Self> {
+        let (body, worktree) = match rest.split_once('@') {
+            Some((body, tag)) if !tag.is_empty() && worktree_tag(tag) == tag => (body, Some(tag)),
+            Some(_) => return None,
+            None => (rest, None),
+        };
+        let stamp = body.get(..16)?;
+        let b = stamp.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+        if !(digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z') {
+            return None;
+        }
+        let tail = body[16..].strip_prefix("-loop-")?;
+        let (number, suffix) = match tail.split_once('-') {
+            Some((n, k)) => (n, Some(k)),
+            None => (tail, None),
+        };
+        let all_digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+        if number.len() < 4 || !all_digits(number) {
+            return None;
+        }
+        let suffix = match suffix {
+            None => 1,
+            Some(k) if all_digits(k) && !k.starts_with('0') => {
+                k.parse().ok().filter(|k| *k >= 2)?
+            }
+            Some(_) => return None,
+        };
+        Some(BackupName {
+            stamp,
+            loop_number: number.parse().ok()?,
+            suffix,
+            worktree,
+        })
+    }
+
+    /// Age order: stamp, then loop number, then the collision suffix.
+    fn age(&self) -> (&'a str, u64, u32) {
+        (self.stamp, self.loop_number, self.suffix)
+    }
+}
+
 /// Paths (relative to the repository root, with a trailing `/`) whose contents must not count.
 /// Computed per call because callers may pass directories that appear during the run.
 struct Exclusions {
@@ -360,6 +440,9 @@ pub struct Workspace {
     /// Symlink-free spelling of `workdir`, for comparing against excluded directories.
     canonical_workdir: PathBuf,
     git_dir: PathBuf,
+    /// `Some(tag)` in a linked worktree: its backups are named `...@<tag>` and only those are
+    /// its to prune, so worktrees sharing one repository never prune each other's.
+    worktree: Option<String>,
     /// Read buffer reused across fingerprints (the only per-file allocation otherwise).
     buf: Vec<u8>,
 }
@@ -405,11 +488,22 @@ impl Workspace {
         };
         let canonical_workdir = fs::canonicalize(&workdir)
             .map_err(io_err("cannot resolve the work tree directory", &workdir))?;
+        // A linked worktree's git dir is `<common>/worktrees/<name>`: that name is how git
+        // itself tells the worktrees apart.
+        let worktree = repo
+            .is_worktree()
+            .then(|| {
+                git_dir
+                    .file_name()
+                    .map(|n| worktree_tag(&n.to_string_lossy()))
+            })
+            .flatten();
         Ok(Workspace {
             repo,
             workdir,
             canonical_workdir,
             git_dir,
+            worktree,
             buf: vec![0; 64 * 1024],
         })
     }
@@ -445,62 +539,22 @@ impl Workspace {
     pub fn fingerprint(&mut self, excluded: &[PathBuf]) -> Result<Fingerprint, GitError> {
         let mut hasher = Sha256::new();
         hasher.update(FINGERPRINT_DOMAIN);
-        match self.repo.refname_to_id("HEAD") {
-            Ok(oid) => put(&mut hasher, b"head", oid.as_bytes()),
-            Err(err) if is_unborn(&err) => put(&mut hasher, b"unborn", b""),
-            Err(source) => {
-                return Err(GitError::Git {
-                    action: "cannot resolve HEAD of the repository at",
-                    path: self.workdir.clone(),
-                    source,
-                });
-            }
-        }
-
-        let exclusions = self.exclusions(excluded);
-        // Split borrows: the status list borrows the repository while the buffer is written.
         let Workspace {
-            repo, workdir, buf, ..
+            repo,
+            workdir,
+            canonical_workdir,
+            buf,
+            ..
         } = self;
-        let statuses = status_list(repo, workdir, &exclusions)?;
-        // The repository's own index, just soft-refreshed by the status call above.
-        let index = repo
-            .index()
-            .map_err(git_err("cannot read the git index of", workdir))?;
-        for entry in statuses.iter() {
-            let path = entry.path_bytes();
-            if exclusions.covers(path) {
-                continue;
-            }
-            let status = entry.status();
-            put(&mut hasher, b"entry", path);
-            hasher.update(status.bits().to_le_bytes());
-            if status.intersects(Status::INDEX_RENAMED | Status::WT_RENAMED) {
-                // Only reachable if rename detection gets turned on: keep the old path in.
-                let old_paths = [entry.head_to_index(), entry.index_to_workdir()];
-                for delta in old_paths.into_iter().flatten() {
-                    if let Some(old) = delta.old_file().path() {
-                        put(&mut hasher, b"renamed-from", old.as_os_str().as_bytes());
-                    }
-                }
-            }
-            let rel = Path::new(std::ffi::OsStr::from_bytes(path));
-            let stages: &[i32] = if status.contains(Status::CONFLICTED) {
-                &[0, 1, 2, 3]
-            } else {
-                &[0]
-            };
-            for &stage in stages {
-                if let Some(ie) = index.get_path(rel, stage) {
-                    let mut rec = [0u8; 8];
-                    rec[..4].copy_from_slice(&ie.mode.to_le_bytes());
-                    rec[4..].copy_from_slice(&stage.to_le_bytes());
-                    put(&mut hasher, b"index", &rec);
-                    hasher.update(ie.id.as_bytes());
-                }
-            }
-            hash_worktree_entry(&mut hasher, &worktree_path(workdir, path), buf);
-        }
+        hash_repo(
+            &mut hasher,
+            repo,
+            workdir,
+            canonical_workdir,
+            excluded,
+            buf,
+            0,
+        )?;
         Ok(Fingerprint(hasher.finalize().into()))
     }
 
@@ -517,8 +571,19 @@ impl Workspace {
     ) -> Result<Backup, GitError> {
         let base = backup_branch_name(prefix, stamp, loop_number)?;
         let head = self.head_commit()?;
+        let mut submodules = Vec::new();
         let (target, snapshot) = if dirty {
-            match self.snapshot_commit(&head, stamp, loop_number, excluded)? {
+            match snapshot_commit(
+                &self.repo,
+                &self.workdir,
+                &self.canonical_workdir,
+                &head,
+                stamp,
+                loop_number,
+                excluded,
+                0,
+                &mut submodules,
+            )? {
                 Some(oid) => {
                     let commit = self
                         .repo
@@ -531,14 +596,20 @@ impl Workspace {
         } else {
             (head, false)
         };
+        let tag = self
+            .worktree
+            .as_deref()
+            .map(|t| format!("@{t}"))
+            .unwrap_or_default();
         for attempt in 1..=MAX_NAME_SUFFIX {
             let name = if attempt == 1 {
-                base.clone()
+                format!("{base}{tag}")
             } else {
-                format!("{base}-{attempt}")
+                format!("{base}-{attempt}{tag}")
             };
             match self.repo.branch(&name, &target, false) {
                 Ok(_) => {
+                    keep_submodule_snapshots(&submodules, &name)?;
                     return Ok(Backup {
                         branch: name,
                         commit: target.id().to_string(),
@@ -576,10 +647,13 @@ impl Workspace {
         })
     }
 
-    /// D19 pruning after each backup. Scoped to exactly `refs/heads/<prefix>/` so neighbouring
-    /// namespaces (`<prefix>-old/...`) and a branch named like the prefix survive; names sort by
-    /// their stamp, so lexicographic order is age order. A branch checked out in any worktree is
-    /// kept: deleting it would break that worktree, and git refuses anyway.
+    /// D19 pruning after each backup. Only branches the looper made in THIS worktree count:
+    /// names of the exact shape `<prefix>/<stamp>-loop-<NNNN>[-k]` (with `@<worktree>` in a
+    /// linked worktree), so a user's `<prefix>/1.0-hotfix` or `<prefix>/wip`, neighbouring
+    /// namespaces (`<prefix>-old/...`), a branch named like the prefix and another worktree's
+    /// backups all survive (issue 20.2). They are ordered by stamp, then loop number, then
+    /// suffix; the newest `keep` stay. A branch checked out in any worktree is kept: deleting
+    /// it would break that worktree, and git refuses anyway.
     pub fn prune_backups(&self, prefix: &str, keep: usize) -> Result<Vec<String>, GitError> {
         let prefix = prefix.trim_end_matches('/');
         if prefix.is_empty() {
@@ -591,24 +665,33 @@ impl Workspace {
         let namespace = format!("refs/heads/{prefix}/");
         let refs = self
             .repo
-            .references()
+            .references_glob(&format!("{namespace}*"))
             .map_err(git_err("cannot list the branches of", &self.workdir))?;
-        let mut names = Vec::new();
+        let mut ours: Vec<(String, (String, u64, u32))> = Vec::new();
         for reference in refs {
             let reference =
                 reference.map_err(git_err("cannot list the branches of", &self.workdir))?;
-            if let Ok(name) = std::str::from_utf8(reference.name_bytes())
-                && let Some(short) = name.strip_prefix("refs/heads/")
-                && name.starts_with(&namespace)
+            let Ok(name) = std::str::from_utf8(reference.name_bytes()) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(&namespace) else {
+                continue;
+            };
+            if let Some(parsed) = BackupName::parse(rest)
+                && parsed.worktree == self.worktree.as_deref()
             {
-                names.push(short.to_owned());
+                let (stamp, number, suffix) = parsed.age();
+                ours.push((
+                    name["refs/heads/".len()..].to_owned(),
+                    (stamp.to_owned(), number, suffix),
+                ));
             }
         }
-        names.sort();
-        let excess = names.len().saturating_sub(keep);
+        ours.sort_by(|a, b| a.1.cmp(&b.1));
+        let excess = ours.len().saturating_sub(keep);
         let checked_out = self.checked_out_branches();
         let mut deleted = Vec::new();
-        for name in names.into_iter().take(excess) {
+        for (name, _) in ours.into_iter().take(excess) {
             if checked_out.contains(&format!("refs/heads/{name}")) {
                 continue;
             }
@@ -619,6 +702,7 @@ impl Workspace {
             branch
                 .delete()
                 .map_err(git_err("cannot delete old backup branch in", &self.workdir))?;
+            prune_in_submodules(&self.repo, &name, 0);
             deleted.push(name);
         }
         Ok(deleted)
@@ -677,172 +761,438 @@ impl Workspace {
             .filter_map(|text| text.strip_prefix("ref: ").map(|r| r.trim_end().to_owned()))
             .collect()
     }
+}
 
-    /// Turns absolute excluded directories into repo-relative prefixes. Everything is compared in
-    /// canonical form, so the agent cwd plays no part (the reference's bug).
-    fn exclusions(&self, excluded: &[PathBuf]) -> Exclusions {
-        let mut out = Exclusions {
-            everything: false,
-            prefixes: Vec::new(),
-        };
-        for dir in excluded {
-            let dir = resolve_path(dir);
-            if let Ok(rel) = dir.strip_prefix(&self.canonical_workdir) {
-                if rel.as_os_str().is_empty() {
-                    out.everything = true;
-                } else {
-                    let mut prefix = rel.as_os_str().as_bytes().to_vec();
-                    prefix.push(b'/');
-                    out.prefixes.push(prefix);
-                }
-            } else if self.canonical_workdir.starts_with(&dir) {
-                out.everything = true;
-            }
+/// Builds the tree of the worktree as `git add -A` would see it, in an in-memory index seeded
+/// from HEAD (the on-disk index and the files are only read), and commits it on top of HEAD.
+/// `None` when that tree equals HEAD's: the backup then points at HEAD itself.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one recursive walk over parent and submodules"
+)]
+fn snapshot_commit(
+    repo: &Repository,
+    wd: &Path,
+    canonical_workdir: &Path,
+    head: &Commit<'_>,
+    stamp: DateTime<Utc>,
+    loop_number: u64,
+    excluded: &[PathBuf],
+    depth: usize,
+    submodules: &mut Vec<SubmoduleSnapshot>,
+) -> Result<Option<Oid>, GitError> {
+    let head_tree = head
+        .tree()
+        .map_err(git_err("cannot read the HEAD tree of", wd))?;
+    let mut index = Index::new().map_err(git_err("cannot create an in-memory index for", wd))?;
+    index
+        .read_tree(&head_tree)
+        .map_err(git_err("cannot load the HEAD tree of", wd))?;
+    let filemode = repo
+        .config()
+        .and_then(|config| config.get_bool("core.filemode"))
+        .unwrap_or(true);
+
+    let exclusions = exclusions_for(canonical_workdir, excluded);
+    let statuses = status_list(repo, wd, &exclusions)?;
+    // The repository's own index, read only: a submodule added there but not yet committed is
+    // still a submodule to snapshot.
+    let real_index = repo
+        .index()
+        .map_err(git_err("cannot read the git index of", wd))?;
+    let mut recorded = Vec::new();
+    // Removals first, additions second: a file replaced by a directory (or the reverse) would
+    // otherwise hit libgit2's file/directory conflict check in path order.
+    let mut additions = Vec::new();
+    for entry in statuses.iter() {
+        let rel_bytes = entry.path_bytes();
+        if exclusions.covers(rel_bytes) || rel_bytes.ends_with(b"/") {
+            // Excluded, or an untracked nested repository: `git add -A` would not take its
+            // files either.
+            continue;
         }
-        out
-    }
-
-    /// Builds the tree of the worktree as `git add -A` would see it, in an in-memory index seeded
-    /// from HEAD (the on-disk index and the files are only read), and commits it on top of HEAD.
-    /// `None` when that tree equals HEAD's: the backup then points at HEAD itself.
-    fn snapshot_commit(
-        &self,
-        head: &Commit<'_>,
-        stamp: DateTime<Utc>,
-        loop_number: u64,
-        excluded: &[PathBuf],
-    ) -> Result<Option<Oid>, GitError> {
-        let wd = self.workdir.as_path();
-        let head_tree = head
-            .tree()
-            .map_err(git_err("cannot read the HEAD tree of", wd))?;
-        let mut index =
-            Index::new().map_err(git_err("cannot create an in-memory index for", wd))?;
-        index
-            .read_tree(&head_tree)
-            .map_err(git_err("cannot load the HEAD tree of", wd))?;
-        let filemode = self
-            .repo
-            .config()
-            .and_then(|config| config.get_bool("core.filemode"))
-            .unwrap_or(true);
-
-        let exclusions = self.exclusions(excluded);
-        let statuses = status_list(&self.repo, wd, &exclusions)?;
-        // Removals first, additions second: a file replaced by a directory (or the reverse) would
-        // otherwise hit libgit2's file/directory conflict check in path order.
-        let mut additions = Vec::new();
-        for entry in statuses.iter() {
-            let rel_bytes = entry.path_bytes();
-            if exclusions.covers(rel_bytes) || rel_bytes.ends_with(b"/") {
-                // Excluded, or an untracked nested repository: `git add -A` would not take its
-                // files either.
-                continue;
-            }
-            let rel = Path::new(std::ffi::OsStr::from_bytes(rel_bytes));
-            let abs = wd.join(rel);
-            let existing_mode = index.get_path(rel, 0).map(|e| e.mode);
-            match fs::symlink_metadata(&abs) {
-                Ok(meta) if meta.is_dir() => {
-                    // A submodule keeps its recorded commit; a file turned directory is dropped
-                    // (its new files come as their own entries).
-                    if existing_mode.is_some_and(|mode| mode != MODE_GITLINK) {
-                        remove_path(&mut index, rel, wd)?;
+        let rel = Path::new(std::ffi::OsStr::from_bytes(rel_bytes));
+        let abs = wd.join(rel);
+        let existing_mode = index.get_path(rel, 0).map(|e| e.mode);
+        match fs::symlink_metadata(&abs) {
+            Ok(meta) if meta.is_dir() => {
+                let gitlink = existing_mode == Some(MODE_GITLINK)
+                    || real_index
+                        .get_path(rel, 0)
+                        .is_some_and(|e| e.mode == MODE_GITLINK);
+                if gitlink {
+                    // A submodule is recorded at the commit it is on now, or at a snapshot
+                    // of its own dirty worktree (issue 20.13); one that is not checked out
+                    // keeps the commit HEAD records.
+                    if let Some(commit) =
+                        submodule_snapshot(&abs, stamp, loop_number, excluded, depth, submodules)?
+                    {
+                        index
+                            .add(&gitlink_entry(rel_bytes.to_vec(), commit))
+                            .map_err(|source| GitError::Git {
+                                action: "cannot add a submodule to the backup snapshot",
+                                path: abs.clone(),
+                                source,
+                            })?;
+                        recorded.push((rel.display().to_string(), commit));
                     }
-                }
-                Ok(meta) => additions.push((rel_bytes.to_vec(), abs, meta, existing_mode)),
-                Err(err) if is_gone(&err) => {
-                    if existing_mode.is_some() {
-                        remove_path(&mut index, rel, wd)?;
-                    }
-                }
-                Err(source) => {
-                    return Err(GitError::Io {
-                        action: "cannot read worktree file for the backup snapshot",
-                        path: abs,
-                        source,
-                    });
+                } else if existing_mode.is_some() {
+                    // A file turned directory is dropped (its new files come as their own
+                    // entries).
+                    remove_path(&mut index, rel, wd)?;
                 }
             }
-        }
-        for (rel, abs, meta, existing_mode) in additions {
-            let (mode, id) = if meta.file_type().is_symlink() {
-                let target = fs::read_link(&abs)
-                    .map_err(io_err("cannot read symlink for the backup snapshot", &abs))?;
-                let id = self
-                    .repo
-                    .blob(target.as_os_str().as_bytes())
-                    .map_err(git_err("cannot store a symlink target in", wd))?;
-                (MODE_SYMLINK, id)
-            } else if meta.is_file() {
-                // blob_path applies the repository's filters (eol, ...) like `git add`.
-                let id = self.repo.blob_path(&abs).map_err(|source| GitError::Git {
-                    action: "cannot store worktree file for the backup snapshot",
-                    path: abs.clone(),
+            Ok(meta) => additions.push((rel_bytes.to_vec(), abs, meta, existing_mode)),
+            Err(err) if is_gone(&err) => {
+                if existing_mode.is_some() {
+                    remove_path(&mut index, rel, wd)?;
+                }
+            }
+            Err(source) => {
+                return Err(GitError::Io {
+                    action: "cannot read worktree file for the backup snapshot",
+                    path: abs,
                     source,
-                })?;
-                let executable = if filemode {
-                    meta.mode() & 0o111 != 0
-                } else {
-                    existing_mode == Some(MODE_EXECUTABLE)
-                };
-                (
-                    if executable {
-                        MODE_EXECUTABLE
-                    } else {
-                        MODE_FILE
-                    },
-                    id,
-                )
-            } else {
-                // Fifos and sockets have no git representation.
-                continue;
-            };
-            let entry = IndexEntry {
-                ctime: IndexTime::new(0, 0),
-                mtime: IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode,
-                uid: 0,
-                gid: 0,
-                // The index field is 32 bits; git stores sizes modulo 2^32 too.
-                file_size: meta.len() as u32,
-                id,
-                flags: 0,
-                flags_extended: 0,
-                path: rel,
-            };
-            index.add(&entry).map_err(|source| GitError::Git {
-                action: "cannot add worktree file to the backup snapshot",
+                });
+            }
+        }
+    }
+    for (rel, abs, meta, existing_mode) in additions {
+        let (mode, id) = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&abs)
+                .map_err(io_err("cannot read symlink for the backup snapshot", &abs))?;
+            let id = repo
+                .blob(target.as_os_str().as_bytes())
+                .map_err(git_err("cannot store a symlink target in", wd))?;
+            (MODE_SYMLINK, id)
+        } else if meta.is_file() {
+            // blob_path applies the repository's filters (eol, ...) like `git add`.
+            let id = repo.blob_path(&abs).map_err(|source| GitError::Git {
+                action: "cannot store worktree file for the backup snapshot",
                 path: abs.clone(),
                 source,
             })?;
-        }
-        let tree_id = index
-            .write_tree_to(&self.repo)
-            .map_err(git_err("cannot write the snapshot tree in", wd))?;
-        if tree_id == head_tree.id() {
-            return Ok(None);
-        }
-        let tree = self
-            .repo
-            .find_tree(tree_id)
-            .map_err(git_err("cannot read the snapshot tree in", wd))?;
-        let signature = snapshot_signature(&self.repo, stamp)
-            .map_err(git_err("cannot build a commit signature in", wd))?;
-        let message = format!(
-            "agent-looper snapshot before loop {loop_number:04}\n\n\
-             Worktree of {} (staged, unstaged and untracked non-ignored files) at {}.\n\
-             Parent is the HEAD of that moment; the index and the files were not modified.\n",
-            wd.display(),
-            stamp.format("%Y-%m-%dT%H:%M:%SZ"),
+            let executable = if filemode {
+                meta.mode() & 0o111 != 0
+            } else {
+                existing_mode == Some(MODE_EXECUTABLE)
+            };
+            (
+                if executable {
+                    MODE_EXECUTABLE
+                } else {
+                    MODE_FILE
+                },
+                id,
+            )
+        } else {
+            // Fifos and sockets have no git representation.
+            continue;
+        };
+        let entry = IndexEntry {
+            ctime: IndexTime::new(0, 0),
+            mtime: IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            // The index field is 32 bits; git stores sizes modulo 2^32 too.
+            file_size: meta.len() as u32,
+            id,
+            flags: 0,
+            flags_extended: 0,
+            path: rel,
+        };
+        index.add(&entry).map_err(|source| GitError::Git {
+            action: "cannot add worktree file to the backup snapshot",
+            path: abs.clone(),
+            source,
+        })?;
+    }
+    let tree_id = index
+        .write_tree_to(repo)
+        .map_err(git_err("cannot write the snapshot tree in", wd))?;
+    if tree_id == head_tree.id() {
+        return Ok(None);
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(git_err("cannot read the snapshot tree in", wd))?;
+    let signature = snapshot_signature(repo, stamp)
+        .map_err(git_err("cannot build a commit signature in", wd))?;
+    let mut message = format!(
+        "agent-looper snapshot before loop {loop_number:04}\n\n\
+         Worktree of {} (staged, unstaged and untracked non-ignored files) at {}.\n\
+         Parent is the HEAD of that moment; the index and the files were not modified.\n",
+        wd.display(),
+        stamp.format("%Y-%m-%dT%H:%M:%SZ"),
+    );
+    if !recorded.is_empty() {
+        message.push_str(
+            "\nSubmodules, at the commit they were on (a snapshot commit of the submodule's \
+             own worktree when it was dirty, kept by a branch of the same name in its \
+             repository):\n",
         );
-        let oid = self
-            .repo
-            .commit(None, &signature, &signature, &message, &tree, &[head])
-            .map_err(git_err("cannot write the snapshot commit in", wd))?;
-        Ok(Some(oid))
+        for (path, commit) in &recorded {
+            message.push_str(&format!("  {path}: {commit}\n"));
+        }
+    }
+    let oid = repo
+        .commit(None, &signature, &signature, &message, &tree, &[head])
+        .map_err(git_err("cannot write the snapshot commit in", wd))?;
+    Ok(Some(oid))
+}
+
+/// Turns absolute excluded directories into prefixes relative to the repository at
+/// `canonical_workdir`. Everything is compared in canonical form, so the agent cwd plays no
+/// part (the reference's bug).
+fn exclusions_for(canonical_workdir: &Path, excluded: &[PathBuf]) -> Exclusions {
+    let mut out = Exclusions {
+        everything: false,
+        prefixes: Vec::new(),
+    };
+    for dir in excluded {
+        let dir = resolve_path(dir);
+        if let Ok(rel) = dir.strip_prefix(canonical_workdir) {
+            if rel.as_os_str().is_empty() {
+                out.everything = true;
+            } else {
+                let mut prefix = rel.as_os_str().as_bytes().to_vec();
+                prefix.push(b'/');
+                out.prefixes.push(prefix);
+            }
+        } else if canonical_workdir.starts_with(&dir) {
+            out.everything = true;
+        }
+    }
+    out
+}
+
+/// How deep submodules of submodules are followed, for fingerprints and snapshots alike.
+const MAX_SUBMODULE_DEPTH: usize = 4;
+
+/// D17's fingerprint of one repository into `hasher`: HEAD, then every path git shows as a
+/// change with its status, index entries and bytes on disk. A submodule that shows as changed
+/// is hashed by what it is (its HEAD and, recursively, its own changes), not as an opaque
+/// directory: an agent editing a file inside a submodule every loop is making progress
+/// (issue 20.13), and the status bits alone stay `modified` from one loop to the next.
+fn hash_repo(
+    hasher: &mut Sha256,
+    repo: &Repository,
+    workdir: &Path,
+    canonical_workdir: &Path,
+    excluded: &[PathBuf],
+    buf: &mut [u8],
+    depth: usize,
+) -> Result<(), GitError> {
+    match repo.refname_to_id("HEAD") {
+        Ok(oid) => put(hasher, b"head", oid.as_bytes()),
+        Err(err) if is_unborn(&err) => put(hasher, b"unborn", b""),
+        Err(source) => {
+            return Err(GitError::Git {
+                action: "cannot resolve HEAD of the repository at",
+                path: workdir.to_path_buf(),
+                source,
+            });
+        }
+    }
+
+    let exclusions = exclusions_for(canonical_workdir, excluded);
+    let statuses = status_list(repo, workdir, &exclusions)?;
+    // The repository's own index, just soft-refreshed by the status call above.
+    let index = repo
+        .index()
+        .map_err(git_err("cannot read the git index of", workdir))?;
+    for entry in statuses.iter() {
+        let path = entry.path_bytes();
+        if exclusions.covers(path) {
+            continue;
+        }
+        let status = entry.status();
+        put(hasher, b"entry", path);
+        hasher.update(status.bits().to_le_bytes());
+        if status.intersects(Status::INDEX_RENAMED | Status::WT_RENAMED) {
+            // Only reachable if rename detection gets turned on: keep the old path in.
+            let old_paths = [entry.head_to_index(), entry.index_to_workdir()];
+            for delta in old_paths.into_iter().flatten() {
+                if let Some(old) = delta.old_file().path() {
+                    put(hasher, b"renamed-from", old.as_os_str().as_bytes());
+                }
+            }
+        }
+        let rel = Path::new(std::ffi::OsStr::from_bytes(path));
+        let stages: &[i32] = if status.contains(Status::CONFLICTED) {
+            &[0, 1, 2, 3]
+        } else {
+            &[0]
+        };
+        let mut gitlink = false;
+        for &stage in stages {
+            if let Some(ie) = index.get_path(rel, stage) {
+                gitlink |= ie.mode == MODE_GITLINK;
+                let mut rec = [0u8; 8];
+                rec[..4].copy_from_slice(&ie.mode.to_le_bytes());
+                rec[4..].copy_from_slice(&stage.to_le_bytes());
+                put(hasher, b"index", &rec);
+                hasher.update(ie.id.as_bytes());
+            }
+        }
+        let abs = worktree_path(workdir, path);
+        if gitlink && abs.is_dir() {
+            hash_submodule(hasher, &abs, excluded, buf, depth);
+        } else {
+            hash_worktree_entry(hasher, &abs, buf);
+        }
+    }
+    Ok(())
+}
+
+/// A checked-out submodule: its own fingerprint, framed as one field. What cannot be read
+/// (not checked out, too deep, a broken repository) is hashed as such, like an unreadable
+/// file: it is a state, not a reason to stop the run.
+fn hash_submodule(
+    hasher: &mut Sha256,
+    abs: &Path,
+    excluded: &[PathBuf],
+    buf: &mut [u8],
+    depth: usize,
+) {
+    if depth >= MAX_SUBMODULE_DEPTH {
+        return put(hasher, b"submodule-too-deep", b"");
+    }
+    let Ok(sub) = Repository::open(abs) else {
+        return put(hasher, b"submodule-not-checked-out", b"");
+    };
+    let Some(workdir) = sub.workdir().map(Path::to_path_buf) else {
+        return put(hasher, b"submodule-bare", b"");
+    };
+    let canonical = fs::canonicalize(&workdir).unwrap_or_else(|_| workdir.clone());
+    let mut inner = Sha256::new();
+    match hash_repo(
+        &mut inner,
+        &sub,
+        &workdir,
+        &canonical,
+        excluded,
+        buf,
+        depth + 1,
+    ) {
+        Ok(()) => put(hasher, b"submodule", &inner.finalize()),
+        Err(err) => put(hasher, b"submodule-unreadable", err.to_string().as_bytes()),
+    }
+}
+
+/// A snapshot commit made inside a submodule's repository for a dirty backup: it must be kept
+/// reachable there (its objects live in that repository), by a branch named like the backup.
+#[derive(Debug, Clone)]
+struct SubmoduleSnapshot {
+    git_dir: PathBuf,
+    commit: Oid,
+}
+
+/// The commit a backup snapshot records for the submodule checked out at `abs`: its HEAD, or a
+/// snapshot of its dirty worktree on top of that HEAD (recursively, submodules included).
+/// `None` when it is not checked out or has no commit (HEAD's record is kept).
+fn submodule_snapshot(
+    abs: &Path,
+    stamp: DateTime<Utc>,
+    loop_number: u64,
+    excluded: &[PathBuf],
+    depth: usize,
+    submodules: &mut Vec<SubmoduleSnapshot>,
+) -> Result<Option<Oid>, GitError> {
+    let Ok(sub) = Repository::open(abs) else {
+        return Ok(None);
+    };
+    let Some(workdir) = sub.workdir().map(Path::to_path_buf) else {
+        return Ok(None);
+    };
+    let Ok(head) = sub.head().and_then(|h| h.peel_to_commit()) else {
+        return Ok(None);
+    };
+    if depth + 1 >= MAX_SUBMODULE_DEPTH {
+        return Ok(Some(head.id()));
+    }
+    let canonical = fs::canonicalize(&workdir).unwrap_or_else(|_| workdir.clone());
+    match snapshot_commit(
+        &sub,
+        &workdir,
+        &canonical,
+        &head,
+        stamp,
+        loop_number,
+        excluded,
+        depth + 1,
+        submodules,
+    )? {
+        Some(commit) => {
+            submodules.push(SubmoduleSnapshot {
+                git_dir: sub.path().to_path_buf(),
+                commit,
+            });
+            Ok(Some(commit))
+        }
+        None => Ok(Some(head.id())),
+    }
+}
+
+/// Makes each submodule snapshot of a new backup reachable in its own repository, by a branch
+/// named like the backup (so `git -C <submodule> branch --list '<prefix>/*'` shows it).
+fn keep_submodule_snapshots(snapshots: &[SubmoduleSnapshot], name: &str) -> Result<(), GitError> {
+    for snap in snapshots {
+        let sub = Repository::open(&snap.git_dir).map_err(git_err(
+            "cannot open the submodule repository",
+            &snap.git_dir,
+        ))?;
+        sub.reference(
+            &format!("refs/heads/{name}"),
+            snap.commit,
+            true,
+            "agent-looper: keep the submodule snapshot of a dirty backup",
+        )
+        .map_err(git_err(
+            "cannot keep the submodule snapshot with a branch in",
+            &snap.git_dir,
+        ))?;
+    }
+    Ok(())
+}
+
+/// An in-memory index entry recording a submodule at `commit`.
+fn gitlink_entry(path: Vec<u8>, commit: Oid) -> IndexEntry {
+    IndexEntry {
+        ctime: IndexTime::new(0, 0),
+        mtime: IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode: MODE_GITLINK,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id: commit,
+        flags: 0,
+        flags_extended: 0,
+        path,
+    }
+}
+
+/// Deletes the branch `name` (a pruned backup) in every checked-out submodule, recursively:
+/// it kept that backup's submodule snapshot alive. Best effort: a branch that is checked out
+/// there, or a submodule that cannot be opened, keeps its branch.
+fn prune_in_submodules(repo: &Repository, name: &str, depth: usize) {
+    if depth >= MAX_SUBMODULE_DEPTH {
+        return;
+    }
+    let Ok(submodules) = repo.submodules() else {
+        return;
+    };
+    for sm in submodules {
+        let Ok(sub) = sm.open() else { continue };
+        if let Ok(mut branch) = sub.find_branch(name, BranchType::Local) {
+            let _ = branch.delete();
+        }
+        prune_in_submodules(&sub, name, depth + 1);
     }
 }
 
@@ -1555,6 +1905,141 @@ mod tests {
     }
 
     #[test]
+    fn backup_names_are_parsed_strictly() {
+        let p = BackupName::parse;
+        assert_eq!(
+            p("20260101T000001Z-loop-0001"),
+            Some(BackupName {
+                stamp: "20260101T000001Z",
+                loop_number: 1,
+                suffix: 1,
+                worktree: None
+            })
+        );
+        assert_eq!(
+            p("20260101T000001Z-loop-12345-3@feat_x").map(|b| (
+                b.loop_number,
+                b.suffix,
+                b.worktree
+            )),
+            Some((12345, 3, Some("feat_x")))
+        );
+        for user in [
+            "1.0-hotfix",
+            "wip",
+            "zzz",
+            "20260101T000001Z",
+            "20260101T000001Z-loop-1",
+            "20260101T000001Z-loop-0001-",
+            "20260101T000001Z-loop-0001-1",
+            "20260101T000001Z-loop-0001-02",
+            "20260101T000001Z-loop-0001-x",
+            "20260101T000001Z-loop-0001@",
+            "20260101T000001Z-loop-0001@a b",
+            "20260101T000001Z-loop-0001.bak",
+            "2026010XT000001Z-loop-0001",
+            "20260101T000001Z-loop-0001/x",
+        ] {
+            assert_eq!(p(user), None, "{user}");
+        }
+        assert_eq!(worktree_tag("my tree@{1}"), "my_tree__1_");
+        assert_eq!(worktree_tag(".x.lock"), "x");
+    }
+
+    #[test]
+    fn prune_never_touches_a_users_branches_or_another_worktrees_backups() {
+        let repo = TestRepo::new();
+        let users = [
+            "looper-backup/1.0-hotfix",
+            "looper-backup/wip",
+            "looper-backup/zzz-notes",
+            "looper-backup/20260101T000000Z-loop-0001-final",
+        ];
+        let others = [
+            "looper-backup/20250101T000000Z-loop-0001@other",
+            "looper-backup/20250101T000001Z-loop-0002@other",
+        ];
+        let ours = [
+            "looper-backup/20260101T000009Z-loop-0001",
+            "looper-backup/20260101T000009Z-loop-0002",
+            "looper-backup/20260101T000009Z-loop-0002-2",
+            "looper-backup/20260101T000010Z-loop-0001",
+        ];
+        for name in users.iter().chain(&others).chain(&ours) {
+            repo.git(&["branch", name]);
+        }
+        let ws = repo.open();
+        // Age order, not name order: loop-0002-2 is newer than loop-0002.
+        let deleted = ws.prune_backups("looper-backup", 2).expect("prune");
+        assert_eq!(deleted, &ours[..2]);
+        let left = branches(&repo);
+        for name in users.iter().chain(&others).chain(&ours[2..]) {
+            assert!(
+                left.contains(&name.to_string()),
+                "{name} was deleted: {left:?}"
+            );
+        }
+        // A new backup is never pruned at once because a user's name sorts after it.
+        let b = ws
+            .create_backup("looper-backup", stamp(), 1, false, &[])
+            .expect("backup");
+        assert!(
+            ws.prune_backups("looper-backup", 3)
+                .expect("prune")
+                .is_empty()
+        );
+        assert!(branches(&repo).contains(&b.branch));
+    }
+
+    #[test]
+    fn linked_worktrees_name_and_prune_their_own_backups() {
+        let repo = TestRepo::new();
+        let linked = TempDir::new().expect("tempdir");
+        let wt = linked.path().join("feature tree");
+        repo.git(&[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "feature",
+            &wt.display().to_string(),
+        ]);
+        let main = repo.open();
+        let side = Workspace::open(&wt).expect("open linked worktree");
+        let mut main_made = Vec::new();
+        let mut side_made = Vec::new();
+        for n in 1..=3 {
+            main_made.push(
+                main.create_backup("looper-backup", stamp(), n, false, &[])
+                    .expect("backup")
+                    .branch,
+            );
+            main.prune_backups("looper-backup", 2).expect("prune");
+            side_made.push(
+                side.create_backup("looper-backup", stamp(), n, false, &[])
+                    .expect("backup")
+                    .branch,
+            );
+            side.prune_backups("looper-backup", 2).expect("prune");
+        }
+        assert_eq!(main_made[0], "looper-backup/20260102T030405Z-loop-0001");
+        assert_eq!(
+            side_made[0],
+            "looper-backup/20260102T030405Z-loop-0001@feature-tree"
+        );
+        let left = branches(&repo);
+        let backups: Vec<&String> = left
+            .iter()
+            .filter(|b| b.starts_with("looper-backup/"))
+            .collect();
+        assert_eq!(
+            backups,
+            [&main_made[1], &side_made[1], &main_made[2], &side_made[2]],
+            "{left:?}"
+        );
+    }
+
+    #[test]
     fn prune_keeps_a_checked_out_backup() {
         let repo = TestRepo::new();
         for name in [
@@ -1615,6 +2100,112 @@ mod tests {
         let mut out = BTreeMap::new();
         walk(root, root, skip, &mut out);
         out
+    }
+
+    /// A repository with a submodule `sub` (its own repository, one file `s.txt`).
+    fn with_submodule() -> (TestRepo, TestRepo) {
+        let upstream = TestRepo::unborn();
+        upstream.write("s.txt", "one\n");
+        upstream.commit_all("sub initial");
+        let repo = TestRepo::new();
+        repo.git(&[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &upstream.path().display().to_string(),
+            "sub",
+        ]);
+        repo.commit_all("add submodule");
+        (repo, upstream)
+    }
+
+    #[test]
+    fn changes_inside_a_submodule_are_progress() {
+        let (repo, _upstream) = with_submodule();
+        let mut ws = repo.open();
+        let mut seen = Distinct {
+            seen: HashSet::new(),
+        };
+        seen.step(&mut ws, &[], "setup");
+        // The same status (`sub` modified) every time, different contents each time.
+        repo.write("sub/s.txt", "two\n");
+        seen.step(&mut ws, &[], "editing a file inside the submodule");
+        repo.write("sub/s.txt", "three\n");
+        seen.step(&mut ws, &[], "editing it again");
+        repo.write("sub/new.txt", "untracked in the submodule\n");
+        seen.step(&mut ws, &[], "an untracked file inside the submodule");
+        git_in(&repo.path().join("sub"), &["add", "-A"]);
+        git_in(&repo.path().join("sub"), &["commit", "-q", "-m", "in sub"]);
+        seen.step(&mut ws, &[], "a commit inside the submodule");
+        repo.write("sub/s.txt", "four\n");
+        seen.step(&mut ws, &[], "an edit on top of that commit");
+    }
+
+    #[test]
+    fn a_dirty_backup_captures_a_dirty_submodule_and_pruning_releases_it() {
+        let (repo, _upstream) = with_submodule();
+        let sub = repo.path().join("sub");
+        let sub_head = git_in(&sub, &["rev-parse", "HEAD"]).trim().to_owned();
+        repo.write("sub/s.txt", "edited in the submodule\n");
+        repo.write("sub/untracked.txt", "new in the submodule\n");
+        let ws = repo.open();
+        let b = ws
+            .create_backup("lb", stamp(), 1, true, &[])
+            .expect("backup");
+        assert!(b.snapshot);
+        // The superproject's snapshot records the submodule at a snapshot commit of the
+        // submodule's own worktree, whose parent is the submodule's HEAD.
+        let link = repo.git(&["rev-parse", &format!("{}:sub", b.branch)]);
+        let link = link.trim();
+        assert_ne!(link, sub_head);
+        assert_eq!(
+            git_in(&sub, &["rev-parse", &format!("{link}^")]).trim(),
+            sub_head
+        );
+        assert_eq!(
+            git_in(&sub, &["show", &format!("{link}:s.txt")]),
+            "edited in the submodule\n"
+        );
+        assert_eq!(
+            git_in(&sub, &["show", &format!("{link}:untracked.txt")]),
+            "new in the submodule\n"
+        );
+        // A branch of the same name keeps it in the submodule's repository.
+        assert_eq!(
+            git_in(&sub, &["rev-parse", &format!("refs/heads/{}", b.branch)]).trim(),
+            link
+        );
+        let message = repo.git(&["log", "-1", "--format=%B", &b.branch]);
+        assert!(message.contains(&format!("  sub: {link}")), "{message}");
+        // Nothing was touched: the submodule is still dirty in the same way.
+        assert_eq!(
+            fs::read_to_string(sub.join("s.txt")).expect("read"),
+            "edited in the submodule\n"
+        );
+        assert!(git_in(&sub, &["status", "--porcelain"]).contains("?? untracked.txt"));
+        // A submodule with a new commit and a clean worktree is recorded at that commit.
+        git_in(&sub, &["add", "-A"]);
+        git_in(&sub, &["commit", "-q", "-m", "sub work"]);
+        let moved = git_in(&sub, &["rev-parse", "HEAD"]).trim().to_owned();
+        let b2 = ws
+            .create_backup("lb", stamp(), 2, true, &[])
+            .expect("backup");
+        assert_eq!(
+            repo.git(&["rev-parse", &format!("{}:sub", b2.branch)])
+                .trim(),
+            moved
+        );
+        // Pruning the first backup deletes its branch in the submodule too.
+        let deleted = ws.prune_backups("lb", 1).expect("prune");
+        assert_eq!(deleted, std::slice::from_ref(&b.branch));
+        assert!(
+            git_in(&sub, &["branch", "--list", "lb/*"])
+                .trim()
+                .is_empty(),
+            "the submodule's snapshot branch was left behind"
+        );
     }
 
     #[test]

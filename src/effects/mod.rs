@@ -2,8 +2,11 @@
 
 pub mod diff;
 pub mod git;
+#[cfg(target_os = "linux")]
+pub mod guard;
 pub mod hybrid;
 pub mod outlog;
 pub mod process;
 pub mod procinfo;
+pub mod textfile;
 pub mod tmux;

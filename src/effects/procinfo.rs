@@ -70,6 +70,48 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The children of `pid` (zombies included: they are still its to reap). From the kernel's
+/// `/proc/<pid>/task/<tid>/children` lists, else by a scan of every process's parent.
+pub fn children(pid: i32) -> Vec<i32> {
+    let listed = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .flat_map(|text| {
+                    text.split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        });
+    match listed {
+        // An empty list is also what a kernel without CONFIG_PROC_CHILDREN would give, but
+        // then the files are missing altogether and `read_to_string` fails: see below.
+        Some(v) if !v.is_empty() || children_files_exist(pid) => v,
+        _ => scan_children(pid),
+    }
+}
+
+fn children_files_exist(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists()
+}
+
+fn scan_children(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| parse_stat_field(&s, 4)?.parse::<i32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +123,22 @@ mod tests {
         assert_eq!(parse_stat_field(stat, 3), Some("S"));
         assert_eq!(parse_stat_field(stat, 5), Some("1234"));
         assert_eq!(parse_stat_field(stat, 22), Some("987654"));
+    }
+
+    #[test]
+    fn children_lists_live_and_zombie_children() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 0"])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        // Exited but not reaped yet: still a child.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let me = std::process::id() as i32;
+        assert!(children(me).contains(&pid));
+        assert!(scan_children(me).contains(&pid));
+        let _ = child.wait();
+        assert!(!children(me).contains(&pid));
     }
 
     #[test]

@@ -4,7 +4,17 @@
 //! with `tmux_interface` (so the argv is unit-tested without tmux) and runs against the
 //! server named by `$TMUX` (or `$TMUX_TMPDIR`'s default socket outside tmux). Window-state
 //! calls are no-ops outside tmux.
+//!
+//! Text is passed to tmux literally (D35, issue 20.1). tmux expands formats in message text,
+//! session and window names and start directories (`-c`), and a `#(cmd)` there runs `cmd`
+//! in the tmux server, outside any agent sandbox: those arguments go through [`literal`]
+//! (`#` doubled, tmux's own escape; tmux 3.3 has no literal flag for them). Option values
+//! (`set-option` without `-F`), `-e` variables and command arguments are stored and passed
+//! as given, so they are not escaped (a `##` would reach the farm tooling that reads
+//! `@codex_stop_reason`); text shown to a person also loses its control characters
+//! ([`shown`]).
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -22,22 +32,47 @@ pub fn truncate_reason(reason: &str) -> String {
     reason.chars().take(STOP_REASON_MAX).collect()
 }
 
-/// `set-option -w -q -t <pane> <name> <value>`.
+/// An argument tmux expands as a format, made literal: every `#` doubled (`##` is tmux's
+/// literal `#`), so `#(cmd)`, `#{...}` and `#W` in a directory name or an agent's message
+/// are shown, never run or substituted.
+pub fn literal(text: &str) -> Cow<'_, str> {
+    if text.contains('#') {
+        Cow::Owned(text.replace('#', "##"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Text that tmux shows to a person (status line, messages): control characters, escape
+/// sequences included, become `?` (tabs and line breaks a space), so an agent cannot write
+/// to the operator's terminal through tmux (D35).
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+/// `set-option -w -q -t <pane> <name> <value>`. tmux stores the value as given (no `-F`), so
+/// only control characters are replaced: farm tooling reads it back verbatim.
 pub fn set_window_option<'a>(target: &'a str, name: &'a str, value: &'a str) -> TmuxCommand<'a> {
     SetOption::new()
         .window()
         .quiet()
         .target_pane(target)
         .option(name)
-        .value(value)
+        .value(shown(value))
         .build()
 }
 
-/// `display-message -t <pane> <text>`.
-pub fn display_message<'a>(target: &'a str, text: &'a str) -> TmuxCommand<'a> {
+/// `display-message -t <pane> <text>`: the text is a format to tmux, so it is made literal.
+pub fn display_message<'a>(target: &'a str, text: &str) -> TmuxCommand<'a> {
     DisplayMessage::new()
         .target_pane(target)
-        .message(text)
+        .message(literal(&shown(text)).into_owned())
         .build()
 }
 
@@ -73,21 +108,23 @@ pub fn has_session(session: &str) -> TmuxCommand<'static> {
         .build()
 }
 
-/// `new-session -d -P -c <cwd> -F #{pane_id} -n <window> -s <session> cat`.
+/// `new-session -d -P -c <cwd> -F #{pane_id} -n <window> -s <session> cat`; the names and
+/// the directory are formats to tmux, so they are made literal.
 pub fn new_session<'a>(session: &'a str, window: &'a str, cwd: &'a str) -> TmuxCommand<'a> {
     let mut cmd = NewSession::new()
         .detached()
         .print()
-        .start_directory(cwd)
+        .start_directory(literal(cwd))
         .format(PANE_ID)
-        .window_name(window)
-        .session_name(session)
+        .window_name(literal(window))
+        .session_name(literal(session))
         .build();
     cmd.push_param(PLACEHOLDER);
     cmd
 }
 
-/// `new-window [-d] -P -c <cwd> -F #{pane_id} -n <window> -t =<session>: cat`.
+/// `new-window [-d] -P -c <cwd> -F #{pane_id} -n <window> -t =<session>: cat` (name and
+/// directory made literal; a target is looked up, not expanded).
 pub fn new_window<'a>(
     session: &str,
     window: &'a str,
@@ -100,9 +137,9 @@ pub fn new_window<'a>(
     }
     let mut cmd = b
         .print()
-        .start_directory(cwd)
+        .start_directory(literal(cwd))
         .format(PANE_ID)
-        .window_name(window)
+        .window_name(literal(window))
         .target_window(format!("={session}:"))
         .build();
     cmd.push_param(PLACEHOLDER);
@@ -110,14 +147,18 @@ pub fn new_window<'a>(
 }
 
 /// `respawn-pane -k -c <cwd> [-e K=V]... -t <pane> <argv>...`: the command as separate
-/// arguments, which tmux executes directly (never through a shell).
+/// arguments, which tmux executes directly (never through a shell). Only the directory is a
+/// format to tmux; variables and arguments are passed as given.
 pub fn respawn_pane<'a>(
     pane: &'a str,
     cwd: &'a str,
     env: &[(String, String)],
     argv: &[String],
 ) -> TmuxCommand<'a> {
-    let mut cmd = RespawnPane::new().kill().start_directory(cwd).build();
+    let mut cmd = RespawnPane::new()
+        .kill()
+        .start_directory(literal(cwd))
+        .build();
     for (k, v) in env {
         cmd.push_option("-e", format!("{k}={v}"));
     }
@@ -549,6 +590,59 @@ mod tests {
             ["tmux", "paste-buffer", "-d", "-p", "-b", "buf", "-t", "%7"]
         );
         assert_eq!(argv[2], ["tmux", "send-keys", "-t", "%7", "Enter"]);
+    }
+
+    #[test]
+    fn text_tmux_expands_is_made_literal_and_option_values_are_kept() {
+        // Formats (names, start directories, messages): every `#` doubled.
+        assert_eq!(
+            argv(new_window("looper", "p#(touch x)#W", "/d/#{pane_id}", true)),
+            [
+                "tmux",
+                "new-window",
+                "-d",
+                "-P",
+                "-c",
+                "/d/##{pane_id}",
+                "-F",
+                "#{pane_id}",
+                "-n",
+                "p##(touch x)##W",
+                "-t",
+                "=looper:",
+                "cat"
+            ]
+        );
+        let ns = argv(new_session("s#1", "w#2", "/c#3"));
+        assert_eq!(
+            &ns[5..12],
+            ["/c##3", "-F", "#{pane_id}", "-n", "w##2", "-s", "s##1"]
+        );
+        assert_eq!(argv(respawn_pane("%4", "/c#(x)", &[], &[]))[4], "/c##(x)");
+        assert_eq!(
+            argv(display_message(
+                "%3",
+                "retry: #(touch f)\x1b]52;c;AAAA\x07\nnext"
+            )),
+            [
+                "tmux",
+                "display-message",
+                "-t",
+                "%3",
+                "retry: ##(touch f)?]52;c;AAAA? next"
+            ]
+        );
+        // Option values are stored as given (no -F): only control characters go.
+        assert_eq!(
+            argv(set_window_option(
+                "%3",
+                "@codex_stop_reason",
+                "a #(b)\x1b[2J"
+            ))[7],
+            "a #(b)?[2J"
+        );
+        assert_eq!(literal("plain"), "plain");
+        assert!(matches!(literal("plain"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -22,5 +22,6 @@ mod hardening;
 mod hybrid;
 mod process;
 mod reliability;
+mod security;
 mod status;
 mod tmux;

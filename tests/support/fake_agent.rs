@@ -15,6 +15,10 @@
 //! record PATH (appends {"argv":[...],"env":{...},"cwd":...} as one JSON line)
 //! write PATH TEXT | append PATH TEXT | echo-prompt (prints the last argument)
 //! signal-self NAME (kill itself with a signal) | stdin-to PATH (copies stdin to a file)
+//! setsid-child SECONDS PATH (a child in a session of its own, holding stdout)
+//! double-fork SECONDS PATH (a daemon: setsid and a second fork, stdio on /dev/null)
+//! double-fork-stdout SECONDS PATH (the same daemon, still holding stdout)
+//! (each appends the pid of the process that stays behind to PATH, one per line)
 
 use std::io::Write;
 use std::time::Duration;
@@ -31,6 +35,46 @@ fn line(text: &str) {
 
 fn unescape(s: &str) -> String {
     s.replace("\\n", "\n").replace("\\t", "\t")
+}
+
+/// A descendant that leaves the agent's process group and outlives it, as daemons and some
+/// MCP servers do: `setsid` (a new session and group), optionally after a second fork so it
+/// is orphaned at once, optionally closing its stdio. It appends its pid to `record` and
+/// sleeps for `secs`.
+fn daemon(secs: f64, record: &str, double_fork: bool, keep_stdout: bool) {
+    // SAFETY: the fake agent is single-threaded; the children only call async-signal-safe
+    // functions until they have become processes of their own (then plain Rust is fine).
+    unsafe {
+        let pid = libc::fork();
+        if pid != 0 {
+            if double_fork && pid > 0 {
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return;
+        }
+        libc::setsid();
+        if double_fork && libc::fork() != 0 {
+            libc::_exit(0);
+        }
+    }
+    if !keep_stdout && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain descriptor duplication in a single-threaded process.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(record)
+    {
+        let _ = writeln!(f, "{}", std::process::id());
+    }
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    std::process::exit(0);
 }
 
 fn session_from_argv(argv: &[String]) -> Option<String> {
@@ -258,6 +302,15 @@ fn main() {
                 let mut buf = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf);
                 let _ = std::fs::write(rest.trim(), buf);
+            }
+            "setsid-child" | "double-fork" | "double-fork-stdout" => {
+                let (secs, path) = rest.split_once(' ').unwrap_or((rest, "daemon.pids"));
+                daemon(
+                    secs.trim().parse().unwrap_or(60.0),
+                    path.trim(),
+                    cmd != "setsid-child",
+                    cmd != "double-fork",
+                );
             }
             "signal-self" => {
                 let sig = match rest.trim() {

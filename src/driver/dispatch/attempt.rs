@@ -318,6 +318,12 @@ impl Dispatcher {
             _ => "unknown".into(),
         };
         let _ = sink.log.note("returncode", &rc);
+        // The agent's end is not known (issue 13, defect 2): a supervisor failure, never a
+        // success.
+        if let Some(e) = &exit.error {
+            let _ = sink.log.note("stop_reason", e);
+            self.queue.push_back(Input::Failure(e.clone()));
+        }
         if exit.timed_out {
             let _ = sink.log.note(
                 "stop_reason",

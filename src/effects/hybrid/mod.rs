@@ -117,7 +117,8 @@ pub fn split_window_command<'a>(
         .print()
         .format("#{pane_id} #{pane_pid}")
         .target_pane(target)
-        .start_directory(cwd)
+        // A start directory is a format to tmux: `#(cmd)` in a directory name would run.
+        .start_directory(tmux::literal(cwd))
         .build();
     // `-l 70%` rather than the deprecated `-p 70`.
     cmd.push_option("-l", "70%");
@@ -509,6 +510,12 @@ mod tests {
                 "u-1"
             ]
         );
+        // The start directory is a tmux format: `#` is doubled; argv and env are not.
+        let argv = vec!["#(x)".to_string()];
+        let env = vec![("K".to_string(), "#(y)".to_string())];
+        let got = tmux::argv(split_window_command("%1", "/w/#(z)", &env, &argv));
+        assert_eq!(got[6], "/w/##(z)");
+        assert_eq!(&got[got.len() - 2..], ["K=#(y)", "#(x)"]);
     }
 
     #[test]
