@@ -369,6 +369,16 @@ pub struct NoteArgs {
     /// Who wrote it.
     #[arg(long, default_value = "operator")]
     pub actor: String,
+    /// With `--delivery btw`: how long to wait for the supervisor to paste it (between
+    /// turns) before returning with the note still queued.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "600",
+        value_parser = duration_seconds,
+        allow_negative_numbers = true
+    )]
+    pub wait_seconds: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

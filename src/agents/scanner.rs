@@ -193,6 +193,11 @@ pub struct Scanner {
     /// output size `--cb-output-decline` compares, for every interface.
     pub text_bytes: u64,
     pub completion_seen: bool,
+    /// The completion marker appeared while completion is off (issue 14: a finished agent
+    /// was re-prompted forever, silently).
+    pub marker_seen_while_off: bool,
+    /// The marker looked for while completion is off, to say so.
+    ignored_marker: Option<Regex>,
     pub match_seen: bool,
     pub session_id: Option<String>,
     pub usage: Usage,
@@ -238,6 +243,8 @@ impl Scanner {
             held: None,
             bytes: 0,
             text_bytes: 0,
+            marker_seen_while_off: false,
+            ignored_marker: None,
             completion_seen: false,
             match_seen: false,
             session_id: None,
@@ -444,7 +451,20 @@ impl Scanner {
         }
     }
 
+    /// With completion off, still notice the marker, so the run can say it is ignoring it.
+    pub fn with_ignored_marker(mut self, marker: Option<Regex>) -> Self {
+        if self.completion.is_none() {
+            self.ignored_marker = marker;
+        }
+        self
+    }
+
     fn scan_text(&mut self, text: &str) {
+        if !self.marker_seen_while_off
+            && let Some(re) = &self.ignored_marker
+        {
+            self.marker_seen_while_off = re.is_match(text);
+        }
         if !self.completion_seen
             && let Some(re) = &self.completion
         {

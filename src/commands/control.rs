@@ -385,7 +385,7 @@ fn note(a: &NoteArgs) -> Result<i32> {
                 "operator note queued for {}'s pane; waiting for the supervisor to paste it between turns",
                 t.name
             );
-            return wait_for_btw(&t, &id);
+            return wait_for_btw(&t, &id, a.wait_seconds);
         }
         Delivery::Record => crate::say!(
             "operator note recorded for {} at {}",
@@ -397,15 +397,12 @@ fn note(a: &NoteArgs) -> Result<i32> {
     Ok(exit_code::OK)
 }
 
-/// How long `control note --delivery btw` waits for the supervisor to take the note: a turn
-/// may take minutes, so the note stays queued after this and the command says so.
-const BTW_WAIT: Duration = Duration::from_secs(600);
-
 /// Wait for the supervisor's acknowledgement of a `/btw` note (its line in
-/// `operator_notes.jsonl`), the run's end, or the wait's end.
-fn wait_for_btw(t: &Target, id: &str) -> Result<i32> {
+/// `operator_notes.jsonl`), the run's end, or the wait's end (a turn may take minutes: the
+/// note stays queued after it, and the command says so).
+fn wait_for_btw(t: &Target, id: &str, wait: Duration) -> Result<i32> {
     let notes = t.dir.join(crate::records::NOTES_FILE);
-    let end = Instant::now() + BTW_WAIT;
+    let end = Instant::now() + wait;
     loop {
         let tail = crate::records::fsio::read_tail(&notes, 256 * 1024).unwrap_or_default();
         let ack = crate::records::fsio::parse_jsonl(&tail)
@@ -429,9 +426,16 @@ fn wait_for_btw(t: &Target, id: &str) -> Result<i32> {
                 Ok(exit_code::AGENT_FAILED)
             };
         }
-        if t.reload().is_some_and(|s| !s.is_active()) {
-            crate::say_err!("delivery error: the run ended before the note could be pasted");
-            return Ok(exit_code::AGENT_FAILED);
+        match t.reload() {
+            Some(s) if !s.is_active() => {
+                crate::say_err!("delivery error: the run ended before the note could be pasted");
+                return Ok(exit_code::AGENT_FAILED);
+            }
+            Some(s) if let Some(why) = stale(&s) => {
+                crate::say_err!("delivery error: {why}; nothing will paste the note");
+                return Ok(exit_code::AGENT_FAILED);
+            }
+            _ => {}
         }
         if Instant::now() >= end {
             crate::say_err!(

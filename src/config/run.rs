@@ -25,6 +25,8 @@ pub struct RunConfig {
     pub prompts: PromptSet,
     pub separator: Regex,
     pub completion: Option<Regex>,
+    /// With completion off: the configured marker, only to say the agent printed it.
+    pub ignored_marker: Option<Regex>,
     pub output_match: Option<Regex>,
     pub classifier: Classifier,
     /// Where each program the agent's commands name was found (`executable`, and the first
@@ -154,6 +156,13 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
     let completion = match &settings.completion_marker {
         Some(p) => Some(compile_key(&settings, "completion_marker", p)?),
         None => None,
+    };
+    let ignored_marker = match (&completion, settings.layers.get("looper.completion_marker")) {
+        (None, Some(e)) => match &e.value {
+            super::Value::Str(p) if !p.is_empty() => layers::compile_regex(p, false).ok(),
+            _ => None,
+        },
+        _ => None,
     };
     let output_match = match &settings.cb_output_match_pattern {
         Some(p) => Some(compile_key(&settings, "cb_output_match_pattern", p)?),
@@ -296,6 +305,7 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         prompts,
         separator,
         completion,
+        ignored_marker,
         output_match,
         classifier,
         programs,

@@ -103,6 +103,9 @@ pub fn starter_config(answers: &Answers) -> String {
                     value = Value::Num(v);
                 }
             }
+            // D36: the starter prompt asks for EXIT_SIGNAL: true, so the starter config
+            // listens for it (a missing key still means off, as the manual says).
+            "completion_enabled" => value = Value::Bool(true),
             _ => {}
         }
         let rendered = match &value {
@@ -128,7 +131,7 @@ pub fn starter_config(answers: &Answers) -> String {
          # extra_args = [\"--sandbox\", \"workspace-write\"]\n\
          \n[agents.claude]\n\
          kind = \"claude\"\n\
-         interface = \"hybrid\"    # \"json\" runs `claude -p --output-format stream-json`\n\
+         # interface = \"hybrid\"    # the default: the TUI in a pane inside tmux, `claude -p` (json) outside\n\
          extra_args = []\n\
          # model = \"claude-opus-4-8\"\n\
          # effort = \"max\"\n\

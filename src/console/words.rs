@@ -57,6 +57,9 @@ pub fn for_event(event: &Event, log: Option<&Path>) -> Vec<String> {
         Event::ControlCommandReceived { action, id, .. } => {
             vec![format!("control: received {action} ({id})")]
         }
+        Event::CompletionMarkerIgnored { .. } => vec![
+            "looper: the agent printed the completion marker, but completion is off: the run goes on. Pass --complete-on 'EXIT_SIGNAL:\\s*true' or set completion_enabled = true to stop on it".into(),
+        ],
         Event::Paused { .. } => vec!["paused: waiting for `looper control resume`".into()],
         Event::Resumed { .. } => vec!["resumed".into()],
         _ => vec![],

@@ -161,6 +161,11 @@ pub enum Event {
         loop_number: u64,
         prompt_index: usize,
     },
+    /// The agent printed the completion marker but completion is off: said once a run.
+    CompletionMarkerIgnored {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+    },
     /// The feedback block went with this prompt (D29): what was in it, what was cut.
     FeedbackDelivered {
         #[serde(rename = "loop")]

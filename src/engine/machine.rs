@@ -67,6 +67,8 @@ pub struct Engine {
     pending_feedback: Vec<Feedback>,
     /// `/btw` notes that came during a turn: pasted when it ends.
     pending_btw: Vec<(String, String)>,
+    /// The ignored-marker notice was given (once a run).
+    said_marker_ignored: bool,
     /// Set when the running attempt was terminated on purpose; the run ends with it.
     stop_when_attempt_ends: Option<StopReason>,
 }
@@ -104,6 +106,7 @@ impl Engine {
             pause_requested: None,
             pending_feedback: Vec::new(),
             pending_btw: Vec::new(),
+            said_marker_ignored: false,
             stop_when_attempt_ends: None,
         }
     }
@@ -477,6 +480,14 @@ impl Engine {
     fn attempt_finished(&mut self, fx: &mut Vec<Effect>, r: AttemptReport) {
         for (id, text) in std::mem::take(&mut self.pending_btw) {
             fx.push(Effect::PasteNote { id, text });
+        }
+        if r.marker_seen_while_off
+            && self.cfg.completion_streak.is_none()
+            && !std::mem::replace(&mut self.said_marker_ignored, true)
+        {
+            fx.push(Effect::Record(Event::CompletionMarkerIgnored {
+                loop_number: self.loop_number,
+            }));
         }
         self.loop_bytes += r.output_bytes;
         self.loop_completion |= r.completion_seen;

@@ -85,6 +85,8 @@ pub struct AttemptReport {
     pub spawn_error: Option<String>,
     pub output_bytes: u64,
     pub completion_seen: bool,
+    /// The completion marker appeared although completion is off.
+    pub marker_seen_while_off: bool,
     pub output_match_seen: bool,
     pub session_id: Option<String>,
     pub usage: Usage,

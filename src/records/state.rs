@@ -244,7 +244,9 @@ impl RunState {
             }
             Event::Paused { .. } => self.status = Some("paused".into()),
             Event::Resumed { .. } => self.status = Some("running".into()),
-            Event::NoteDelivered { .. } | Event::FeedbackDelivered { .. } => {}
+            Event::NoteDelivered { .. }
+            | Event::FeedbackDelivered { .. }
+            | Event::CompletionMarkerIgnored { .. } => {}
             Event::RunStopped {
                 status,
                 stop_reason,

@@ -609,7 +609,11 @@ fn wait_exits_1_when_the_run_ends_for_another_reason() {
 }
 
 #[test]
-fn btw_notes_are_pasted_into_the_hybrid_pane() {
+fn btw_notes_are_queued_for_the_supervisor_never_pasted_by_the_command() {
+    // Issue 14 item 7: the command used to paste into the pane itself, at once, even while a
+    // new pane was starting. It now queues the note for the supervisor (which pastes between
+    // turns and acknowledges it: `hybrid::hybrid_claude_btw_notes_go_through_the_supervisor_between_turns`)
+    // and waits for the acknowledgement.
     let p = Project::new();
     let sock = p.join("tmux.sock");
     let sock_s = sock.display().to_string();
@@ -651,32 +655,31 @@ fn btw_notes_are_pasted_into_the_hybrid_pane() {
             "check\n  the   logs",
             "--delivery",
             "btw",
+            "--wait-seconds",
+            "1",
         ])
         .output()
         .expect("control");
-    let _cleanup = tmux(&["list-panes"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let got = wait_until(5.0, || {
-        std::fs::read_to_string(p.join("pane.txt"))
-            .unwrap_or_default()
-            .contains('\n')
-    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let text = std::fs::read_to_string(p.join("pane.txt")).unwrap_or_default();
     tmux(&["kill-server"]);
-    assert!(got, "nothing reached the pane: {text:?}");
-    assert_eq!(text, "/btw check the logs\n");
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("still queued"), "{}", stderr(&out));
+    assert_eq!(text, "", "the command pasted nothing itself");
+    let line: Json = serde_json::from_str(
+        std::fs::read_to_string(dir.join("control.jsonl"))
+            .expect("control")
+            .trim(),
+    )
+    .expect("json");
+    assert_eq!(line["action"], "note");
+    assert_eq!(line["delivery"], "btw");
+    assert_eq!(line["note"], "check\n  the   logs");
     let note: Json = serde_json::from_str(
         std::fs::read_to_string(dir.join("operator_notes.jsonl"))
             .expect("notes")
             .trim(),
     )
     .expect("json");
-    assert_eq!(note["status"], "delivered");
-    assert_eq!(note["pane"], pane);
+    assert_eq!(note["status"], "queued");
 }

@@ -127,7 +127,8 @@ impl Dispatcher {
             self.cfg.output_match.clone(),
             self.cfg.classifier.clone(),
             chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
-        );
+        )
+        .with_ignored_marker(self.cfg.ignored_marker.clone());
         Sink::new(log, scanner, echo, s.kill_on_stop_pattern)
     }
 
@@ -358,6 +359,7 @@ impl Dispatcher {
             spawn_error: None,
             output_bytes: sc.text_bytes,
             completion_seen: sc.completion_seen,
+            marker_seen_while_off: sc.marker_seen_while_off,
             output_match_seen: sc.match_seen,
             session_id: sc.session_id.clone(),
             usage: sc.usage,
