@@ -191,7 +191,15 @@ pub struct Scanner {
     pub usage: Usage,
     pub error: Option<ErrorSignal>,
     pub last_notice: Option<String>,
+    /// Keep the agent's latest message in `last_text` (see [`Scanner::with_last_text`]).
+    keep_last: bool,
+    completion_last_only: bool,
+    /// The agent's latest non-empty message (its end, at most [`MAX_LAST_TEXT`] bytes).
+    pub last_text: String,
 }
+
+/// How much of the agent's latest message is kept.
+pub const MAX_LAST_TEXT: usize = 16 * 1024;
 
 fn idx(stream: Stream) -> usize {
     match stream {
@@ -226,7 +234,40 @@ impl Scanner {
             usage: Usage::default(),
             error: None,
             last_notice: None,
+            keep_last: false,
+            completion_last_only: false,
+            last_text: String::new(),
         }
+    }
+
+    /// Keep the agent's latest message (a reviewer's verdict for the next prompt); with
+    /// `completion_last_only` (`completion_must_be_last`), the marker counts only on the last
+    /// non-empty line of that final message, so one quoted or negated earlier does not.
+    pub fn with_last_text(mut self, completion_last_only: bool) -> Self {
+        self.keep_last = true;
+        self.completion_last_only = completion_last_only;
+        self
+    }
+
+    /// The completion marker was seen, as the configuration counts it.
+    pub fn completion(&self) -> bool {
+        if !self.completion_last_only {
+            return self.completion_seen;
+        }
+        let last = self.last_text.lines().rev().find(|l| !l.trim().is_empty());
+        match (&self.completion, last) {
+            (Some(re), Some(line)) => re.is_match(line),
+            _ => false,
+        }
+    }
+
+    fn keep_text(&mut self, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        self.last_text.clear();
+        let start = text.ceil_char_boundary(text.len().saturating_sub(MAX_LAST_TEXT));
+        self.last_text.push_str(&text[start..]);
     }
 
     /// Feed a chunk of raw output as it arrives.
@@ -299,7 +340,14 @@ impl Scanner {
             return None;
         }
         let text = text_of(&block[..end - 1]);
-        let completion_needed = !self.completion_seen && self.completion.is_some();
+        if self.keep_last
+            && let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty())
+        {
+            let line = line.to_string();
+            self.keep_text(&line);
+        }
+        let completion_needed =
+            !self.completion_seen && self.completion.is_some() && !self.completion_last_only;
         let match_needed = !self.match_seen && self.output_match.is_some();
         let mut per_line = false;
         for (needed, is_completion) in [(completion_needed, true), (match_needed, false)] {
@@ -382,6 +430,7 @@ impl Scanner {
         if stream == Stream::Stdout && self.kind == AgentKind::Generic {
             let text = text_of(bytes);
             if !self.completion_seen
+                && !self.completion_last_only
                 && let Some(re) = &self.completion
             {
                 self.completion_seen = piece_matches(re, &text, at);
@@ -395,7 +444,11 @@ impl Scanner {
     }
 
     fn scan_text(&mut self, text: &str) {
+        if self.keep_last {
+            self.keep_text(text);
+        }
         if !self.completion_seen
+            && !self.completion_last_only
             && let Some(re) = &self.completion
         {
             self.completion_seen = re.is_match(text);
@@ -475,6 +528,58 @@ mod tests {
             Classifier::new(&[]).expect("classifier"),
             0.0,
         )
+    }
+
+    /// Issue 15: with `completion_must_be_last`, a marker quoted or negated earlier in the
+    /// final message does not complete; one on its last non-empty line does.
+    #[test]
+    fn a_marker_counts_only_on_the_last_line_of_the_final_message_when_asked() {
+        let codex = |text: &str| {
+            format!(
+                "{}\n",
+                serde_json::json!({"type":"item.completed","item":{"type":"agent_message","text":text}})
+            )
+        };
+        let scan = |kind: AgentKind, out: &[u8], last_only: bool| {
+            let mut s = Scanner::new(
+                kind,
+                false,
+                Some(Regex::new(r"EXIT_SIGNAL:\s*true").expect("regex")),
+                None,
+                Classifier::new(&[]).expect("classifier"),
+                0.0,
+            );
+            if last_only {
+                s = s.with_last_text(true);
+            }
+            s.feed(Stream::Stdout, out);
+            s.finish_stream(Stream::Stdout);
+            s.completion()
+        };
+        let quoted = codex("I must not print EXIT_SIGNAL: true yet.\nStill working.");
+        let last = codex("All tasks done.\nEXIT_SIGNAL: true\n\n");
+        let earlier_message = format!("{}{}", codex("EXIT_SIGNAL: true"), codex("One more thing."));
+        assert!(
+            scan(AgentKind::Codex, quoted.as_bytes(), false),
+            "without the key"
+        );
+        assert!(!scan(AgentKind::Codex, quoted.as_bytes(), true));
+        assert!(scan(AgentKind::Codex, last.as_bytes(), true));
+        assert!(!scan(AgentKind::Codex, earlier_message.as_bytes(), true));
+        // Plain output of a generic agent: the last non-empty line of stdout, in blocks too.
+        let plain = b"EXIT_SIGNAL: true\nnot done yet\n";
+        assert!(scan(AgentKind::Generic, plain, false));
+        assert!(!scan(AgentKind::Generic, plain, true));
+        assert!(scan(
+            AgentKind::Generic,
+            b"working\nEXIT_SIGNAL: true\n\n",
+            true
+        ));
+        assert!(scan(
+            AgentKind::Generic,
+            b"working\nEXIT_SIGNAL: true",
+            true
+        ));
     }
 
     /// Regression (reliability suite): piece boundaries of an oversized line are not line
