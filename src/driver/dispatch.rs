@@ -57,6 +57,15 @@ pub struct Presentation {
 }
 
 mod attempt;
+mod gates;
+
+/// What the process under way is, so its end is read for the right input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Running {
+    Agent,
+    Verify,
+    Review,
+}
 
 pub struct Dispatcher {
     cfg: RunConfig,
@@ -73,6 +82,12 @@ pub struct Dispatcher {
     /// The hybrid agent pane of the current session.
     pane: Option<Pane>,
     finished: Option<StopReason>,
+    /// What the running process is (an attempt, a verify, a reviewer).
+    running: Running,
+    /// HEAD when the current loop started (the reviewer's `diff_since = "loop"`).
+    loop_base: Option<String>,
+    /// The plan's open tasks when the current loop started (plan integrity).
+    plan_at_loop_start: Vec<String>,
 }
 
 impl Dispatcher {
@@ -97,6 +112,9 @@ impl Dispatcher {
             attempt_log: None,
             pane: None,
             finished: None,
+            running: Running::Agent,
+            loop_base: None,
+            plan_at_loop_start: Vec::new(),
         }
     }
 
@@ -197,6 +215,7 @@ impl Dispatcher {
                 self.queue.push_back(Input::BackupDone(made));
             }
             Effect::RunAttempt(spec) => {
+                self.running = Running::Agent;
                 // The engine now waits for this attempt's end: a failure to start it (its
                 // log cannot be opened, the run directory is gone) must be that end, or the
                 // run would wait forever.
@@ -211,17 +230,20 @@ impl Dispatcher {
                 return Some(Applied::Wait(duration));
             }
             Effect::CheckPlan => {
-                let checked = match &self.cfg.settings.plan_file {
-                    Some(plan) => match std::fs::read(plan) {
-                        Ok(bytes) => Ok(crate::engine::plan::unchecked_tasks(
-                            &String::from_utf8_lossy(&bytes),
-                        )),
-                        Err(_) => Err(plan.display().to_string()),
-                    },
-                    None => Ok(0),
-                };
+                let checked = self.check_plan();
                 self.queue.push_back(Input::PlanChecked(checked));
             }
+            Effect::MarkLoopStart { loop_number } => self.mark_loop_start(loop_number),
+            Effect::RunVerify(spec) => match self.start_verify(spec) {
+                Ok(Some(started)) => return Some(self.hold(started)),
+                Ok(None) => {}
+                Err(e) => self.gate_not_started(Running::Verify, e.to_string()),
+            },
+            Effect::RunReview(spec) => match self.start_review(spec) {
+                Ok(Some(started)) => return Some(self.hold(started)),
+                Ok(None) => {}
+                Err(e) => self.gate_not_started(Running::Review, e.to_string()),
+            },
             Effect::Terminate { forceful } => {
                 if let Some(tx) = &self.attempt_ctl {
                     let _ = tx.send(AttemptControl::Terminate { forceful });
@@ -307,6 +329,17 @@ impl Dispatcher {
             failure,
         } = done;
         self.attempt_ctl = None;
+        match self.running {
+            Running::Verify => {
+                let report = self.verify_report(exit, &mut sink, failure);
+                return self.handle(now, Input::VerifyFinished(report));
+            }
+            Running::Review => {
+                let report = self.review_report(exit, &mut sink, failure);
+                return self.handle(now, Input::ReviewFinished(report));
+            }
+            Running::Agent => {}
+        }
         let report = match failure {
             Some(e) => {
                 let _ = sink.log.note("stop_reason", &e);

@@ -128,12 +128,17 @@ impl Dispatcher {
             self.cfg.classifier.clone(),
             chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
         );
+        let scanner = if s.completion_must_be_last {
+            scanner.with_last_text(true)
+        } else {
+            scanner
+        };
         Sink::new(log, scanner, echo, s.kill_on_stop_pattern)
     }
 
     /// The agent's environment: the agent table's, and the run context with absolute paths
     /// under both names (D4). The supervisor's own environment is inherited by the spawn.
-    fn agent_env(&self) -> Vec<(String, String)> {
+    pub(super) fn agent_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
             .cfg
             .settings
@@ -351,7 +356,7 @@ impl Dispatcher {
             timed_out: exit.timed_out,
             spawn_error: None,
             output_bytes: sc.bytes,
-            completion_seen: sc.completion_seen,
+            completion_seen: sc.completion(),
             output_match_seen: sc.match_seen,
             session_id: sc.session_id.clone(),
             usage: sc.usage,

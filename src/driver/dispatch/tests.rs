@@ -449,7 +449,13 @@ fn status_prompts_fingerprints_backups_and_plans_answer_at_once() {
     );
     std::fs::write(h.root.join("plan.md"), "- [ ] a\n- [x] b\n* [ ] c\n").expect("plan");
     let _ = h.d.apply(Effect::CheckPlan);
-    assert_eq!(h.queued(), [Input::PlanChecked(Ok(2))]);
+    assert_eq!(
+        h.queued(),
+        [Input::PlanChecked(Ok(crate::engine::PlanCheck {
+            unchecked: 2,
+            removed: vec![]
+        }))]
+    );
 }
 
 #[test]
