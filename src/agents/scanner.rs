@@ -194,7 +194,8 @@ pub struct Scanner {
     /// Keep the agent's latest message in `last_text` (see [`Scanner::with_last_text`]).
     keep_last: bool,
     completion_last_only: bool,
-    /// The agent's latest non-empty message (its end, at most [`MAX_LAST_TEXT`] bytes).
+    /// The agent's latest non-empty message (its end, at most about [`MAX_LAST_TEXT`]
+    /// bytes); for a generic agent, the end of its stdout.
     pub last_text: String,
 }
 
@@ -261,7 +262,20 @@ impl Scanner {
         }
     }
 
+    /// A structured agent's text fact is a whole message: it replaces the last one. A
+    /// generic agent's stdout is one message, line by line: its end is kept.
     fn keep_text(&mut self, text: &str) {
+        if self.kind == AgentKind::Generic {
+            self.last_text.push_str(text);
+            self.last_text.push('\n');
+            if self.last_text.len() > 2 * MAX_LAST_TEXT {
+                let cut = self
+                    .last_text
+                    .ceil_char_boundary(self.last_text.len() - MAX_LAST_TEXT);
+                self.last_text.drain(..cut);
+            }
+            return;
+        }
         if text.trim().is_empty() {
             return;
         }
@@ -340,11 +354,10 @@ impl Scanner {
             return None;
         }
         let text = text_of(&block[..end - 1]);
-        if self.keep_last
-            && let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty())
-        {
-            let line = line.to_string();
-            self.keep_text(&line);
+        if self.keep_last {
+            let tail = &text[text.ceil_char_boundary(text.len().saturating_sub(MAX_LAST_TEXT))..];
+            let tail = tail.to_string();
+            self.keep_text(&tail);
         }
         let completion_needed =
             !self.completion_seen && self.completion.is_some() && !self.completion_last_only;
