@@ -47,6 +47,18 @@ pub fn tail_chars(s: &str, max: usize) -> String {
     format!("…{}", &s[s.ceil_char_boundary(s.len() - max)..])
 }
 
+/// One line of text for a person (D35): control characters (escape sequences included)
+/// become `?`, tabs and newlines spaces, so agent-supplied text cannot drive the terminal.
+pub fn sanitize_line(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

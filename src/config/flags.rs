@@ -10,9 +10,11 @@ pub(super) fn flag(name: &str) -> Origin {
 
 /// Layer the command-line flags over the files.
 pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
+    gate_flags(layers, args);
     let mut set = |key: &str, value: Value, origin: Origin| {
         layers.set(format!("looper.{key}"), value, origin);
     };
+
     if let Some(mode) = args.mode {
         let m = match mode {
             cli::Mode::Single => "single",
@@ -151,6 +153,20 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
             flag("keep-agent-pane"),
         );
     }
+    if args.plan_forbid_removal {
+        set(
+            "plan_forbid_removal",
+            Value::Bool(true),
+            flag("plan-forbid-removal"),
+        );
+    }
+    if args.completion_must_be_last {
+        set(
+            "completion_must_be_last",
+            Value::Bool(true),
+            flag("completion-must-be-last"),
+        );
+    }
     if let Some(layout) = args.tmux_layout {
         let l = match layout {
             cli::Layout::Auto => "auto",
@@ -158,5 +174,47 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
             cli::Layout::Split => "split",
         };
         set("tmux_layout", Value::Str(l.into()), flag("tmux-layout"));
+    }
+}
+
+/// The `[verify]` and `[review]` flags (issue 15).
+fn gate_flags(layers: &mut Layers, args: &RunArgs) {
+    let mut set = |key: &str, value: Value, name: &str| layers.set(key, value, flag(name));
+    if let Some(cmd) = &args.verify_cmd {
+        set("verify.command", Value::List(cmd.clone()), "verify-cmd");
+    }
+    if args.verify_every_loop {
+        set(
+            "verify.when",
+            Value::Str("every_loop".into()),
+            "verify-every-loop",
+        );
+    }
+    if let Some(t) = args.verify_timeout {
+        set("verify.timeout_seconds", Value::Num(t), "verify-timeout");
+    }
+    if let Some(n) = args.cb_verify_failures {
+        set(
+            "verify.cb_verify_failures",
+            Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+            "cb-verify-failures",
+        );
+    }
+    if let Some(a) = &args.review_agent {
+        set("review.agent", Value::Str(a.clone()), "review-agent");
+    }
+    if args.review_every_loop {
+        set(
+            "review.when",
+            Value::Str("every_loop".into()),
+            "review-every-loop",
+        );
+    }
+    if let Some(n) = args.review_max_rounds {
+        set(
+            "review.max_rounds",
+            Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+            "review-max-rounds",
+        );
     }
 }

@@ -147,6 +147,13 @@ impl Dispatcher {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        env.extend(self.run_context_env());
+        env
+    }
+
+    /// The run context (D4) under both names, with absolute paths.
+    pub(super) fn run_context_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
         let path = |name: &str| self.run_dir.join(name).display().to_string();
         let ctx = [
             ("RUN_DIR", self.run_dir.display().to_string()),

@@ -114,7 +114,9 @@ impl Dispatcher {
         let spawn_spec = SpawnSpec {
             program: run.program.clone(),
             args: v.command[1..].to_vec(),
-            env: self.agent_env(),
+            // The user's own command: the run context, not the agent table's environment
+            // (which may point HOME or a CLI's config elsewhere).
+            env: self.run_context_env(),
             cwd: v.cwd.clone(),
             stdin: None,
             timeout: v.timeout,
