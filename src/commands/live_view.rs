@@ -152,6 +152,40 @@ impl LogFollower {
     }
 }
 
+/// The verify and review gates as the header shows them (issue 15), if the run has any.
+fn gates_line(st: &RunState) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(v) = &st.verify_last {
+        parts.push(match v.pass {
+            None => format!("verify running (loop {})", v.loop_number),
+            Some(true) => format!("verify passed (loop {})", v.loop_number),
+            Some(false) => format!(
+                "verify FAILED (loop {}, {} in a row): {}",
+                v.loop_number,
+                v.consecutive_failures,
+                v.reason.as_deref().unwrap_or("-")
+            ),
+        });
+    }
+    if let Some(r) = &st.review_last {
+        parts.push(match r.verdict.as_deref() {
+            None => format!("review {} running", r.round),
+            Some(verdict) => format!(
+                "review {}: {verdict} ({} rejection(s))",
+                r.round, r.rejections
+            ),
+        });
+    }
+    if let Some(g) = st.gate_blocked {
+        parts.push(format!(
+            "blocked by {}: {}",
+            g.as_str(),
+            st.gate_blocked_reason.as_deref().unwrap_or("-")
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("gates: {}", parts.join(" · ")))
+}
+
 /// What a key asks for.
 #[derive(Debug, PartialEq)]
 pub enum KeyAction {
@@ -289,6 +323,9 @@ impl View {
                 "focus: {}",
                 self.focus.as_deref().unwrap_or("not reported yet")
             ));
+            if let Some(g) = gates_line(st) {
+                h.push(g);
+            }
         }
         if let Some(r) = &st.stop_reason {
             h.push(format!("stop: {r}"));
