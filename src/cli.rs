@@ -162,7 +162,7 @@ pub struct RunArgs {
     /// Consecutive loops with the completion marker needed to stop [default: 1].
     #[arg(long, value_name = "N", value_parser = positive_int)]
     pub completion_streak: Option<u64>,
-    /// Markdown checklist: the marker counts only when no `- [ ]` task is left.
+    /// Markdown checklist (GitHub task lists): the marker counts only when no open task is left.
     #[arg(long, value_name = "PATH")]
     pub plan_file: Option<PathBuf>,
     /// Plan integrity: open tasks removed from the plan without being ticked block completion.
@@ -174,7 +174,7 @@ pub struct RunArgs {
     /// Verify gate: completion counts only when CMD exits 0 (split into words like a shell
     /// would, but never run by one; write `sh -c '...'` for a shell).
     #[arg(long, value_name = "CMD", value_parser = argv_words)]
-    pub verify_cmd: Option<Vec<String>>,
+    pub verify_cmd: Option<Argv>,
     /// Run the verify command after every loop, not only when the marker is seen.
     #[arg(long)]
     pub verify_every_loop: bool,
@@ -508,11 +508,15 @@ pub struct DemoAgentArgs {
     pub prompt: Vec<String>,
 }
 
+/// A command given as one flag value, as its argv (one value for clap, not many).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
 /// A command line as argv: split into words like a shell would (quotes, escapes), never run
 /// by one.
-fn argv_words(s: &str) -> Result<Vec<String>, String> {
+fn argv_words(s: &str) -> Result<Argv, String> {
     match shlex::split(s) {
-        Some(words) if !words.is_empty() => Ok(words),
+        Some(words) if !words.is_empty() => Ok(Argv(words)),
         Some(_) => Err("must name a program".into()),
         None => Err("has an unclosed quote".into()),
     }

@@ -181,7 +181,7 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
 fn gate_flags(layers: &mut Layers, args: &RunArgs) {
     let mut set = |key: &str, value: Value, name: &str| layers.set(key, value, flag(name));
     if let Some(cmd) = &args.verify_cmd {
-        set("verify.command", Value::List(cmd.clone()), "verify-cmd");
+        set("verify.command", Value::List(cmd.0.clone()), "verify-cmd");
     }
     if args.verify_every_loop {
         set(

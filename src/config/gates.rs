@@ -128,3 +128,91 @@ pub(super) fn review(r: &Reader, inv: &Invocation) -> Result<Option<ReviewSettin
         timeout: r.seconds("review.timeout_seconds"),
     }))
 }
+
+fn when_text(w: GateWhen) -> &'static str {
+    match w {
+        GateWhen::Completion => "when the marker stands",
+        GateWhen::EveryLoop => "after every loop",
+    }
+}
+
+/// `looper config check`: the gates at a loop's end in the order they are judged (D28),
+/// as this configuration sets them.
+pub fn gate_order(s: &super::Settings) -> String {
+    let off = "off";
+    let marker = match &s.completion_marker {
+        Some(m) => format!(
+            "the agent's output matches {}, {} loop(s) in a row{}",
+            crate::text::clip_chars(m, 60),
+            s.completion_streak,
+            if s.completion_must_be_last {
+                " (on the last line of its final message)"
+            } else {
+                ""
+            }
+        ),
+        None => off.into(),
+    };
+    let plan = match &s.plan_file {
+        Some(p) => format!(
+            "no open task left in {}{}",
+            p.display(),
+            if s.plan_forbid_removal {
+                "; none removed without being ticked"
+            } else {
+                ""
+            }
+        ),
+        None => off.into(),
+    };
+    let verify = match &s.verify {
+        Some(v) => {
+            let shown = crate::agents::AgentCommand {
+                program: v.command[0].clone(),
+                args: v.command[1..].to_vec(),
+                stdin: None,
+            }
+            .display();
+            let mut t = format!("$ {shown} passes, {}", when_text(v.when));
+            if let Some(min) = v.min_count {
+                t.push_str(&format!(", counting at least {min}"));
+            }
+            if v.cb_verify_failures > 0 {
+                t.push_str(&format!(
+                    "; {} failures in a row stop the run",
+                    v.cb_verify_failures
+                ));
+            }
+            t
+        }
+        None => off.into(),
+    };
+    let review = match &s.review {
+        Some(r) => format!(
+            "{} approves the diff since the {}, {}{}",
+            r.agent.name,
+            match r.diff_since {
+                DiffSince::Run => "run",
+                DiffSince::Loop => "loop",
+            },
+            when_text(r.when),
+            if r.max_rounds > 0 {
+                format!("; {} rejections stop the run", r.max_rounds)
+            } else {
+                String::new()
+            }
+        ),
+        None => off.into(),
+    };
+    format!(
+        "\n# A loop's end is judged in this order (D28); each gate runs only when the ones before it pass,\n\
+         # and a gate that blocks a seen marker resets the completion streak:\n\
+         #   1. operator stop: `looper control stop`\n\
+         #   2. completion marker: {marker}\n\
+         #   3. plan: {plan}\n\
+         #   4. verify: {verify}\n\
+         #   5. review: {review}\n\
+         # Then the breakers and budgets: no progress, output decline, output match, verify\n\
+         # failures, review rejections, tokens, cost, runtime, dry run, max loops.\n"
+    )
+}

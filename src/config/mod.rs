@@ -689,6 +689,7 @@ pub fn render_resolved(settings: &Settings, show_origin: bool) -> String {
         settings.mode.as_str(),
         settings.prompt_file.display()
     ));
+    out.push_str(&gates::gate_order(settings));
     out
 }
 

@@ -315,3 +315,43 @@ fn a_reviewer_that_rejects_once_then_approves_reaches_the_maker_and_sees_the_dif
     assert_eq!(st["review_last"]["verdict"], "approve", "{st}");
     assert_eq!(st["review_last"]["rejections"], 1, "{st}");
 }
+
+#[test]
+fn config_check_explains_the_gate_order_and_the_verified_preset_turns_the_gates_on() {
+    let p = Project::new();
+    p.write("PROMPT.md", "p\n");
+    let bin = p.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for name in ["make", "codex", "claude"] {
+        p.write(&format!("bin/{name}"), "#!/bin/sh\n");
+        chmod_x(&bin.join(name));
+    }
+    let out = p
+        .looper()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .args([
+            "config",
+            "check",
+            "--preset",
+            "verified",
+            "--verify-cmd",
+            "make check -j2",
+        ])
+        .output()
+        .expect("config check");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("command = [\"make\", \"check\", \"-j2\"]"),
+        "{text}"
+    );
+    for line in [
+        "#   1. operator stop",
+        "#   2. completion marker: the agent's output matches EXIT_SIGNAL:\\s*true, 1 loop(s) in a row (on the last line of its final message)",
+        "#   3. plan: off",
+        "#   4. verify: $ make check -j2 passes, when the marker stands; 5 failures in a row stop the run",
+        "#   5. review: claude approves the diff since the run, when the marker stands; 3 rejections stop the run",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
