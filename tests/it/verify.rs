@@ -355,3 +355,114 @@ fn config_check_explains_the_gate_order_and_the_verified_preset_turns_the_gates_
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// End to end: two real CLIs in one run.
+
+/// The real codex makes, the real claude (json) reviews, against the mock server: claude's
+/// rejection reaches codex's next prompt, its approval completes the run; each review is a
+/// fresh claude session; claude's receipts count toward the run's usage.
+#[test]
+fn e2e_codex_makes_claude_reviews_and_its_rejection_reaches_codex() {
+    use crate::e2e_support::{Cli, E2e, Timing, all_strings, require};
+    use crate::mock_server::{Provider, Reply};
+    let Some(bin) = require("e2e_codex_makes_claude_reviews") else {
+        return;
+    };
+    let e = E2e::new(
+        Cli::Codex,
+        bin,
+        Timing::Shared,
+        "completion_enabled = true\n",
+    );
+    let mut cfg = e.project.read("agent-looper.toml");
+    cfg.push_str(&format!(
+        "\n[review]\nagent = \"claude\"\nmax_rounds = 3\n\n{}",
+        e.agent_table_for(Cli::Claude)
+    ));
+    e.project.write("agent-looper.toml", &cfg);
+    e.project
+        .write("PROMPT.md", "Add a parser for the config format.\n");
+    e.server.push(
+        Provider::OpenAi,
+        Reply::text("Parser added.\nEXIT_SIGNAL: true"),
+    );
+    e.server.push(
+        Provider::OpenAi,
+        Reply::text("Edge cases handled.\nEXIT_SIGNAL: true"),
+    );
+    e.server.push(
+        Provider::Anthropic,
+        Reply::text(
+            "The parser ignores empty lines incorrectly: REVIEWER-FINDING-42.\nVERDICT: REJECT",
+        ),
+    );
+    e.server.push(
+        Provider::Anthropic,
+        Reply::text("All good now.\nVERDICT: APPROVE"),
+    );
+    let out = e.run(&["--max-loops", "4"]);
+    let why = e.diagnose(&out);
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    assert_eq!(e.state()["stop_reason"], "completion marker", "{why}");
+    let verdicts: Vec<String> = e
+        .events_named("review_completed")
+        .iter()
+        .map(|ev| ev["verdict"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(verdicts, ["reject", "approve"], "{why}");
+    // The rejection reached codex's second request, once; the first request had none.
+    let codex = e.server.turns(Provider::OpenAi);
+    assert_eq!(codex.len(), 2, "{why}");
+    let first = all_strings(&codex[0].json().expect("json"));
+    let second = all_strings(&codex[1].json().expect("json"));
+    assert!(!first.contains("REVIEWER-FINDING-42"), "{why}");
+    assert_eq!(second.matches("REVIEWER-FINDING-42").count(), 1, "{second}");
+    assert!(second.contains("--- looper feedback"), "{second}");
+    // claude reviewed twice, each time in a session of its own, with the goal and a diff.
+    let claude = e.server.turns(Provider::Anthropic);
+    assert_eq!(claude.len(), 2, "{why}");
+    let review_prompt = all_strings(&claude[0].json().expect("json"));
+    assert!(
+        review_prompt.contains("Add a parser for the config format."),
+        "{review_prompt}"
+    );
+    assert!(
+        review_prompt.contains("loop-0001__review.diff"),
+        "{review_prompt}"
+    );
+    let sessions: Vec<Option<&str>> = claude
+        .iter()
+        .map(|t| t.header("x-claude-code-session-id"))
+        .collect();
+    assert!(sessions.iter().all(Option::is_some), "{why}");
+    assert_ne!(sessions[0], sessions[1], "{why}");
+    let started: Vec<Option<String>> = e
+        .events_named("review_started")
+        .iter()
+        .map(|ev| ev["session_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        started,
+        sessions
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect::<Vec<_>>(),
+        "the looper chose each review's session: {why}"
+    );
+    // claude's receipts are in the run's usage, beside codex's: the budgets see both.
+    let tokens = |name: &str| -> u64 {
+        e.events_named(name)
+            .iter()
+            .map(|ev| ev["usage"]["input_tokens"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (maker, reviewer) = (tokens("prompt_completed"), tokens("review_completed"));
+    assert!(maker > 0 && reviewer > 0, "{why}");
+    assert_eq!(
+        e.state()["usage_total"]["input_tokens"].as_u64(),
+        Some(maker + reviewer),
+        "{why}"
+    );
+    assert!(e.survivors().is_empty(), "CLI processes left: {why}");
+}
