@@ -288,10 +288,12 @@ impl Dispatcher {
         let sync = match event {
             Event::RunStarted { .. } | Event::RunStopped { .. } => Sync::Now,
             Event::LoopCompleted { .. } => Sync::Soon,
-            // The snapshot is written once the attempt's process is known (with its pid),
-            // which follows these at once: one atomic replace instead of three.
+            // The snapshot is written once the attempt's (verify's, reviewer's) process is
+            // known (with its pid), which follows these at once: one atomic replace, not three.
             Event::LoopStarted { .. }
             | Event::PromptStarted { .. }
+            | Event::VerifyStarted { .. }
+            | Event::ReviewStarted { .. }
             | Event::NoteDelivered { .. } => return Ok(()),
             _ => Sync::No,
         };
