@@ -122,6 +122,7 @@ mod tests {
     fn nothing_in_code_blocks_or_prose_counts() {
         let plan = "# Plan\n\n```\n- [ ] fenced\n```\n\n~~~md\n+ [ ] tilde fenced\n~~~\n\n    - [ ] indented code\n\ntext - [ ] not a task\n`- [ ] inline code`\n";
         assert_eq!(tasks(plan), []);
+        assert_eq!(unchecked_tasks(plan), 0);
         assert_eq!(unchecked_tasks(""), 0);
     }
 

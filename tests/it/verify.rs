@@ -466,3 +466,22 @@ fn e2e_codex_makes_claude_reviews_and_its_rejection_reaches_codex() {
     );
     assert!(e.survivors().is_empty(), "CLI processes left: {why}");
 }
+
+#[test]
+fn with_completion_must_be_last_a_marker_before_the_last_line_does_not_complete() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== default\nsay EXIT_SIGNAL: true is what I will print when done\nsay still working\n",
+        "completion_enabled = true\n",
+    );
+    let out = p.run(&["--max-loops", "2"]);
+    assert_eq!(
+        p.state()["stop_reason"],
+        "completion marker",
+        "{}",
+        stderr(&out)
+    );
+    let out = p.run(&["--max-loops", "2", "--completion-must-be-last"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 2");
+}
