@@ -417,7 +417,7 @@ fn agent_settings(r: &Reader, inv: &Invocation, agent_name: &str) -> Result<Agen
     let a = |k: &str| format!("agents.{agent_name}.{k}");
 
     let kind_str = r.opt_str(&a("kind")).unwrap_or_else(|| {
-        if AgentKind::parse(&agent_name).is_some() {
+        if AgentKind::parse(agent_name).is_some() {
             agent_name.to_string()
         } else {
             "generic".into()

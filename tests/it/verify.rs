@@ -485,3 +485,52 @@ fn with_completion_must_be_last_a_marker_before_the_last_line_does_not_complete(
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(p.state()["stop_reason"], "max loops reached: 2");
 }
+
+#[test]
+fn status_says_which_gate_blocks_a_running_run_and_since_when() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== default\nsay EXIT_SIGNAL: true\n",
+        "completion_enabled = true\n",
+    );
+    let script = verify_script(&p, &["echo 'tests failed'; exit 1"]);
+    add_config(&p, &format!("[verify]\ncommand = [{script:?}]\n"));
+    let mut child = p
+        .looper()
+        .args(["--local", "--label", "gated", "--sleep", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn looper");
+    let blocked = wait_until(20.0, || {
+        p.run_dirs().last().is_some_and(|d| {
+            std::fs::read(d.join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                .is_some_and(|s| s["gate_blocked"] == "verify")
+        })
+    });
+    let status = p.looper().arg("status").output().expect("status");
+    let json = p
+        .looper()
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    let stop = p
+        .looper()
+        .args(["control", "stop", "gated", "--after-loop", "--wait"])
+        .output()
+        .expect("stop");
+    let _ = child.wait();
+    assert!(blocked, "the run never recorded a blocking gate");
+    let table = stdout(&status);
+    assert!(table.contains("blocked by verify since "), "{table}");
+    assert!(table.contains(": exit 1"), "{table}");
+    let doc: Json = serde_json::from_slice(&json.stdout).expect("json");
+    let run = &doc["runs"][0];
+    assert_eq!(run["gate_blocked"], "verify", "{run}");
+    assert_eq!(run["gate_blocked_reason"], "exit 1", "{run}");
+    assert!(run["gate_blocked_since"].is_string(), "{run}");
+    assert_eq!(run["verify_last"]["pass"], false, "{run}");
+    assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
+}
