@@ -732,6 +732,34 @@ mod tests {
     }
 
     #[test]
+    fn the_header_shows_the_gates() {
+        use crate::records::state::{ReviewLast, VerifyLast};
+        let mut st = RunState::default();
+        assert_eq!(gates_line(&st), None);
+        st.verify_last = Some(VerifyLast {
+            loop_number: 4,
+            pass: Some(false),
+            reason: Some("exit 1".into()),
+            consecutive_failures: 2,
+            ..VerifyLast::default()
+        });
+        st.review_last = Some(ReviewLast {
+            round: 1,
+            verdict: Some("reject".into()),
+            rejections: 1,
+            ..ReviewLast::default()
+        });
+        st.gate_blocked = Some(crate::engine::Gate::Verify);
+        st.gate_blocked_reason = Some("exit 1".into());
+        assert_eq!(
+            gates_line(&st).as_deref(),
+            Some(
+                "gates: verify FAILED (loop 4, 2 in a row): exit 1 · review 1: reject (1 rejection(s)) · blocked by verify: exit 1"
+            )
+        );
+    }
+
+    #[test]
     fn wrapping_and_sanitizing() {
         assert_eq!(wrap("abcdef", 4), ["abcd", "ef"]);
         assert_eq!(wrap("", 4), [""]);
