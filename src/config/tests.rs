@@ -572,7 +572,7 @@ fn presets_by_path_name_builtin_and_missing() {
     assert!(
         e.contains("agent-looper/presets/nope.toml")
             && e.contains("codexfarm/presets/nope.toml")
-            && e.contains("built-in presets (rai)"),
+            && e.contains("built-in presets (rai, verified)"),
         "{e}"
     );
     let missing_path = RunArgs {
