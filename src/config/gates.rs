@@ -167,12 +167,8 @@ pub fn gate_order(s: &super::Settings) -> String {
     };
     let verify = match &s.verify {
         Some(v) => {
-            let shown = crate::agents::AgentCommand {
-                program: v.command[0].clone(),
-                args: v.command[1..].to_vec(),
-                stdin: None,
-            }
-            .display();
+            let shown = shlex::try_join(v.command.iter().map(String::as_str))
+                .unwrap_or_else(|_| v.command.join(" "));
             let mut t = format!("$ {shown} passes, {}", when_text(v.when));
             if let Some(min) = v.min_count {
                 t.push_str(&format!(", counting at least {min}"));

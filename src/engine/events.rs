@@ -4,8 +4,18 @@
 use serde::Serialize;
 
 use super::feedback::FeedbackKind;
-use super::protocol::GateWhen;
 use super::retry::ErrorClass;
+
+/// When a verify or review gate runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum GateWhen {
+    /// When the completion marker was seen and the gates before it passed.
+    Completion,
+    /// At the end of every loop (the gates before it still have to pass).
+    EveryLoop,
+}
 
 /// The gates at a loop's end, in the order they are judged (D28).
 #[derive(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::events::Event;
+pub use super::events::GateWhen;
 use super::events::Usage;
 use super::retry::{ErrorSignal, RetryPolicy};
 use super::stop::Status;
@@ -49,17 +50,6 @@ pub struct EngineConfig {
     pub verify: Option<VerifyGate>,
     /// The reviewer gate (issue 15), when configured.
     pub review: Option<ReviewGate>,
-}
-
-/// When a verify or review gate runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum GateWhen {
-    /// When the completion marker was seen and the gates before it passed.
-    Completion,
-    /// At the end of every loop (the gates before it still have to pass).
-    EveryLoop,
 }
 
 /// The verify gate's settings, as the engine needs them.
