@@ -33,6 +33,8 @@ enum Phase {
     CheckingPlan,
     Verifying,
     Reviewing,
+    /// Waiting to run the reviewer again after a rate limit or a transient error.
+    ReviewWait,
     Sleeping,
     Finished,
 }
@@ -77,6 +79,11 @@ pub struct Engine {
     /// Reviews run, and rejections, in the run (`max_rounds`).
     review_rounds: u64,
     review_rejections: u64,
+    /// Retries of the current review round, by kind (D15).
+    review_transient_retries: u64,
+    review_rate_limit_retries: u64,
+    /// Why the current review round runs.
+    review_when: GateWhen,
     /// When the running verify or review started (engine time).
     gate_started_at: f64,
     stop_after_loop: Option<ControlCommand>,
@@ -124,6 +131,9 @@ impl Engine {
             verify_failures: 0,
             review_rounds: 0,
             review_rejections: 0,
+            review_transient_retries: 0,
+            review_rate_limit_retries: 0,
+            review_when: GateWhen::Completion,
             gate_started_at: 0.0,
             stop_after_loop: None,
             stop_after_prompt: None,
@@ -205,6 +215,7 @@ impl Engine {
                     self.launch_attempt(&mut fx);
                 }
                 Phase::Sleeping => self.begin_loop(&mut fx),
+                Phase::ReviewWait => self.launch_review(&mut fx),
                 _ => {}
             },
             Input::PlanChecked(result) if self.phase == Phase::CheckingPlan => match result {
@@ -251,7 +262,7 @@ impl Engine {
                 }
                 fx.push(Effect::Terminate { forceful });
             }
-            Phase::RetryWait | Phase::Sleeping => {
+            Phase::RetryWait | Phase::Sleeping | Phase::ReviewWait => {
                 fx.push(Effect::CancelWait);
                 self.finish(fx, reason);
             }
@@ -273,6 +284,15 @@ impl Engine {
             ControlAction::InterruptNow => {
                 let reason = stop_reason(&cmd);
                 self.interrupt(fx, reason, false);
+            }
+            // An operator stop is the first gate (D28): a review waiting to be retried is not
+            // waited for; the loop ends now.
+            ControlAction::StopAfterPrompt | ControlAction::StopAfterLoop
+                if self.phase == Phase::ReviewWait =>
+            {
+                fx.push(Effect::CancelWait);
+                self.stop_after_loop = Some(cmd);
+                self.evaluate_gates(fx);
             }
             ControlAction::StopAfterPrompt => match self.phase {
                 Phase::Attempt => self.stop_after_prompt = Some(cmd),

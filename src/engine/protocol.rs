@@ -125,8 +125,8 @@ pub struct ReviewReport {
     pub text: String,
     pub usage: Usage,
     pub session_id: Option<String>,
-    /// An error the reviewer's CLI reported (rate limit, API error).
-    pub error: Option<String>,
+    /// An error the reviewer's CLI reported (rate limit, API error), classified.
+    pub error: Option<ErrorSignal>,
 }
 
 /// The plan file at a loop's end.

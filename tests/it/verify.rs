@@ -534,3 +534,48 @@ fn status_says_which_gate_blocks_a_running_run_and_since_when() {
     assert_eq!(run["verify_last"]["pass"], false, "{run}");
     assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
 }
+
+/// A real claude reviewer that hits a 429 is retried (honouring its delay) without using up
+/// a review round: the run still completes on its approval.
+#[test]
+fn e2e_a_rate_limited_claude_reviewer_is_retried_not_counted_as_a_rejection() {
+    use crate::e2e_support::{Cli, E2e, Timing, require};
+    use crate::mock_server::{Provider, Reply};
+    let Some(bin) = require("e2e_rate_limited_reviewer") else {
+        return;
+    };
+    let e = E2e::new(
+        Cli::Codex,
+        bin,
+        Timing::Shared,
+        "completion_enabled = true\n",
+    );
+    let mut cfg = e.project.read("agent-looper.toml");
+    cfg.push_str(&format!(
+        "\n[review]\nagent = \"claude\"\nmax_rounds = 1\n\n{}",
+        e.agent_table_for(Cli::Claude)
+    ));
+    e.project.write("agent-looper.toml", &cfg);
+    e.project.write("PROMPT.md", "Tidy the README.\n");
+    e.server
+        .push(Provider::OpenAi, Reply::text("Done.\nEXIT_SIGNAL: true"));
+    e.server
+        .push(Provider::Anthropic, Reply::status(429, Some(1)));
+    e.server
+        .push(Provider::Anthropic, Reply::text("VERDICT: APPROVE"));
+    let out = e.run(&["--max-loops", "2"]);
+    let why = e.diagnose(&out);
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    assert_eq!(e.state()["stop_reason"], "completion marker", "{why}");
+    let verdicts: Vec<String> = e
+        .events_named("review_completed")
+        .iter()
+        .map(|ev| ev["verdict"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(verdicts, ["retry", "approve"], "{why}");
+    let waits = e.events_named("retry_wait");
+    assert_eq!(waits.len(), 1, "{why}");
+    assert_eq!(waits[0]["retry_kind"], "rate_limit", "{why}");
+    assert_eq!(waits[0]["prompt_index"], 0, "the reviewer's wait: {why}");
+    assert_eq!(e.server.turns(Provider::OpenAi).len(), 1, "{why}");
+}

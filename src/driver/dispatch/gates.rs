@@ -344,7 +344,7 @@ impl Dispatcher {
             text: sc.last_text.clone(),
             usage: sc.usage,
             session_id: sc.session_id.clone(),
-            error: sc.error.as_ref().map(|e| e.reason.clone()),
+            error: sc.error.clone(),
         }
     }
 }

@@ -211,6 +211,15 @@ impl Engine {
             return;
         };
         self.review_rounds += 1;
+        self.review_transient_retries = 0;
+        self.review_rate_limit_retries = 0;
+        self.review_when = when;
+        self.launch_review(fx);
+    }
+
+    /// Start the current review round (again, after a rate limit or a transient error).
+    pub(super) fn launch_review(&mut self, fx: &mut Vec<Effect>) {
+        let when = self.review_when;
         // A fresh session every time: the reviewer never resumes the maker's, nor its own.
         let preassign = self
             .cfg
@@ -224,6 +233,7 @@ impl Engine {
         };
         self.phase = Phase::Reviewing;
         self.gate_started_at = self.now;
+        fx.push(Effect::SetStatus(Status::Running));
         fx.push(Effect::Record(Event::ReviewStarted {
             loop_number: self.loop_number,
             round: self.review_rounds,
@@ -242,6 +252,37 @@ impl Engine {
     pub(super) fn review_finished(&mut self, fx: &mut Vec<Effect>, r: ReviewReport) {
         self.loop_usage.add(&r.usage);
         self.usage_total.add(&r.usage);
+        // A reviewer that hit a rate limit or a transient error has not judged the work:
+        // it is retried like an agent attempt (D15), and no round is used up.
+        if let Some(signal) = r.error.clone().filter(|e| e.class != ErrorClass::Terminal)
+            && self.stop_when_attempt_ends.is_none()
+            && r.spawn_error.is_none()
+        {
+            let count = if signal.class == ErrorClass::Transient {
+                self.review_transient_retries += 1;
+                self.review_transient_retries
+            } else {
+                self.review_rate_limit_retries += 1;
+                self.review_rate_limit_retries
+            };
+            let cap = self.cfg.retry.max_transient_retries;
+            let capped = signal.class == ErrorClass::Transient && cap > 0 && count > cap;
+            if !capped {
+                fx.push(Effect::Record(Event::ReviewCompleted {
+                    loop_number: self.loop_number,
+                    round: self.review_rounds,
+                    verdict: "retry".into(),
+                    exit_code: r.exit_code,
+                    duration_seconds: (self.now - self.gate_started_at).max(0.0),
+                    reason: Some(format!("the reviewer will be retried: {}", signal.reason)),
+                    session_id: r.session_id.clone(),
+                    usage: r.usage,
+                    rejections: self.review_rejections,
+                }));
+                self.schedule_review_retry(fx, signal, count);
+                return;
+            }
+        }
         let failure = if let Some(e) = &r.spawn_error {
             Some(format!("the reviewer could not start: {e}"))
         } else if r.timed_out {
@@ -255,7 +296,7 @@ impl Engine {
                 fmt_duration(secs)
             ))
         } else if let Some(e) = &r.error {
-            Some(format!("the reviewer failed: {e}"))
+            Some(format!("the reviewer failed: {}", e.reason))
         } else if let Some(sig) = r.signal {
             Some(format!("the reviewer was killed by signal {sig}"))
         } else if r.exit_code != Some(0) {
@@ -438,5 +479,38 @@ impl Engine {
         } else {
             self.begin_loop(fx);
         }
+    }
+}
+
+impl Engine {
+    /// Wait before the review runs again (the provider's delay, or backoff with jitter).
+    fn schedule_review_retry(&mut self, fx: &mut Vec<Effect>, signal: ErrorSignal, count: u64) {
+        let unit: f64 = self.rng.random();
+        let attempt_of_kind = u32::try_from(count).unwrap_or(u32::MAX);
+        let wait = retry::wait_for(&self.cfg.retry, &signal, attempt_of_kind, unit);
+        let status = format!(
+            "retrying the reviewer ({} attempt {count}); next in {}: {}",
+            signal.class.as_str(),
+            fmt_duration(wait),
+            signal.reason
+        );
+        fx.push(Effect::SetStatus(Status::Retrying));
+        fx.push(Effect::Record(Event::RetryWait {
+            loop_number: self.loop_number,
+            // Prompt 0: the reviewer, not one of the loop's prompts.
+            prompt_index: 0,
+            next_attempt: u32::try_from(count + 1).unwrap_or(u32::MAX),
+            retry_kind: signal.class,
+            retry_count: count,
+            wait_seconds: wait,
+            provider_delay_seconds: signal.retry_after,
+            reason: signal.reason,
+            retry_status: status,
+        }));
+        self.phase = Phase::ReviewWait;
+        fx.push(Effect::Wait {
+            duration: Duration::try_from_secs_f64(wait).unwrap_or_default(),
+            purpose: WaitPurpose::Retry,
+        });
     }
 }

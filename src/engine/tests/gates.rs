@@ -548,3 +548,88 @@ fn dry_runs_and_stale_answers_run_no_gate() {
     assert!(e.step(0.0, Input::VerifyFinished(pass())).is_empty());
     assert!(e.step(0.0, Input::ReviewFinished(approve())).is_empty());
 }
+
+#[test]
+fn a_rate_limited_or_overloaded_reviewer_is_retried_without_using_a_round() {
+    let limited = |class: ErrorClass| ReviewReport {
+        exit_code: Some(1),
+        error: Some(ErrorSignal {
+            class,
+            reason: format!("{} error", class.as_str()),
+            retry_after: Some(7.0),
+        }),
+        ..ReviewReport::default()
+    };
+    let mut sim = Sim::new(gated(9, |c| {
+        c.review = Some(review(GateWhen::Completion, 1))
+    }));
+    sim.reviews = [
+        limited(ErrorClass::RateLimit),
+        limited(ErrorClass::Transient),
+        approve(),
+    ]
+    .into();
+    let sim = sim.attempts([done()]).run();
+    assert_eq!(sim.reason(), "completion marker");
+    assert_eq!(sim.review_specs.len(), 3);
+    assert!(
+        sim.review_specs.iter().all(|s| s.round == 1),
+        "no round used up"
+    );
+    let ids: Vec<_> = sim
+        .review_specs
+        .iter()
+        .map(|s| s.session.id.clone())
+        .collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2],
+        "a fresh session each try"
+    );
+    let retry_waits: Vec<f64> = sim
+        .waits
+        .iter()
+        .filter(|(_, p)| *p == WaitPurpose::Retry)
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(retry_waits, [7.0, 7.0], "the provider's delay is honoured");
+    assert!(
+        sim.specs.iter().all(|s| s.feedback.is_none()),
+        "a retry is no rejection"
+    );
+    // Transient errors have their cap, as for the agent: then it counts as a rejection.
+    let mut sim = Sim::new(gated(9, |c| {
+        c.review = Some(review(GateWhen::Completion, 1));
+        c.retry.max_transient_retries = 1;
+    }));
+    sim.reviews = [
+        limited(ErrorClass::Transient),
+        limited(ErrorClass::Transient),
+    ]
+    .into();
+    let sim = sim.attempts([done()]).run();
+    assert_eq!(sim.review_specs.len(), 2);
+    assert_eq!(sim.reason(), "reviewer rejected the work 1 time(s)");
+    // An operator stop while the retry waits ends the loop at once.
+    let mut e = Engine::new(
+        gated(9, |c| c.review = Some(review(GateWhen::Completion, 3))),
+        1,
+    );
+    e.step(0.0, Input::Start);
+    e.step(0.0, Input::PromptsLoaded { count: 1 });
+    e.step(1.0, Input::AttemptFinished(done()));
+    let fx = e.step(2.0, Input::ReviewFinished(limited(ErrorClass::RateLimit)));
+    assert!(
+        fx.iter().any(|f| matches!(f, Effect::Wait { .. })),
+        "{fx:?}"
+    );
+    let fx = e.step(3.0, Input::Control(stop_cmd(ControlAction::StopAfterLoop)));
+    assert!(fx.contains(&Effect::CancelWait), "{fx:?}");
+    assert!(
+        fx.iter()
+            .any(|f| matches!(f, Effect::Record(Event::LoopCompleted { .. })))
+    );
+    assert!(fx.contains(&Effect::Finish(StopReason::Control {
+        action: "stop_after_loop".into(),
+        reason: Some("checkpoint".into())
+    })));
+}
