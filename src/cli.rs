@@ -14,6 +14,7 @@ Examples:
   claude-looper --complete-on 'EXIT_SIGNAL:\\s*true' --plan-file fix_plan.md --backup
   codex-looper --cb-no-progress 3 --cb-output-decline 2 --backup --backup-keep 20
   codex-looper --preset rai
+  codex-looper --complete-on 'EXIT_SIGNAL:\\s*true' --verify-cmd 'cargo test' --review-agent claude
   codex-looper --dry-run --once                 print the exact agent command and stop
   codex-looper --once -- --model gpt-5.4        pass native flags to the agent after --";
 
@@ -161,9 +162,37 @@ pub struct RunArgs {
     /// Consecutive loops with the completion marker needed to stop [default: 1].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub completion_streak: Option<String>,
-    /// Markdown checklist: the marker counts only when no `- [ ]` task is left.
+    /// Markdown checklist (GitHub task lists): the marker counts only when no open task is left.
     #[arg(long, value_name = "PATH")]
     pub plan_file: Option<PathBuf>,
+    /// Plan integrity: open tasks removed from the plan without being ticked block completion.
+    #[arg(long)]
+    pub plan_forbid_removal: bool,
+    /// The marker counts only on the last non-empty line of the agent's final message.
+    #[arg(long)]
+    pub completion_must_be_last: bool,
+    /// Verify gate: completion counts only when CMD exits 0 (split into words like a shell
+    /// would, but never run by one; write `sh -c '...'` for a shell).
+    #[arg(long, value_name = "CMD", value_parser = argv_words)]
+    pub verify_cmd: Option<Argv>,
+    /// Run the verify command after every loop, not only when the marker is seen.
+    #[arg(long)]
+    pub verify_every_loop: bool,
+    /// Wall-clock limit for the verify command [default: 1800].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub verify_timeout: Option<String>,
+    /// Stop after N consecutive failing verifies (exit 3); 0 is off.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub cb_verify_failures: Option<String>,
+    /// Reviewer gate: the agent table that must approve before completion counts.
+    #[arg(long, value_name = "NAME", value_parser = non_empty)]
+    pub review_agent: Option<String>,
+    /// Run the reviewer after every loop, not only when the marker is seen.
+    #[arg(long)]
+    pub review_every_loop: bool,
+    /// Stop after N rejections by the reviewer (exit 3); 0 is unlimited [default: 3].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub review_max_rounds: Option<String>,
     /// Create a git backup branch before each loop.
     #[arg(long)]
     pub backup: bool,
@@ -493,6 +522,20 @@ pub struct DemoAgentArgs {
     pub plan: PathBuf,
     /// The prompt (ignored beyond being logged).
     pub prompt: Vec<String>,
+}
+
+/// A command given as one flag value, as its argv (one value for clap, not many).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
+/// A command line as argv: split into words like a shell would (quotes, escapes), never run
+/// by one.
+fn argv_words(s: &str) -> Result<Argv, String> {
+    match shlex::split(s) {
+        Some(words) if !words.is_empty() => Ok(Argv(words)),
+        Some(_) => Err("must name a program".into()),
+        None => Err("has an unclosed quote".into()),
+    }
 }
 
 fn non_empty(s: &str) -> Result<String, String> {

@@ -77,6 +77,23 @@ pub fn sanitize_line(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// At most `max` bytes of `s` from its start, cut at a character boundary, with `…` when cut.
+pub fn clip_chars(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("{}…", &s[..s.floor_char_boundary(max)])
+}
+
+/// At most `max` bytes of `s` from its end, cut at a character boundary, with `…` when cut:
+/// the end of a failing command's output is where the failure usually is.
+pub fn tail_chars(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("…{}", &s[s.ceil_char_boundary(s.len() - max)..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,7 +212,16 @@ pub struct Scanner {
     /// The last reading of each usage window the agent reported (issue 18 item 1), in the
     /// order first seen.
     pub rate_limits: Vec<output::RateLimitReading>,
+    /// Keep the agent's latest message in `last_text` (see [`Scanner::with_last_text`]).
+    keep_last: bool,
+    completion_last_only: bool,
+    /// The agent's latest non-empty message (its end, at most about [`MAX_LAST_TEXT`]
+    /// bytes); for a generic agent, the end of its stdout.
+    pub last_text: String,
 }
+
+/// How much of the agent's latest message is kept.
+pub const MAX_LAST_TEXT: usize = 16 * 1024;
 
 fn idx(stream: Stream) -> usize {
     match stream {
@@ -254,7 +263,53 @@ impl Scanner {
             last_error_text: None,
             last_usage: None,
             rate_limits: Vec::new(),
+            keep_last: false,
+            completion_last_only: false,
+            last_text: String::new(),
         }
+    }
+
+    /// Keep the agent's latest message (a reviewer's verdict for the next prompt); with
+    /// `completion_last_only` (`completion_must_be_last`), the marker counts only on the last
+    /// non-empty line of that final message, so one quoted or negated earlier does not.
+    pub fn with_last_text(mut self, completion_last_only: bool) -> Self {
+        self.keep_last = true;
+        self.completion_last_only = completion_last_only;
+        self
+    }
+
+    /// The completion marker was seen, as the configuration counts it.
+    pub fn completion(&self) -> bool {
+        if !self.completion_last_only {
+            return self.completion_seen;
+        }
+        let last = self.last_text.lines().rev().find(|l| !l.trim().is_empty());
+        match (&self.completion, last) {
+            (Some(re), Some(line)) => re.is_match(line),
+            _ => false,
+        }
+    }
+
+    /// A structured agent's text fact is a whole message: it replaces the last one. A
+    /// generic agent's stdout is one message, line by line: its end is kept.
+    fn keep_text(&mut self, text: &str) {
+        if self.kind == AgentKind::Generic {
+            self.last_text.push_str(text);
+            self.last_text.push('\n');
+            if self.last_text.len() > 2 * MAX_LAST_TEXT {
+                let cut = self
+                    .last_text
+                    .ceil_char_boundary(self.last_text.len() - MAX_LAST_TEXT);
+                self.last_text.drain(..cut);
+            }
+            return;
+        }
+        if text.trim().is_empty() {
+            return;
+        }
+        self.last_text.clear();
+        let start = text.ceil_char_boundary(text.len().saturating_sub(MAX_LAST_TEXT));
+        self.last_text.push_str(&text[start..]);
     }
 
     /// Feed a chunk of raw output as it arrives.
@@ -333,7 +388,13 @@ impl Scanner {
             return None;
         }
         let text = text_of(&block[..end - 1]);
-        let completion_needed = !self.completion_seen && self.completion.is_some();
+        if self.keep_last {
+            let tail = &text[text.ceil_char_boundary(text.len().saturating_sub(MAX_LAST_TEXT))..];
+            let tail = tail.to_string();
+            self.keep_text(&tail);
+        }
+        let completion_needed =
+            !self.completion_seen && self.completion.is_some() && !self.completion_last_only;
         let match_needed = !self.match_seen && self.output_match.is_some();
         let mut per_line = false;
         for (needed, is_completion) in [(completion_needed, true), (match_needed, false)] {
@@ -439,6 +500,7 @@ impl Scanner {
         if stream == Stream::Stdout && self.kind == AgentKind::Generic {
             let text = text_of(bytes);
             if !self.completion_seen
+                && !self.completion_last_only
                 && let Some(re) = &self.completion
             {
                 self.completion_seen = piece_matches(re, &text, at);
@@ -465,7 +527,11 @@ impl Scanner {
         {
             self.marker_seen_while_off = re.is_match(text);
         }
+        if self.keep_last {
+            self.keep_text(text);
+        }
         if !self.completion_seen
+            && !self.completion_last_only
             && let Some(re) = &self.completion
         {
             self.completion_seen = re.is_match(text);
@@ -681,6 +747,58 @@ mod tests {
             "the prompt's echo completed the attempt"
         );
         assert_eq!(s.session_id.as_deref(), Some("s-3"));
+    }
+
+    /// Issue 15: with `completion_must_be_last`, a marker quoted or negated earlier in the
+    /// final message does not complete; one on its last non-empty line does.
+    #[test]
+    fn a_marker_counts_only_on_the_last_line_of_the_final_message_when_asked() {
+        let codex = |text: &str| {
+            format!(
+                "{}\n",
+                serde_json::json!({"type":"item.completed","item":{"type":"agent_message","text":text}})
+            )
+        };
+        let scan = |kind: AgentKind, out: &[u8], last_only: bool| {
+            let mut s = Scanner::new(
+                kind,
+                false,
+                Some(Regex::new(r"EXIT_SIGNAL:\s*true").expect("regex")),
+                None,
+                Classifier::new(&[]).expect("classifier"),
+                0.0,
+            );
+            if last_only {
+                s = s.with_last_text(true);
+            }
+            s.feed(Stream::Stdout, out);
+            s.finish_stream(Stream::Stdout);
+            s.completion()
+        };
+        let quoted = codex("I must not print EXIT_SIGNAL: true yet.\nStill working.");
+        let last = codex("All tasks done.\nEXIT_SIGNAL: true\n\n");
+        let earlier_message = format!("{}{}", codex("EXIT_SIGNAL: true"), codex("One more thing."));
+        assert!(
+            scan(AgentKind::Codex, quoted.as_bytes(), false),
+            "without the key"
+        );
+        assert!(!scan(AgentKind::Codex, quoted.as_bytes(), true));
+        assert!(scan(AgentKind::Codex, last.as_bytes(), true));
+        assert!(!scan(AgentKind::Codex, earlier_message.as_bytes(), true));
+        // Plain output of a generic agent: the last non-empty line of stdout, in blocks too.
+        let plain = b"EXIT_SIGNAL: true\nnot done yet\n";
+        assert!(scan(AgentKind::Generic, plain, false));
+        assert!(!scan(AgentKind::Generic, plain, true));
+        assert!(scan(
+            AgentKind::Generic,
+            b"working\nEXIT_SIGNAL: true\n\n",
+            true
+        ));
+        assert!(scan(
+            AgentKind::Generic,
+            b"working\nEXIT_SIGNAL: true",
+            true
+        ));
     }
 
     /// Regression (reliability suite): piece boundaries of an oversized line are not line

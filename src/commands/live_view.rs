@@ -142,6 +142,40 @@ impl LogFollower {
     }
 }
 
+/// The verify and review gates as the header shows them (issue 15), if the run has any.
+fn gates_line(st: &RunState) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(v) = &st.verify_last {
+        parts.push(match v.pass {
+            None => format!("verify running (loop {})", v.loop_number),
+            Some(true) => format!("verify passed (loop {})", v.loop_number),
+            Some(false) => format!(
+                "verify FAILED (loop {}, {} in a row): {}",
+                v.loop_number,
+                v.consecutive_failures,
+                v.reason.as_deref().unwrap_or("-")
+            ),
+        });
+    }
+    if let Some(r) = &st.review_last {
+        parts.push(match r.verdict.as_deref() {
+            None => format!("review {} running", r.round),
+            Some(verdict) => format!(
+                "review {}: {verdict} ({} rejection(s))",
+                r.round, r.rejections
+            ),
+        });
+    }
+    if let Some(g) = st.gate_blocked {
+        parts.push(format!(
+            "blocked by {}: {}",
+            g.as_str(),
+            st.gate_blocked_reason.as_deref().unwrap_or("-")
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("gates: {}", parts.join(" · ")))
+}
+
 /// What a key asks for.
 #[derive(Debug, PartialEq)]
 pub enum KeyAction {
@@ -283,6 +317,9 @@ impl View {
                 "focus: {}",
                 self.focus.as_deref().unwrap_or("not reported yet")
             ));
+            if let Some(g) = gates_line(st) {
+                h.push(g);
+            }
         }
         if let Some(r) = &st.stop_reason {
             h.push(format!("stop: {r}"));
@@ -720,6 +757,34 @@ mod tests {
         assert_eq!(f[2], "rstuvwxyz0123456789_");
         assert!(f[2].ends_with("789_"));
         assert_eq!(f[2].chars().count(), 20);
+    }
+
+    #[test]
+    fn the_header_shows_the_gates() {
+        use crate::records::state::{ReviewLast, VerifyLast};
+        let mut st = RunState::default();
+        assert_eq!(gates_line(&st), None);
+        st.verify_last = Some(VerifyLast {
+            loop_number: 4,
+            pass: Some(false),
+            reason: Some("exit 1".into()),
+            consecutive_failures: 2,
+            ..VerifyLast::default()
+        });
+        st.review_last = Some(ReviewLast {
+            round: 1,
+            verdict: Some("reject".into()),
+            rejections: 1,
+            ..ReviewLast::default()
+        });
+        st.gate_blocked = Some(crate::engine::Gate::Verify);
+        st.gate_blocked_reason = Some("exit 1".into());
+        assert_eq!(
+            gates_line(&st).as_deref(),
+            Some(
+                "gates: verify FAILED (loop 4, 2 in a row): exit 1 · review 1: reject (1 rejection(s)) · blocked by verify: exit 1"
+            )
+        );
     }
 
     #[test]

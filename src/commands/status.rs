@@ -26,7 +26,12 @@
 //!     "retry_status": string|null, "retry_until": string|null,
 //!     "usage_total": {"input_tokens", "output_tokens", "cached_input_tokens", "cost_usd"}|null,
 //!     "project": string|null,       basename of the agent's working directory
-//!     "pid": int|null               the supervisor's pid
+//!     "pid": int|null,              the supervisor's pid
+//!     "gate_blocked": string|null,  the gate keeping a seen marker from counting (plan,
+//!                                   plan_integrity, verify, review), with
+//!     "gate_blocked_reason": string|null, "gate_blocked_since": string|null,
+//!     "verify_last": {"loop", "pass", "reason"}|null,     the latest verify
+//!     "review_last": {"loop", "verdict", "reason"}|null   the latest review
 //!   } ]                             ordered as the table: attention, running, finished
 //! }
 //! ```
@@ -43,7 +48,7 @@ use chrono::{DateTime, Utc};
 use crate::cli::StatusArgs;
 use crate::error::{Error, Result};
 use crate::records::discovery::{self, discover};
-use crate::records::fleet::{Row, StateView, UsageView, load_rows, sort_rows};
+use crate::records::fleet::{GateView, Row, StateView, UsageView, load_rows, sort_rows};
 use crate::records::repair::repair_all;
 use crate::records::time;
 
@@ -81,6 +86,12 @@ pub struct RunJson<'a> {
     pub pid: Option<i64>,
     /// A failed run's last error line and hint (`looper status` shows them under the row).
     pub detail: Option<String>,
+    pub gate_blocked: Option<&'a str>,
+    pub gate_blocked_reason: Option<&'a str>,
+    #[serde(serialize_with = "time::opt::serialize")]
+    pub gate_blocked_since: Option<DateTime<Utc>>,
+    pub verify_last: Option<&'a GateView>,
+    pub review_last: Option<&'a GateView>,
 }
 
 /// The whole `--json` document.
@@ -234,6 +245,11 @@ fn run_json(row: &Row) -> RunJson<'_> {
         project: row.project(),
         pid: s.pid,
         detail: row.detail(),
+        gate_blocked: s.gate_blocked.as_deref(),
+        gate_blocked_reason: s.gate_blocked_reason.as_deref(),
+        gate_blocked_since: s.gate_blocked_since,
+        verify_last: s.verify_last.as_ref(),
+        review_last: s.review_last.as_ref(),
     }
 }
 

@@ -11,8 +11,14 @@ pub(super) fn flag(name: &str) -> Origin {
 
 /// A numeric flag's token, checked as the key `looper.<key>` would be in a file.
 fn number(key: &str, token: &str, name: &str) -> Result<Value> {
-    let spec = schema::looper_key(key)
-        .ok_or_else(|| Error::Usage(format!("--{name}: no such key looper.{key}")))?;
+    number_in("looper", key, token, name)
+}
+
+/// A numeric flag's token for the key `<section>.<key>`.
+fn number_in(section: &str, key: &str, token: &str, name: &str) -> Result<Value> {
+    let spec = schema::section(section)
+        .and_then(|s| s.keys.iter().find(|k| k.name == key))
+        .ok_or_else(|| Error::Usage(format!("--{name}: no such key {section}.{key}")))?;
     let t = token.trim();
     let parsed = match spec.kind {
         schema::Kind::Int { .. } => t.parse::<i64>().ok().map(toml::Value::Integer),
@@ -29,14 +35,16 @@ fn number(key: &str, token: &str, name: &str) -> Result<Value> {
         ))
     };
     let value = parsed.ok_or_else(invalid)?;
-    layers::check(spec, &value, &flag(name), &format!("looper.{key}")).map_err(|_| invalid())
+    layers::check(spec, &value, &flag(name), &format!("{section}.{key}")).map_err(|_| invalid())
 }
 
 /// Layer the command-line flags over the files.
 pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
+    gate_flags(layers, args)?;
     let mut set = |key: &str, value: Value, origin: Origin| {
         layers.set(format!("looper.{key}"), value, origin);
     };
+
     if let Some(mode) = args.mode {
         let m = match mode {
             cli::Mode::Single => "single",
@@ -168,6 +176,20 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
             flag("keep-agent-pane"),
         );
     }
+    if args.plan_forbid_removal {
+        set(
+            "plan_forbid_removal",
+            Value::Bool(true),
+            flag("plan-forbid-removal"),
+        );
+    }
+    if args.completion_must_be_last {
+        set(
+            "completion_must_be_last",
+            Value::Bool(true),
+            flag("completion-must-be-last"),
+        );
+    }
     if let Some(layout) = args.tmux_layout {
         let l = match layout {
             cli::Layout::Auto => "auto",
@@ -175,6 +197,44 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
             cli::Layout::Split => "split",
         };
         set("tmux_layout", Value::Str(l.into()), flag("tmux-layout"));
+    }
+    Ok(())
+}
+
+/// The `[verify]` and `[review]` flags (issue 15).
+fn gate_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
+    let mut set = |key: &str, value: Value, name: &str| layers.set(key, value, flag(name));
+    if let Some(cmd) = &args.verify_cmd {
+        set("verify.command", Value::List(cmd.0.clone()), "verify-cmd");
+    }
+    if args.verify_every_loop {
+        set(
+            "verify.when",
+            Value::Str("every_loop".into()),
+            "verify-every-loop",
+        );
+    }
+    if let Some(t) = &args.verify_timeout {
+        let v = number_in("verify", "timeout_seconds", t, "verify-timeout")?;
+        set("verify.timeout_seconds", v, "verify-timeout");
+    }
+    if let Some(n) = &args.cb_verify_failures {
+        let v = number_in("verify", "cb_verify_failures", n, "cb-verify-failures")?;
+        set("verify.cb_verify_failures", v, "cb-verify-failures");
+    }
+    if let Some(a) = &args.review_agent {
+        set("review.agent", Value::Str(a.clone()), "review-agent");
+    }
+    if args.review_every_loop {
+        set(
+            "review.when",
+            Value::Str("every_loop".into()),
+            "review-every-loop",
+        );
+    }
+    if let Some(n) = &args.review_max_rounds {
+        let v = number_in("review", "max_rounds", n, "review-max-rounds")?;
+        set("review.max_rounds", v, "review-max-rounds");
     }
     Ok(())
 }

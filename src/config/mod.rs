@@ -2,8 +2,10 @@
 //! agent args, layered in that order (D8) and validated before anything starts (D6).
 
 pub mod flags;
+pub mod gates;
 pub mod layers;
 pub mod preset;
+pub mod rubric;
 pub mod run;
 pub mod schema;
 pub mod starter;
@@ -152,6 +154,12 @@ pub struct Settings {
     pub tmux_layout: Layout,
     pub hold_on_stop: bool,
     pub keep_agent_pane: bool,
+    pub plan_forbid_removal: bool,
+    pub completion_must_be_last: bool,
+    /// The verify gate (`[verify]`), when it has a command.
+    pub verify: Option<gates::VerifySettings>,
+    /// The reviewer gate (`[review]`), when it names an agent.
+    pub review: Option<gates::ReviewSettings>,
     pub dry_run: bool,
     pub layers: Layers,
 }
@@ -411,20 +419,13 @@ impl Reader<'_> {
     }
 }
 
-fn build(
-    layers: Layers,
-    args: &RunArgs,
-    inv: &Invocation,
-    agent_name: String,
-    config_path: PathBuf,
-    config_found: bool,
-) -> Result<Settings> {
-    let r = Reader { layers: &layers };
+/// The agent table `agent_name`, resolved (the run's agent, or the reviewer's).
+fn agent_settings(r: &Reader, inv: &Invocation, agent_name: &str) -> Result<AgentSettings> {
     let a = |k: &str| format!("agents.{agent_name}.{k}");
 
     let kind_str = r.opt_str(&a("kind")).unwrap_or_else(|| {
-        if AgentKind::parse(&agent_name).is_some() {
-            agent_name.clone()
+        if AgentKind::parse(agent_name).is_some() {
+            agent_name.to_string()
         } else {
             "generic".into()
         }
@@ -496,8 +497,8 @@ fn build(
         Some(Value::Map(m)) => m.clone(),
         _ => BTreeMap::new(),
     };
-    let agent = AgentSettings {
-        name: agent_name.clone(),
+    Ok(AgentSettings {
+        name: agent_name.to_string(),
         kind,
         interface,
         interface_explicit,
@@ -515,7 +516,19 @@ fn build(
         resume_command: r.list(&a("resume_command")),
         stop_patterns,
         scan_stdout_for_stop_patterns: scan_stdout,
-    };
+    })
+}
+
+fn build(
+    layers: Layers,
+    args: &RunArgs,
+    inv: &Invocation,
+    agent_name: String,
+    config_path: PathBuf,
+    config_found: bool,
+) -> Result<Settings> {
+    let r = Reader { layers: &layers };
+    let agent = agent_settings(&r, inv, &agent_name)?;
 
     // Prompt mode and file: the manual's five rules.
     let mode_explicit = r.explicit("looper.mode");
@@ -555,6 +568,8 @@ fn build(
     let completion_marker = r
         .bool("looper.completion_enabled")
         .then(|| r.str("looper.completion_marker"));
+    let verify = gates::verify(&r, &inv.base_dir, &agent.cwd)?;
+    let review = gates::review(&r, inv)?;
     let layout = match r.str("looper.tmux_layout").as_str() {
         "single" => Layout::Single,
         "split" => Layout::Split,
@@ -605,6 +620,10 @@ fn build(
         tmux_layout: layout,
         hold_on_stop: r.bool("looper.hold_on_stop"),
         keep_agent_pane: r.bool("looper.keep_agent_pane"),
+        plan_forbid_removal: r.bool("looper.plan_forbid_removal"),
+        completion_must_be_last: r.bool("looper.completion_must_be_last"),
+        verify,
+        review,
         dry_run: args.dry_run,
         layers,
     })
@@ -677,6 +696,7 @@ pub fn render_resolved(settings: &Settings, show_origin: bool) -> String {
         settings.mode.as_str(),
         settings.prompt_file.display()
     ));
+    out.push_str(&gates::gate_order(settings));
     out
 }
 

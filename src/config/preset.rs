@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Presets compiled into the binary, by name.
-pub const BUILTIN: &[(&str, &str)] = &[("rai", include_str!("../../examples/presets/rai.toml"))];
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("rai", include_str!("../../examples/presets/rai.toml")),
+    (
+        "verified",
+        include_str!("../../examples/presets/verified.toml"),
+    ),
+];
 
 pub struct FoundPreset {
     pub text: String,

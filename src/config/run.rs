@@ -41,6 +41,39 @@ pub struct RunConfig {
     pub env: BTreeMap<String, String>,
     /// One-line notices for the start of the run (interface fallback, plan file not yet made).
     pub notices: Vec<String>,
+    /// The verify gate, compiled.
+    pub verify: Option<VerifyRun>,
+    /// The reviewer gate, compiled.
+    pub review: Option<ReviewRun>,
+}
+
+/// The verify gate, ready to run: its regexes compiled, its program found.
+#[derive(Clone, Debug)]
+pub struct VerifyRun {
+    pub pass: Option<Regex>,
+    pub count: Option<Regex>,
+    /// Where `command[0]` was found (the name as written in a dry run).
+    pub program: String,
+}
+
+/// The reviewer gate, ready to run.
+#[derive(Clone, Debug)]
+pub struct ReviewRun {
+    pub approve_on: Regex,
+    pub classifier: Classifier,
+    /// Where each program the reviewer's commands name was found.
+    pub programs: BTreeMap<String, PathBuf>,
+    /// The rubric template (the file's text, or the built-in one), placeholders checked.
+    pub rubric: String,
+}
+
+impl ReviewRun {
+    pub fn program_path(&self, program: &str) -> String {
+        self.programs
+            .get(program)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| program.to_string())
+    }
 }
 
 /// The tmux this looper was started in.
@@ -134,7 +167,11 @@ fn programs_of(agent: &AgentSettings) -> Vec<String> {
 }
 
 fn compile_key(settings: &Settings, key: &str, pattern: &str) -> Result<Regex> {
-    let path = format!("looper.{key}");
+    let path = if key.contains('.') {
+        key.to_string()
+    } else {
+        format!("looper.{key}")
+    };
     layers::compile_regex(pattern, false).map_err(|e| {
         Error::config(
             settings
@@ -298,6 +335,8 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
             format!("{}, which does not exist", plan.display()),
         ));
     }
+    let verify = prepare_verify(&settings, path_var)?;
+    let review = prepare_review(&settings, path_var)?;
     settings.label = Some(label.clone());
     Ok(RunConfig {
         settings,
@@ -313,6 +352,8 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         tmux,
         env: inv.env.clone(),
         notices,
+        verify,
+        review,
     })
 }
 
@@ -389,6 +430,150 @@ fn check_backup_prefix(settings: &Settings) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+fn origin_of(settings: &Settings, path: &str) -> String {
+    settings
+        .layers
+        .get(path)
+        .map(|e| e.origin.to_string())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// A gate that runs "when the marker is seen" needs the marker (D6: a gate that can never
+/// run is a configuration error, not a silent no-op).
+fn require_completion(
+    settings: &Settings,
+    table: &str,
+    when: crate::engine::GateWhen,
+) -> Result<()> {
+    if when == crate::engine::GateWhen::Completion && settings.completion_marker.is_none() {
+        let path = format!("{table}.when");
+        return Err(Error::config(
+            origin_of(settings, &path),
+            path,
+            "completion_enabled = true (or --complete-on) for a gate that runs on completion, or when = \"every_loop\"",
+            "completion detection turned off",
+        ));
+    }
+    Ok(())
+}
+
+fn prepare_verify(settings: &Settings, path_var: Option<&str>) -> Result<Option<VerifyRun>> {
+    let Some(v) = &settings.verify else {
+        return Ok(None);
+    };
+    require_completion(settings, "verify", v.when)?;
+    let pass = match &v.pass_regex {
+        Some(p) => Some(compile_key(settings, "verify.pass_regex", p)?),
+        None => None,
+    };
+    let count = match &v.count_regex {
+        Some(p) => {
+            let re = compile_key(settings, "verify.count_regex", p)?;
+            if re.captures_len() < 2 {
+                return Err(Error::config(
+                    origin_of(settings, "verify.count_regex"),
+                    "verify.count_regex",
+                    "a regular expression with a capture group for the count, e.g. '(\\d+) passed'",
+                    format!("{p:?} (no capture group)"),
+                ));
+            }
+            Some(re)
+        }
+        None => None,
+    };
+    if v.min_count.is_some() && count.is_none() {
+        return Err(Error::config(
+            origin_of(settings, "verify.min_count"),
+            "verify.min_count",
+            "verify.count_regex to capture the count it is a floor for",
+            "no count_regex",
+        ));
+    }
+    let name = &v.command[0];
+    let program = match find_program(name, &v.cwd, path_var) {
+        Some(p) => p.display().to_string(),
+        None if settings.dry_run => name.clone(),
+        None => {
+            return Err(Error::Usage(format!(
+                "verify.command: program `{name}` not found (from {}; looked on PATH, or relative to {})",
+                origin_of(settings, "verify.command"),
+                v.cwd.display()
+            )));
+        }
+    };
+    Ok(Some(VerifyRun {
+        pass,
+        count,
+        program,
+    }))
+}
+
+fn prepare_review(settings: &Settings, path_var: Option<&str>) -> Result<Option<ReviewRun>> {
+    let Some(r) = &settings.review else {
+        return Ok(None);
+    };
+    require_completion(settings, "review", r.when)?;
+    let approve_on = compile_key(settings, "review.approve_on", &r.approve_on)?;
+    let classifier = Classifier::new(&r.agent.stop_patterns).map_err(|e| {
+        Error::config(
+            "the agent table",
+            format!("agents.{}.stop_patterns", r.agent.name),
+            "valid regular expressions",
+            e,
+        )
+    })?;
+    if r.agent.kind == AgentKind::Generic && r.agent.first_command.is_none() {
+        return Err(Error::config(
+            origin_of(settings, "review.agent"),
+            format!("agents.{}.first_command", r.agent.name),
+            "a command template for the generic reviewer",
+            "nothing",
+        ));
+    }
+    let mut programs = BTreeMap::new();
+    for program in programs_of(&r.agent) {
+        match find_program(&program, &r.agent.cwd, path_var) {
+            Some(p) => {
+                programs.insert(program, p);
+            }
+            None if settings.dry_run => {}
+            None => {
+                return Err(Error::AgentNotFound {
+                    program,
+                    agent: r.agent.name.clone(),
+                });
+            }
+        }
+    }
+    let rubric = match &r.prompt_file {
+        Some(path) => layers::read_text(path, "the review prompt file")?,
+        None => super::rubric::BUILTIN.to_string(),
+    };
+    super::rubric::check(&rubric).map_err(|e| {
+        Error::config(
+            origin_of(settings, "review.prompt_file"),
+            "review.prompt_file",
+            format!(
+                "a rubric using only the placeholders {}",
+                super::rubric::PLACEHOLDERS.join(", ")
+            ),
+            e,
+        )
+    })?;
+    // The reviewer sees the diff the looper makes from git, not the maker's account of it.
+    if !settings.dry_run {
+        git::Workspace::open(&settings.agent.cwd)
+            .and_then(|ws| ws.require_head())
+            .map_err(|e| Error::git("[review] needs a git work tree with a commit", e))?;
+    }
+    Ok(Some(ReviewRun {
+        approve_on,
+        classifier,
+        programs,
+        rubric,
+    }))
 }
 
 #[cfg(test)]

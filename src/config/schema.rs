@@ -327,7 +327,19 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
         "plan_file",
         K::Path { optional: true },
         D::Str(""),
-        "Markdown checklist; the marker counts only when no `- [ ]` task is left.",
+        "Markdown checklist (GitHub task lists, any list form); the marker counts only when no open task is left.",
+    ),
+    key(
+        "plan_forbid_removal",
+        K::Bool,
+        D::Bool(false),
+        "Plan integrity: a loop whose open tasks disappeared without being ticked is not complete.",
+    ),
+    key(
+        "completion_must_be_last",
+        K::Bool,
+        D::Bool(false),
+        "The marker counts only on the last non-empty line of the agent's final message.",
     ),
     key(
         "backup_enabled",
@@ -521,6 +533,119 @@ pub const AGENT_KEYS: &[KeySpec] = &[
     ),
 ];
 
+pub const GATE_WHEN: &[&str] = &["completion", "every_loop"];
+pub const DIFF_SINCE: &[&str] = &["run", "loop"];
+
+/// Keys of the `[verify]` table: a command whose success completion needs (issue 15).
+pub const VERIFY_KEYS: &[KeySpec] = &[
+    key(
+        "command",
+        K::StrList,
+        D::EmptyList,
+        "The verify command as argv, run without a shell ([\"sh\", \"-c\", \"...\"] for one); [] turns the gate off.",
+    ),
+    key(
+        "cwd",
+        K::Path { optional: true },
+        D::Str(""),
+        "Where it runs, relative to where the looper starts (\"\": the agent's cwd).",
+    ),
+    key(
+        "timeout_seconds",
+        K::Seconds {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(1800.0),
+        "Wall-clock limit; a verify still running then is stopped like an agent and fails.",
+    ),
+    key(
+        "when",
+        K::Choice(GATE_WHEN),
+        D::Str("completion"),
+        "completion: when the marker is seen and the plan gate passes; every_loop: after every loop.",
+    ),
+    key(
+        "pass_regex",
+        K::Regex { optional: true },
+        D::Str(""),
+        "A pass also needs this regex to match its output.",
+    ),
+    key(
+        "count_regex",
+        K::Regex { optional: true },
+        D::Str(""),
+        "A regex with one capture group: the count it captures (last match) is checked against min_count.",
+    ),
+    key(
+        "min_count",
+        K::Int { min: 0 },
+        D::Int(0),
+        "A pass needs count_regex to capture at least this many (a suite that shrank fails); 0 is off.",
+    ),
+    key(
+        "feedback",
+        K::Bool,
+        D::Bool(true),
+        "A failing verify's output tail goes into the next prompt, once.",
+    ),
+    key(
+        "cb_verify_failures",
+        K::Int { min: 0 },
+        D::Int(0),
+        "Stop after N consecutive failing verifies (exit 3); 0 is off.",
+    ),
+];
+
+/// Keys of the `[review]` table: a second agent that must approve the work (issue 15).
+pub const REVIEW_KEYS: &[KeySpec] = &[
+    key(
+        "agent",
+        K::Str,
+        D::Str(""),
+        "The reviewer's agent table (a different CLI than the maker is the point); \"\" turns the gate off.",
+    ),
+    key(
+        "prompt_file",
+        K::Path { optional: true },
+        D::Str(""),
+        "The review rubric, with {goal}, {diff}, {diff_stat}, {diff_file}, {verify}, {loop}; \"\": the built-in one.",
+    ),
+    key(
+        "when",
+        K::Choice(GATE_WHEN),
+        D::Str("completion"),
+        "completion: when the marker is seen and the plan and verify gates pass; every_loop: after every loop.",
+    ),
+    key(
+        "approve_on",
+        K::Regex { optional: false },
+        D::Str(r"VERDICT:\s*APPROVE"),
+        "Approval regex, matched on the reviewer's own words only.",
+    ),
+    key(
+        "max_rounds",
+        K::Int { min: 0 },
+        D::Int(3),
+        "Stop after this many rejections in the run (exit 3); 0 is unlimited.",
+    ),
+    key(
+        "diff_since",
+        K::Choice(DIFF_SINCE),
+        D::Str("run"),
+        "The diff the reviewer sees: since the run began, or since the loop began.",
+    ),
+    key(
+        "timeout_seconds",
+        K::Seconds {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(1800.0),
+        "Wall-clock limit for one review.",
+    ),
+];
+
 pub const PLACEHOLDERS: &[&str] = &[
     "prompt",
     "session",
@@ -543,11 +668,23 @@ pub struct Section {
 
 /// Every table of plain keys, in the order the README documents them. `[agents.<name>]` is
 /// separate: it holds one table per agent.
-pub const SECTIONS: &[Section] = &[Section {
-    name: "looper",
-    keys: LOOPER_KEYS,
-    about: "the loop, its gates, breakers, budgets and records",
-}];
+pub const SECTIONS: &[Section] = &[
+    Section {
+        name: "looper",
+        keys: LOOPER_KEYS,
+        about: "the loop, its gates, breakers, budgets and records",
+    },
+    Section {
+        name: "verify",
+        keys: VERIFY_KEYS,
+        about: "the verify gate: a command that must pass before completion counts",
+    },
+    Section {
+        name: "review",
+        keys: REVIEW_KEYS,
+        about: "the reviewer gate: another agent that must approve before completion counts",
+    },
+];
 
 pub fn section(name: &str) -> Option<&'static Section> {
     SECTIONS.iter().find(|s| s.name == name)

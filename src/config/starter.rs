@@ -146,6 +146,36 @@ pub fn starter_config(answers: &Answers) -> String {
          # first_command = [\"my-agent\", \"run\", \"--session\", \"{session}\", \"{prompt}\"]\n\
          # resume_command = [\"my-agent\", \"run\", \"--resume\", \"{session}\", \"{prompt}\"]\n",
     );
+    // The gates after the marker (D28) are off until a table is given; listed so they can
+    // be found without the README.
+    for (section, intro) in [
+        (
+            "verify",
+            "# The verify gate: completion counts only when this command passes.",
+        ),
+        (
+            "review",
+            "# The reviewer gate: another agent must approve before completion counts.",
+        ),
+    ] {
+        let Some(sec) = schema::section(section) else {
+            continue;
+        };
+        out.push_str(&format!("\n{intro}\n# [{section}]\n"));
+        for spec in sec.keys {
+            let Some(value) = default_value(spec.default) else {
+                continue;
+            };
+            let rendered = match &value {
+                Value::Num(n) => format_num(*n),
+                other => other.to_string(),
+            };
+            out.push_str(&format!(
+                "# {} = {rendered}    # {}\n",
+                spec.name, spec.help
+            ));
+        }
+    }
     out
 }
 

@@ -572,7 +572,7 @@ fn presets_by_path_name_builtin_and_missing() {
     assert!(
         e.contains("agent-looper/presets/nope.toml")
             && e.contains("codexfarm/presets/nope.toml")
-            && e.contains("built-in presets (rai)"),
+            && e.contains("built-in presets (rai, verified)"),
         "{e}"
     );
     let missing_path = RunArgs {
@@ -656,4 +656,123 @@ fn readme_config_reference_is_current() {
             );
         }
     }
+}
+
+#[test]
+fn every_verify_and_review_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
+    for section in &schema::SECTIONS[1..] {
+        for spec in section.keys {
+            let (valid, bad) = cases(spec.kind);
+            let valid = match (section.name, spec.name) {
+                (_, "cwd") => "\".\"".to_string(),
+                ("review", "agent") => "\"codex\"".to_string(),
+                _ if valid.is_empty() => valid_choice(spec.kind),
+                _ => valid.to_string(),
+            };
+            let doc = format!("[{}]\n{} = {valid}\n", section.name, spec.name);
+            let ok = load(&doc);
+            assert!(ok.is_ok(), "{doc}: {:?}", ok.err().map(|e| e.to_string()));
+            for (literal, found) in bad {
+                let msg = err(&format!("[{}]\n{} = {literal}\n", section.name, spec.name));
+                let expected = format!(
+                    "agent-looper.toml: {}.{}: expected {}, found {found}",
+                    section.name,
+                    spec.name,
+                    spec.kind.expected()
+                );
+                assert!(msg.starts_with(&expected), "got: {msg}\nwant: {expected}");
+            }
+        }
+    }
+    assert!(err("[verify]\ncomand = []\n").contains("did you mean `verify.command`"));
+}
+
+/// `config::run::prepare` in a git repository with a prompt, an executable `check` on PATH.
+fn prepare_err(toml_text: &str, git: bool) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE), toml_text).expect("write");
+    std::fs::write(dir.path().join("PROMPT.md"), "p\n").expect("write");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    for name in ["check", "codex"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(bin.join(name), "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    if git {
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        let sig = git2::Signature::now("t", "t@example.com").expect("sig");
+        let tree = repo
+            .find_tree(repo.index().and_then(|mut i| i.write_tree()).expect("tree"))
+            .expect("tree");
+        repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+            .expect("commit");
+    }
+    let mut i = inv(dir.path());
+    i.env.insert("PATH".into(), bin.display().to_string());
+    let prepared = resolve(&RunArgs::default(), &i).and_then(|s| run::prepare(s, &i));
+    match prepared {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn gates_that_cannot_work_are_refused_before_the_run() {
+    let on = "[looper]\ncompletion_enabled = true\n";
+    assert_eq!(
+        prepare_err(&format!("{on}[verify]\ncommand = [\"check\"]\n"), false),
+        ""
+    );
+    for (doc, git, want) in [
+        (
+            "[verify]\ncommand = [\"check\"]\n".to_string(),
+            false,
+            "verify.when: expected completion_enabled = true",
+        ),
+        (
+            format!("{on}[verify]\ncommand = [\"check\"]\ncount_regex = '\\d+ passed'\n"),
+            false,
+            "verify.count_regex: expected a regular expression with a capture group",
+        ),
+        (
+            format!("{on}[verify]\ncommand = [\"check\"]\nmin_count = 5\n"),
+            false,
+            "verify.min_count: expected verify.count_regex",
+        ),
+        (
+            format!("{on}[verify]\ncommand = [\"no-such-check\"]\n"),
+            false,
+            "verify.command: program `no-such-check` not found",
+        ),
+        (
+            format!("{on}[verify]\ncommand = [\"check\"]\ncwd = \"missing\"\n"),
+            false,
+            "verify.cwd does not exist",
+        ),
+        (
+            format!("{on}[review]\nagent = \"codx\"\n"),
+            true,
+            "review.agent: unknown agent `codx`",
+        ),
+        (
+            format!("{on}[review]\nagent = \"codex\"\n"),
+            false,
+            "[review] needs a git work tree",
+        ),
+        (
+            "[review]\nagent = \"codex\"\nwhen = \"every_loop\"\nprompt_file = \"rubric.md\"\n"
+                .to_string(),
+            true,
+            "rubric.md does not exist",
+        ),
+    ] {
+        let got = prepare_err(&doc, git);
+        assert!(got.contains(want), "{doc}\n got: {got}\nwant: {want}");
+    }
+    assert_eq!(
+        prepare_err("[review]\nagent = \"codex\"\nwhen = \"every_loop\"\n", true),
+        ""
+    );
 }

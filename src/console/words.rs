@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::engine::stop::fmt_duration;
 use crate::engine::{Event, StopReason, WaitPurpose};
-use crate::text::{human_bytes, trim_number};
+use crate::text::{self, human_bytes, trim_number};
 
 /// The lines an engine event is announced with (most events say nothing). `log` is the
 /// attempt log in use, named after a retry so the operator can look.
@@ -39,6 +39,9 @@ pub fn for_event(event: &Event, log: Option<&Path>) -> Vec<String> {
             output_bytes,
             completion_blocked_by_plan,
             plan_unchecked,
+            blocked_by,
+            blocked_reason,
+            plan_removed,
             ..
         } => {
             let mut lines = vec![format!(
@@ -46,14 +49,61 @@ pub fn for_event(event: &Event, log: Option<&Path>) -> Vec<String> {
                 trim_number(*duration_seconds, 2),
                 human_bytes(*output_bytes)
             )];
-            if *completion_blocked_by_plan {
+            match (blocked_by, blocked_reason) {
+                (Some(crate::engine::Gate::Plan), _) if *completion_blocked_by_plan => {
+                    lines.push(format!(
+                        "completion marker seen but the plan still has {} unchecked task(s); streak reset",
+                        plan_unchecked.unwrap_or(0)
+                    ));
+                }
+                (Some(gate), Some(why)) => lines.push(format!(
+                    "completion marker seen but blocked by the {} gate: {}; streak reset",
+                    gate.as_str(),
+                    text::sanitize_line(why)
+                )),
+                _ => {}
+            }
+            if !plan_removed.is_empty() && *blocked_by != Some(crate::engine::Gate::PlanIntegrity) {
                 lines.push(format!(
-                    "completion marker seen but the plan still has {} unchecked task(s); streak reset",
-                    plan_unchecked.unwrap_or(0)
+                    "plan: {} open task(s) removed without being ticked: {}",
+                    plan_removed.len(),
+                    text::sanitize_line(&text::clip_chars(&plan_removed.join("; "), 200))
                 ));
             }
             lines
         }
+        Event::VerifyCompleted {
+            pass,
+            reason,
+            count,
+            duration_seconds,
+            consecutive_failures,
+            ..
+        } => {
+            let count = count.map(|c| format!(", count {c}")).unwrap_or_default();
+            let took = trim_number(*duration_seconds, 2);
+            if *pass {
+                vec![format!("verify passed ({took}s{count})")]
+            } else {
+                vec![format!(
+                    "verify FAILED: {} ({took}s{count}; {consecutive_failures} in a row)",
+                    reason.as_deref().unwrap_or("failed")
+                )]
+            }
+        }
+        Event::ReviewCompleted {
+            verdict,
+            reason,
+            round,
+            rejections,
+            ..
+        } => vec![match reason {
+            Some(why) => format!(
+                "review {round}: {verdict} ({}; {rejections} rejection(s) so far)",
+                text::sanitize_line(why)
+            ),
+            None => format!("review {round}: {verdict}"),
+        }],
         Event::ControlCommandReceived { action, id, .. } => {
             vec![format!("control: received {action} ({id})")]
         }
@@ -95,6 +145,11 @@ mod tests {
                 completion_detected: true,
                 plan_unchecked: Some(3),
                 completion_blocked_by_plan: true,
+                blocked_by: Some(crate::engine::Gate::Plan),
+                blocked_reason: Some("3 unchecked task(s) left in the plan".into()),
+                plan_removed: vec![],
+                verify_passed: None,
+                review_approved: None,
                 completion_streak: 0,
                 fingerprint: None,
                 no_progress_count: 0,

@@ -75,6 +75,15 @@ pub struct Presentation {
 }
 
 mod attempt;
+mod gates;
+
+/// What the process under way is, so its end is read for the right input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Running {
+    Agent,
+    Verify,
+    Review,
+}
 
 pub struct Dispatcher {
     cfg: RunConfig,
@@ -91,6 +100,12 @@ pub struct Dispatcher {
     /// The hybrid agent pane of the current session.
     pane: Option<Pane>,
     finished: Option<StopReason>,
+    /// What the running process is (an attempt, a verify, a reviewer).
+    running: Running,
+    /// HEAD when the current loop started (the reviewer's `diff_since = "loop"`).
+    loop_base: Option<String>,
+    /// The plan's open tasks when the current loop started (plan integrity).
+    plan_at_loop_start: Vec<String>,
 }
 
 impl Dispatcher {
@@ -115,6 +130,9 @@ impl Dispatcher {
             attempt_log: None,
             pane: None,
             finished: None,
+            running: Running::Agent,
+            loop_base: None,
+            plan_at_loop_start: Vec::new(),
         }
     }
 
@@ -223,6 +241,7 @@ impl Dispatcher {
                     .push_back(Input::BackupDone(Err("no git work tree".into()))),
             },
             Effect::RunAttempt(spec) => {
+                self.running = Running::Agent;
                 // The engine now waits for this attempt's end: a failure to start it (its
                 // log cannot be opened, the run directory is gone) must be that end, or the
                 // run would wait forever.
@@ -237,17 +256,20 @@ impl Dispatcher {
                 return Some(Applied::Wait(duration));
             }
             Effect::CheckPlan => {
-                let checked = match &self.cfg.settings.plan_file {
-                    Some(plan) => match crate::effects::textfile::read(plan).map(|f| f.bytes) {
-                        Ok(bytes) => Ok(crate::engine::plan::unchecked_tasks(
-                            &String::from_utf8_lossy(&bytes),
-                        )),
-                        Err(_) => Err(plan.display().to_string()),
-                    },
-                    None => Ok(0),
-                };
+                let checked = self.check_plan();
                 self.queue.push_back(Input::PlanChecked(checked));
             }
+            Effect::MarkLoopStart { loop_number } => self.mark_loop_start(loop_number),
+            Effect::RunVerify(spec) => match self.start_verify(spec) {
+                Ok(Some(started)) => return Some(self.hold(started)),
+                Ok(None) => {}
+                Err(e) => self.gate_not_started(Running::Verify, e.to_string()),
+            },
+            Effect::RunReview(spec) => match self.start_review(spec) {
+                Ok(Some(started)) => return Some(self.hold(started)),
+                Ok(None) => {}
+                Err(e) => self.gate_not_started(Running::Review, e.to_string()),
+            },
             Effect::Terminate { forceful } => {
                 if let Some(tx) = &self.attempt_ctl {
                     let _ = tx.send(AttemptControl::Terminate { forceful });
@@ -296,10 +318,12 @@ impl Dispatcher {
         let sync = match event {
             Event::RunStarted { .. } | Event::RunStopped { .. } => Sync::Now,
             Event::LoopCompleted { .. } => Sync::Soon,
-            // The snapshot is written once the attempt's process is known (with its pid),
-            // which follows these at once: one atomic replace instead of three.
+            // The snapshot is written once the attempt's (verify's, reviewer's) process is
+            // known (with its pid), which follows these at once: one atomic replace, not three.
             Event::LoopStarted { .. }
             | Event::PromptStarted { .. }
+            | Event::VerifyStarted { .. }
+            | Event::ReviewStarted { .. }
             | Event::NoteDelivered { .. } => return Ok(()),
             _ => Sync::No,
         };
@@ -348,6 +372,17 @@ impl Dispatcher {
             failure,
         } = done;
         self.attempt_ctl = None;
+        match self.running {
+            Running::Verify => {
+                let report = self.verify_report(exit, &mut sink, failure);
+                return self.handle(now, Input::VerifyFinished(report));
+            }
+            Running::Review => {
+                let report = self.review_report(exit, &mut sink, failure);
+                return self.handle(now, Input::ReviewFinished(report));
+            }
+            Running::Agent => {}
+        }
         let report = match failure {
             Some(e) => {
                 let _ = sink.log.note("stop_reason", &e);

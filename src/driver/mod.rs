@@ -5,6 +5,7 @@
 //! loop only waits.
 
 pub mod dispatch;
+pub mod gate_output;
 pub mod ports;
 pub mod sink;
 
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::config::run::RunConfig;
 use crate::effects::{procinfo, tmux};
-use crate::engine::{Engine, EngineConfig, Input, RetryPolicy};
+use crate::engine::{Engine, EngineConfig, Input, RetryPolicy, ReviewGate, VerifyGate};
 use crate::error::{Error, Result};
 use crate::records::control::latest_focus;
 use crate::records::events::SupervisorEvent;
@@ -73,6 +74,21 @@ pub fn engine_config(cfg: &RunConfig) -> EngineConfig {
         max_cost_usd: s.max_cost_usd,
         preassign_session_ids: s.agent.kind.preassigns_session_ids(),
         failed_start_keeps_session: s.agent.kind.keeps_failed_first_session(),
+        plan_forbid_removal: s.plan_forbid_removal,
+        verify: s.verify.as_ref().map(|v| VerifyGate {
+            when: v.when,
+            needs_pass_match: v.pass_regex.is_some(),
+            min_count: v.min_count,
+            feedback: v.feedback,
+            cb_failures: v.cb_verify_failures,
+            timeout: v.timeout,
+        }),
+        review: s.review.as_ref().map(|r| ReviewGate {
+            when: r.when,
+            max_rounds: r.max_rounds,
+            preassign_session_ids: r.agent.kind.preassigns_session_ids(),
+            timeout: r.timeout,
+        }),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Where an attempt's output goes: the prompt's log (every byte), the scanner (markers,
-//! errors, session ids, usage) and, in the single layout, the terminal echo.
+//! errors, session ids, usage), a verify command's facts and, in the single layout, the
+//! terminal echo.
 
+use super::gate_output::GateOutput;
 use crate::agents::{Scanner, Stream};
 use crate::console::echo::Echo;
 use crate::effects::outlog::LogWriter;
@@ -16,6 +18,8 @@ pub struct Sink {
     pub log_error: Option<String>,
     /// The latest informational notice (a CLI's own retry) for `state.json`.
     pub notice: Option<String>,
+    /// A verify command's output facts (pass, count, tail), when this sink serves one.
+    pub gate: Option<GateOutput>,
 }
 
 impl Sink {
@@ -27,6 +31,7 @@ impl Sink {
             kill_on_error,
             log_error: None,
             notice: None,
+            gate: None,
         }
     }
 }
@@ -40,6 +45,9 @@ impl OutputSink for Sink {
         }
         if let Some(echo) = &mut self.echo {
             echo.feed(stream, data);
+        }
+        if let Some(gate) = &mut self.gate {
+            gate.feed(stream, data);
         }
         let news = self.scanner.feed(stream, data);
         if news.notice.is_some() {
@@ -56,6 +64,9 @@ impl OutputSink for Sink {
         let _ = self.log.eof(stream);
         if let Some(echo) = &mut self.echo {
             echo.finish(stream);
+        }
+        if let Some(gate) = &mut self.gate {
+            gate.finish_stream(stream);
         }
         let news = self.scanner.finish_stream(stream);
         if news.notice.is_some() {

@@ -6,6 +6,38 @@ use serde::Serialize;
 use super::feedback::FeedbackKind;
 use super::retry::ErrorClass;
 
+/// When a verify or review gate runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum GateWhen {
+    /// When the completion marker was seen and the gates before it passed.
+    Completion,
+    /// At the end of every loop (the gates before it still have to pass).
+    EveryLoop,
+}
+
+/// The gates at a loop's end, in the order they are judged (D28).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Gate {
+    /// Open tasks left in the plan file.
+    Plan,
+    /// Open tasks removed from the plan without being ticked (`plan_forbid_removal`).
+    PlanIntegrity,
+    Verify,
+    Review,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// One item of a delivered feedback block, as recorded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FeedbackItem {
@@ -133,6 +165,18 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         plan_unchecked: Option<usize>,
         completion_blocked_by_plan: bool,
+        /// The first gate that kept a seen marker from counting (D28), and why.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        blocked_by: Option<Gate>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        blocked_reason: Option<String>,
+        /// Open tasks that disappeared from the plan without being ticked (plan integrity).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        plan_removed: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verify_passed: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        review_approved: Option<bool>,
         completion_streak: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         fingerprint: Option<String>,
@@ -143,6 +187,56 @@ pub enum Event {
         usage: Usage,
         #[serde(skip_serializing_if = "Usage::is_empty")]
         usage_total: Usage,
+    },
+    /// The verify command starts (its output goes to `loop-NNNN__verify.log`).
+    VerifyStarted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        when: GateWhen,
+    },
+    VerifyCompleted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        exit_code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        timed_out: bool,
+        duration_seconds: f64,
+        /// What `count_regex` captured.
+        count: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        min_count: Option<u64>,
+        pass: bool,
+        /// Why it failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Consecutive failing verifies so far (the `cb_verify_failures` breaker's count).
+        consecutive_failures: u64,
+    },
+    /// The reviewer starts, in a fresh session (its output goes to `loop-NNNN__review.log`).
+    ReviewStarted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        round: u64,
+        when: GateWhen,
+        session: String,
+        session_id: Option<String>,
+    },
+    ReviewCompleted {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        round: u64,
+        /// `approve` or `reject`.
+        verdict: String,
+        exit_code: Option<i32>,
+        duration_seconds: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        session_id: Option<String>,
+        #[serde(skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
+        /// Rejections in the run so far (the `max_rounds` count).
+        rejections: u64,
     },
     ControlCommandReceived {
         id: String,

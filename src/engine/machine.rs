@@ -11,13 +11,14 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::events::{Event, FeedbackItem, Usage};
+use super::events::{Event, FeedbackItem, Gate, Usage};
 use super::feedback::{Feedback, FeedbackKind};
 pub use super::protocol::*;
 use super::retry::{self, ErrorClass, ErrorSignal};
 use super::stop::{Status, StopReason, fmt_duration};
 
 mod gates;
+pub use gates::verify_failure;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -30,6 +31,10 @@ enum Phase {
     RetryWait,
     FingerprintAfter,
     CheckingPlan,
+    Verifying,
+    Reviewing,
+    /// Waiting to run the reviewer again after a rate limit or a transient error.
+    ReviewWait,
     Sleeping,
     Finished,
 }
@@ -60,6 +65,27 @@ pub struct Engine {
     fingerprint_before: Option<String>,
     fingerprint_after: Option<String>,
     plan_unchecked: Option<usize>,
+    /// Open tasks of the loop's start that disappeared without being ticked.
+    plan_removed: Vec<String>,
+    /// This loop's verify verdict (`None`: it did not run) and its one-line summary.
+    loop_verify: Option<bool>,
+    loop_verify_line: Option<String>,
+    /// This loop's review verdict (`None`: it did not run).
+    loop_review: Option<bool>,
+    /// The first gate that kept this loop's marker from counting (D28), and why.
+    blocked: Option<(Gate, String)>,
+    /// Consecutive failing verifies (`cb_verify_failures`).
+    verify_failures: u64,
+    /// Reviews run, and rejections, in the run (`max_rounds`).
+    review_rounds: u64,
+    review_rejections: u64,
+    /// Retries of the current review round, by kind (D15).
+    review_transient_retries: u64,
+    review_rate_limit_retries: u64,
+    /// Why the current review round runs.
+    review_when: GateWhen,
+    /// When the running verify or review started (engine time).
+    gate_started_at: f64,
     stop_after_loop: Option<ControlCommand>,
     stop_after_prompt: Option<ControlCommand>,
     pause_requested: Option<ControlCommand>,
@@ -101,6 +127,18 @@ impl Engine {
             fingerprint_before: None,
             fingerprint_after: None,
             plan_unchecked: None,
+            plan_removed: Vec::new(),
+            loop_verify: None,
+            loop_verify_line: None,
+            loop_review: None,
+            blocked: None,
+            verify_failures: 0,
+            review_rounds: 0,
+            review_rejections: 0,
+            review_transient_retries: 0,
+            review_rate_limit_retries: 0,
+            review_when: GateWhen::Completion,
+            gate_started_at: 0.0,
             stop_after_loop: None,
             stop_after_prompt: None,
             pause_requested: None,
@@ -183,15 +221,27 @@ impl Engine {
                     self.launch_attempt(&mut fx);
                 }
                 Phase::Sleeping => self.begin_loop(&mut fx),
+                Phase::ReviewWait => self.launch_review(&mut fx),
                 _ => {}
             },
             Input::PlanChecked(result) if self.phase == Phase::CheckingPlan => match result {
-                Ok(unchecked) => {
-                    self.plan_unchecked = Some(unchecked);
-                    self.evaluate_gates(&mut fx);
+                Ok(plan) => {
+                    self.plan_unchecked = Some(plan.unchecked);
+                    self.plan_removed = plan.removed;
+                    self.after_plan(&mut fx);
                 }
-                Err(path) => self.finish(&mut fx, StopReason::PlanFileMissing(path)),
+                // A missing plan matters only to a marker it would have to confirm.
+                Err(path) if self.loop_completion => {
+                    self.finish(&mut fx, StopReason::PlanFileMissing(path))
+                }
+                Err(_) => self.after_plan(&mut fx),
             },
+            Input::VerifyFinished(report) if self.phase == Phase::Verifying => {
+                self.verify_finished(&mut fx, report);
+            }
+            Input::ReviewFinished(report) if self.phase == Phase::Reviewing => {
+                self.review_finished(&mut fx, report);
+            }
             Input::Control(cmd) => self.control(&mut fx, cmd),
             Input::Signal { name, forceful } => {
                 self.interrupt(&mut fx, StopReason::Signal(name), forceful);
@@ -210,13 +260,15 @@ impl Engine {
     /// End the run as soon as possible: terminate a running attempt first, cancel waits.
     fn interrupt(&mut self, fx: &mut Vec<Effect>, reason: StopReason, forceful: bool) {
         match self.phase {
-            Phase::Attempt => {
+            // A verify or a reviewer is a process of ours like an attempt: stopped the same
+            // way, and the run ends when it has.
+            Phase::Attempt | Phase::Verifying | Phase::Reviewing => {
                 if self.stop_when_attempt_ends.is_none() {
                     self.stop_when_attempt_ends = Some(reason);
                 }
                 fx.push(Effect::Terminate { forceful });
             }
-            Phase::RetryWait | Phase::Sleeping => {
+            Phase::RetryWait | Phase::Sleeping | Phase::ReviewWait => {
                 fx.push(Effect::CancelWait);
                 self.finish(fx, reason);
             }
@@ -238,6 +290,15 @@ impl Engine {
             ControlAction::InterruptNow => {
                 let reason = stop_reason(&cmd);
                 self.interrupt(fx, reason, false);
+            }
+            // An operator stop is the first gate (D28): a review waiting to be retried is not
+            // waited for; the loop ends now.
+            ControlAction::StopAfterPrompt | ControlAction::StopAfterLoop
+                if self.phase == Phase::ReviewWait =>
+            {
+                fx.push(Effect::CancelWait);
+                self.stop_after_loop = Some(cmd);
+                self.evaluate_gates(fx);
             }
             ControlAction::StopAfterPrompt => match self.phase {
                 Phase::Attempt => self.stop_after_prompt = Some(cmd),
@@ -367,6 +428,11 @@ impl Engine {
         self.loop_match = false;
         self.loop_usage = Usage::default();
         self.plan_unchecked = None;
+        self.plan_removed.clear();
+        self.loop_verify = None;
+        self.loop_verify_line = None;
+        self.loop_review = None;
+        self.blocked = None;
         let session = self.session.clone().unwrap_or_else(|| SessionRef {
             name: self.cfg.label.clone(),
             id: None,
@@ -378,6 +444,13 @@ impl Engine {
             session_id: session.id,
             total_prompts: self.prompt_count,
         }));
+        // The reviewer's diff and plan integrity compare with where the loop started.
+        let plan_integrity = self.cfg.completion_streak.is_some() && self.cfg.plan_gate;
+        if (plan_integrity || self.cfg.review.is_some()) && !self.cfg.dry_run {
+            fx.push(Effect::MarkLoopStart {
+                loop_number: self.loop_number,
+            });
+        }
         // One fingerprint per loop boundary (D17): the "after" of loop N is the "before" of N+1.
         if self.cfg.cb_no_progress > 0 && !self.cfg.dry_run {
             if let Some(after) = self.fingerprint_after.take() {

@@ -13,11 +13,12 @@ pub mod stop;
 #[cfg(test)]
 mod tests;
 
-pub use events::{Event, Usage};
+pub use events::{Event, Gate, Usage};
 pub use feedback::{Feedback, FeedbackKind};
 pub use machine::{
     AttemptReport, AttemptSpec, BackupInfo, ControlAction, ControlCommand, Effect, Engine,
-    EngineConfig, Input, SessionRef, WaitPurpose,
+    EngineConfig, GateWhen, Input, PlanCheck, ReviewGate, ReviewReport, ReviewSpec, SessionRef,
+    VerifyGate, VerifyReport, VerifySpec, WaitPurpose,
 };
 pub use retry::{ErrorClass, ErrorSignal, RetryPolicy};
 pub use stop::{Status, StopKind, StopReason};

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::events::Event;
+pub use super::events::GateWhen;
 use super::events::Usage;
 use super::retry::{ErrorSignal, RetryPolicy};
 use super::stop::Status;
@@ -42,6 +43,98 @@ pub struct EngineConfig {
     /// does not), so neither `--resume` nor the same `--session-id` is safe: with `false`,
     /// a preassigned id whose first prompt failed is replaced by a new one for the retry.
     pub failed_start_keeps_session: bool,
+    /// Plan integrity: a loop whose open tasks disappeared without being ticked is not
+    /// complete (`plan_forbid_removal`).
+    pub plan_forbid_removal: bool,
+    /// The verify gate (issue 15), when configured.
+    pub verify: Option<VerifyGate>,
+    /// The reviewer gate (issue 15), when configured.
+    pub review: Option<ReviewGate>,
+}
+
+/// The verify gate's settings, as the engine needs them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyGate {
+    pub when: GateWhen,
+    /// `pass_regex` is configured: a pass needs it to match.
+    pub needs_pass_match: bool,
+    /// A floor on the count captured by `count_regex` (a suite that shrank does not pass).
+    pub min_count: Option<u64>,
+    /// A failing verify's tail goes into the next prompt.
+    pub feedback: bool,
+    /// Stop after this many consecutive failing verifies (0: never).
+    pub cb_failures: u64,
+    /// The command's own limit; the driver enforces it, the engine words it.
+    pub timeout: Duration,
+}
+
+/// The reviewer gate's settings, as the engine needs them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewGate {
+    pub when: GateWhen,
+    /// Stop after this many rejections in the run (0: never).
+    pub max_rounds: u64,
+    /// The reviewer's kind takes a session id chosen up front (claude, gemini, generic).
+    pub preassign_session_ids: bool,
+    /// The reviewer's own limit; the driver enforces it, the engine words it.
+    pub timeout: Duration,
+}
+
+/// A verify command to run at the end of a loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifySpec {
+    pub loop_number: u64,
+}
+
+/// A reviewer to run at the end of a loop: always a fresh session of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewSpec {
+    pub loop_number: u64,
+    /// 1-based: this is the run's n-th review.
+    pub round: u64,
+    pub session: SessionRef,
+    /// One line on this loop's verify, for the reviewer's prompt (`{verify}`).
+    pub verify: Option<String>,
+}
+
+/// What a verify command did, as observed by the driver. The engine decides the verdict.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VerifyReport {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub spawn_error: Option<String>,
+    /// `pass_regex` matched the output.
+    pub pass_matched: bool,
+    /// The number `count_regex` captured (its last match).
+    pub count: Option<u64>,
+    /// The end of its output, bounded, for the feedback block.
+    pub tail: String,
+}
+
+/// What a reviewer did, as observed by the driver.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReviewReport {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub spawn_error: Option<String>,
+    /// `approve_on` matched the reviewer's own words.
+    pub approved: bool,
+    /// The reviewer's last message, bounded.
+    pub text: String,
+    pub usage: Usage,
+    pub session_id: Option<String>,
+    /// An error the reviewer's CLI reported (rate limit, API error), classified.
+    pub error: Option<ErrorSignal>,
+}
+
+/// The plan file at a loop's end.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanCheck {
+    pub unchecked: usize,
+    /// Open tasks at the loop's start that are gone now without having been ticked.
+    pub removed: Vec<String>,
 }
 
 #[derive(
@@ -119,7 +212,9 @@ pub enum Input {
     BackupDone(Result<BackupInfo, String>),
     AttemptFinished(AttemptReport),
     WaitElapsed,
-    PlanChecked(Result<usize, String>),
+    PlanChecked(Result<PlanCheck, String>),
+    VerifyFinished(VerifyReport),
+    ReviewFinished(ReviewReport),
     Control(ControlCommand),
     /// A supervisor signal; `forceful` for a second Ctrl-C.
     Signal {
@@ -179,7 +274,14 @@ pub enum Effect {
         purpose: WaitPurpose,
     },
     CheckPlan,
-    /// Stop the running attempt's process group (graceful, or at once when `forceful`).
+    /// Remember where this loop starts (HEAD for the reviewer's diff, the plan's open
+    /// tasks for plan integrity); nothing is answered.
+    MarkLoopStart {
+        loop_number: u64,
+    },
+    RunVerify(VerifySpec),
+    RunReview(ReviewSpec),
+    /// Stop the running attempt's (or verify's, or reviewer's) process group (graceful, or at once when `forceful`).
     Terminate {
         forceful: bool,
     },

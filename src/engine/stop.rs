@@ -39,6 +39,10 @@ pub enum StopKind {
     NoProgress,
     OutputDecline,
     OutputMatch,
+    /// `cb_verify_failures` consecutive failing verifies.
+    VerifyFailures,
+    /// The reviewer rejected the work `max_rounds` times.
+    ReviewRejected,
     MaxRuntime,
     TokenBudget,
     CostBudget,
@@ -65,9 +69,8 @@ impl StopKind {
         use StopKind::*;
         match self {
             MaxLoops | DryRun | Completion | Control => exit_code::OK,
-            NoProgress | OutputDecline | OutputMatch | MaxRuntime | TokenBudget | CostBudget => {
-                exit_code::BREAKER
-            }
+            NoProgress | OutputDecline | OutputMatch | VerifyFailures | ReviewRejected
+            | MaxRuntime | TokenBudget | CostBudget => exit_code::BREAKER,
             TransientCap | Terminal | NonzeroExit | KilledBySignal | SpawnFailed | Internal
             | External | Unknown => exit_code::AGENT_FAILED,
             Timeout => exit_code::TIMEOUT,
@@ -80,7 +83,8 @@ impl StopKind {
         use StopKind::*;
         match self {
             MaxLoops | DryRun | Completion | Control | NoProgress | OutputDecline | OutputMatch
-            | MaxRuntime | TokenBudget | CostBudget | External => Status::Stopped,
+            | VerifyFailures | ReviewRejected | MaxRuntime | TokenBudget | CostBudget
+            | External => Status::Stopped,
             Signal => Status::Interrupted,
             _ => Status::Error,
         }
@@ -96,6 +100,8 @@ pub enum StopReason {
     NoProgress(u64),
     OutputDecline(u64),
     OutputMatch(u64),
+    VerifyFailures(u64),
+    ReviewRejected(u64),
     MaxRuntime(f64),
     TokenBudget {
         used: u64,
@@ -137,6 +143,8 @@ impl StopReason {
             StopReason::OutputMatch(n) => {
                 format!("output matched configured pattern for {n} loop(s)")
             }
+            StopReason::VerifyFailures(n) => format!("verify failed {n} time(s) in a row"),
+            StopReason::ReviewRejected(n) => format!("reviewer rejected the work {n} time(s)"),
             StopReason::MaxRuntime(s) => format!("max runtime reached: {}", fmt_secs(*s)),
             StopReason::TokenBudget { used, max } => {
                 format!("token budget reached: {used} tokens used (max {max})")
@@ -173,6 +181,8 @@ impl StopReason {
             StopReason::NoProgress(_) => StopKind::NoProgress,
             StopReason::OutputDecline(_) => StopKind::OutputDecline,
             StopReason::OutputMatch(_) => StopKind::OutputMatch,
+            StopReason::VerifyFailures(_) => StopKind::VerifyFailures,
+            StopReason::ReviewRejected(_) => StopKind::ReviewRejected,
             StopReason::MaxRuntime(_) => StopKind::MaxRuntime,
             StopReason::TokenBudget { .. } => StopKind::TokenBudget,
             StopReason::CostBudget { .. } => StopKind::CostBudget,

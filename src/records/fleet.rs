@@ -51,6 +51,28 @@ pub struct StateView {
     pub control_last_reason: Option<String>,
     pub stale_reason: Option<String>,
     pub last_error_line: Option<String>,
+    /// The gate keeping the run from completing, why, and since when (issue 15).
+    pub gate_blocked: Option<String>,
+    pub gate_blocked_reason: Option<String>,
+    #[serde(with = "time::opt")]
+    pub gate_blocked_since: Option<DateTime<Utc>>,
+    pub verify_last: Option<GateView>,
+    pub review_last: Option<GateView>,
+}
+
+/// The latest verify or review as status shows it.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(default)]
+pub struct GateView {
+    #[serde(rename = "loop")]
+    pub loop_number: Option<u64>,
+    /// verify: `true`/`false`, `null` while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<bool>,
+    /// review: `approve`/`reject`, `null` while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    pub reason: Option<String>,
 }
 
 impl StateView {
@@ -241,6 +263,23 @@ impl Row {
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| "waiting for `looper control resume`".into())
             ),
+            Some("running") if s.gate_blocked.is_some() => {
+                let since = s
+                    .gate_blocked_since
+                    .map(|t| {
+                        format!(
+                            " since {}",
+                            t.with_timezone(&chrono::Local).format("%H:%M:%S")
+                        )
+                    })
+                    .unwrap_or_default();
+                // The reason may quote the plan file: shown sanitised (D35).
+                format!(
+                    "blocked by {}{since}: {}",
+                    s.gate_blocked.as_deref().unwrap_or("a gate"),
+                    crate::text::sanitize_line(s.gate_blocked_reason.as_deref().unwrap_or("-"))
+                )
+            }
             _ => s.stop_reason.clone().unwrap_or_else(|| "-".into()),
         }
     }
@@ -405,6 +444,26 @@ mod tests {
                 "paused", "breaker", "run-old", "failed", "run-new", "done-new", "done-old"
             ]
         );
+    }
+
+    #[test]
+    fn a_running_run_blocked_by_a_gate_says_which_and_since_when() {
+        let mut r = row("gated", "running", None, "2026-01-01T00:00:01Z");
+        r.state.gate_blocked = Some("verify".into());
+        r.state.gate_blocked_reason = Some("exit 1".into());
+        r.state.gate_blocked_since = time::parse("2026-01-01T00:00:00Z");
+        let since = time::parse("2026-01-01T00:00:00Z")
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        assert_eq!(r.note(), format!("blocked by verify since {since}: exit 1"));
+        // Once stopped, the stop reason says what happened.
+        r.state.status = Some("stopped".into());
+        r.state.stop_reason = Some("completion marker".into());
+        assert_eq!(r.note(), "completion marker");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   operator_notes.jsonl  control   every note
 //!   focus.jsonl           control   what the run is focused on
 //!   loop-NNNN__prompt-NNN.log       the attempt logs (effects::outlog)
+//!   loop-NNNN__verify.log           the verify command's output
+//!   loop-NNNN__review.log, .diff    the reviewer's output, and the diff it was shown
 //! ${XDG_STATE_HOME:-~/.local/state}/agent-looper/runs.jsonl   discovery's machine registry
 //! ```
 
@@ -71,6 +73,21 @@ pub fn run_dir_name(now: DateTime<Utc>, label: &str, random: u32) -> String {
 /// The log of one prompt of one loop (retries append to it).
 pub fn prompt_log_name(loop_number: u64, prompt_index: usize) -> String {
     format!("loop-{loop_number:04}__prompt-{prompt_index:03}.log")
+}
+
+/// The output of a loop's verify command.
+pub fn verify_log_name(loop_number: u64) -> String {
+    format!("loop-{loop_number:04}__verify.log")
+}
+
+/// The output of a loop's reviewer.
+pub fn review_log_name(loop_number: u64) -> String {
+    format!("loop-{loop_number:04}__review.log")
+}
+
+/// The diff a loop's reviewer was shown, whole (the looper makes it from git).
+pub fn review_diff_name(loop_number: u64) -> String {
+    format!("loop-{loop_number:04}__review.diff")
 }
 
 #[cfg(test)]

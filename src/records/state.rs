@@ -5,7 +5,41 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::time;
-use crate::engine::{Event, StopKind, Usage};
+use crate::engine::{Event, Gate, StopKind, Usage};
+
+/// The latest verify, as `state.json` keeps it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct VerifyLast {
+    #[serde(rename = "loop")]
+    pub loop_number: u64,
+    /// `None` while it runs.
+    pub pass: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub count: Option<u64>,
+    pub reason: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub consecutive_failures: u64,
+    #[serde(with = "time::opt")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The latest review, as `state.json` keeps it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ReviewLast {
+    #[serde(rename = "loop")]
+    pub loop_number: u64,
+    pub round: u64,
+    /// `approve`, `reject`, or `None` while it runs.
+    pub verdict: Option<String>,
+    pub reason: Option<String>,
+    pub session_id: Option<String>,
+    pub rejections: u64,
+    pub duration_seconds: Option<f64>,
+    #[serde(with = "time::opt")]
+    pub at: Option<DateTime<Utc>>,
+}
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -83,6 +117,16 @@ pub struct RunState {
     pub focus: Option<String>,
     pub usage: Option<Usage>,
     pub usage_total: Option<Usage>,
+    /// The latest verify (issue 15).
+    pub verify_last: Option<VerifyLast>,
+    /// The latest review.
+    pub review_last: Option<ReviewLast>,
+    /// The gate that keeps the run from completing (`plan`, `plan_integrity`, `verify`,
+    /// `review`), why, and since when it has (the first loop it blocked in a row).
+    pub gate_blocked: Option<Gate>,
+    pub gate_blocked_reason: Option<String>,
+    #[serde(with = "time::opt")]
+    pub gate_blocked_since: Option<DateTime<Utc>>,
     pub stop_reason: Option<String>,
     /// What kind of ending `stop_reason` words (`control`, `completion`, `breaker`, ...):
     /// what tools decide on, never the wording.
@@ -211,6 +255,8 @@ impl RunState {
                 output_bytes,
                 completion_detected,
                 plan_unchecked,
+                blocked_by,
+                blocked_reason,
                 completion_streak,
                 no_progress_count,
                 output_decline_count,
@@ -228,6 +274,12 @@ impl RunState {
                 self.output_decline_count = Some(*output_decline_count);
                 self.output_match_count = Some(*output_match_count);
                 self.current_prompt_index = self.total_prompts;
+                // Blocked since the first loop of an unbroken run of blocks by that gate.
+                if blocked_by.is_none() || *blocked_by != self.gate_blocked {
+                    self.gate_blocked_since = blocked_by.map(|_| at);
+                }
+                self.gate_blocked = *blocked_by;
+                self.gate_blocked_reason = blocked_reason.clone();
                 if !usage.is_empty() {
                     self.usage = Some(*usage);
                 }
@@ -247,6 +299,88 @@ impl RunState {
             Event::NoteDelivered { .. }
             | Event::FeedbackDelivered { .. }
             | Event::CompletionMarkerIgnored { .. } => {}
+            Event::VerifyStarted { loop_number, .. } => {
+                let failures = self
+                    .verify_last
+                    .as_ref()
+                    .map_or(0, |v| v.consecutive_failures);
+                self.verify_last = Some(VerifyLast {
+                    loop_number: *loop_number,
+                    consecutive_failures: failures,
+                    at: Some(at),
+                    ..VerifyLast::default()
+                });
+            }
+            Event::VerifyCompleted {
+                loop_number,
+                exit_code,
+                duration_seconds,
+                count,
+                pass,
+                reason,
+                consecutive_failures,
+                ..
+            } => {
+                self.verify_last = Some(VerifyLast {
+                    loop_number: *loop_number,
+                    pass: Some(*pass),
+                    exit_code: *exit_code,
+                    count: *count,
+                    reason: reason.clone(),
+                    duration_seconds: Some(*duration_seconds),
+                    consecutive_failures: *consecutive_failures,
+                    at: Some(at),
+                });
+                self.child_pid = None;
+                self.child_pgid = None;
+            }
+            Event::ReviewStarted {
+                loop_number,
+                round,
+                session_id,
+                ..
+            } => {
+                let rejections = self.review_last.as_ref().map_or(0, |r| r.rejections);
+                self.review_last = Some(ReviewLast {
+                    loop_number: *loop_number,
+                    round: *round,
+                    session_id: session_id.clone(),
+                    rejections,
+                    at: Some(at),
+                    ..ReviewLast::default()
+                });
+            }
+            Event::ReviewCompleted {
+                loop_number,
+                round,
+                verdict,
+                duration_seconds,
+                reason,
+                session_id,
+                usage,
+                rejections,
+                ..
+            } => {
+                let started = self.review_last.as_ref().and_then(|r| r.session_id.clone());
+                self.review_last = Some(ReviewLast {
+                    loop_number: *loop_number,
+                    round: *round,
+                    verdict: Some(verdict.clone()),
+                    reason: reason.clone(),
+                    session_id: session_id.clone().or(started),
+                    rejections: *rejections,
+                    duration_seconds: Some(*duration_seconds),
+                    at: Some(at),
+                });
+                // The reviewer's receipts count toward the run's budgets, and show with them.
+                if !usage.is_empty() {
+                    let mut total = self.usage_total.unwrap_or_default();
+                    total.add(usage);
+                    self.usage_total = Some(total);
+                }
+                self.child_pid = None;
+                self.child_pgid = None;
+            }
             Event::RunStopped {
                 status,
                 stop_reason,

@@ -108,6 +108,7 @@ impl RunStore {
     }
 
     /// Append an engine event and fold it into the state snapshot (written by `write_state`).
+    /// An event that starts a process (prompt, verify, review) names its log.
     pub fn append_event(&mut self, event: &Event, at: DateTime<Utc>) -> Result<()> {
         let log = match event {
             Event::PromptStarted {
@@ -115,6 +116,14 @@ impl RunStore {
                 prompt_index,
                 ..
             } => Some(self.prompt_log(*loop_number, *prompt_index)),
+            // The gates' logs become the current log too, so `logs -f` and the live view
+            // follow the verify command and the reviewer as they run.
+            Event::VerifyStarted { loop_number, .. } => {
+                Some(self.dir.join(super::verify_log_name(*loop_number)))
+            }
+            Event::ReviewStarted { loop_number, .. } => {
+                Some(self.dir.join(super::review_log_name(*loop_number)))
+            }
             _ => None,
         };
         self.write_line(events::encode(at, event, log.as_deref()))?;

@@ -663,7 +663,13 @@ fn btw_notes_are_queued_for_the_supervisor_never_pasted_by_the_command() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let text = std::fs::read_to_string(p.join("pane.txt")).unwrap_or_default();
     tmux(&["kill-server"]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("still queued"), "{}", stderr(&out));
     assert_eq!(text, "", "the command pasted nothing itself");
     let line: Json = serde_json::from_str(

@@ -25,3 +25,4 @@ mod reliability;
 mod security;
 mod status;
 mod tmux;
+mod verify;

@@ -367,6 +367,12 @@ impl E2e {
 
     /// The `[agents.<cli>]` table: the real binary, JSON interface, isolated environment.
     pub fn agent_table(&self) -> String {
+        self.agent_table_for(self.cli)
+    }
+
+    /// The same table for another CLI of this scenario (a second agent in one run: the
+    /// reviewer of issue 15), sharing its server, HOME and TMPDIR.
+    pub fn agent_table_for(&self, cli: Cli) -> String {
         let base = self.server.base_url();
         let mut env: Vec<(&str, String)> = vec![
             ("HOME", self.home().display().to_string()),
@@ -375,7 +381,7 @@ impl E2e {
             ("NO_PROXY", "127.0.0.1,localhost".into()),
             ("no_proxy", "127.0.0.1,localhost".into()),
         ];
-        let extra_args: &[&str] = match self.cli {
+        let extra_args: &[&str] = match cli {
             Cli::Codex => {
                 env.push(("CODEX_HOME", self.codex_home().display().to_string()));
                 env.push(("MOCK_API_KEY", "mock-key".into()));
@@ -412,9 +418,9 @@ impl E2e {
         let args = extra_args.iter().map(q).collect::<Vec<_>>().join(", ");
         format!(
             "[agents.{name}]\nkind = {kind}\ninterface = \"json\"\nexecutable = {exe}\nextra_args = [{args}]\nenv = {{ {env} }}\n",
-            name = self.cli.name(),
-            kind = q(self.cli.name()),
-            exe = qp(&self.bin.join(self.cli.name())),
+            name = cli.name(),
+            kind = q(cli.name()),
+            exe = qp(&self.bin.join(cli.name())),
         )
     }
 

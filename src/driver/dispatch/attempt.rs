@@ -129,12 +129,17 @@ impl Dispatcher {
             chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
         )
         .with_ignored_marker(self.cfg.ignored_marker.clone());
+        let scanner = if s.completion_must_be_last {
+            scanner.with_last_text(true)
+        } else {
+            scanner
+        };
         Sink::new(log, scanner, echo, s.kill_on_stop_pattern)
     }
 
     /// The agent's environment: the agent table's, and the run context with absolute paths
     /// under both names (D4). The supervisor's own environment is inherited by the spawn.
-    fn agent_env(&self) -> Vec<(String, String)> {
+    pub(super) fn agent_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
             .cfg
             .settings
@@ -143,6 +148,13 @@ impl Dispatcher {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        env.extend(self.run_context_env());
+        env
+    }
+
+    /// The run context (D4) under both names, with absolute paths.
+    pub(super) fn run_context_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
         let path = |name: &str| self.run_dir.join(name).display().to_string();
         let ctx = [
             ("RUN_DIR", self.run_dir.display().to_string()),
@@ -358,7 +370,7 @@ impl Dispatcher {
             timed_out: exit.timed_out,
             spawn_error: None,
             output_bytes: sc.text_bytes,
-            completion_seen: sc.completion_seen,
+            completion_seen: sc.completion(),
             marker_seen_while_off: sc.marker_seen_while_off,
             output_match_seen: sc.match_seen,
             session_id: sc.session_id.clone(),

@@ -499,7 +499,13 @@ fn status_prompts_fingerprints_backups_and_plans_answer_at_once() {
     );
     std::fs::write(h.root.join("plan.md"), "- [ ] a\n- [x] b\n* [ ] c\n").expect("plan");
     let _ = h.d.apply(Effect::CheckPlan);
-    assert_eq!(h.queued(), [Input::PlanChecked(Ok(2))]);
+    assert_eq!(
+        h.queued(),
+        [Input::PlanChecked(Ok(crate::engine::PlanCheck {
+            unchecked: 2,
+            removed: vec![]
+        }))]
+    );
 }
 
 #[test]
@@ -815,20 +821,7 @@ fn a_whole_run_through_handle_stops_at_max_loops_and_backs_up_each_loop() {
         },
         7,
     );
-    let mut pending = h.d.handle(0.0, Input::Start);
-    let mut now = 0.0;
-    while let Some(applied) = pending.pop() {
-        now += 1.0;
-        match applied {
-            a @ Applied::Attempt(_) => pending.extend(h.d.attempt_done(now, finish(Some(a)))),
-            Applied::Git(job) => {
-                let (ws, input) = job();
-                pending.extend(h.d.git_done(now, ws, input));
-            }
-            Applied::Wait(_) => pending.extend(h.d.handle(now, Input::WaitElapsed)),
-            Applied::CancelWait => {}
-        }
-    }
+    run_to_end(&mut h);
     assert!(h.d.is_done());
     let calls = h.take_calls();
     let backups: Vec<&Call> = calls
@@ -843,5 +836,91 @@ fn a_whole_run_through_handle_stops_at_max_loops_and_backs_up_each_loop() {
             .filter(|c| matches!(c, Call::Append("run_stopped")))
             .count(),
         1
+    );
+}
+
+/// Drive a whole run through `handle`, awaiting each fake attempt at once.
+fn run_to_end(h: &mut Harness) {
+    let mut pending = h.d.handle(0.0, Input::Start);
+    let mut now = 0.0;
+    while let Some(applied) = pending.pop() {
+        now += 1.0;
+        match applied {
+            a @ Applied::Attempt(_) => pending.extend(h.d.attempt_done(now, finish(Some(a)))),
+            Applied::Git(job) => {
+                let (ws, input) = job();
+                pending.extend(h.d.git_done(now, ws, input));
+            }
+            Applied::Wait(_) => pending.extend(h.d.handle(now, Input::WaitElapsed)),
+            Applied::CancelWait => {}
+        }
+    }
+}
+
+#[test]
+fn a_verify_runs_through_the_agent_port_with_its_own_log_and_its_facts_reach_the_engine() {
+    let config = format!(
+        "{}[verify]\ncommand = [\"start-agent\", \"--check\"]\ncount_regex = '(\\d+) passed'\nmin_count = 3\n",
+        generic("completion_enabled = true\nmax_loops = 3\n")
+    );
+    let mut h = Harness::new(&config);
+    let ok = |out: &[u8], code: i32| Script {
+        stdout: out.to_vec(),
+        exit: AttemptExit {
+            exit_code: Some(code),
+            ..AttemptExit::default()
+        },
+        spawn_error: None,
+    };
+    h.scripts.borrow_mut().extend([
+        ok(b"EXIT_SIGNAL: true\n", 0),
+        ok(b"test result: 2 passed\n", 0),
+        ok(b"EXIT_SIGNAL: true\n", 0),
+        ok(b"test result: 3 passed\n", 0),
+    ]);
+    run_to_end(&mut h);
+    let calls = h.take_calls();
+    let spawns: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Spawn { .. }))
+        .collect();
+    let verify = Call::Spawn {
+        program: h.root.join("bin/start-agent").display().to_string(),
+        args: vec!["--check".into()],
+    };
+    assert_eq!(spawns.len(), 4, "{calls:?}");
+    assert_eq!(spawns[1], &verify);
+    assert_eq!(spawns[3], &verify);
+    assert!(calls.contains(&Call::Say("verify: $ start-agent --check".into())));
+    assert!(calls.contains(&Call::Append("verify_completed")));
+    assert!(
+        calls.contains(&Call::Say("STOP: completion marker".into())),
+        "{calls:?}"
+    );
+    let st = h.d.ports.records.state();
+    let last = st.verify_last.clone().expect("verify_last");
+    assert_eq!(
+        (last.loop_number, last.pass, last.count),
+        (2, Some(true), Some(3))
+    );
+    let log = std::fs::read_to_string(h.root.join("run/loop-0001__verify.log")).expect("log");
+    assert!(log.contains("stdout: test result: 2 passed"), "{log}");
+}
+
+#[test]
+fn plan_integrity_compares_the_plan_with_the_loops_start() {
+    let mut h = Harness::new(&generic(
+        "completion_enabled = true\nplan_file = \"plan.md\"\n",
+    ));
+    std::fs::write(h.root.join("plan.md"), "- [ ] a\n- [ ] b\n+ [ ] c\n").expect("plan");
+    let _ = h.d.apply(Effect::MarkLoopStart { loop_number: 1 });
+    std::fs::write(h.root.join("plan.md"), "- [x] a\n1. [ ] c, rewritten\n").expect("plan");
+    let _ = h.d.apply(Effect::CheckPlan);
+    assert_eq!(
+        h.queued(),
+        [Input::PlanChecked(Ok(crate::engine::PlanCheck {
+            unchecked: 1,
+            removed: vec!["b".into(), "c".into()]
+        }))]
     );
 }
