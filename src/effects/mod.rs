@@ -7,3 +7,4 @@ pub mod outlog;
 pub mod process;
 pub mod procinfo;
 pub mod tmux;
+pub mod worktree;
