@@ -151,6 +151,30 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
             flag("keep-agent-pane"),
         );
     }
+    if args.worktree {
+        set("worktree", Value::Bool(true), flag("worktree"));
+    }
+    if args.no_worktree {
+        set("worktree", Value::Bool(false), flag("no-worktree"));
+    }
+    if let Some(c) = args.worktree_cleanup {
+        let w = match c {
+            cli::WorktreeCleanup::Auto => "auto",
+            cli::WorktreeCleanup::Keep => "keep",
+            cli::WorktreeCleanup::Remove => "remove",
+        };
+        set(
+            "worktree_cleanup",
+            Value::Str(w.into()),
+            flag("worktree-cleanup"),
+        );
+    }
+    if let Some(b) = &args.base {
+        set("worktree_base", Value::Str(b.clone()), flag("base"));
+    }
+    if args.trust_worktree {
+        set("worktree_trust", Value::Bool(true), flag("trust-worktree"));
+    }
     if let Some(layout) = args.tmux_layout {
         let l = match layout {
             cli::Layout::Auto => "auto",

@@ -104,6 +104,18 @@ pub struct AgentSettings {
     pub scan_stdout_for_stop_patterns: bool,
 }
 
+/// A run in a git worktree of its own (issue 16).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorktreeSettings {
+    pub cleanup: crate::engine::worktree::CleanupPolicy,
+    /// Where its branch starts; `None` is `HEAD`.
+    pub base: Option<String>,
+    /// `--branch`; `None` is `looper/<label>`.
+    pub branch: Option<String>,
+    /// Record folder trust for it in the TUI's config (hybrid).
+    pub trust: bool,
+}
+
 /// Everything a run needs from configuration, validated.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -152,6 +164,12 @@ pub struct Settings {
     pub tmux_layout: Layout,
     pub hold_on_stop: bool,
     pub keep_agent_pane: bool,
+    /// `Some` when the run gets a worktree of its own.
+    pub worktree: Option<WorktreeSettings>,
+    /// `--parallel N`: this invocation starts N runs.
+    pub parallel: Option<u64>,
+    /// One run of a `--parallel` group: the group's label and this run's number.
+    pub parallel_member: Option<(String, u64)>,
     pub dry_run: bool,
     pub layers: Layers,
 }
@@ -545,6 +563,48 @@ fn build(
         }
     };
 
+    let worktree = r.bool("looper.worktree").then(|| WorktreeSettings {
+        cleanup: crate::engine::worktree::CleanupPolicy::parse(&r.str("looper.worktree_cleanup"))
+            .unwrap_or_default(),
+        base: r.opt_str("looper.worktree_base"),
+        branch: args.branch.clone(),
+        trust: r.bool("looper.worktree_trust"),
+    });
+    if worktree.is_none() {
+        let needs = [
+            ("--branch", args.branch.is_some()),
+            ("--base", args.base.is_some()),
+            ("--parallel", args.parallel.is_some()),
+            ("--trust-worktree", args.trust_worktree),
+        ];
+        if let Some((flag, _)) = needs.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!(
+                "{flag} needs --worktree (or [looper].worktree = true): {}",
+                if *flag == "--parallel" {
+                    "parallel runs in one checkout would work over each other; each needs a worktree of its own"
+                } else {
+                    "it describes the run's worktree"
+                }
+            )));
+        }
+    }
+    // A member of a `--parallel` group: its label and branch are the group's, numbered.
+    let (label, parallel_member) = match (args.parallel_index, &args.label) {
+        (Some(i), Some(group)) => (Some(format!("{group}-{i}")), Some((group.clone(), i))),
+        (Some(_), None) => {
+            return Err(Error::Usage(
+                "--parallel-index is internal to --parallel and needs --label".into(),
+            ));
+        }
+        (None, l) => (l.clone(), None),
+    };
+    let worktree = worktree.map(|mut w| {
+        if let (Some(b), Some((_, i))) = (&w.branch, &parallel_member) {
+            w.branch = Some(format!("{b}-{i}"));
+        }
+        w
+    });
+
     let completion_marker = r
         .bool("looper.completion_enabled")
         .then(|| r.str("looper.completion_marker"));
@@ -563,7 +623,7 @@ fn build(
         mode,
         prompt_file: absolutize(&inv.base_dir, &prompt_file),
         separator: r.str("looper.separator"),
-        label: args.label.clone(),
+        label,
         timeout: r.seconds("looper.timeout_seconds"),
         sleep: r.seconds("looper.sleep_seconds"),
         fresh_session_per_loop: r.bool("looper.fresh_session_per_loop"),
@@ -598,6 +658,9 @@ fn build(
         tmux_layout: layout,
         hold_on_stop: r.bool("looper.hold_on_stop"),
         keep_agent_pane: r.bool("looper.keep_agent_pane"),
+        worktree,
+        parallel: args.parallel,
+        parallel_member,
         dry_run: args.dry_run,
         layers,
     })

@@ -72,7 +72,8 @@ impl RunConfig {
     }
 }
 
-fn random_label() -> String {
+/// A label for a run that was given none: `Looper_<6 hex>`.
+pub fn random_label() -> String {
     format!("Looper_{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 

@@ -185,10 +185,31 @@ fn record_path(home: &Path, name: &str) -> PathBuf {
 /// A worktree name from a run label: the safe file-name characters of the label, never
 /// starting with a dot (those names are the looper's own).
 pub fn name_for(label: &str) -> String {
-    let safe = crate::records::safe_label(label);
-    match safe.strip_prefix('.') {
-        Some(rest) => format!("_{rest}"),
-        None => safe,
+    let mapped: String = label
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // What git refuses in a branch name (`..`, a `.lock` ending) cannot come from a label.
+    let mut mapped = mapped;
+    while mapped.contains("..") {
+        mapped = mapped.replace("..", ".");
+    }
+    let mapped = mapped.strip_suffix(".lock").unwrap_or(&mapped);
+    let trimmed: String = mapped
+        .trim_matches(|c| c == '-' || c == '.')
+        .chars()
+        .take(80)
+        .collect();
+    if trimmed.is_empty() {
+        "worktree".into()
+    } else {
+        trimmed
     }
 }
 

@@ -312,6 +312,7 @@ impl Harness {
             console: Box::new(FakeConsole {
                 calls: calls.clone(),
             }),
+            checkout: None,
         };
         let engine = Engine::new(crate::driver::engine_config(&cfg), 7);
         let d = Dispatcher::new(cfg, engine, ports, Presentation::default(), run_dir);

@@ -146,6 +146,24 @@ fn a_worktree_is_made_on_a_new_branch_from_head_outside_the_tracked_tree() {
 }
 
 #[test]
+fn labels_become_names_git_accepts() {
+    for (label, want) in [
+        ("fix tests", "fix-tests"),
+        ("..hidden", "hidden"),
+        ("a..b", "a.b"),
+        ("x.lock", "x"),
+        ("///", "worktree"),
+        ("ünï", "ünï"),
+    ] {
+        assert_eq!(name_for(label), want, "{label}");
+        assert!(
+            git2::Branch::name_is_valid(&default_branch(label)).unwrap_or(false),
+            "{label}"
+        );
+    }
+}
+
+#[test]
 fn a_worktree_starts_from_base_when_asked() {
     let repo = Repo::new();
     let first = repo.rev("HEAD~1");
