@@ -31,6 +31,35 @@ pub fn head_commit(dir: &Path) -> Option<String> {
     Some(head.id().to_string())
 }
 
+/// Whether a delta of a tree-to-work-tree diff changes anything. libgit2 merges the tree's
+/// diff to the index with the index's diff to the files, and a file changed in the index and
+/// changed back in the work tree (a dirty snapshot's base against the same dirty file) comes
+/// out as "modified" with the same content on both sides.
+/// The work-tree side may not be hashed (libgit2 skips that when the sizes differ from the
+/// index's), so it is hashed here, for such deltas only.
+pub fn is_change(d: &git2::DiffDelta<'_>, workdir: &Path) -> bool {
+    if d.status() == git2::Delta::Unmodified {
+        return false;
+    }
+    if d.status() != git2::Delta::Modified || d.old_file().id().is_zero() {
+        return true;
+    }
+    let old = d.old_file().id();
+    let new = match d.new_file().id() {
+        id if !id.is_zero() => id,
+        _ => match d.new_file().path() {
+            Some(p) if d.new_file().mode() != git2::FileMode::Link => {
+                match Oid::hash_file(git2::ObjectType::Blob, workdir.join(p)) {
+                    Ok(id) => id,
+                    Err(_) => return true,
+                }
+            }
+            _ => return true,
+        },
+    };
+    old != new
+}
+
 /// Whether `rel` (relative to the work tree) lies under one of `excluded` (absolute).
 fn is_excluded(workdir: &Path, rel: &Path, excluded: &[PathBuf]) -> bool {
     let abs = workdir.join(rel);
@@ -72,7 +101,7 @@ pub fn since(
         .map_err(|e| format!("cannot diff the work tree: {}", e.message()))?;
     let mut out = DiffText::default();
     let mut kept_files = std::collections::HashSet::new();
-    for delta in diff.deltas() {
+    for delta in diff.deltas().filter(|d| is_change(d, &workdir)) {
         let path = delta.new_file().path().or(delta.old_file().path());
         if let Some(p) = path
             && !is_excluded(&workdir, p, excluded)
@@ -247,6 +276,26 @@ mod tests {
         let lines: Vec<&str> = wide.lines().collect();
         assert_eq!(lines[0], format!(" big   | 400 {}", "+".repeat(40)));
         assert_eq!(lines[1], " small |   2 +-");
+    }
+
+    #[test]
+    fn a_file_changed_back_to_the_base_is_no_change() {
+        let (dir, _) = repo();
+        let repo = Repository::open(dir.path()).expect("open");
+        // A base whose a.txt is what the work tree has, while the index has the old one.
+        // Of another size than the index's, so libgit2 does not hash it.
+        std::fs::write(dir.path().join("a.txt"), "one\ntwo\nthree\n").expect("write");
+        let blob = repo.blob(b"one\ntwo\nthree\n").expect("blob");
+        let mut tb = repo.treebuilder(None).expect("tb");
+        tb.insert("a.txt", blob, 0o100644).expect("insert");
+        let tree = repo.find_tree(tb.write().expect("tree")).expect("tree");
+        let sig = git2::Signature::now("t", "t@example.com").expect("sig");
+        let head = repo.head().expect("head").peel_to_commit().expect("commit");
+        let base = repo
+            .commit(None, &sig, &sig, "snapshot", &tree, &[&head])
+            .expect("commit");
+        let d = since(dir.path(), &base.to_string(), &[], DiffView::Stat, 1 << 20).expect("d");
+        assert_eq!(d.files, 0, "{}", d.text);
     }
 
     #[test]

@@ -436,7 +436,7 @@ pub struct Changes {
     pub commits_ahead: u64,
     /// Files its commits or its work tree changed since the base.
     pub files_changed: u64,
-    /// Paths `git status` shows (ignored files excluded).
+    /// Paths `git status` shows (ignored files excluded); measured for the cleanup rules only.
     pub dirty_paths: u64,
 }
 
@@ -446,8 +446,10 @@ fn excluded_path(workdir: &Path, rel: &Path, excluded: &[PathBuf]) -> bool {
     excluded.iter().any(|e| abs.starts_with(e))
 }
 
-/// Measure the checkout containing `dir` against `base`. One work-tree scan (a `git status`)
-/// and a tree-to-tree diff of the commits: cheap enough for every loop end.
+/// Measure the checkout containing `dir` against `base`: commits ahead (a walk of the
+/// history) and files changed (the base's tree against the work tree through the index, a
+/// scan like `git status`'s; untracked files count, ignored ones do not). Cheap enough for
+/// every loop end.
 pub fn changes(dir: &Path, base: &str, excluded: &[PathBuf]) -> Result<Changes, WorktreeError> {
     let repo = Repository::discover(dir).map_err(git_err("cannot open the repository at", dir))?;
     let workdir = repo
@@ -465,25 +467,41 @@ pub fn changes(dir: &Path, base: &str, excluded: &[PathBuf]) -> Result<Changes, 
         .peel_to_commit()
         .map_err(git_err("cannot read HEAD of", dir))?;
     let base_oid = Oid::from_str(base).map_err(git_err("bad base commit for", dir))?;
-    let base_commit = repo
+    let base_tree = repo
         .find_commit(base_oid)
+        .and_then(|c| c.tree())
         .map_err(git_err("cannot find the base commit in", dir))?;
     let commits_ahead = count_walk(&repo, &[head.id()], &[base_oid])?;
-    let mut paths = std::collections::HashSet::new();
-    let committed = repo
-        .diff_tree_to_tree(
-            Some(&base_commit.tree().map_err(git_err("cannot read", dir))?),
-            Some(&head.tree().map_err(git_err("cannot read", dir))?),
-            None,
-        )
-        .map_err(git_err("cannot diff the commits in", dir))?;
-    for d in committed.deltas() {
-        if let Some(p) = d.new_file().path().or(d.old_file().path())
-            && !excluded_path(&workdir, p, excluded)
-        {
-            paths.insert(p.to_path_buf());
-        }
-    }
+    let mut opts = git2::DiffOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .ignore_submodules(false);
+    let diff = repo
+        .diff_tree_to_workdir_with_index(Some(&base_tree), Some(&mut opts))
+        .map_err(git_err("cannot diff the work tree of", dir))?;
+    let files_changed = diff
+        .deltas()
+        .filter(|d| crate::effects::diff::is_change(d, &workdir))
+        .filter(|d| {
+            d.new_file()
+                .path()
+                .or(d.old_file().path())
+                .is_some_and(|p| !excluded_path(&workdir, p, excluded))
+        })
+        .count() as u64;
+    Ok(Changes {
+        branch,
+        head: head.id().to_string(),
+        commits_ahead,
+        files_changed,
+        dirty_paths: 0,
+    })
+}
+
+/// Paths `git status` shows in the work tree at `dir` (changes and untracked files; ignored
+/// files do not count, as for `git worktree remove`).
+fn dirty_paths(dir: &Path) -> Result<u64, WorktreeError> {
+    let repo = Repository::open(dir).map_err(git_err("cannot open the worktree", dir))?;
     let mut opts = StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(true)
@@ -492,24 +510,7 @@ pub fn changes(dir: &Path, base: &str, excluded: &[PathBuf]) -> Result<Changes, 
     let statuses = repo
         .statuses(Some(&mut opts))
         .map_err(git_err("cannot read the status of", dir))?;
-    let mut dirty = 0;
-    for s in statuses.iter() {
-        let Ok(p) = s.path().map(PathBuf::from) else {
-            continue;
-        };
-        if excluded_path(&workdir, &p, excluded) {
-            continue;
-        }
-        dirty += 1;
-        paths.insert(p);
-    }
-    Ok(Changes {
-        branch,
-        head: head.id().to_string(),
-        commits_ahead,
-        files_changed: paths.len() as u64,
-        dirty_paths: dirty,
-    })
+    Ok(statuses.len() as u64)
 }
 
 /// Commits reachable from `tips` but from none of `hidden`.
@@ -552,7 +553,8 @@ pub fn facts(record: &Record, pane_kept: bool) -> Result<(Facts, Changes), Workt
         tips.push(t);
     }
     let changes = if record.path.exists() {
-        let c = changes(&record.path, &record.base, &[])?;
+        let mut c = changes(&record.path, &record.base, &[])?;
+        c.dirty_paths = dirty_paths(&record.path)?;
         if let Ok(h) = Oid::from_str(&c.head)
             && !tips.contains(&h)
         {

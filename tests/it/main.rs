@@ -22,3 +22,4 @@ mod process;
 mod reliability;
 mod status;
 mod tmux;
+mod worktree;

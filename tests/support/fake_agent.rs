@@ -15,6 +15,9 @@
 //! record PATH (appends {"argv":[...],"env":{...},"cwd":...} as one JSON line)
 //! write PATH TEXT | append PATH TEXT | echo-prompt (prints the last argument)
 //! signal-self NAME (kill itself with a signal) | stdin-to PATH (copies stdin to a file)
+//! git ARGS... (runs git in the working directory; fails the agent if git does)
+//!
+//! `${NAME}` in a step is replaced by the environment variable NAME (`${LOOPER_LABEL}`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -31,6 +34,28 @@ fn line(text: &str) {
 
 fn unescape(s: &str) -> String {
     s.replace("\\n", "\n").replace("\\t", "\t")
+}
+
+/// `${NAME}` replaced by the environment variable NAME (empty when unset).
+fn expand(step: &str) -> String {
+    let mut out = String::new();
+    let mut rest = step;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + 2 + end];
+                out.push_str(&std::env::var(name).unwrap_or_default());
+                rest = &rest[start + 3 + end..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn session_from_argv(argv: &[String]) -> Option<String> {
@@ -80,7 +105,8 @@ fn main() {
     let session = session_from_argv(&argv).unwrap_or_else(|| format!("fake-session-{call}"));
     let prompt = argv.last().cloned().unwrap_or_default();
     for step in steps {
-        let step = step.trim_end();
+        let step = expand(step.trim_end());
+        let step = step.as_str();
         if step.is_empty() || step.starts_with('#') {
             continue;
         }
@@ -267,6 +293,16 @@ fn main() {
                 };
                 unsafe {
                     libc::kill(libc::getpid(), sig);
+                }
+            }
+            "git" => {
+                let ok = std::process::Command::new("git")
+                    .args(rest.split_whitespace())
+                    .status()
+                    .is_ok_and(|st| st.success());
+                if !ok {
+                    eprintln!("fake-agent: git {rest} failed");
+                    std::process::exit(98);
                 }
             }
             other => {

@@ -490,5 +490,9 @@ fn changes_count_commits_and_files_since_the_base() {
     assert_eq!(c.branch.as_deref(), Some("looper/count"));
     assert_eq!(c.commits_ahead, 2);
     assert_eq!(c.files_changed, 4);
-    assert_eq!(c.dirty_paths, 2);
+    // A change reverted in the work tree is no change.
+    std::fs::write(r.path.join("c1.txt"), "").expect("write");
+    std::fs::remove_file(r.path.join("c1.txt")).expect("rm");
+    let c = changes(&r.path, &r.base, &[]).expect("changes");
+    assert_eq!(c.files_changed, 3);
 }
