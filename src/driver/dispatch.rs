@@ -376,9 +376,11 @@ impl Dispatcher {
     /// Returns the exit code and whether the end could not be recorded.
     pub fn close(mut self) -> (i32, Option<Error>) {
         let mut pane_kept = false;
+        let mut closed_pane = None;
         if let Some(pane) = self.pane.take() {
             if panes::close_at_end(self.cfg.settings.keep_agent_pane) {
                 self.ports.panes.close(&pane);
+                closed_pane = Some(pane.pid);
             } else {
                 pane_kept = true;
             }
@@ -392,7 +394,7 @@ impl Dispatcher {
             .ports
             .checkout
             .as_mut()
-            .and_then(|c| c.finish(pane_kept))
+            .and_then(|c| c.finish(pane_kept, closed_pane))
         {
             self.say(&format!("looper: {}", outcome.text()));
             let event = SupervisorEvent::worktree_outcome(&outcome);

@@ -93,8 +93,10 @@ pub trait Checkout {
     /// Its branch, commits ahead of `base` and files changed since (`looper status`).
     fn changes(&mut self, base: &str) -> std::result::Result<Changes, String>;
     /// The run is over: a looper-made worktree is kept or removed under its cleanup rules
-    /// (`None` for the main checkout, which is left as it is).
-    fn finish(&mut self, pane_kept: bool) -> Option<Outcome>;
+    /// (`None` for the main checkout, which is left as it is). `closed_pane` is the pid of
+    /// the hybrid pane just closed: a TUI writes its files (and its config) as it exits, so
+    /// it is waited for before anything is judged or removed.
+    fn finish(&mut self, pane_kept: bool, closed_pane: Option<i32>) -> Option<Outcome>;
     /// A worktree of the run's own: its changes are measured at every loop's end (the main
     /// checkout's only at the run's end, so a run there costs no extra scan per loop).
     fn is_worktree(&self) -> bool;
@@ -317,6 +319,9 @@ impl Console for Terminal {
     }
 }
 
+/// How long a closed hybrid pane's TUI may take to exit before its worktree is settled.
+const PANE_EXIT_WAIT: Duration = Duration::from_secs(10);
+
 /// The main checkout of a run without a worktree: measured, never touched.
 pub struct MainCheckout {
     pub dir: PathBuf,
@@ -329,7 +334,7 @@ impl Checkout for MainCheckout {
         worktree::changes(&self.dir, base, &self.excluded).map_err(|e| e.to_string())
     }
 
-    fn finish(&mut self, _pane_kept: bool) -> Option<Outcome> {
+    fn finish(&mut self, _pane_kept: bool, _closed_pane: Option<i32>) -> Option<Outcome> {
         None
     }
 
@@ -386,7 +391,15 @@ impl Checkout for WorktreeLease {
         worktree::changes(&self.record.path, base, &[]).map_err(|e| e.to_string())
     }
 
-    fn finish(&mut self, pane_kept: bool) -> Option<Outcome> {
+    fn finish(&mut self, pane_kept: bool, closed_pane: Option<i32>) -> Option<Outcome> {
+        if let Some(pid) = closed_pane {
+            // Bounded: a TUI that does not exit in time is judged as it is (its files
+            // are then what the rules see).
+            let until = std::time::Instant::now() + PANE_EXIT_WAIT;
+            while crate::effects::procinfo::is_running(pid) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.settle(pane_kept)
     }
 

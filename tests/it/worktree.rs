@@ -529,3 +529,265 @@ fn diff_of_a_run_without_a_worktree_starts_from_its_first_snapshot() {
     assert_eq!(st["files_changed"], 1, "{st}");
     assert_eq!(st["branch"], "main", "{st}");
 }
+
+// ---------------------------------------------------------------------------------------
+// End to end: the real CLIs inside a looper-made worktree, against the mock model server.
+
+mod e2e {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use serde_json::Value as Json;
+
+    use crate::e2e_support::{Cli, E2e, Timing, all_strings, require};
+    use crate::mock_server::{MockServer, Provider, Reply};
+    use crate::support::*;
+
+    const COMPLETE_ON: &str = r"EXIT_SIGNAL:\s*true";
+
+    fn main_checkout(p: &Project) -> (String, String) {
+        (
+            p.git(&["status", "--porcelain", "--untracked-files=all"]),
+            p.git(&["rev-parse", "HEAD"]),
+        )
+    }
+
+    /// A codex json run in its worktree: codex works there (the request carries the
+    /// worktree as its cwd), the session is resumed by its thread id, the main checkout is
+    /// left alone, and the untouched worktree is removed at the end.
+    #[test]
+    fn e2e_codex_json_run_works_in_a_looper_made_worktree() {
+        let Some(bin) = require("e2e_codex_json_worktree") else {
+            return;
+        };
+        let e = E2e::new(Cli::Codex, bin, Timing::Shared, "");
+        e.project
+            .write("PROMPT.md", "Look around; say EXIT_SIGNAL: true when done.");
+        e.project.git(&["add", "-A"]);
+        e.project.git(&["commit", "-q", "-m", "prompt"]);
+        e.server.push(
+            Provider::OpenAi,
+            Reply::text("Looked around.\nEXIT_SIGNAL: false"),
+        );
+        e.server
+            .push(Provider::OpenAi, Reply::text("Done.\nEXIT_SIGNAL: true"));
+        let before = main_checkout(&e.project);
+        let out = e.run(&[
+            "--worktree",
+            "--label",
+            "cx",
+            "--max-loops",
+            "3",
+            "--reuse-session",
+            "--complete-on",
+            COMPLETE_ON,
+        ]);
+        let why = e.diagnose(&out);
+        assert_eq!(out.status.code(), Some(0), "{why}");
+        let st = e.state();
+        assert_eq!(st["stop_reason"], "completion marker", "{why}");
+        let wt = st["worktree_path"].as_str().unwrap_or("?").to_string();
+        assert!(wt.ends_with("/.agent-looper/worktrees/cx"), "{st}");
+        assert_eq!(st["agent_cwd"], wt.as_str(), "{st}");
+        let turns = e.server.turns(Provider::OpenAi);
+        assert_eq!(turns.len(), 2, "{why}");
+        assert!(
+            turns
+                .iter()
+                .all(|t| t.json().is_some_and(|j| all_strings(&j).contains(&wt))),
+            "codex did not run in the worktree: {why}"
+        );
+        let thread = turns[0].header("session-id").unwrap_or("?").to_string();
+        assert_eq!(
+            turns[1].header("session-id"),
+            Some(thread.as_str()),
+            "loop 2 resumed loop 1's thread: {why}"
+        );
+        assert_eq!(main_checkout(&e.project), before, "{why}");
+        assert_eq!(st["worktree_state"], "removed", "{st}");
+        assert!(!std::path::Path::new(&wt).exists());
+    }
+
+    /// A private tmux server: its own socket directory, killed on drop.
+    struct Tmux {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmux {
+        fn cmd(&self) -> Command {
+            let mut c = Command::new("tmux");
+            c.env("TMUX_TMPDIR", self.dir.path())
+                .env_remove("TMUX")
+                .env_remove("TMUX_PANE");
+            c
+        }
+    }
+
+    impl Drop for Tmux {
+        fn drop(&mut self) {
+            let _ = self.cmd().arg("kill-server").output();
+        }
+    }
+
+    /// A claude hybrid run in its worktree, with the trust opt-in: the pane starts without
+    /// the trust dialog, the turn ends from claude's transcript in the worktree's project
+    /// folder, a pane closed between loops is reopened on the same session (`--resume`),
+    /// and at the end the untouched worktree is removed with the trust recorded for it.
+    #[test]
+    fn e2e_claude_hybrid_run_works_in_a_looper_made_worktree_and_resumes_a_reopened_pane() {
+        let Some(dir) = require("e2e_claude_hybrid_worktree") else {
+            return;
+        };
+        let claude = dir.join("claude");
+        let server = MockServer::start();
+        server.push(
+            Provider::Anthropic,
+            Reply::text("Still working.\nEXIT_SIGNAL: false"),
+        );
+        server.push(
+            Provider::Anthropic,
+            Reply::text("All done.\nEXIT_SIGNAL: true"),
+        );
+        let p = Project::new();
+        let outside = tempfile::tempdir().expect("home");
+        let home = outside.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let tmp = outside.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let key = "sk-ant-api03-test-0123456789abcdefghijklmnop";
+        // Onboarded and the key approved, but no folder trusted: the worktree needs the
+        // opt-in.
+        let cfg = serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": {},
+            "customApiKeyResponses": { "approved": [key[key.len() - 20..].to_string()], "rejected": [] },
+        });
+        std::fs::write(home.join(".claude.json"), cfg.to_string()).expect("claude.json");
+        p.write(
+            "PROMPT.md",
+            "Finish the task. End with EXIT_SIGNAL: true only when done.",
+        );
+        p.write(".gitignore", ".agent-looper/\n.xdg-state/\nlooper.exit\n");
+        p.write(
+            "agent-looper.toml",
+            &format!(
+                "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 3\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, ANTHROPIC_BASE_URL = {:?}, ANTHROPIC_API_KEY = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+                claude.display().to_string(),
+                home.display().to_string(),
+                server.base_url(),
+                key,
+                tmp.display().to_string(),
+            ),
+        );
+        p.git(&["add", "-A"]);
+        p.git(&["commit", "-q", "-m", "config"]);
+        let before = main_checkout(&p);
+        let tmux = Tmux {
+            dir: tempfile::tempdir().expect("tmux dir"),
+        };
+        let done = p.join("looper.exit");
+        let script = format!(
+            "cd {:?} && {:?} --local --worktree --trust-worktree --label cl --max-loops 3 --reuse-session --complete-on '{COMPLETE_ON}'; echo $? > {:?}",
+            p.path(),
+            looper_bin(),
+            done
+        );
+        let started = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "wt",
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env("XDG_STATE_HOME", p.join(".xdg-state"))
+            .output()
+            .expect("tmux");
+        assert!(started.status.success(), "{}", stderr(&started));
+        let loop_one = wait_until(90.0, || {
+            p.run_dirs().last().is_some() && p.event_names().iter().any(|e| e == "loop_completed")
+        });
+        let capture = || {
+            tmux.cmd()
+                .args(["capture-pane", "-p", "-t", "wt"])
+                .output()
+                .map(|o| stdout(&o))
+                .unwrap_or_default()
+        };
+        assert!(loop_one, "loop 1 never completed: {}", capture());
+        let st = p.state();
+        let wt = st["worktree_path"].as_str().unwrap_or("?").to_string();
+        // Trust was recorded for exactly this worktree while it lives.
+        let trusted: Json = read_json(&home.join(".claude.json"));
+        assert_eq!(
+            trusted["projects"][&wt]["hasTrustDialogAccepted"], true,
+            "{trusted}"
+        );
+        // The transcript is claude's for the worktree's folder, named by the session id.
+        let session = st["current_session_id"].as_str().unwrap_or("?").to_string();
+        let folder: String = wt
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        assert!(
+            home.join(".claude/projects")
+                .join(&folder)
+                .join(format!("{session}.jsonl"))
+                .is_file(),
+            "no transcript for {session} in {folder}"
+        );
+        // Close the pane between the loops, as a user might.
+        let pane = st["hybrid_pane_id"].as_str().unwrap_or("?").to_string();
+        let killed = tmux
+            .cmd()
+            .args(["kill-pane", "-t", &pane])
+            .output()
+            .expect("kill");
+        assert!(killed.status.success(), "{}", stderr(&killed));
+        let finished = wait_until(120.0, || done.exists());
+        assert!(finished, "the run did not end: {}", capture());
+        let code = std::fs::read_to_string(&done).unwrap_or_default();
+        let st = p.state();
+        assert_eq!(code.trim(), "0", "{st}\n{}", capture());
+        assert_eq!(st["stop_reason"], "completion marker", "{st}");
+        let started: Vec<Json> = p
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "hybrid_pane_started")
+            .collect();
+        assert_eq!(started.len(), 2, "{started:?}");
+        assert_eq!(started[1]["session_id"], session.as_str(), "{started:?}");
+        assert!(
+            started[1]["argv"].as_array().is_some_and(|a| a
+                .windows(2)
+                .any(|w| w[0] == "--resume" && w[1] == session.as_str())),
+            "the reopened pane resumed the session: {started:?}"
+        );
+        let prompts = server.prompts(Provider::Anthropic);
+        assert_eq!(prompts.len(), 2, "{prompts:?}");
+        assert!(
+            server
+                .turns(Provider::Anthropic)
+                .iter()
+                .all(|t| t.json().is_some_and(|j| all_strings(&j).contains(&wt))),
+            "claude did not run in the worktree"
+        );
+        assert_eq!(main_checkout(&p), before);
+        assert_eq!(st["worktree_state"], "removed", "{st}");
+        assert!(!std::path::Path::new(&wt).exists());
+        let after: Json = read_json(&home.join(".claude.json"));
+        assert!(
+            after["projects"].get(&wt).is_none(),
+            "the trust went with the worktree: {after}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
