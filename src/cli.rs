@@ -16,8 +16,8 @@ Examples:
   codex-looper --preset rai
   codex-looper --dry-run --once                 print the exact agent command and stop
   codex-looper --once -- --model gpt-5.4        pass native flags to the agent after --
-  codex-looper --worktree --label fix-ci        run in a worktree of its own, on branch looper/fix-ci
-  codex-looper --worktree --parallel 3 --local  three runs at once, each on its own branch and worktree
+  codex-looper --worktree -l fix-ci             a worktree and branch of its own (looper/fix-ci)
+  codex-looper --worktree --parallel 3 --local  three runs at once, each in its own worktree
   looper diff fix-ci --stat                     what the run changed";
 
 const TOP_EXAMPLES: &str = "\

@@ -27,7 +27,11 @@
 //!     "usage_total": {"input_tokens", "output_tokens", "cached_input_tokens", "cost_usd"}|null,
 //!     "project": string|null,       basename of the agent's working directory
 //!     "pid": int|null               the supervisor's pid
+//!     "group": string|null, "parallel_index": int|null   a --parallel group
+//!     "branch": string|null, "commits_ahead": int|null, "files_changed": int|null
+//!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null
 //!   } ]                             ordered as the table: attention, running, finished
+//!   "orphan_worktrees": [ {"path", "branch", "label", "run_dir", "phase", "reason"} ]
 //! }
 //! ```
 //!

@@ -1,8 +1,9 @@
 //! The command line's layer (D8): each `looper run` flag set over the files, with the flag
 //! as its origin (so `config check --show-origin` and every error name it).
 
-use super::{Layers, Origin, Value};
+use super::{Layers, Origin, Value, WorktreeSettings};
 use crate::cli::{self, RunArgs};
+use crate::error::{Error, Result};
 
 pub(super) fn flag(name: &str) -> Origin {
     Origin::Flag(format!("--{name}"))
@@ -183,4 +184,51 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
         };
         set("tmux_layout", Value::Str(l.into()), flag("tmux-layout"));
     }
+}
+
+/// A run's label, its worktree and its place in a `--parallel` group, from the flags: the
+/// flags that describe a worktree need one, and a member of a group (`--parallel-index I`,
+/// given by `--parallel` itself) is `<label>-I`, on branch `<branch>-I`.
+pub(super) fn worktree_and_label(
+    args: &RunArgs,
+    worktree: Option<WorktreeSettings>,
+) -> Result<(
+    Option<WorktreeSettings>,
+    Option<String>,
+    Option<(String, u64)>,
+)> {
+    if worktree.is_none() {
+        let needs = [
+            ("--branch", args.branch.is_some()),
+            ("--base", args.base.is_some()),
+            ("--parallel", args.parallel.is_some()),
+            ("--trust-worktree", args.trust_worktree),
+        ];
+        if let Some((flag, _)) = needs.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!(
+                "{flag} needs --worktree (or [looper].worktree = true): {}",
+                if *flag == "--parallel" {
+                    "parallel runs in one checkout would work over each other; each needs a worktree of its own"
+                } else {
+                    "it describes the run's worktree"
+                }
+            )));
+        }
+    }
+    let (label, member) = match (args.parallel_index, &args.label) {
+        (Some(i), Some(group)) => (Some(format!("{group}-{i}")), Some((group.clone(), i))),
+        (Some(_), None) => {
+            return Err(Error::Usage(
+                "--parallel-index is internal to --parallel and needs --label".into(),
+            ));
+        }
+        (None, l) => (l.clone(), None),
+    };
+    let worktree = worktree.map(|mut w| {
+        if let (Some(b), Some((_, i))) = (&w.branch, &member) {
+            w.branch = Some(format!("{b}-{i}"));
+        }
+        w
+    });
+    Ok((worktree, label, member))
 }

@@ -563,47 +563,18 @@ fn build(
         }
     };
 
-    let worktree = r.bool("looper.worktree").then(|| WorktreeSettings {
-        cleanup: crate::engine::worktree::CleanupPolicy::parse(&r.str("looper.worktree_cleanup"))
+    let (worktree, label, parallel_member) = flags::worktree_and_label(
+        args,
+        r.bool("looper.worktree").then(|| WorktreeSettings {
+            cleanup: crate::engine::worktree::CleanupPolicy::parse(
+                &r.str("looper.worktree_cleanup"),
+            )
             .unwrap_or_default(),
-        base: r.opt_str("looper.worktree_base"),
-        branch: args.branch.clone(),
-        trust: r.bool("looper.worktree_trust"),
-    });
-    if worktree.is_none() {
-        let needs = [
-            ("--branch", args.branch.is_some()),
-            ("--base", args.base.is_some()),
-            ("--parallel", args.parallel.is_some()),
-            ("--trust-worktree", args.trust_worktree),
-        ];
-        if let Some((flag, _)) = needs.iter().find(|(_, given)| *given) {
-            return Err(Error::Usage(format!(
-                "{flag} needs --worktree (or [looper].worktree = true): {}",
-                if *flag == "--parallel" {
-                    "parallel runs in one checkout would work over each other; each needs a worktree of its own"
-                } else {
-                    "it describes the run's worktree"
-                }
-            )));
-        }
-    }
-    // A member of a `--parallel` group: its label and branch are the group's, numbered.
-    let (label, parallel_member) = match (args.parallel_index, &args.label) {
-        (Some(i), Some(group)) => (Some(format!("{group}-{i}")), Some((group.clone(), i))),
-        (Some(_), None) => {
-            return Err(Error::Usage(
-                "--parallel-index is internal to --parallel and needs --label".into(),
-            ));
-        }
-        (None, l) => (l.clone(), None),
-    };
-    let worktree = worktree.map(|mut w| {
-        if let (Some(b), Some((_, i))) = (&w.branch, &parallel_member) {
-            w.branch = Some(format!("{b}-{i}"));
-        }
-        w
-    });
+            base: r.opt_str("looper.worktree_base"),
+            branch: args.branch.clone(),
+            trust: r.bool("looper.worktree_trust"),
+        }),
+    )?;
 
     let completion_marker = r
         .bool("looper.completion_enabled")

@@ -26,21 +26,23 @@
 //! rolls a creation back, finishes a removal, or applies the cleanup rules to a worktree whose
 //! run died — under the same rules as the end of a run.
 
+mod inspect;
+mod settle;
 pub mod trust;
+
+pub use inspect::{Changes, changes, facts};
+pub use settle::{Found, Outcome, finish, recover, scan};
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use git2::{
-    BranchType, ErrorCode, Oid, Repository, Sort, StatusOptions, WorktreeAddOptions,
-    WorktreePruneOptions,
-};
+use git2::{BranchType, ErrorCode, Repository, WorktreeAddOptions, WorktreePruneOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::effects::procinfo;
-use crate::engine::worktree::{self as policy, CleanupPolicy, Decision, Facts, KeepReason};
+use crate::engine::worktree::CleanupPolicy;
 
 /// Where looper-made worktrees live, relative to the main worktree.
 pub const ROOT: &str = ".agent-looper/worktrees";
@@ -50,7 +52,7 @@ const META: &str = ".looper";
 const LOCK: &str = "lock";
 const RECORD_VERSION: u32 = 1;
 /// git's own lock reason file in a worktree's admin directory (`git worktree lock`).
-const GIT_LOCKED: &str = "locked";
+pub(crate) const GIT_LOCKED: &str = "locked";
 
 /// Every failure of this module, worded for the person running the looper.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +95,10 @@ pub enum WorktreeError {
     },
 }
 
-fn git_err(action: &'static str, path: &Path) -> impl FnOnce(git2::Error) -> WorktreeError {
+pub(crate) fn git_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(git2::Error) -> WorktreeError {
     move |source| WorktreeError::Git {
         action,
         path: path.to_path_buf(),
@@ -101,7 +106,7 @@ fn git_err(action: &'static str, path: &Path) -> impl FnOnce(git2::Error) -> Wor
     }
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WorktreeError {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WorktreeError {
     move |source| WorktreeError::Io {
         action,
         path: path.to_path_buf(),
@@ -174,11 +179,11 @@ impl Record {
     }
 }
 
-fn meta_dir(home: &Path) -> PathBuf {
+pub(crate) fn meta_dir(home: &Path) -> PathBuf {
     home.join(ROOT).join(META)
 }
 
-fn record_path(home: &Path, name: &str) -> PathBuf {
+pub(crate) fn record_path(home: &Path, name: &str) -> PathBuf {
     meta_dir(home).join(format!("{name}.json"))
 }
 
@@ -228,7 +233,7 @@ pub struct Location {
     pub home: PathBuf,
 }
 
-fn clean(p: &Path) -> PathBuf {
+pub(crate) fn clean(p: &Path) -> PathBuf {
     p.components().collect()
 }
 
@@ -260,7 +265,7 @@ pub fn locate(dir: &Path) -> Result<Location, WorktreeError> {
 }
 
 /// The lock every creation and removal holds (released when dropped: `flock`).
-fn lock_home(home: &Path) -> Result<File, WorktreeError> {
+pub(crate) fn lock_home(home: &Path) -> Result<File, WorktreeError> {
     let root = home.join(ROOT);
     let meta = root.join(META);
     fs::create_dir_all(&meta).map_err(io_err("cannot create", &meta))?;
@@ -329,7 +334,7 @@ pub fn create(req: &Request<'_>) -> Result<Record, WorktreeError> {
         });
     }
     let _lock = lock_home(&loc.home)?;
-    recover_crashed(&loc.home);
+    settle::recover_crashed(&loc.home);
     let path = loc.home.join(ROOT).join(req.name);
     let admin = repo.commondir().join("worktrees").join(req.name);
     if path.exists() || admin.exists() || record_path(&loc.home, req.name).exists() {
@@ -399,7 +404,7 @@ pub fn create(req: &Request<'_>) -> Result<Record, WorktreeError> {
 
 /// Undo a creation: the directory, git's admin entry, the branch (only while it is still at
 /// the base: nothing was committed on it), the record.
-fn roll_back(repo: &Repository, record: &Record) {
+pub(crate) fn roll_back(repo: &Repository, record: &Record) {
     let _ = fs::remove_dir_all(&record.path);
     prune_admin(repo, &record.name);
     if let Ok(mut b) = repo.find_branch(&record.branch, BranchType::Local)
@@ -411,7 +416,7 @@ fn roll_back(repo: &Repository, record: &Record) {
 }
 
 /// Drop git's admin entry of a worktree whose directory is gone (or going).
-fn prune_admin(repo: &Repository, name: &str) {
+pub(crate) fn prune_admin(repo: &Repository, name: &str) {
     if let Ok(wt) = repo.find_worktree(name) {
         let mut opts = WorktreePruneOptions::new();
         opts.valid(true).locked(true).working_tree(false);
@@ -423,450 +428,6 @@ fn prune_admin(repo: &Repository, name: &str) {
         if admin.exists() {
             let _ = fs::remove_dir_all(admin);
         }
-    }
-}
-
-/// Git facts about a checkout against a base: what `looper status` shows and what the
-/// cleanup rules decide on.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Changes {
-    /// The branch checked out (`None`: detached HEAD).
-    pub branch: Option<String>,
-    pub head: String,
-    pub commits_ahead: u64,
-    /// Files its commits or its work tree changed since the base.
-    pub files_changed: u64,
-    /// Paths `git status` shows (ignored files excluded); measured for the cleanup rules only.
-    pub dirty_paths: u64,
-}
-
-/// Whether `rel` lies under one of `excluded` (absolute).
-fn excluded_path(workdir: &Path, rel: &Path, excluded: &[PathBuf]) -> bool {
-    let abs = workdir.join(rel);
-    excluded.iter().any(|e| abs.starts_with(e))
-}
-
-/// Measure the checkout containing `dir` against `base`: commits ahead (a walk of the
-/// history) and files changed (the base's tree against the work tree through the index, a
-/// scan like `git status`'s; untracked files count, ignored ones do not). Cheap enough for
-/// every loop end.
-pub fn changes(dir: &Path, base: &str, excluded: &[PathBuf]) -> Result<Changes, WorktreeError> {
-    let repo = Repository::discover(dir).map_err(git_err("cannot open the repository at", dir))?;
-    let workdir = repo
-        .workdir()
-        .map(clean)
-        .ok_or_else(|| WorktreeError::NotARepo {
-            dir: dir.to_path_buf(),
-        })?;
-    let head_ref = repo.head().map_err(git_err("cannot read HEAD of", dir))?;
-    let branch = head_ref
-        .is_branch()
-        .then(|| head_ref.shorthand().ok().map(str::to_string))
-        .flatten();
-    let head = head_ref
-        .peel_to_commit()
-        .map_err(git_err("cannot read HEAD of", dir))?;
-    let base_oid = Oid::from_str(base).map_err(git_err("bad base commit for", dir))?;
-    let base_tree = repo
-        .find_commit(base_oid)
-        .and_then(|c| c.tree())
-        .map_err(git_err("cannot find the base commit in", dir))?;
-    let commits_ahead = count_walk(&repo, &[head.id()], &[base_oid])?;
-    let mut opts = git2::DiffOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .ignore_submodules(false);
-    let diff = repo
-        .diff_tree_to_workdir_with_index(Some(&base_tree), Some(&mut opts))
-        .map_err(git_err("cannot diff the work tree of", dir))?;
-    let files_changed = diff
-        .deltas()
-        .filter(|d| crate::effects::diff::is_change(d, &workdir))
-        .filter(|d| {
-            d.new_file()
-                .path()
-                .or(d.old_file().path())
-                .is_some_and(|p| !excluded_path(&workdir, p, excluded))
-        })
-        .count() as u64;
-    Ok(Changes {
-        branch,
-        head: head.id().to_string(),
-        commits_ahead,
-        files_changed,
-        dirty_paths: 0,
-    })
-}
-
-/// Paths `git status` shows in the work tree at `dir` (changes and untracked files; ignored
-/// files do not count, as for `git worktree remove`).
-fn dirty_paths(dir: &Path) -> Result<u64, WorktreeError> {
-    let repo = Repository::open(dir).map_err(git_err("cannot open the worktree", dir))?;
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(false);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .map_err(git_err("cannot read the status of", dir))?;
-    Ok(statuses.len() as u64)
-}
-
-/// Commits reachable from `tips` but from none of `hidden`.
-fn count_walk(repo: &Repository, tips: &[Oid], hidden: &[Oid]) -> Result<u64, WorktreeError> {
-    let dir = repo.path().to_path_buf();
-    let mut walk = repo
-        .revwalk()
-        .map_err(git_err("cannot walk the history of", &dir))?;
-    walk.set_sorting(Sort::NONE)
-        .map_err(git_err("cannot walk the history of", &dir))?;
-    for t in tips {
-        walk.push(*t)
-            .map_err(git_err("cannot walk the history of", &dir))?;
-    }
-    for h in hidden {
-        // A hidden tip that is gone (a deleted branch's last commit) hides nothing.
-        let _ = walk.hide(*h);
-    }
-    let mut n = 0;
-    for oid in walk {
-        oid.map_err(git_err("cannot walk the history of", &dir))?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// The facts the cleanup rules decide on (and the changes for the records).
-pub fn facts(record: &Record, pane_kept: bool) -> Result<(Facts, Changes), WorktreeError> {
-    let repo = Repository::open(&record.home)
-        .or_else(|_| Repository::discover(&record.path))
-        .map_err(git_err("cannot open the repository at", &record.home))?;
-    let base = Oid::from_str(&record.base).map_err(git_err("bad base commit in", &record.path))?;
-    let ours = format!("refs/heads/{}", record.branch);
-    // Tips whose commits would be lost: our branch, and whatever the worktree has checked out
-    // (an agent may have switched branches or detached HEAD in it).
-    let mut tips = Vec::new();
-    if let Ok(r) = repo.find_reference(&ours)
-        && let Some(t) = r.target()
-    {
-        tips.push(t);
-    }
-    let changes = if record.path.exists() {
-        let mut c = changes(&record.path, &record.base, &[])?;
-        c.dirty_paths = dirty_paths(&record.path)?;
-        if let Ok(h) = Oid::from_str(&c.head)
-            && !tips.contains(&h)
-        {
-            tips.push(h);
-        }
-        c
-    } else {
-        Changes::default()
-    };
-    let mut others = vec![base];
-    let refs = repo
-        .references()
-        .map_err(git_err("cannot list the branches of", &record.home))?;
-    for r in refs.flatten() {
-        let Ok(name) = r.name() else { continue };
-        let is_branch = name.starts_with("refs/heads/") || name.starts_with("refs/remotes/");
-        if is_branch
-            && name != ours
-            && let Ok(c) = r.peel_to_commit()
-        {
-            others.push(c.id());
-        }
-    }
-    let commits_ahead = count_walk(&repo, &tips, &[base])?;
-    let unmerged = count_walk(&repo, &tips, &others)?;
-    Ok((
-        Facts {
-            dirty_paths: changes.dirty_paths,
-            commits_ahead,
-            unmerged_commits: unmerged,
-            pane_kept,
-        },
-        changes,
-    ))
-}
-
-/// What became of a worktree.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub path: PathBuf,
-    pub branch: String,
-    pub removed: bool,
-    pub branch_removed: bool,
-    /// Why it was kept (empty when removed).
-    pub reasons: Vec<KeepReason>,
-    pub facts: Facts,
-    pub changes: Changes,
-    /// A step that failed (the worktree is then kept, or partly removed and recorded as
-    /// `removing` for `--repair-stale` to finish).
-    pub error: Option<String>,
-}
-
-impl Outcome {
-    /// One line for the console and the records.
-    pub fn text(&self) -> String {
-        let mut s = if self.removed {
-            format!(
-                "worktree {} removed{}: it changed nothing that is not on another branch",
-                self.path.display(),
-                if self.branch_removed {
-                    format!(", and its branch {}", self.branch)
-                } else {
-                    format!(" (branch {} kept: it moved meanwhile)", self.branch)
-                }
-            )
-        } else {
-            format!(
-                "worktree {} kept on branch {}: {}",
-                self.path.display(),
-                self.branch,
-                policy::reasons_text(&self.reasons)
-            )
-        };
-        if let Some(e) = &self.error {
-            s.push_str(&format!(" ({e})"));
-        }
-        s
-    }
-}
-
-/// The run is over: keep or remove the worktree under its cleanup rules (D30), holding the
-/// lock, with the facts read just before acting.
-pub fn finish(record: &Record, pane_kept: bool) -> Outcome {
-    match lock_home(&record.home) {
-        Ok(_lock) => settle(record.clone(), pane_kept),
-        Err(e) => kept_unknown(record, e.to_string()),
-    }
-}
-
-fn kept_unknown(record: &Record, why: String) -> Outcome {
-    Outcome {
-        path: record.path.clone(),
-        branch: record.branch.clone(),
-        removed: false,
-        branch_removed: false,
-        reasons: vec![KeepReason::Unknown(why)],
-        facts: Facts::default(),
-        changes: Changes::default(),
-        error: None,
-    }
-}
-
-/// Decide and act; the caller holds the lock.
-fn settle(mut record: Record, pane_kept: bool) -> Outcome {
-    let (facts, changes) = match facts(&record, pane_kept) {
-        Ok(f) => f,
-        Err(e) => {
-            release(&record);
-            return kept_unknown(&record, e.to_string());
-        }
-    };
-    let mut out = Outcome {
-        path: record.path.clone(),
-        branch: record.branch.clone(),
-        removed: false,
-        branch_removed: false,
-        reasons: Vec::new(),
-        facts,
-        changes: changes.clone(),
-        error: None,
-    };
-    match policy::decide(record.cleanup, &facts) {
-        Decision::Keep(reasons) => {
-            out.reasons = reasons;
-            release(&record);
-        }
-        Decision::Remove => {
-            let repo = match Repository::open(&record.home) {
-                Ok(r) => r,
-                Err(e) => {
-                    release(&record);
-                    return kept_unknown(&record, e.message().to_string());
-                }
-            };
-            let tip = repo
-                .find_reference(&format!("refs/heads/{}", record.branch))
-                .ok()
-                .and_then(|r| r.target())
-                .map(|t| t.to_string());
-            record.phase = Phase::Removing;
-            record.removing_tip = tip;
-            if let Err(e) = record.save() {
-                release(&record);
-                out.reasons = vec![KeepReason::Unknown(e.to_string())];
-                return out;
-            }
-            match remove(&repo, &record) {
-                Ok(branch_removed) => {
-                    out.removed = true;
-                    out.branch_removed = branch_removed;
-                }
-                Err(e) => {
-                    out.removed = !record.path.exists();
-                    out.error = Some(format!(
-                        "removal did not finish: {e}; `looper status --repair-stale` finishes it"
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A kept worktree is the user's now: git's lock is lifted and the looper's record dropped.
-fn release(record: &Record) {
-    if let Ok(repo) = Repository::open(&record.home) {
-        let locked = repo
-            .commondir()
-            .join("worktrees")
-            .join(&record.name)
-            .join(GIT_LOCKED);
-        let _ = fs::remove_file(locked);
-    }
-    let _ = fs::remove_file(record.file());
-}
-
-/// Remove a worktree judged removable (phase `removing`): the directory, git's entry, the
-/// branch if it is still where it was judged, the trust recorded for it, then the record.
-/// Returns whether the branch was deleted.
-fn remove(repo: &Repository, record: &Record) -> Result<bool, WorktreeError> {
-    if record.path.exists() {
-        fs::remove_dir_all(&record.path).map_err(io_err("cannot remove", &record.path))?;
-    }
-    prune_admin(repo, &record.name);
-    let mut branch_removed = false;
-    if let Ok(mut b) = repo.find_branch(&record.branch, BranchType::Local) {
-        let tip = b.get().target().map(|t| t.to_string());
-        if tip.is_some() && tip == record.removing_tip {
-            b.delete()
-                .map_err(git_err("cannot delete the branch in", &record.home))?;
-            branch_removed = true;
-        }
-    } else {
-        branch_removed = true;
-    }
-    for entry in &record.trust {
-        let _ = trust::undo(entry);
-    }
-    let file = record.file();
-    fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
-    Ok(branch_removed)
-}
-
-/// A looper-made worktree found by [`scan`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Found {
-    pub record: Record,
-    /// Why its looper is gone; `None` while it lives (the worktree is in use).
-    pub orphaned: Option<String>,
-}
-
-/// The records under a main worktree's [`ROOT`]: every looper-made worktree not yet settled.
-pub fn scan(home: &Path) -> Vec<Found> {
-    let Ok(entries) = fs::read_dir(meta_dir(home)) else {
-        return Vec::new();
-    };
-    let mut found: Vec<Found> = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .filter_map(|e| {
-            let bytes = fs::read(e.path()).ok()?;
-            let record: Record = serde_json::from_slice(&bytes).ok()?;
-            Some(Found {
-                orphaned: record.gone(),
-                record,
-            })
-        })
-        .collect();
-    found.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-    found
-}
-
-/// Settle a worktree whose looper died (see the module docs): a creation is rolled back, a
-/// removal finished, a worktree whose run died is judged under its cleanup rules. `None`
-/// when its looper is still alive (or it was settled meanwhile).
-pub fn recover(home: &Path, name: &str) -> Option<Outcome> {
-    let _lock = lock_home(home).ok()?;
-    let bytes = fs::read(record_path(home, name)).ok()?;
-    let record: Record = serde_json::from_slice(&bytes).ok()?;
-    record.gone()?;
-    Some(recover_locked(record))
-}
-
-fn recover_locked(record: Record) -> Outcome {
-    match record.phase {
-        Phase::Creating => {
-            if let Ok(repo) = Repository::open(&record.home) {
-                roll_back(&repo, &record);
-            } else {
-                let _ = fs::remove_file(record.file());
-            }
-            Outcome {
-                path: record.path.clone(),
-                branch: record.branch.clone(),
-                removed: true,
-                branch_removed: true,
-                reasons: Vec::new(),
-                facts: Facts::default(),
-                changes: Changes::default(),
-                error: Some("its looper died while creating it".into()),
-            }
-        }
-        Phase::Ready => settle(record, false),
-        Phase::Removing => {
-            // Judged removable before; judged again if its directory is still there (it
-            // may have been worked in since).
-            if record.path.exists() {
-                let mut again = record;
-                again.phase = Phase::Ready;
-                return settle(again, false);
-            }
-            let mut out = Outcome {
-                path: record.path.clone(),
-                branch: record.branch.clone(),
-                removed: true,
-                branch_removed: false,
-                reasons: Vec::new(),
-                facts: Facts::default(),
-                changes: Changes::default(),
-                error: None,
-            };
-            match Repository::open(&record.home) {
-                Ok(repo) => match remove(&repo, &record) {
-                    Ok(b) => out.branch_removed = b,
-                    Err(e) => out.error = Some(e.to_string()),
-                },
-                Err(e) => out.error = Some(e.message().to_string()),
-            }
-            out
-        }
-    }
-}
-
-/// Creations and removals a dead looper left unfinished are settled by the next creation,
-/// under the same lock (the caller holds it).
-fn recover_crashed(home: &Path) {
-    for f in scan(home) {
-        if f.orphaned.is_some() && f.record.phase != Phase::Ready {
-            let _ = recover_locked(f.record);
-        }
-    }
-}
-
-/// Write `reason` into git's lock of a worktree (shown by `git worktree list`).
-pub fn set_lock_reason(record: &Record, reason: &str) {
-    if let Ok(repo) = Repository::open(&record.home) {
-        let locked = repo
-            .commondir()
-            .join("worktrees")
-            .join(&record.name)
-            .join(GIT_LOCKED);
-        let _ = fs::write(locked, reason);
     }
 }
 

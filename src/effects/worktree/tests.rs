@@ -1,6 +1,7 @@
 //! Worktrees on real repositories made with the git CLI, checked with the git CLI.
 
 use super::*;
+use crate::engine::worktree::KeepReason;
 use std::process::Command;
 
 fn git_in(dir: &Path, args: &[&str]) -> String {
