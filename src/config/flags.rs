@@ -189,14 +189,17 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) {
 /// A run's label, its worktree and its place in a `--parallel` group, from the flags: the
 /// flags that describe a worktree need one, and a member of a group (`--parallel-index I`,
 /// given by `--parallel` itself) is `<label>-I`, on branch `<branch>-I`.
+/// What the flags say about a run's worktree, label and `--parallel` group.
+pub(super) struct Identity {
+    pub worktree: Option<WorktreeSettings>,
+    pub label: Option<String>,
+    pub parallel_member: Option<(String, u64)>,
+}
+
 pub(super) fn worktree_and_label(
     args: &RunArgs,
     worktree: Option<WorktreeSettings>,
-) -> Result<(
-    Option<WorktreeSettings>,
-    Option<String>,
-    Option<(String, u64)>,
-)> {
+) -> Result<Identity> {
     if worktree.is_none() {
         let needs = [
             ("--branch", args.branch.is_some()),
@@ -230,5 +233,9 @@ pub(super) fn worktree_and_label(
         }
         w
     });
-    Ok((worktree, label, member))
+    Ok(Identity {
+        worktree,
+        label,
+        parallel_member: member,
+    })
 }

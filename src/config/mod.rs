@@ -563,7 +563,11 @@ fn build(
         }
     };
 
-    let (worktree, label, parallel_member) = flags::worktree_and_label(
+    let flags::Identity {
+        worktree,
+        label,
+        parallel_member,
+    } = flags::worktree_and_label(
         args,
         r.bool("looper.worktree").then(|| WorktreeSettings {
             cleanup: crate::engine::worktree::CleanupPolicy::parse(
