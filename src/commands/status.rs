@@ -474,8 +474,9 @@ fn settle_orphan(home: &Path, name: &str, run_dir: Option<&Path>, label: &str) -
     Some(format!("repaired: {label}: {}", outcome.text()))
 }
 
-/// Repair every stale row in place, then settle the worktrees of dead loopers; returns one
-/// line per repair (or failure).
+/// Repair every stale row in place, then settle the worktrees of dead loopers (those of the
+/// runs just repaired among them, recorded in their runs); returns one line per repair (or
+/// failure).
 fn repair_rows(rows: &mut [Row]) -> Vec<String> {
     let mut notes = Vec::new();
     let now = Utc::now();
@@ -489,18 +490,6 @@ fn repair_rows(rows: &mut [Row]) -> Vec<String> {
                 row.reload();
             }
             Err(e) => notes.push(format!("repair failed: {}: {e}", row.label())),
-        }
-        if let (Some(home), Some(name)) = (
-            row.worktree_home(),
-            row.state
-                .worktree_path
-                .as_deref()
-                .and_then(|p| Path::new(p).file_name())
-                .map(|n| n.to_string_lossy().into_owned()),
-        ) && let Some(n) = settle_orphan(&home, &name, Some(&row.dir), &row.label())
-        {
-            notes.push(n);
-            row.reload();
         }
     }
     for f in orphans(rows) {

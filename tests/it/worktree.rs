@@ -791,3 +791,21 @@ mod e2e {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn parallel_local_runs_exit_with_the_most_serious_code_of_theirs() {
+    // The call counter is shared: exactly one of the two runs gets the failing first call.
+    let r = Repo::new("=== call 1\nexit 7\n=== default\nsay fine\n");
+    let out = r.looper(&["--worktree", "--parallel", "2", "--once", "--label", "pair"]);
+    let why = explain(&out);
+    assert_eq!(out.status.code(), Some(1), "{why}");
+    let text = stdout(&out);
+    assert!(text.contains("exit 0") && text.contains("exit 1"), "{why}");
+    assert!(text.contains("-> exit 1"), "{why}");
+    for i in 1..=2 {
+        assert!(
+            !r.worktree(&format!("pair-{i}")).exists(),
+            "untouched: {why}"
+        );
+    }
+}
