@@ -427,6 +427,32 @@ fn a_sigkilled_loopers_worktree_is_reported_and_repaired() {
 }
 
 #[test]
+fn a_signalled_looper_settles_its_worktree_on_the_way_out() {
+    let r = Repo::new("=== default\nwrite half.txt wip\\n\nsleep 30\n");
+    let child = r.spawn(&["--worktree", "--once", "--label", "sig"]);
+    assert!(agent_running(&r, "sig"), "never started");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().expect("wait");
+    let why = explain(&out);
+    assert_eq!(out.status.code(), Some(130), "{why}");
+    let st = read_json(&r.run_of("sig").join("state.json"));
+    assert_eq!(st["status"], "interrupted", "{st}");
+    // The agent left an uncommitted file: kept, and said why.
+    assert_eq!(st["worktree_state"], "kept", "{st}");
+    assert!(
+        st["worktree_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("1 uncommitted change")),
+        "{st}"
+    );
+    assert!(r.worktree("sig").join("half.txt").exists());
+    assert!(stdout(&out).contains("kept on branch looper/sig"), "{why}");
+}
+
+#[test]
 fn a_looper_killed_before_its_run_started_leaves_an_orphan_that_status_reports() {
     let r = Repo::new("=== default\nsay hi\n");
     // As a looper SIGKILLed between making its worktree and its run directory leaves it.
@@ -530,11 +556,99 @@ fn diff_of_a_run_without_a_worktree_starts_from_its_first_snapshot() {
     assert_eq!(st["branch"], "main", "{st}");
 }
 
+/// A private tmux server: its own socket directory, killed on drop.
+struct Tmux {
+    dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        Tmux {
+            // Short path: the socket path must fit in sun_path.
+            dir: tempfile::Builder::new()
+                .prefix("lw")
+                .tempdir_in("/tmp")
+                .expect("tmux dir"),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.env("TMUX_TMPDIR", self.dir.path())
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE");
+        c
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+#[test]
+fn parallel_in_the_farm_opens_one_window_per_run() {
+    let r = Repo::new("=== default\nsay hi\n");
+    let tmux = Tmux::new();
+    let mut c = r.p.looper();
+    c.env("TMUX_TMPDIR", tmux.dir.path())
+        .env_remove("LOOPER_NAME")
+        .env_remove("CODEX_NAME")
+        .args([
+            "--worktree",
+            "--parallel",
+            "2",
+            "--once",
+            "--farm-session",
+            "pw",
+            "--label",
+            "duo",
+        ]);
+    let out = c.output().expect("looper");
+    let why = explain(&out);
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    let dir =
+        r.p.path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    for i in 1..=2 {
+        assert!(
+            stdout(&out).contains(&format!(
+                "started duo-{i} in tmux session pw, window {dir}-{i}"
+            )),
+            "{why}"
+        );
+    }
+    let windows = tmux
+        .cmd()
+        .args(["list-windows", "-t", "pw", "-F", "#{window_name}"])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    assert_eq!(windows.lines().count(), 2, "{windows}");
+    let both_done = wait_until(60.0, || {
+        r.p.run_dirs().len() == 2
+            && r.p.run_dirs().iter().all(|d| {
+                std::fs::read(d.join("state.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                    .is_some_and(|s| s["worktree_state"] == "removed")
+            })
+    });
+    assert!(both_done, "{:?}", r.p.run_dirs());
+    for i in 1..=2 {
+        let st = read_json(&r.run_of(&format!("duo-{i}")).join("state.json"));
+        assert_eq!(st["parallel_group"], "duo", "{st}");
+        assert_eq!(st["stop_reason"], "max loops reached: 1", "{st}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // End to end: the real CLIs inside a looper-made worktree, against the mock model server.
 
 mod e2e {
-    use std::process::Command;
     use std::time::Duration;
 
     use serde_json::Value as Json;
@@ -608,27 +722,6 @@ mod e2e {
         assert!(!std::path::Path::new(&wt).exists());
     }
 
-    /// A private tmux server: its own socket directory, killed on drop.
-    struct Tmux {
-        dir: tempfile::TempDir,
-    }
-
-    impl Tmux {
-        fn cmd(&self) -> Command {
-            let mut c = Command::new("tmux");
-            c.env("TMUX_TMPDIR", self.dir.path())
-                .env_remove("TMUX")
-                .env_remove("TMUX_PANE");
-            c
-        }
-    }
-
-    impl Drop for Tmux {
-        fn drop(&mut self) {
-            let _ = self.cmd().arg("kill-server").output();
-        }
-    }
-
     /// A claude hybrid run in its worktree, with the trust opt-in: the pane starts without
     /// the trust dialog, the turn ends from claude's transcript in the worktree's project
     /// folder, a pane closed between loops is reopened on the same session (`--resume`),
@@ -683,9 +776,7 @@ mod e2e {
         p.git(&["add", "-A"]);
         p.git(&["commit", "-q", "-m", "config"]);
         let before = main_checkout(&p);
-        let tmux = Tmux {
-            dir: tempfile::tempdir().expect("tmux dir"),
-        };
+        let tmux = super::Tmux::new();
         let done = p.join("looper.exit");
         let script = format!(
             "cd {:?} && {:?} --local --worktree --trust-worktree --label cl --max-loops 3 --reuse-session --complete-on '{COMPLETE_ON}'; echo $? > {:?}",
