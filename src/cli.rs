@@ -16,7 +16,10 @@ Examples:
   codex-looper --preset rai
   codex-looper --complete-on 'EXIT_SIGNAL:\\s*true' --verify-cmd 'cargo test' --review-agent claude
   codex-looper --dry-run --once                 print the exact agent command and stop
-  codex-looper --once -- --model gpt-5.4        pass native flags to the agent after --";
+  codex-looper --once -- --model gpt-5.4        pass native flags to the agent after --
+  codex-looper --worktree -l fix-ci             a worktree and branch of its own (looper/fix-ci)
+  codex-looper --worktree --parallel 3 --local  three runs at once, each in its own worktree
+  looper diff fix-ci --stat                     what the run changed";
 
 const TOP_EXAMPLES: &str = "\
 The `run` subcommand is optional: `codex-looper` and `codex-looper run` are the same.
@@ -27,6 +30,7 @@ Examples:
   looper status                         every run of this project, what needs attention first
   looper control stop LABEL --after-loop
   looper logs LABEL -f                  follow a run's transcript
+  looper diff LABEL --stat              what a run changed (its worktree against its base)
   looper doctor                         check agents, tmux and git
   looper config check --show-origin     the resolved configuration and where each value came from";
 
@@ -76,6 +80,12 @@ pub enum Command {
         after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw"
     )]
     Logs(LogsArgs),
+    /// Show what a run changed: its worktree against its base, or (a run without one) its
+    /// checkout against the state at the run's start.
+    #[command(
+        after_help = "Examples:\n  looper diff              the newest run of this project\n  looper diff fix-ci --stat\n  looper diff --run-dir .agent-looper/runs/20260628T000000Z__fix-ci__abc123 --include-stopped"
+    )]
+    Diff(DiffArgs),
     /// Check that the configured agents, tmux and git are ready.
     #[command(after_help = "Examples:\n  looper doctor\n  claude-looper doctor")]
     Doctor(DoctorArgs),
@@ -108,6 +118,13 @@ pub enum Mode {
 pub enum Interface {
     Json,
     Hybrid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorktreeCleanup {
+    Auto,
+    Keep,
+    Remove,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -253,6 +270,35 @@ pub struct RunArgs {
     /// Hybrid: leave the agent pane open when the run ends.
     #[arg(long)]
     pub keep_agent_pane: bool,
+    /// Run in a git worktree of its own on a new branch (looper/<label>), made under
+    /// .agent-looper/worktrees/ and kept or removed at the end (--worktree-cleanup).
+    #[arg(long, overrides_with = "no_worktree")]
+    pub worktree: bool,
+    /// Run in this checkout even when [looper].worktree is true.
+    #[arg(long, overrides_with = "worktree")]
+    pub no_worktree: bool,
+    /// The worktree's branch [default: looper/<label>]; with --parallel, NAME-1..NAME-N.
+    #[arg(long, value_name = "NAME", value_parser = non_empty)]
+    pub branch: Option<String>,
+    /// Where the worktree's branch starts [default: HEAD].
+    #[arg(long, value_name = "REF", value_parser = non_empty)]
+    pub base: Option<String>,
+    /// At the end: auto keeps a worktree with new commits or changes and removes an untouched
+    /// one; a dirty worktree, or commits no other branch has, are never removed [default: auto].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub worktree_cleanup: Option<WorktreeCleanup>,
+    /// Hybrid: record folder trust in claude's or codex's config for the worktrees the looper
+    /// creates (and removes it with them), so the TUI does not stop at its trust dialog.
+    #[arg(long)]
+    pub trust_worktree: bool,
+    /// Start N runs at once, each in its own worktree (needs --worktree), labelled
+    /// <label>-1..<label>-N: N farm windows, or N child processes with --local, whose exit
+    /// code is the most serious of theirs (2, then 1, 124, 130, 3; 0 when all ended as asked).
+    #[arg(long, value_name = "N", value_parser = parallel_count)]
+    pub parallel: Option<u64>,
+    /// Internal: this run is number I of a --parallel group.
+    #[arg(long, value_name = "I", hide = true)]
+    pub parallel_index: Option<u64>,
     /// tmux layout [default: LOOPER_LAYOUT / CODEX_LOOPER_LAYOUT, else auto; the farm uses split].
     #[arg(long, value_enum)]
     pub tmux_layout: Option<Layout>,
@@ -454,6 +500,15 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// A summary: files changed, insertions and deletions.
+    #[arg(long)]
+    pub stat: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Check this agent only.
     #[arg(short = 'a', long)]
@@ -592,6 +647,29 @@ fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
     let v = seconds(s, false)?;
     std::time::Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
+
+fn positive_int(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if v == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(v)
+}
+
+/// `--parallel N`: at least one run, at most [`MAX_PARALLEL`].
+fn parallel_count(s: &str) -> Result<u64, String> {
+    let n = positive_int(s)?;
+    if n > MAX_PARALLEL {
+        return Err(format!("must be at most {MAX_PARALLEL}"));
+    }
+    Ok(n)
+}
+
+/// More worktrees at once than this is a typo, not a plan (each is a full checkout).
+pub const MAX_PARALLEL: u64 = 64;
 
 fn regex_arg(s: &str) -> Result<String, String> {
     if s.is_empty() {

@@ -265,7 +265,9 @@ pub fn plan(raw: &[String], args: &RunArgs, inv: &Invocation) -> Result<FarmPlan
 /// Variables the inner looper and its agent need that a window of an already running tmux
 /// server would not inherit from us. Never credentials: only the looper's own settings,
 /// the search path, and the agents' config locations.
-fn forwarded_env(env: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+pub(crate) fn forwarded_env(
+    env: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
     const NAMED: [&str; 6] = [
         "PATH",
         "XDG_CONFIG_HOME",
@@ -286,7 +288,7 @@ fn forwarded_env(env: &std::collections::BTreeMap<String, String>) -> Vec<(Strin
 }
 
 /// The user's arguments as UTF-8 strings (tmux and the launcher take strings).
-fn raw_args() -> Result<Vec<String>> {
+pub(crate) fn raw_args() -> Result<Vec<String>> {
     std::env::args_os()
         .skip(1)
         .map(|a| {
@@ -300,7 +302,7 @@ fn raw_args() -> Result<Vec<String>> {
         .collect()
 }
 
-fn self_exe() -> Result<PathBuf> {
+pub(crate) fn self_exe() -> Result<PathBuf> {
     std::env::current_exe().map_err(|e| Error::io("cannot locate this binary", "current_exe", e))
 }
 
@@ -324,7 +326,7 @@ pub fn launch(args: &RunArgs, inv: &Invocation) -> Result<Option<i32>> {
 }
 
 /// Create or reuse the session, open the window, start the inner looper in it.
-fn launch_tmux(plan: &FarmPlan, exe: &Path, env: &[(String, String)]) -> Result<i32> {
+pub(crate) fn launch_tmux(plan: &FarmPlan, exe: &Path, env: &[(String, String)]) -> Result<i32> {
     let cwd = plan.cwd.display().to_string();
     let new_window = || {
         tmux::output(tmux::new_window(

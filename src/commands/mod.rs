@@ -2,11 +2,14 @@
 
 pub mod control;
 pub mod demo;
+pub mod diff;
 pub mod doctor;
 pub mod farm;
 pub mod init;
 pub mod live_view;
 pub mod logs;
 pub mod misc;
+pub mod parallel;
 pub mod run;
 pub mod status;
+pub mod worktree;

@@ -24,6 +24,10 @@ pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> R
     if implicit && std::env::args_os().len() == 1 && !initialized(&inv.base_dir) {
         return init::first_run(&inv.base_dir, bin);
     }
+    if !args.local && !args.dry_run && args.parallel.is_some() {
+        let settings = config::resolve(&args, &inv)?;
+        return crate::commands::parallel::launch_farm(&args, &settings, &inv);
+    }
     if !args.local
         && !args.dry_run
         && let Some(code) = crate::commands::farm::launch(&args, &inv)?
@@ -31,6 +35,9 @@ pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> R
         return Ok(code);
     }
     let settings = config::resolve(&args, &inv)?;
+    if settings.parallel.is_some() {
+        return crate::commands::parallel::run(&args, &settings, &inv);
+    }
     run_local(settings, &inv)
 }
 
@@ -57,20 +64,34 @@ fn ensure_open_files() -> Result<()> {
 }
 
 /// Validate, take the worktree lock, and run the loop in this process.
-pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
+pub fn run_local(mut settings: config::Settings, inv: &Invocation) -> Result<i32> {
     ensure_open_files()?;
     let hold = settings.hold_on_stop;
     let dry = settings.dry_run;
     let layout = settings.tmux_layout;
-    let prepared = config::run::prepare(settings, inv)?;
+    // The label and the run directory are named first: a worktree is made before the run
+    // starts, and its record names both.
+    let label = match settings.label.clone() {
+        Some(l) => l,
+        None => config::run::default_label(&settings),
+    };
+    settings.label = Some(label.clone());
+    let run_id = (chrono::Utc::now(), rand::random::<u32>());
+    let run_dir = settings
+        .log_dir
+        .join(crate::records::run_dir_name(run_id.0, &label, run_id.1));
+    let worktree = crate::commands::worktree::enter(&mut settings, inv, &label, &run_dir)?;
+    let wt_settings = settings.worktree.clone();
+    // A failure from here on drops the lease, which settles the worktree (removes it: the
+    // run never started in it).
+    let mut prepared = config::run::prepare(settings, inv)?;
+    if let (Some(lease), Some(w)) = (&worktree, &wt_settings) {
+        prepared
+            .notices
+            .insert(0, crate::commands::worktree::notice(lease, w));
+    }
 
     let mut took_over = None;
-    let run_id = (chrono::Utc::now(), rand::random::<u32>());
-    let run_dir = prepared.settings.log_dir.join(crate::records::run_dir_name(
-        run_id.0,
-        &prepared.label,
-        run_id.1,
-    ));
     let _lock = if dry {
         None
     } else {
@@ -122,7 +143,7 @@ pub fn run_local(settings: config::Settings, inv: &Invocation) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
-    let code = rt.block_on(driver::run(prepared, opts, took_over))?;
+    let code = rt.block_on(driver::run(prepared, opts, took_over, worktree))?;
     // A stop may have come while git work was under way on a blocking thread: do not wait
     // for it (what it leaves is loose objects at most; refs are written atomically).
     rt.shutdown_background();

@@ -27,12 +27,17 @@
 //!     "usage_total": {"input_tokens", "output_tokens", "cached_input_tokens", "cost_usd"}|null,
 //!     "project": string|null,       basename of the agent's working directory
 //!     "pid": int|null,              the supervisor's pid
+//!     "detail": string|null,        a failed run's last error line and what to do
 //!     "gate_blocked": string|null,  the gate keeping a seen marker from counting (plan,
 //!                                   plan_integrity, verify, review), with
 //!     "gate_blocked_reason": string|null, "gate_blocked_since": string|null,
 //!     "verify_last": {"loop", "pass", "reason"}|null,     the latest verify
-//!     "review_last": {"loop", "verdict", "reason"}|null   the latest review
+//!     "review_last": {"loop", "verdict", "reason"}|null,  the latest review
+//!     "group": string|null, "parallel_index": int|null,  a --parallel group
+//!     "branch": string|null, "commits_ahead": int|null, "files_changed": int|null,
+//!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null
 //!   } ]                             ordered as the table: attention, running, finished
+//!   "orphan_worktrees": [ {"path", "branch", "label", "run_dir", "phase", "reason"} ]
 //! }
 //! ```
 //!
@@ -46,10 +51,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::cli::StatusArgs;
+use crate::effects::worktree::{self, Phase};
 use crate::error::{Error, Result};
 use crate::records::discovery::{self, discover};
+use crate::records::events::SupervisorEvent;
 use crate::records::fleet::{GateView, Row, StateView, UsageView, load_rows, sort_rows};
-use crate::records::repair::repair_all;
+use crate::records::repair::{record_after, repair_all};
 use crate::records::time;
 
 pub const SCHEMA: &str = "agent-looper/status";
@@ -92,6 +99,36 @@ pub struct RunJson<'a> {
     pub gate_blocked_since: Option<DateTime<Utc>>,
     pub verify_last: Option<&'a GateView>,
     pub review_last: Option<&'a GateView>,
+    /// The `--parallel` group the run belongs to, and its number in it.
+    pub group: Option<&'a str>,
+    pub parallel_index: Option<u64>,
+    /// The branch it works on, commits ahead of its base, files changed since.
+    pub branch: Option<&'a str>,
+    pub commits_ahead: Option<u64>,
+    pub files_changed: Option<u64>,
+    pub worktree: Option<WorktreeJson<'a>>,
+}
+
+/// A run's own worktree in the `--json` document.
+#[derive(Debug, serde::Serialize)]
+pub struct WorktreeJson<'a> {
+    pub path: &'a str,
+    pub branch: Option<&'a str>,
+    /// `active`, `kept` or `removed`.
+    pub state: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
+/// A looper-made worktree whose looper is gone, not yet settled.
+#[derive(Debug, serde::Serialize)]
+pub struct OrphanJson {
+    pub path: PathBuf,
+    pub branch: String,
+    pub label: String,
+    pub run_dir: Option<PathBuf>,
+    /// What its looper was doing: `creating`, `ready` (its run died) or `removing`.
+    pub phase: Phase,
+    pub reason: String,
 }
 
 /// The whole `--json` document.
@@ -101,6 +138,7 @@ pub struct StatusJson<'a> {
     pub version: u32,
     pub generated_at: String,
     pub runs: Vec<RunJson<'a>>,
+    pub orphan_worktrees: Vec<OrphanJson>,
 }
 
 pub fn age(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
@@ -156,40 +194,42 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// The table, one string per line (no trailing newline).
+/// The table, one string per line (no trailing newline). The BRANCH column (branch, commits
+/// ahead of the base and files changed: `looper/x +2c 3f`) is there when a run recorded it;
+/// the runs of a `--parallel` group are listed together under a line naming the group.
 pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
-    const HEAD: [&str; 8] = [
-        "LABEL",
-        "STATUS",
-        "AGENT",
-        "LOOP",
-        "UPDATED",
-        "USAGE",
-        "STOP/NOTE",
-        "PROJECT",
-    ];
-    let cells: Vec<[String; 8]> = rows
+    let with_branch = rows.iter().any(|r| r.changes().is_some());
+    let mut head = vec!["LABEL", "STATUS", "AGENT", "LOOP", "UPDATED", "USAGE"];
+    if with_branch {
+        head.push("BRANCH");
+    }
+    head.extend(["STOP/NOTE", "PROJECT"]);
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            let mut c = vec![
                 clip(&r.label(), 32),
                 clip(&r.shown_status(), 16),
                 clip(r.state.agent_name.as_deref().unwrap_or("-"), 16),
                 loop_text(&r.state),
                 age(now, r.updated),
                 usage_text(r.state.usage_total.as_ref()),
-                clip(&r.note(), 60),
-                clip(&r.project().unwrap_or_else(|| "-".into()), 32),
-            ]
+            ];
+            if with_branch {
+                c.push(clip(&r.changes().unwrap_or_else(|| "-".into()), 48));
+            }
+            c.push(clip(&r.note(), 60));
+            c.push(clip(&r.project().unwrap_or_else(|| "-".into()), 32));
+            c
         })
         .collect();
-    let mut widths: [usize; 8] = HEAD.map(str::len);
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for c in &cells {
         for (w, cell) in widths.iter_mut().zip(c.iter()) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |c: &[String; 8]| {
+    let line = |c: &[String]| {
         let mut s = String::new();
         for (i, cell) in c.iter().enumerate() {
             if i + 1 == c.len() {
@@ -204,16 +244,53 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
         }
         s.trim_end().to_string()
     };
-    let mut out = vec![line(&HEAD.map(String::from))];
-    for (row, c) in rows.iter().zip(&cells) {
+    let head: Vec<String> = head.into_iter().map(String::from).collect();
+    let mut out = vec![line(&head)];
+    let mut group: Option<&str> = None;
+    for (r, c) in rows.iter().zip(&cells) {
+        let g = r.state.parallel_group.as_deref();
+        if g.is_some() && g != group {
+            out.push(group_line(rows, r));
+        }
+        group = g;
         out.push(line(c));
         // A failure's own words (and what to do) on a line of their own: the STOP/NOTE cell
         // is too narrow for them.
-        if let Some(d) = row.detail() {
+        if let Some(d) = r.detail() {
             out.push(format!("  └ {}", clip(&d, 160)));
         }
     }
     out
+}
+
+/// `sweep: 3 parallel runs (2 running, 1 stopped)`: the line above a group's runs.
+fn group_line(rows: &[Row], first: &Row) -> String {
+    let g = first.state.parallel_group.as_deref().unwrap_or("-");
+    let members: Vec<&Row> = rows
+        .iter()
+        .filter(|r| {
+            r.state.parallel_group.as_deref() == Some(g)
+                && r.worktree_home() == first.worktree_home()
+        })
+        .collect();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in &members {
+        let st = r.shown_status();
+        match counts.iter_mut().find(|(s, _)| *s == st) {
+            Some(c) => c.1 += 1,
+            None => counts.push((st, 1)),
+        }
+    }
+    format!(
+        "{}: {} parallel runs ({})",
+        clip(g, 32),
+        members.len(),
+        counts
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn run_json(row: &Row) -> RunJson<'_> {
@@ -250,6 +327,17 @@ fn run_json(row: &Row) -> RunJson<'_> {
         gate_blocked_since: s.gate_blocked_since,
         verify_last: s.verify_last.as_ref(),
         review_last: s.review_last.as_ref(),
+        group: s.parallel_group.as_deref(),
+        parallel_index: s.parallel_index,
+        branch: s.branch.as_deref().or(s.worktree_branch.as_deref()),
+        commits_ahead: s.commits_ahead,
+        files_changed: s.files_changed,
+        worktree: s.worktree_path.as_deref().map(|path| WorktreeJson {
+            path,
+            branch: s.worktree_branch.as_deref(),
+            state: s.worktree_state.as_deref(),
+            note: s.worktree_note.as_deref(),
+        }),
     }
 }
 
@@ -259,7 +347,71 @@ pub fn render_json(rows: &[Row], now: DateTime<Utc>) -> StatusJson<'_> {
         version: SCHEMA_VERSION,
         generated_at: time::format(now),
         runs: rows.iter().map(run_json).collect(),
+        orphan_worktrees: Vec::new(),
     }
+}
+
+/// The main checkouts whose looper-made worktrees status looks at: the one this command runs
+/// in, and those of the listed runs that had worktrees. Finding them costs a repository
+/// discovery and one directory read each; nothing is computed from git here (what runs
+/// changed is read from their records).
+fn worktree_homes(rows: &[Row]) -> Vec<PathBuf> {
+    let mut homes: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(loc) = worktree::locate(&cwd)
+    {
+        homes.push(loc.home);
+    }
+    for r in rows {
+        if let Some(h) = r.worktree_home()
+            && !homes.contains(&h)
+        {
+            homes.push(h);
+        }
+    }
+    homes
+}
+
+/// Looper-made worktrees whose looper is gone and that no stale run listed here already
+/// reports (its note says it).
+fn orphans(rows: &[Row]) -> Vec<worktree::Found> {
+    let reported = |f: &worktree::Found| {
+        rows.iter().any(|r| {
+            r.stale.is_some()
+                && r.state.worktree_path.as_deref() == Some(&*f.record.path.to_string_lossy())
+        })
+    };
+    worktree_homes(rows)
+        .iter()
+        .flat_map(|h| worktree::scan(h))
+        .filter(|f| f.orphaned.is_some() && !reported(f))
+        .collect()
+}
+
+fn orphan_json(f: &worktree::Found) -> OrphanJson {
+    OrphanJson {
+        path: f.record.path.clone(),
+        branch: f.record.branch.clone(),
+        label: f.record.label.clone(),
+        run_dir: f.record.run_dir.clone(),
+        phase: f.record.phase,
+        reason: f.orphaned.clone().unwrap_or_default(),
+    }
+}
+
+fn orphan_line(f: &worktree::Found) -> String {
+    let doing = match f.record.phase {
+        Phase::Creating => "was being created",
+        Phase::Ready => "was in use",
+        Phase::Removing => "was being removed",
+    };
+    format!(
+        "orphan worktree {} (branch {}, label {}) {doing} when its looper died ({}); `looper status --repair-stale` settles it",
+        f.record.path.display(),
+        f.record.branch,
+        f.record.label,
+        f.orphaned.as_deref().unwrap_or("gone")
+    )
 }
 
 pub fn status(args: &StatusArgs) -> Result<i32> {
@@ -279,13 +431,16 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
     if args.repair_stale {
         (notes, failed) = repair_rows(&mut rows);
     }
+    let orphaned = orphans(&rows);
     let now = Utc::now();
     let mut out = std::io::stdout().lock();
     let r = if args.json {
         for n in &notes {
             crate::say_err!("{n}");
         }
-        let mut text = serde_json::to_string_pretty(&render_json(&rows, now)).unwrap_or_default();
+        let mut doc = render_json(&rows, now);
+        doc.orphan_worktrees = orphaned.iter().map(orphan_json).collect();
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         text.push('\n');
         out.write_all(text.as_bytes())
     } else {
@@ -301,6 +456,10 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
                 text.push_str(&l);
                 text.push('\n');
             }
+        }
+        for f in &orphaned {
+            text.push_str(&orphan_line(f));
+            text.push('\n');
         }
         out.write_all(text.as_bytes())
     };
@@ -331,9 +490,27 @@ fn empty_message(roots: &[PathBuf], registry: Option<&Path>) -> String {
     s
 }
 
-/// Repair every stale row in place; returns one line per repair (or failure).
-/// Repair every stale row in place; returns one line per repair (or failure) and how many
-/// failed.
+/// Settle a dead looper's worktree (`home`'s record `name`) under its cleanup rules, and
+/// record what became of it in its run directory when there is one.
+fn settle_orphan(home: &Path, name: &str, run_dir: Option<&Path>, label: &str) -> Option<String> {
+    let outcome = worktree::recover(home, name)?;
+    if let Some(dir) = run_dir
+        && dir.join(crate::records::STATE_FILE).is_file()
+    {
+        let event = SupervisorEvent::worktree_outcome(&outcome);
+        if let Err(e) = record_after(dir, &event, Utc::now()) {
+            return Some(format!(
+                "repaired: {label}: {} (not recorded: {e})",
+                outcome.text()
+            ));
+        }
+    }
+    Some(format!("repaired: {label}: {}", outcome.text()))
+}
+
+/// Repair every stale row in place, then settle the worktrees of dead loopers (those of the
+/// runs just repaired among them, recorded in their runs); returns one line per repair (or
+/// failure) and how many failed.
 fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
     let stale: Vec<usize> = (0..rows.len())
         .filter(|i| rows[*i].stale.is_some())
@@ -360,6 +537,22 @@ fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
             Err(e) => {
                 failed += 1;
                 notes.push(format!("repair failed: {}: {e}", row.label()));
+            }
+        }
+    }
+    for f in orphans(rows) {
+        if let Some(n) = settle_orphan(
+            &f.record.home,
+            &f.record.name,
+            f.record.run_dir.as_deref(),
+            &f.record.label,
+        ) {
+            notes.push(n);
+            if let Some(row) = rows.iter_mut().find(|r| {
+                r.dir.file_name().is_some()
+                    && r.dir.file_name() == f.record.run_dir.as_deref().and_then(Path::file_name)
+            }) {
+                row.reload();
             }
         }
     }
@@ -477,6 +670,44 @@ mod tests {
         assert_eq!(usage_text(Some(&u)), "12.3k tok $0.40");
         assert_eq!(usage_text(Some(&UsageView::default())), "-");
         assert_eq!(usage_text(None), "-");
+    }
+
+    #[test]
+    fn worktree_runs_show_their_branch_and_parallel_groups_their_line() {
+        let now = time::parse("2026-01-01T00:00:10Z").expect("t");
+        let mut rows = Vec::new();
+        for (i, status) in [(1, "running"), (2, "stopped")] {
+            let mut r = row(&format!("g-{i}"), status, None, "2026-01-01T00:00:00Z");
+            r.state.parallel_group = Some("g".into());
+            r.state.parallel_index = Some(i);
+            r.state.worktree_path = Some(format!("/home/me/proj/.agent-looper/worktrees/g-{i}"));
+            r.state.worktree_branch = Some(format!("looper/g-{i}"));
+            r.state.commits_ahead = Some(i);
+            r.state.files_changed = Some(3);
+            if i == 2 {
+                r.state.worktree_state = Some("kept".into());
+            }
+            rows.push(r);
+        }
+        let lines = render_table(&rows, now);
+        assert_eq!(
+            lines[0],
+            "LABEL  STATUS   AGENT  LOOP  UPDATED  USAGE  BRANCH                    STOP/NOTE  PROJECT"
+        );
+        assert_eq!(lines[1], "g: 2 parallel runs (1 running, 1 stopped)");
+        assert_eq!(
+            lines[2],
+            "g-1    running  -      -     10s ago  -      looper/g-1 +1c 3f         -          proj"
+        );
+        assert_eq!(
+            lines[3],
+            "g-2    stopped  -      -     10s ago  -      looper/g-2 +2c 3f (kept)  -          proj"
+        );
+        let doc = serde_json::to_value(render_json(&rows, now)).expect("json");
+        assert_eq!(doc["runs"][1]["group"], "g");
+        assert_eq!(doc["runs"][1]["worktree"]["state"], "kept");
+        assert_eq!(doc["runs"][1]["commits_ahead"], 2);
+        assert_eq!(doc["runs"][1]["branch"], "looper/g-2");
     }
 
     #[test]

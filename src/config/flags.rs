@@ -1,7 +1,7 @@
 //! The command line's layer (D8): each `looper run` flag set over the files, with the flag
 //! as its origin (so `config check --show-origin` and every error name it).
 
-use super::{Layers, Origin, Value, layers, schema};
+use super::{Layers, Origin, Value, WorktreeSettings, layers, schema};
 use crate::cli::{self, RunArgs};
 use crate::error::{Error, Result};
 
@@ -190,6 +190,30 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
             flag("completion-must-be-last"),
         );
     }
+    if args.worktree {
+        set("worktree", Value::Bool(true), flag("worktree"));
+    }
+    if args.no_worktree {
+        set("worktree", Value::Bool(false), flag("no-worktree"));
+    }
+    if let Some(c) = args.worktree_cleanup {
+        let w = match c {
+            cli::WorktreeCleanup::Auto => "auto",
+            cli::WorktreeCleanup::Keep => "keep",
+            cli::WorktreeCleanup::Remove => "remove",
+        };
+        set(
+            "worktree_cleanup",
+            Value::Str(w.into()),
+            flag("worktree-cleanup"),
+        );
+    }
+    if let Some(b) = &args.base {
+        set("worktree_base", Value::Str(b.clone()), flag("base"));
+    }
+    if args.trust_worktree {
+        set("worktree_trust", Value::Bool(true), flag("trust-worktree"));
+    }
     if let Some(layout) = args.tmux_layout {
         let l = match layout {
             cli::Layout::Auto => "auto",
@@ -237,4 +261,58 @@ fn gate_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
         set("review.max_rounds", v, "review-max-rounds");
     }
     Ok(())
+}
+
+/// A run's label, its worktree and its place in a `--parallel` group, from the flags: the
+/// flags that describe a worktree need one, and a member of a group (`--parallel-index I`,
+/// given by `--parallel` itself) is `<label>-I`, on branch `<branch>-I`.
+/// What the flags say about a run's worktree, label and `--parallel` group.
+pub(super) struct Identity {
+    pub worktree: Option<WorktreeSettings>,
+    pub label: Option<String>,
+    pub parallel_member: Option<(String, u64)>,
+}
+
+pub(super) fn worktree_and_label(
+    args: &RunArgs,
+    worktree: Option<WorktreeSettings>,
+) -> Result<Identity> {
+    if worktree.is_none() {
+        let needs = [
+            ("--branch", args.branch.is_some()),
+            ("--base", args.base.is_some()),
+            ("--parallel", args.parallel.is_some()),
+            ("--trust-worktree", args.trust_worktree),
+        ];
+        if let Some((flag, _)) = needs.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!(
+                "{flag} needs --worktree (or [looper].worktree = true): {}",
+                if *flag == "--parallel" {
+                    "parallel runs in one checkout would work over each other; each needs a worktree of its own"
+                } else {
+                    "it describes the run's worktree"
+                }
+            )));
+        }
+    }
+    let (label, member) = match (args.parallel_index, &args.label) {
+        (Some(i), Some(group)) => (Some(format!("{group}-{i}")), Some((group.clone(), i))),
+        (Some(_), None) => {
+            return Err(Error::Usage(
+                "--parallel-index is internal to --parallel and needs --label".into(),
+            ));
+        }
+        (None, l) => (l.clone(), None),
+    };
+    let worktree = worktree.map(|mut w| {
+        if let (Some(b), Some((_, i))) = (&w.branch, &member) {
+            w.branch = Some(format!("{b}-{i}"));
+        }
+        w
+    });
+    Ok(Identity {
+        worktree,
+        label,
+        parallel_member: member,
+    })
 }

@@ -106,6 +106,18 @@ pub struct AgentSettings {
     pub scan_stdout_for_stop_patterns: bool,
 }
 
+/// A run in a git worktree of its own (issue 16).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorktreeSettings {
+    pub cleanup: crate::engine::worktree::CleanupPolicy,
+    /// Where its branch starts; `None` is `HEAD`.
+    pub base: Option<String>,
+    /// `--branch`; `None` is `looper/<label>`.
+    pub branch: Option<String>,
+    /// Record folder trust for it in the TUI's config (hybrid).
+    pub trust: bool,
+}
+
 /// Everything a run needs from configuration, validated.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -160,6 +172,12 @@ pub struct Settings {
     pub verify: Option<gates::VerifySettings>,
     /// The reviewer gate (`[review]`), when it names an agent.
     pub review: Option<gates::ReviewSettings>,
+    /// `Some` when the run gets a worktree of its own.
+    pub worktree: Option<WorktreeSettings>,
+    /// `--parallel N`: this invocation starts N runs.
+    pub parallel: Option<u64>,
+    /// One run of a `--parallel` group: the group's label and this run's number.
+    pub parallel_member: Option<(String, u64)>,
     pub dry_run: bool,
     pub layers: Layers,
 }
@@ -565,6 +583,23 @@ fn build(
         }
     };
 
+    let flags::Identity {
+        worktree,
+        label,
+        parallel_member,
+    } = flags::worktree_and_label(
+        args,
+        r.bool("looper.worktree").then(|| WorktreeSettings {
+            cleanup: crate::engine::worktree::CleanupPolicy::parse(
+                &r.str("looper.worktree_cleanup"),
+            )
+            .unwrap_or_default(),
+            base: r.opt_str("looper.worktree_base"),
+            branch: args.branch.clone(),
+            trust: r.bool("looper.worktree_trust"),
+        }),
+    )?;
+
     let completion_marker = r
         .bool("looper.completion_enabled")
         .then(|| r.str("looper.completion_marker"));
@@ -585,7 +620,7 @@ fn build(
         mode,
         prompt_file: absolutize(&inv.base_dir, &prompt_file),
         separator: r.str("looper.separator"),
-        label: args.label.clone(),
+        label,
         timeout: r.seconds("looper.timeout_seconds"),
         sleep: r.seconds("looper.sleep_seconds"),
         fresh_session_per_loop: r.bool("looper.fresh_session_per_loop"),
@@ -624,6 +659,9 @@ fn build(
         completion_must_be_last: r.bool("looper.completion_must_be_last"),
         verify,
         review,
+        worktree,
+        parallel: args.parallel,
+        parallel_member,
         dry_run: args.dry_run,
         layers,
     })

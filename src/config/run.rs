@@ -110,7 +110,7 @@ impl RunConfig {
 /// A label a person recognises in a fleet list: the project directory and the agent
 /// (`myrepo-codex`), with `-2`, `-3`... only when a run of that label is already active in the
 /// same run root. `--label` is taken as given.
-fn default_label(settings: &Settings) -> String {
+pub fn default_label(settings: &Settings) -> String {
     let dir = settings
         .agent
         .cwd

@@ -146,6 +146,7 @@ pub const MODES: &[&str] = &["single", "sequence"];
 pub const KINDS: &[&str] = &["codex", "claude", "gemini", "generic"];
 pub const INTERFACES: &[&str] = &["json", "hybrid"];
 pub const LAYOUTS: &[&str] = &["auto", "single", "split"];
+pub const WORKTREE_CLEANUPS: &[&str] = crate::engine::worktree::CleanupPolicy::WORDS;
 
 pub const DEFAULT_STOP_PATTERNS: &[&str] = &[
     r"rate[\s_-]*limit(?:ed|ing)?",
@@ -448,6 +449,30 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
         K::Bool,
         D::Bool(false),
         "Hybrid: leave the agent pane open when the run ends.",
+    ),
+    key(
+        "worktree",
+        K::Bool,
+        D::Bool(false),
+        "Run in a git worktree of its own, on a new branch (looper/<label>), under .agent-looper/worktrees/.",
+    ),
+    key(
+        "worktree_cleanup",
+        K::Choice(WORKTREE_CLEANUPS),
+        D::Str("auto"),
+        "At the run's end: auto keeps a worktree with new commits or changes and removes an untouched one; keep; remove (never a dirty one, never commits no other branch has).",
+    ),
+    key(
+        "worktree_base",
+        K::Str,
+        D::Str(""),
+        "The revision a worktree's branch starts from; \"\" is HEAD of the checkout the looper starts in.",
+    ),
+    key(
+        "worktree_trust",
+        K::Bool,
+        D::Bool(false),
+        "Hybrid: record folder trust in claude's or codex's config for the worktrees the looper creates (removed with them).",
     ),
 ];
 

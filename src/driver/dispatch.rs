@@ -312,6 +312,28 @@ impl Dispatcher {
                     .window
                     .retrying(retry_status, *wait_seconds, notify_after);
             }
+            Event::BackupCreated {
+                loop_number: 1,
+                commit,
+                snapshot: true,
+                ..
+            } => {
+                // The first dirty snapshot is the work tree as the run found it: what
+                // `looper diff` compares a run without a worktree to.
+                let st = self.ports.records.state();
+                if st.start_snapshot.is_none() {
+                    st.start_snapshot = Some(commit.clone());
+                }
+            }
+            Event::LoopCompleted { .. }
+                if self
+                    .ports
+                    .checkout
+                    .as_ref()
+                    .is_some_and(|c| c.is_worktree()) =>
+            {
+                self.measure_changes();
+            }
             _ => {}
         }
         self.ports.records.append(event)?;
@@ -328,6 +350,29 @@ impl Dispatcher {
             _ => Sync::No,
         };
         self.ports.records.save(sync)
+    }
+
+    /// What the run changed so far, into the state (`looper status` reads it from there).
+    fn measure_changes(&mut self) {
+        let st = self.ports.records.state();
+        let Some(base) = st
+            .worktree_base
+            .clone()
+            .or_else(|| st.start_snapshot.clone())
+            .or_else(|| st.base_commit.clone())
+        else {
+            return;
+        };
+        let Some(checkout) = self.ports.checkout.as_mut() else {
+            return;
+        };
+        // A measurement that fails (the work tree vanished) leaves the last one standing.
+        if let Ok(c) = checkout.changes(&base) {
+            let st = self.ports.records.state();
+            st.branch = c.branch;
+            st.commits_ahead = Some(c.commits_ahead);
+            st.files_changed = Some(c.files_changed);
+        }
     }
 
     fn note_prompt_facts(&mut self) {
@@ -466,10 +511,32 @@ impl Dispatcher {
     /// The run is over: close the pane (unless kept) and write the final state once more.
     /// Returns the exit code and whether the end could not be recorded.
     pub fn close(mut self) -> (i32, Option<Error>) {
-        if let Some(pane) = self.pane.take()
-            && panes::close_at_end(self.cfg.settings.keep_agent_pane)
+        let mut pane_kept = false;
+        let mut closed_pane = None;
+        if let Some(pane) = self.pane.take() {
+            if panes::close_at_end(self.cfg.settings.keep_agent_pane) {
+                self.ports.panes.close(&pane);
+                closed_pane = Some(pane.pid);
+            } else {
+                pane_kept = true;
+            }
+        }
+        // The agent is gone (or its pane kept): measure what the run changed, then settle
+        // its worktree under the cleanup rules and say what became of it.
+        if !self.cfg.settings.dry_run {
+            self.measure_changes();
+        }
+        if let Some(outcome) = self
+            .ports
+            .checkout
+            .as_mut()
+            .and_then(|c| c.finish(pane_kept, closed_pane))
         {
-            self.ports.panes.close(&pane);
+            self.say(&format!("looper: {}", outcome.text()));
+            let event = SupervisorEvent::worktree_outcome(&outcome);
+            if let Err(e) = self.ports.records.append_supervisor(&event) {
+                crate::console::err(&format!("looper: {e}"));
+            }
         }
         // The records of the end may have failed (a full disk): try the final state once
         // more; if it still cannot be written, the run did not end as asked.

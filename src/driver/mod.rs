@@ -25,7 +25,10 @@ use crate::records::events::SupervisorEvent;
 use crate::records::inbox::Inbox;
 use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, RunStore, discovery, panic};
 use dispatch::{Applied, AttemptHandle, Dispatcher, Presentation};
-use ports::{GitWorkspace, Ports, ProcessAgents, Terminal, TmuxPanes, Workspace};
+pub use ports::WorktreeLease;
+use ports::{
+    Checkout, GitWorkspace, MainCheckout, Ports, ProcessAgents, Terminal, TmuxPanes, Workspace,
+};
 
 /// How the run presents itself, decided by the caller (terminal, tmux).
 #[derive(Clone, Debug, Default)]
@@ -131,6 +134,10 @@ fn open_store(cfg: &RunConfig, run_id: (chrono::DateTime<Utc>, u32)) -> Result<R
         .and_then(|t| t.split(',').next())
         .filter(|s| !s.is_empty())
         .map(str::to_string);
+    if let Some((group, index)) = &s.parallel_member {
+        st.parallel_group = Some(group.clone());
+        st.parallel_index = Some(*index);
+    }
     Ok(store)
 }
 
@@ -140,9 +147,22 @@ pub async fn run(
     mut cfg: RunConfig,
     opts: RunOptions,
     took_over: Option<SupervisorEvent>,
+    worktree: Option<WorktreeLease>,
 ) -> Result<i32> {
     let run_id = opts.run_id.unwrap_or_else(|| (Utc::now(), rand::random()));
     let mut store = open_store(&cfg, run_id)?;
+    if let Some(lease) = &worktree {
+        let r = &lease.record;
+        let event = SupervisorEvent::WorktreeCreated {
+            path: r.path.clone(),
+            branch: r.branch.clone(),
+            base: r.base.clone(),
+            cleanup: r.cleanup,
+            trust: r.trust.iter().map(|t| t.file.clone()).collect(),
+        };
+        store.append_supervisor(&event, Utc::now())?;
+        store.write_state(crate::records::store::Sync::Now)?;
+    }
     panic::watch(&store.dir);
     let run_dir = store.dir.clone();
     // From here a terminal that stops reading must not stop the run.
@@ -164,6 +184,18 @@ pub async fn run(
             )),
         }
     }
+    // What the run changed is measured where it works: its own worktree, else the checkout
+    // it started in (when that is a git work tree).
+    let checkout: Option<Box<dyn Checkout>> = match worktree {
+        Some(lease) => Some(Box::new(lease)),
+        None if store.state.base_commit.is_some() && !cfg.settings.dry_run => {
+            Some(Box::new(MainCheckout {
+                dir: cfg.settings.agent.cwd.clone(),
+                excluded: excluded.clone(),
+            }))
+        }
+        None => None,
+    };
     let workspace = cfg.workspace.take().map(|ws| {
         let s = &cfg.settings;
         Box::new(GitWorkspace {
@@ -197,6 +229,7 @@ pub async fn run(
         records: Box::new(store),
         window: Box::new(window),
         console: Box::new(Terminal { quiet: opts.quiet }),
+        checkout,
     };
     let presentation = Presentation {
         echo_transcript: echo,

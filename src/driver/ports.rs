@@ -15,6 +15,7 @@ use crate::effects::git;
 use crate::effects::hybrid::{self, Pane, Transcript, Tui};
 use crate::effects::process::{self, AttemptControl, AttemptExit, SpawnSpec};
 use crate::effects::tmux::WindowState;
+use crate::effects::worktree::{self, Changes, Outcome};
 use crate::engine::{BackupInfo, Event, StopReason};
 use crate::error::Result;
 use crate::records::control::NoteRecord;
@@ -90,6 +91,20 @@ pub trait Workspace {
     fn backup(&mut self, loop_number: u64) -> std::result::Result<BackupInfo, String>;
 }
 
+/// The checkout the run works in (issue 16): what it changed so far, and its end.
+pub trait Checkout {
+    /// Its branch, commits ahead of `base` and files changed since (`looper status`).
+    fn changes(&mut self, base: &str) -> std::result::Result<Changes, String>;
+    /// The run is over: a looper-made worktree is kept or removed under its cleanup rules
+    /// (`None` for the main checkout, which is left as it is). `closed_pane` is the pid of
+    /// the hybrid pane just closed: a TUI writes its files (and its config) as it exits, so
+    /// it is waited for before anything is judged or removed.
+    fn finish(&mut self, pane_kept: bool, closed_pane: Option<i32>) -> Option<Outcome>;
+    /// A worktree of the run's own: its changes are measured at every loop's end (the main
+    /// checkout's only at the run's end, so a run there costs no extra scan per loop).
+    fn is_worktree(&self) -> bool;
+}
+
 /// The run's records (D21).
 pub trait Records {
     /// Append an engine event and fold it into the state snapshot.
@@ -126,6 +141,8 @@ pub struct Ports {
     pub records: Box<dyn Records>,
     pub window: Box<dyn Window>,
     pub console: Box<dyn Console>,
+    /// `None` outside a git work tree (and for dry runs).
+    pub checkout: Option<Box<dyn Checkout>>,
 }
 
 /// Real agent processes: `effects::process`.
@@ -313,5 +330,94 @@ impl Console for Terminal {
         if !self.quiet {
             crate::console::out(line);
         }
+    }
+}
+
+/// How long a closed hybrid pane's TUI may take to exit before its worktree is settled.
+const PANE_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The main checkout of a run without a worktree: measured, never touched.
+pub struct MainCheckout {
+    pub dir: PathBuf,
+    /// The looper's own files, which are no change of the run's.
+    pub excluded: Vec<PathBuf>,
+}
+
+impl Checkout for MainCheckout {
+    fn changes(&mut self, base: &str) -> std::result::Result<Changes, String> {
+        worktree::changes(&self.dir, base, &self.excluded).map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self, _pane_kept: bool, _closed_pane: Option<i32>) -> Option<Outcome> {
+        None
+    }
+
+    fn is_worktree(&self) -> bool {
+        false
+    }
+}
+
+/// A looper-made worktree while its run lasts: settled (kept or removed) exactly once, at the
+/// run's end through [`Checkout::finish`], or when dropped on any other way out (an error, a
+/// panic unwinding), so no path leaves it unrecorded. Only SIGKILL skips this; then its
+/// record names a dead looper and `looper status --repair-stale` settles it.
+pub struct WorktreeLease {
+    pub record: worktree::Record,
+    settled: bool,
+}
+
+impl WorktreeLease {
+    pub fn new(record: worktree::Record) -> Self {
+        Self {
+            record,
+            settled: false,
+        }
+    }
+
+    /// Keep or remove it, once.
+    pub fn settle(&mut self, pane_kept: bool) -> Option<Outcome> {
+        if self.settled {
+            return None;
+        }
+        self.settled = true;
+        Some(worktree::finish(&self.record, pane_kept))
+    }
+}
+
+impl Drop for WorktreeLease {
+    fn drop(&mut self) {
+        let Some(outcome) = self.settle(false) else {
+            return;
+        };
+        crate::console::err(&format!("looper: {}", outcome.text()));
+        // The run's records exist when it got as far as its run directory: say it there too.
+        if let Some(dir) = &self.record.run_dir
+            && dir.join(crate::records::STATE_FILE).is_file()
+        {
+            let event = SupervisorEvent::worktree_outcome(&outcome);
+            let _ = crate::records::repair::record_after(dir, &event, Utc::now());
+        }
+    }
+}
+
+impl Checkout for WorktreeLease {
+    fn changes(&mut self, base: &str) -> std::result::Result<Changes, String> {
+        worktree::changes(&self.record.path, base, &[]).map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self, pane_kept: bool, closed_pane: Option<i32>) -> Option<Outcome> {
+        if let Some(pid) = closed_pane {
+            // Bounded: a TUI that does not exit in time is judged as it is (its files
+            // are then what the rules see).
+            let until = std::time::Instant::now() + PANE_EXIT_WAIT;
+            while crate::effects::procinfo::is_running(pid) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.settle(pane_kept)
+    }
+
+    fn is_worktree(&self) -> bool {
+        true
     }
 }

@@ -10,3 +10,4 @@ pub mod process;
 pub mod procinfo;
 pub mod textfile;
 pub mod tmux;
+pub mod worktree;

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod protocol;
 pub mod retry;
 pub mod stop;
+pub mod worktree;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@ use serde::Serialize;
 use super::fsio;
 use super::time;
 use crate::effects::git::HolderRecord;
+use crate::effects::worktree::Outcome;
+use crate::engine::worktree::CleanupPolicy;
 use crate::engine::{Status, StopKind};
 use crate::error::Result;
 
@@ -43,6 +45,34 @@ pub enum SupervisorEvent {
         why: String,
         preview: String,
     },
+    /// The run got a git worktree of its own (issue 16), before `run_started`.
+    WorktreeCreated {
+        path: PathBuf,
+        branch: String,
+        base: String,
+        cleanup: CleanupPolicy,
+        /// The TUI config files where trust was recorded for it (`--trust-worktree`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        trust: Vec<PathBuf>,
+    },
+    /// At the run's end (or by `--repair-stale`): the worktree was kept, and why.
+    WorktreeKept {
+        path: PathBuf,
+        branch: String,
+        reason: String,
+        commits_ahead: u64,
+        unmerged_commits: u64,
+        dirty_paths: u64,
+        files_changed: u64,
+    },
+    /// At the run's end (or by `--repair-stale`): the worktree was removed, and its branch
+    /// unless that had moved meanwhile.
+    WorktreeRemoved {
+        path: PathBuf,
+        branch: String,
+        branch_removed: bool,
+        note: String,
+    },
     /// A panic after the run's end was already on record: noted, the end is kept.
     SupervisorPanic { error: String },
     /// The end of a run whose supervisor died, written by `--repair-stale` (reference 10.5).
@@ -65,8 +95,35 @@ impl SupervisorEvent {
             SupervisorEvent::HybridSessionReset { .. } => "hybrid_session_reset",
             SupervisorEvent::LockTakenOver { .. } => "lock_taken_over",
             SupervisorEvent::ControlLineRejected { .. } => "control_line_rejected",
+            SupervisorEvent::WorktreeCreated { .. } => "worktree_created",
+            SupervisorEvent::WorktreeKept { .. } => "worktree_kept",
+            SupervisorEvent::WorktreeRemoved { .. } => "worktree_removed",
             SupervisorEvent::SupervisorPanic { .. } => "supervisor_panic",
             SupervisorEvent::RunRepaired { .. } => "run_stopped",
+        }
+    }
+}
+
+impl SupervisorEvent {
+    /// The record of what became of a worktree.
+    pub fn worktree_outcome(o: &Outcome) -> Self {
+        if o.removed {
+            SupervisorEvent::WorktreeRemoved {
+                path: o.path.clone(),
+                branch: o.branch.clone(),
+                branch_removed: o.branch_removed,
+                note: o.text(),
+            }
+        } else {
+            SupervisorEvent::WorktreeKept {
+                path: o.path.clone(),
+                branch: o.branch.clone(),
+                reason: o.text(),
+                commits_ahead: o.facts.commits_ahead,
+                unmerged_commits: o.facts.unmerged_commits,
+                dirty_paths: o.facts.dirty_paths,
+                files_changed: o.changes.files_changed,
+            }
         }
     }
 }

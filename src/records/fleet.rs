@@ -58,6 +58,15 @@ pub struct StateView {
     pub gate_blocked_since: Option<DateTime<Utc>>,
     pub verify_last: Option<GateView>,
     pub review_last: Option<GateView>,
+    pub worktree_path: Option<String>,
+    pub worktree_branch: Option<String>,
+    pub worktree_state: Option<String>,
+    pub worktree_note: Option<String>,
+    pub parallel_group: Option<String>,
+    pub parallel_index: Option<u64>,
+    pub branch: Option<String>,
+    pub commits_ahead: Option<u64>,
+    pub files_changed: Option<u64>,
 }
 
 /// The latest verify or review as status shows it.
@@ -171,6 +180,12 @@ impl Row {
         }
     }
 
+    /// The row read again from disk (after something else wrote its state).
+    pub fn reload(&mut self) {
+        let dir = std::mem::take(&mut self.dir);
+        *self = Row::load(dir, &mut Vec::new());
+    }
+
     /// The row after `repair` closed its run: what the repair wrote, without reading the
     /// state back.
     pub fn repaired(&mut self, r: &super::repair::Repaired, at: DateTime<Utc>) {
@@ -225,7 +240,36 @@ impl Row {
         }
     }
 
+    /// The main checkout of a run in a looper-made worktree
+    /// (`<home>/.agent-looper/worktrees/<name>`).
+    pub fn worktree_home(&self) -> Option<PathBuf> {
+        let wt = Path::new(self.state.worktree_path.as_deref()?);
+        Some(wt.parent()?.parent()?.parent()?.to_path_buf())
+    }
+
+    /// The worktree column: its branch and what it changed (`+2c 3f`: 2 commits ahead of its
+    /// base, 3 files changed), and what became of a worktree at the run's end.
+    pub fn changes(&self) -> Option<String> {
+        let s = &self.state;
+        let branch = s.worktree_branch.clone().or_else(|| s.branch.clone())?;
+        let mut text = branch;
+        if let (Some(c), Some(f)) = (s.commits_ahead, s.files_changed) {
+            text.push_str(&format!(" +{c}c {f}f"));
+        }
+        match s.worktree_state.as_deref() {
+            Some("kept") => text.push_str(" (kept)"),
+            Some("removed") => text.push_str(" (removed)"),
+            _ => {}
+        }
+        Some(text)
+    }
+
     pub fn project(&self) -> Option<String> {
+        if let Some(home) = self.worktree_home()
+            && let Some(n) = home.file_name()
+        {
+            return Some(n.to_string_lossy().into_owned());
+        }
         let cwd = self.state.agent_cwd.as_deref()?;
         Some(
             Path::new(cwd)
@@ -242,7 +286,15 @@ impl Row {
             return e.clone();
         }
         if let Some(r) = &self.stale {
-            return r.clone();
+            return match (
+                &self.state.worktree_path,
+                self.state.worktree_state.as_deref(),
+            ) {
+                (Some(_), Some("active")) => {
+                    format!("worktree left, --repair-stale settles it; {r}")
+                }
+                _ => r.clone(),
+            };
         }
         let s = &self.state;
         match s.status.as_deref() {
@@ -387,7 +439,8 @@ pub fn load_rows(dirs: Vec<PathBuf>) -> Vec<Row> {
     rows
 }
 
-/// Attention first, then running, then finished; newest first within a group.
+/// Attention first, then running, then finished; newest first within a group. The runs of
+/// one `--parallel` group stay together, in their order, where the first of them sorts.
 pub fn sort_rows(rows: &mut [Row]) {
     rows.sort_by_cached_key(|r| {
         (
@@ -396,6 +449,35 @@ pub fn sort_rows(rows: &mut [Row]) {
             std::cmp::Reverse(r.name()),
         )
     });
+    if rows.iter().all(|r| r.state.parallel_group.is_none()) {
+        return;
+    }
+    let key = |r: &Row| {
+        r.state
+            .parallel_group
+            .clone()
+            .map(|g| (g, r.worktree_home()))
+    };
+    let mut first: HashMap<(String, Option<PathBuf>), usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(k) = key(r) {
+            first.entry(k).or_insert(i);
+        }
+    }
+    // Rows outside groups keep their place; a group's rows follow its first one, by number.
+    let mut order: Vec<(usize, u64, usize)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match key(r).and_then(|k| first.get(&k).copied()) {
+            Some(f) => (f, r.state.parallel_index.unwrap_or(0), i),
+            None => (i, 0, i),
+        })
+        .collect();
+    order.sort_unstable();
+    let sorted: Vec<Row> = order.iter().map(|&(_, _, i)| rows[i].clone()).collect();
+    for (dst, r) in rows.iter_mut().zip(sorted) {
+        *dst = r;
+    }
 }
 
 /// A row named `name` with a status, an exit code and an update time, for tests here and in
@@ -464,6 +546,25 @@ mod tests {
         r.state.status = Some("stopped".into());
         r.state.stop_reason = Some("completion marker".into());
         assert_eq!(r.note(), "completion marker");
+    }
+
+    #[test]
+    fn a_parallel_group_stays_together_where_its_first_run_sorts() {
+        let mut rows = vec![
+            row("solo-done", "stopped", Some(0), "2026-01-01T00:00:09Z"),
+            row("g-2", "stopped", Some(0), "2026-01-01T00:00:08Z"),
+            row("other", "running", None, "2026-01-01T00:00:07Z"),
+            row("g-1", "running", None, "2026-01-01T00:00:06Z"),
+            row("g-3", "stopped", Some(3), "2026-01-01T00:00:05Z"),
+        ];
+        for (r, i) in [(1, 2), (3, 1), (4, 3)] {
+            rows[r].state.parallel_group = Some("g".into());
+            rows[r].state.parallel_index = Some(i);
+        }
+        sort_rows(&mut rows);
+        let names: Vec<String> = rows.iter().map(Row::label).collect();
+        // g-3 needs attention, so the group sorts first, in its own order.
+        assert_eq!(names, ["g-1", "g-2", "g-3", "other", "solo-done"]);
     }
 
     #[test]

@@ -182,3 +182,20 @@ fn repair_unsynced(
         stop_reason,
     })
 }
+
+/// Append one of the supervisor's records to a run no supervisor holds any more (a worktree
+/// settled after its run: by `--repair-stale`, or after the run's records were closed) and
+/// fold it into `state.json`, which is replaced atomically.
+pub fn record_after(dir: &Path, event: &SupervisorEvent, now: DateTime<Utc>) -> Result<()> {
+    fsio::check_run_dir(dir)?;
+    let path = dir.join(STATE_FILE);
+    fsio::check_run_file(&path)?;
+    let mut state = super::state::read_state(&path)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+    events::append_to_dir(dir, now, event)?;
+    state.apply_supervisor(event, now);
+    let mut out = serde_json::to_vec_pretty(&state)
+        .map_err(|e| Error::Usage(format!("cannot serialise the state: {e}")))?;
+    out.push(b'\n');
+    fsio::write_atomic(&path, &out, true)
+}

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::events::SupervisorEvent;
 use super::time;
 use crate::engine::{Event, Gate, StopKind, Usage};
 
@@ -111,6 +112,26 @@ pub struct RunState {
     pub last_backup_branch: Option<String>,
     /// HEAD when the run started: what `looper diff` and the reviewer compare against.
     pub base_commit: Option<String>,
+    /// The first backup snapshot (`--backup-dirty`): the work tree at the run's start,
+    /// uncommitted files included; what `looper diff` compares a run without a worktree to.
+    pub start_snapshot: Option<String>,
+    /// The run's own git worktree (issue 16): where, on which branch, from which commit.
+    pub worktree_path: Option<String>,
+    pub worktree_branch: Option<String>,
+    pub worktree_base: Option<String>,
+    pub worktree_cleanup: Option<String>,
+    /// `active` while its run lasts, then `kept` or `removed`.
+    pub worktree_state: Option<String>,
+    /// Why it was kept, or what was removed.
+    pub worktree_note: Option<String>,
+    /// A `--parallel` group's label, and this run's number in it.
+    pub parallel_group: Option<String>,
+    pub parallel_index: Option<u64>,
+    /// What the run changed so far, measured at each loop's end (worktree runs) and at the
+    /// run's end: the branch checked out, commits ahead of its base, files changed since.
+    pub branch: Option<String>,
+    pub commits_ahead: Option<u64>,
+    pub files_changed: Option<u64>,
     pub agent_notice: Option<String>,
     /// The agent's last words on an error channel in its last prompt.
     pub last_error_line: Option<String>,
@@ -398,6 +419,46 @@ impl RunState {
                 }
             }
         }
+    }
+
+    /// Fold one of the supervisor's own records into the snapshot (those that carry state).
+    pub fn apply_supervisor(&mut self, event: &SupervisorEvent, at: DateTime<Utc>) {
+        match event {
+            SupervisorEvent::WorktreeCreated {
+                path,
+                branch,
+                base,
+                cleanup,
+                ..
+            } => {
+                self.worktree_path = Some(path.display().to_string());
+                self.worktree_branch = Some(branch.clone());
+                self.worktree_base = Some(base.clone());
+                self.worktree_cleanup = Some(cleanup.as_str().into());
+                self.worktree_state = Some("active".into());
+                self.branch = Some(branch.clone());
+                self.commits_ahead = Some(0);
+                self.files_changed = Some(0);
+            }
+            SupervisorEvent::WorktreeKept {
+                reason,
+                commits_ahead,
+                files_changed,
+                ..
+            } => {
+                self.worktree_state = Some("kept".into());
+                self.worktree_note = Some(reason.clone());
+                self.commits_ahead = Some(*commits_ahead);
+                self.files_changed = Some(*files_changed);
+            }
+            SupervisorEvent::WorktreeRemoved { note, .. } => {
+                self.worktree_state = Some("removed".into());
+                self.worktree_note = Some(note.clone());
+            }
+            _ => return,
+        }
+        self.updated_at = Some(at);
+        self.last_event = Some(event.name().to_string());
     }
 
     pub fn is_active(&self) -> bool {

@@ -136,7 +136,9 @@ impl RunStore {
 
     /// Append one of the supervisor's own records (hybrid panes, lock takeover).
     pub fn append_supervisor(&mut self, event: &SupervisorEvent, at: DateTime<Utc>) -> Result<()> {
-        self.write_line(events::encode(at, event, None))
+        self.write_line(events::encode(at, event, None))?;
+        self.state.apply_supervisor(event, at);
+        Ok(())
     }
 
     fn write_line(&mut self, line: Vec<u8>) -> Result<()> {

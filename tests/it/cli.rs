@@ -32,6 +32,7 @@ fn help_snapshots_for_every_command() {
         &["control", "focus"],
         &["status"],
         &["logs"],
+        &["diff"],
         &["doctor"],
         &["config"],
         &["config", "check"],

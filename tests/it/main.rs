@@ -26,3 +26,4 @@ mod security;
 mod status;
 mod tmux;
 mod verify;
+mod worktree;

@@ -10,7 +10,8 @@
 //! codex-reply TEXT | claude-reply TEXT | gemini-reply TEXT   (the CLI's JSON events)
 //! codex-error MESSAGE | claude-error STATUS MESSAGE | claude-retry STATUS
 //! rate-limit-event STATUS [RESETS_IN_SECONDS]
-//! sleep SECONDS | exit CODE | ignore-term | grandchild SECONDS
+//! sleep SECONDS | wait-for PATH (until the file exists, at most 120 s) | exit CODE
+//! ignore-term | grandchild SECONDS
 //! flood BYTES [LINE_LEN] | longline BYTES | repeat CHAR BYTES (no newline) | invalid-utf8
 //! record PATH (appends {"argv":[...],"env":{...},"cwd":...} as one JSON line)
 //! write PATH TEXT | append PATH TEXT | echo-prompt (prints the last argument)
@@ -19,6 +20,9 @@
 //! double-fork SECONDS PATH (a daemon: setsid and a second fork, stdio on /dev/null)
 //! double-fork-stdout SECONDS PATH (the same daemon, still holding stdout)
 //! (each appends the pid of the process that stays behind to PATH, one per line)
+//! git ARGS... (runs git in the working directory; fails the agent if git does)
+//!
+//! `${NAME}` in a step is replaced by the environment variable NAME (`${LOOPER_LABEL}`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -77,6 +81,28 @@ fn daemon(secs: f64, record: &str, double_fork: bool, keep_stdout: bool) {
     std::process::exit(0);
 }
 
+/// `${NAME}` replaced by the environment variable NAME (empty when unset).
+fn expand(step: &str) -> String {
+    let mut out = String::new();
+    let mut rest = step;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + 2 + end];
+                out.push_str(&std::env::var(name).unwrap_or_default());
+                rest = &rest[start + 3 + end..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn session_from_argv(argv: &[String]) -> Option<String> {
     argv.windows(2)
         .find(|w| w[0] == "--session-id" || w[0] == "--resume")
@@ -124,7 +150,8 @@ fn main() {
     let session = session_from_argv(&argv).unwrap_or_else(|| format!("fake-session-{call}"));
     let prompt = argv.last().cloned().unwrap_or_default();
     for step in steps {
-        let step = step.trim_end();
+        let step = expand(step.trim_end());
+        let step = step.as_str();
         if step.is_empty() || step.starts_with('#') {
             continue;
         }
@@ -197,6 +224,15 @@ fn main() {
             }
             "sleep" => {
                 std::thread::sleep(Duration::from_secs_f64(rest.trim().parse().unwrap_or(0.0)))
+            }
+            "wait-for" => {
+                // A test's go-ahead: holds the agent as long as the test needs, however slow
+                // the machine, where a fixed sleep would race.
+                let path = std::path::Path::new(rest.trim());
+                let give_up = std::time::Instant::now() + Duration::from_secs(120);
+                while !path.exists() && std::time::Instant::now() < give_up {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
             "exit" => std::process::exit(rest.trim().parse().unwrap_or(0)),
             "ignore-term" => unsafe {
@@ -320,6 +356,16 @@ fn main() {
                 };
                 unsafe {
                     libc::kill(libc::getpid(), sig);
+                }
+            }
+            "git" => {
+                let ok = std::process::Command::new("git")
+                    .args(rest.split_whitespace())
+                    .status()
+                    .is_ok_and(|st| st.success());
+                if !ok {
+                    eprintln!("fake-agent: git {rest} failed");
+                    std::process::exit(98);
                 }
             }
             other => {

@@ -12,9 +12,11 @@ use super::*;
 use crate::agents::Stream;
 use crate::config::{Invocation, Settings};
 use crate::driver::ports::{
-    AgentProcesses, Console, Finished, NotStarted, PaneRequest, Panes, Records, Window, Workspace,
+    AgentProcesses, Checkout, Console, Finished, NotStarted, PaneRequest, Panes, Records, Window,
+    Workspace,
 };
 use crate::effects::process::OutputSink;
+use crate::effects::worktree::{Changes, Outcome};
 use crate::engine::{BackupInfo, SessionRef, WaitPurpose};
 use crate::records::RunState;
 
@@ -36,6 +38,8 @@ enum Call {
     Retrying(String),
     Finished(String),
     Say(String),
+    Changes(String),
+    FinishCheckout { pane_kept: bool },
 }
 
 /// Shared by every fake (`Send`: the workspace fake moves to a blocking thread).
@@ -179,6 +183,49 @@ impl Workspace for FakeWorkspace {
             snapshot: false,
             pruned: vec![],
         })
+    }
+}
+
+/// A checkout that answers with fixed changes and keeps the worktree at its end.
+struct FakeCheckout {
+    calls: Calls,
+    worktree: bool,
+}
+
+impl Checkout for FakeCheckout {
+    fn changes(&mut self, base: &str) -> std::result::Result<Changes, String> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Changes(base.to_string()));
+        Ok(Changes {
+            branch: Some("looper/t".into()),
+            head: "c0ffee".into(),
+            commits_ahead: 2,
+            files_changed: 5,
+            dirty_paths: 0,
+        })
+    }
+
+    fn finish(&mut self, pane_kept: bool, _closed_pane: Option<i32>) -> Option<Outcome> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::FinishCheckout { pane_kept });
+        self.worktree.then(|| Outcome {
+            path: "/repo/.agent-looper/worktrees/t".into(),
+            branch: "looper/t".into(),
+            removed: false,
+            branch_removed: false,
+            reasons: vec![crate::engine::worktree::KeepReason::NewCommits(2)],
+            facts: crate::engine::worktree::Facts::default(),
+            changes: Changes::default(),
+            error: None,
+        })
+    }
+
+    fn is_worktree(&self) -> bool {
+        self.worktree
     }
 }
 
@@ -346,6 +393,7 @@ impl Harness {
             console: Box::new(FakeConsole {
                 calls: calls.clone(),
             }),
+            checkout: None,
         };
         let engine = Engine::new(crate::driver::engine_config(&cfg), 7);
         let d = Dispatcher::new(cfg, engine, ports, Presentation::default(), run_dir);
@@ -657,6 +705,84 @@ fn finishing_says_why_sets_the_window_and_closes_the_run() {
     assert_eq!(*calls.lock().expect("calls"), [Call::Save(Sync::Now)]);
 }
 
+#[test]
+fn a_worktree_is_measured_each_loop_and_settled_after_the_pane_closes() {
+    let mut h = Harness::new(&generic(""));
+    h.d.ports.checkout = Some(Box::new(FakeCheckout {
+        calls: h.calls.clone(),
+        worktree: true,
+    }));
+    h.d.ports.records.state().worktree_base = Some("base1".into());
+    h.d.ports.records.state().base_commit = Some("head0".into());
+    let _ = h.d.apply(Effect::Record(Event::LoopCompleted {
+        loop_number: 1,
+        duration_seconds: 1.0,
+        output_bytes: 3,
+        completion_detected: false,
+        plan_unchecked: None,
+        completion_blocked_by_plan: false,
+        blocked_by: None,
+        blocked_reason: None,
+        plan_removed: Vec::new(),
+        verify_passed: None,
+        review_approved: None,
+        completion_streak: 0,
+        fingerprint: None,
+        no_progress_count: 0,
+        output_decline_count: 0,
+        output_match_count: 0,
+        usage: crate::engine::Usage::default(),
+        usage_total: crate::engine::Usage::default(),
+    }));
+    let calls = h.take_calls();
+    assert!(
+        calls.contains(&Call::Changes("base1".into())),
+        "measured against the worktree's base: {calls:?}"
+    );
+    let st = h.d.ports.records.state().clone();
+    assert_eq!(
+        (st.branch.as_deref(), st.commits_ahead, st.files_changed),
+        (Some("looper/t"), Some(2), Some(5))
+    );
+    let _ = h.d.apply(Effect::Finish(StopReason::MaxLoops(1)));
+    h.take_calls();
+    let calls = h.calls.clone();
+    let _ = h.d.close();
+    let calls = calls.lock().expect("calls").clone();
+    let finish_at = calls
+        .iter()
+        .position(|c| *c == Call::FinishCheckout { pane_kept: false });
+    let kept_at = calls
+        .iter()
+        .position(|c| *c == Call::AppendSupervisor("worktree_kept"));
+    let saved_at = calls.iter().rposition(|c| *c == Call::Save(Sync::Now));
+    assert!(
+        finish_at.is_some() && finish_at < kept_at && kept_at < saved_at,
+        "settled, recorded, then the final state: {calls:?}"
+    );
+}
+
+#[test]
+fn the_main_checkout_is_measured_only_at_the_end_and_never_settled() {
+    let mut h = Harness::new(&generic(""));
+    h.d.ports.checkout = Some(Box::new(FakeCheckout {
+        calls: h.calls.clone(),
+        worktree: false,
+    }));
+    h.d.ports.records.state().base_commit = Some("head0".into());
+    h.d.ports.records.state().start_snapshot = Some("snap".into());
+    let _ = h.d.apply(Effect::Finish(StopReason::MaxLoops(1)));
+    h.take_calls();
+    let calls = h.calls.clone();
+    let _ = h.d.close();
+    let calls = calls.lock().expect("calls").clone();
+    assert!(calls.contains(&Call::Changes("snap".into())), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::AppendSupervisor(_))),
+        "{calls:?}"
+    );
+}
+
 fn hybrid_env() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("TMUX".to_string(), "/tmp/tmux-test/default,1,0".to_string()),
@@ -807,6 +933,33 @@ fn a_kept_pane_outlives_the_run() {
             .expect("calls")
             .iter()
             .any(|c| matches!(c, Call::ClosePane(_)))
+    );
+}
+
+#[test]
+fn a_worktree_whose_pane_is_kept_is_told_so() {
+    let config = format!("{CLAUDE}\n").replace(
+        "sleep_seconds = 0\n",
+        "sleep_seconds = 0\nkeep_agent_pane = true\n",
+    );
+    let mut h = Harness::with_env(&config, hybrid_env());
+    h.d.ports.checkout = Some(Box::new(FakeCheckout {
+        calls: h.calls.clone(),
+        worktree: true,
+    }));
+    drop(finish(
+        h.d.apply(Effect::RunAttempt(spec(1, session("s-1", false)))),
+    ));
+    let _ = h.d.apply(Effect::Finish(StopReason::Completion));
+    let calls = h.calls.clone();
+    let _ = h.d.close();
+    assert!(
+        calls
+            .lock()
+            .expect("calls")
+            .contains(&Call::FinishCheckout { pane_kept: true }),
+        "{:?}",
+        calls.lock().expect("calls")
     );
 }
 
