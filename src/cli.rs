@@ -268,6 +268,11 @@ pub struct TargetArgs {
     /// Also consider runs that have stopped.
     #[arg(long)]
     pub include_stopped: bool,
+    /// Machine-readable output: one JSON document (`logs`: JSON lines), what `--host` reads.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hosts: crate::remote::HostArgs,
 }
 
 impl TargetArgs {
@@ -400,6 +405,8 @@ pub struct StatusArgs {
     /// Mark runs whose supervisor is gone as stopped and record why.
     #[arg(long, alias = "repair-stale-loopers")]
     pub repair_stale: bool,
+    #[command(flatten)]
+    pub hosts: crate::remote::HostArgs,
 }
 
 #[derive(Debug, Args)]
@@ -534,15 +541,11 @@ fn seconds(s: &str, exclusive: bool) -> Result<f64, String> {
     }
 }
 
-
-
-
 /// A seconds flag taken as a `Duration` where it is parsed.
 fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
     let v = seconds(s, false)?;
     std::time::Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
-
 
 fn regex_arg(s: &str) -> Result<String, String> {
     if s.is_empty() {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod prompts;
 pub mod records;
+pub mod remote;
 pub mod text;
 pub mod transcript;
 

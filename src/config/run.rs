@@ -84,13 +84,12 @@ fn default_label(settings: &Settings) -> String {
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "root".into());
     let base = format!("{dir}-{}", settings.agent.name);
-    let active: Vec<String> = crate::records::discovery::scan(std::slice::from_ref(
-        &settings.log_dir,
-    ))
-    .into_iter()
-    .filter(|c| c.state.is_active())
-    .filter_map(|c| c.state.label)
-    .collect();
+    let active: Vec<String> =
+        crate::records::discovery::scan(std::slice::from_ref(&settings.log_dir))
+            .into_iter()
+            .filter(|c| c.state.is_active())
+            .filter_map(|c| c.state.label)
+            .collect();
     if !active.contains(&base) {
         return base;
     }

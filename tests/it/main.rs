@@ -11,6 +11,9 @@ mod mock_server;
 #[path = "../support/e2e.rs"]
 mod e2e_support;
 
+#[path = "../support/sshd.rs"]
+mod sshd;
+
 mod e2e;
 
 mod cli;
@@ -21,5 +24,6 @@ mod hardening;
 mod hybrid;
 mod process;
 mod reliability;
+mod remote;
 mod status;
 mod tmux;
