@@ -84,6 +84,7 @@ fn dispatch(cli: Cli, bin: &str, wrapper: Option<&str>) -> Result<i32, Error> {
         Some(Command::Control(cmd)) => commands::control::control(cmd),
         Some(Command::Status(args)) => commands::status::status(&args),
         Some(Command::Logs(args)) => commands::logs::logs(&args),
+        Some(Command::Service(cmd)) => crate::service::service(cmd, wrapper),
         Some(Command::Demo(args)) => commands::demo::demo(&args),
         Some(Command::DemoAgent(args)) => commands::demo::demo_agent(&args),
         Some(Command::LiveView(args)) => commands::live_view::live_view(&args),

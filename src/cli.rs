@@ -86,6 +86,9 @@ pub enum Command {
         after_help = "Examples:\n  looper completions bash > ~/.local/share/bash-completion/completions/looper\n  looper completions zsh > ~/.zfunc/_looper\n  looper completions fish > ~/.config/fish/completions/looper.fish"
     )]
     Completions(CompletionsArgs),
+    /// Run a looper as a systemd user service (a launchd agent on macOS), restarted on failure.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Run a self-contained demo: a throwaway git repository, a plan file and a scripted agent.
     #[command(after_help = "Examples:\n  looper demo\n  looper demo --keep")]
     Demo(DemoArgs),
@@ -460,6 +463,43 @@ pub enum Shell {
 pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write (and start) a user service running `looper run --local ARGS` in a directory.
+    #[command(
+        after_help = "Examples:\n  looper service install -- --preset rai --backup\n  looper service install --name nightly --dir ~/src/app -- --max-cost 20\n  looper service install --no-start      write the unit only"
+    )]
+    Install(ServiceInstallArgs),
+    /// Stop and remove a service written by `looper service install`.
+    #[command(after_help = "Examples:\n  looper service uninstall --name nightly")]
+    Uninstall(ServiceNameArgs),
+    /// The service's unit, its state in systemd, and its newest run.
+    #[command(after_help = "Examples:\n  looper service status --name nightly")]
+    Status(ServiceNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceNameArgs {
+    /// Service name [default: the directory's name]; the unit is looper-NAME.service.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The directory the looper runs in [default: the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    #[command(flatten)]
+    pub service: ServiceNameArgs,
+    /// Write the unit (or plist) only: do not enable or start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Arguments for `looper run --local`, checked now as `looper config check` would.
+    #[arg(last = true, value_name = "RUN_ARGS")]
+    pub run_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

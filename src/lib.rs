@@ -18,6 +18,7 @@ pub mod error;
 pub mod prompts;
 pub mod records;
 pub mod remote;
+pub mod service;
 pub mod text;
 pub mod transcript;
 

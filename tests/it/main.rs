@@ -25,5 +25,6 @@ mod hybrid;
 mod process;
 mod reliability;
 mod remote;
+mod service;
 mod status;
 mod tmux;
