@@ -67,12 +67,12 @@ pub enum Command {
     Control(ControlCommand),
     /// Show the fleet of runs: what needs attention first, then running, then finished.
     #[command(
-        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale"
+        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale\n  looper status --host buildbox --host vm --watch   (hosts from ~/.config/agent-looper/hosts.toml, or ssh destinations)"
     )]
     Status(StatusArgs),
     /// Show a run's current or last loop log as a readable transcript.
     #[command(
-        after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw"
+        after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw\n  looper logs smoke --host buildbox -f"
     )]
     Logs(LogsArgs),
     /// Check that the configured agents, tmux and git are ready.
@@ -294,7 +294,7 @@ impl TargetArgs {
 pub enum ControlCommand {
     /// Ask a run to stop at a boundary (after the loop by default).
     #[command(
-        after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now"
+        after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop smoke --host buildbox --after-loop --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now"
     )]
     Stop(StopArgs),
     /// Hold the run before its next loop.

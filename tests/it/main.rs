@@ -19,6 +19,7 @@ mod e2e;
 mod cli;
 mod control;
 mod engine_runs;
+mod examples;
 mod fuzz_replay;
 mod hardening;
 mod hybrid;
