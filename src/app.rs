@@ -82,7 +82,10 @@ fn dispatch(cli: Cli, bin: &str, wrapper: Option<&str>) -> Result<i32, Error> {
         }
         Some(Command::Completions(args)) => commands::misc::completions(args.shell, bin),
         Some(Command::Control(cmd)) => commands::control::control(cmd),
-        Some(Command::Status(args)) => commands::status::status(&args),
+        Some(Command::Status(args)) => match crate::remote::status::status(&args)? {
+            Some(code) => Ok(code),
+            None => commands::status::status(&args),
+        },
         Some(Command::Logs(args)) => commands::logs::logs(&args),
         Some(Command::Service(cmd)) => crate::service::service(cmd, wrapper),
         Some(Command::Demo(args)) => commands::demo::demo(&args),

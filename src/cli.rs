@@ -275,7 +275,7 @@ pub struct TargetArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub hosts: crate::remote::HostArgs,
+    pub hosts: crate::remote::hosts::HostArgs,
 }
 
 impl TargetArgs {
@@ -409,7 +409,7 @@ pub struct StatusArgs {
     #[arg(long, alias = "repair-stale-loopers")]
     pub repair_stale: bool,
     #[command(flatten)]
-    pub hosts: crate::remote::HostArgs,
+    pub hosts: crate::remote::hosts::HostArgs,
 }
 
 #[derive(Debug, Args)]

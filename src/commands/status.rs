@@ -237,9 +237,6 @@ pub fn render_json(rows: &[Row], now: DateTime<Utc>) -> StatusJson<'_> {
 }
 
 pub fn status(args: &StatusArgs) -> Result<i32> {
-    if let Some(code) = crate::remote::status::status(args)? {
-        return Ok(code);
-    }
     let env = discovery::process_env();
     let roots = discovery::state_roots(&args.state_root, &env);
     let registry = if args.all {

@@ -186,7 +186,7 @@ pub fn forwarded_args(root: &clap::Command, raw: &[String], drop: &[&str]) -> (V
 
 /// The arguments to send: this invocation's, without the host flags and `extra_drop`.
 pub fn remote_args(extra_drop: &[&str]) -> Result<(Vec<String>, bool)> {
-    let root = crate::app::command_for("looper");
+    let root = <crate::cli::Cli as clap::CommandFactory>::command();
     let mut drop: Vec<&str> = hosts::FLAGS.iter().map(|(n, _)| *n).collect();
     drop.extend_from_slice(extra_drop);
     Ok(forwarded_args(&root, &raw_args()?, &drop))
@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn host_flags_are_dropped_and_json_added_by_the_clap_definition() {
-        let root = crate::app::command_for("looper");
+        let root = <crate::cli::Cli as clap::CommandFactory>::command();
         let drop: Vec<&str> = hosts::FLAGS.iter().map(|(n, _)| *n).collect();
         let (args, json) = forwarded_args(
             &root,

@@ -94,16 +94,16 @@ fn service_file(env: &std::collections::BTreeMap<String, String>, name: &str) ->
 /// The run arguments as `looper run` reads them, checked as `config check` would, in the
 /// service's directory: a mistake fails now, not in a restart loop.
 fn check_run_args(args: &[String], dir: &Path, wrapper: Option<&str>) -> Result<()> {
-    let mut argv = vec!["looper".to_string(), "run".to_string()];
+    let mut argv = vec!["run".to_string()];
     argv.extend(args.iter().cloned());
-    let matches = crate::app::command_for("looper")
+    // As `looper run` parses them: the last of a repeated flag wins (app.rs).
+    let cmd = <crate::cli::RunArgs as clap::Args>::augment_args(clap::Command::new("run"))
+        .args_override_self(true);
+    let matches = cmd
         .try_get_matches_from(&argv)
         .map_err(|e| Error::Usage(format!("the run arguments: {}", e.render())))?;
-    let cli = crate::cli::Cli::from_arg_matches(&matches)
+    let run = crate::cli::RunArgs::from_arg_matches(&matches)
         .map_err(|e| Error::Usage(format!("the run arguments: {e}")))?;
-    let Some(crate::cli::Command::Run(run)) = cli.command else {
-        return Err(Error::Usage("the run arguments name no run".into()));
-    };
     let mut inv = Invocation::from_process(wrapper)?;
     inv.base_dir = dir.to_path_buf();
     // As under the service manager: not inside tmux.

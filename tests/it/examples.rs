@@ -72,17 +72,14 @@ fn flag_value(args: &[String], flag: &str) -> Option<f64> {
 #[test]
 fn the_kubernetes_job_runs_one_bounded_looper_with_documented_exit_codes() {
     let all = docs(&example("kubernetes/looper-job.yaml"));
-    let job = all
-        .iter()
-        .find(|d| d["kind"] == Yaml::from("Job"))
-        .expect("a Job");
+    let job = all.iter().find(|d| d["kind"] == "Job").expect("a Job");
     let spec = &job["spec"];
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["restartPolicy"], Yaml::from("Never"));
     let containers = pod["containers"].as_sequence().expect("containers");
     let c = containers
         .iter()
-        .find(|c| c["name"] == Yaml::from("looper"))
+        .find(|c| c["name"] == "looper")
         .expect("the looper container");
     assert_eq!(c["command"][0], Yaml::from("looper"));
     let args: Vec<String> = c["args"]
@@ -123,7 +120,7 @@ fn the_kubernetes_job_runs_one_bounded_looper_with_documented_exit_codes() {
             for v in values {
                 let v = v.as_i64().expect("code");
                 assert!(EXIT_CODES.contains(&v), "{v} is not a documented exit code");
-                if r["action"] == Yaml::from("FailJob") {
+                if r["action"] == "FailJob" {
                     fail_job.push(v);
                 }
             }
@@ -153,6 +150,7 @@ fn the_ci_workflow_names_only_existing_flags_and_is_bounded() {
     let jobs = doc["jobs"].as_mapping().expect("jobs");
     let (p, bin) = project();
     let mut checked = 0;
+    let branch = regex::Regex::new(r"(?m)^\s*(\d+)\)").expect("re");
     for (_, job) in jobs {
         let minutes = job["timeout-minutes"].as_f64().expect("timeout-minutes");
         for step in job["steps"].as_sequence().expect("steps") {
@@ -177,10 +175,7 @@ fn the_ci_workflow_names_only_existing_flags_and_is_bounded() {
                 checked += 1;
             }
             // The exit-code branches name documented codes only.
-            for code in regex::Regex::new(r"(?m)^\s*(\d+)\)")
-                .expect("re")
-                .captures_iter(run)
-            {
+            for code in branch.captures_iter(run) {
                 let c: i64 = code[1].parse().expect("code");
                 assert!(EXIT_CODES.contains(&c), "{c} is not a documented exit code");
             }
