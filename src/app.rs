@@ -87,9 +87,13 @@ fn dispatch(cli: Cli, bin: &str, wrapper: Option<&str>) -> Result<i32, Error> {
         }
         Some(Command::Completions(args)) => commands::misc::completions(args.shell, bin),
         Some(Command::Control(cmd)) => commands::control::control(cmd),
-        Some(Command::Status(args)) => commands::status::status(&args),
+        Some(Command::Status(args)) => match crate::remote::status::status(&args)? {
+            Some(code) => Ok(code),
+            None => commands::status::status(&args),
+        },
         Some(Command::Logs(args)) => commands::logs::logs(&args),
         Some(Command::Diff(args)) => commands::diff::diff(&args),
+        Some(Command::Service(cmd)) => crate::service::service(cmd, wrapper),
         Some(Command::Demo(args)) => commands::demo::demo(&args),
         Some(Command::DemoAgent(args)) => commands::demo::demo_agent(&args),
         Some(Command::LiveView(args)) => commands::live_view::live_view(&args),

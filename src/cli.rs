@@ -72,12 +72,12 @@ pub enum Command {
     Control(ControlCommand),
     /// Show the fleet of runs: what needs attention first, then running, then finished.
     #[command(
-        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale"
+        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale\n  looper status --host buildbox --host vm --watch   (hosts from ~/.config/agent-looper/hosts.toml, or ssh destinations)"
     )]
     Status(StatusArgs),
     /// Show a run's current or last loop log as a readable transcript.
     #[command(
-        after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw"
+        after_help = "Examples:\n  looper logs            the newest run of this project\n  looper logs smoke -f   follow the run labelled smoke\n  looper logs --raw\n  looper logs smoke --host buildbox -f"
     )]
     Logs(LogsArgs),
     /// Show what a run changed: its worktree against its base, or (a run without one) its
@@ -97,6 +97,9 @@ pub enum Command {
         after_help = "Examples:\n  looper completions bash > ~/.local/share/bash-completion/completions/looper\n  looper completions zsh > ~/.zfunc/_looper\n  looper completions fish > ~/.config/fish/completions/looper.fish"
     )]
     Completions(CompletionsArgs),
+    /// Run a looper as a systemd user service (a launchd agent on macOS), restarted on failure.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Run a self-contained demo: a throwaway git repository, a plan file and a scripted agent.
     #[command(after_help = "Examples:\n  looper demo\n  looper demo --keep")]
     Demo(DemoArgs),
@@ -343,6 +346,11 @@ pub struct TargetArgs {
     /// Also consider runs that have stopped.
     #[arg(long)]
     pub include_stopped: bool,
+    /// Machine-readable output: one JSON document (`logs`: JSON lines), what `--host` reads.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hosts: crate::remote::hosts::HostArgs,
 }
 
 impl TargetArgs {
@@ -361,7 +369,7 @@ impl TargetArgs {
 pub enum ControlCommand {
     /// Ask a run to stop at a boundary (after the loop by default).
     #[command(
-        after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now"
+        after_help = "Examples:\n  looper control stop smoke --after-loop --reason \"merge checkpoint\"\n  looper control stop --after-prompt --wait\n  looper control stop smoke --host buildbox --after-loop --wait\n  looper control stop --run-dir .agent-looper/runs/20260628T000000Z__smoke__abc123 --now"
     )]
     Stop(StopArgs),
     /// Hold the run before its next loop.
@@ -485,6 +493,8 @@ pub struct StatusArgs {
     /// Mark runs whose supervisor is gone as stopped and record why.
     #[arg(long, alias = "repair-stale-loopers")]
     pub repair_stale: bool,
+    #[command(flatten)]
+    pub hosts: crate::remote::hosts::HostArgs,
 }
 
 #[derive(Debug, Args)]
@@ -547,6 +557,43 @@ pub enum Shell {
 pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write (and start) a user service running `looper run --local ARGS` in a directory.
+    #[command(
+        after_help = "Examples:\n  looper service install -- --preset rai --backup\n  looper service install --name nightly --dir ~/src/app -- --max-cost 20\n  looper service install --no-start      write the unit only"
+    )]
+    Install(ServiceInstallArgs),
+    /// Stop and remove a service written by `looper service install`.
+    #[command(after_help = "Examples:\n  looper service uninstall --name nightly")]
+    Uninstall(ServiceNameArgs),
+    /// The service's unit, its state in systemd, and its newest run.
+    #[command(after_help = "Examples:\n  looper service status --name nightly")]
+    Status(ServiceNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceNameArgs {
+    /// Service name [default: the directory's name]; the unit is looper-NAME.service.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The directory the looper runs in [default: the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    #[command(flatten)]
+    pub service: ServiceNameArgs,
+    /// Write the unit (or plist) only: do not enable or start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Arguments for `looper run --local`, checked now as `looper config check` would.
+    #[arg(last = true, value_name = "RUN_ARGS")]
+    pub run_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

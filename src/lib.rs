@@ -17,6 +17,8 @@ pub mod engine;
 pub mod error;
 pub mod prompts;
 pub mod records;
+pub mod remote;
+pub mod service;
 pub mod text;
 pub mod transcript;
 

@@ -17,7 +17,7 @@
 use regex::Regex;
 use serde_json::{Map, Value as Json};
 
-use super::scanner::{Piece, piece_matches};
+use super::piece::{Piece, piece_matches};
 
 /// Strings up to this size are kept whole in the record.
 pub const KEEP: usize = 64 * 1024;

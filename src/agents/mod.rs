@@ -3,6 +3,7 @@
 pub mod command;
 pub mod long_line;
 pub mod output;
+mod piece;
 pub mod scanner;
 
 pub use command::{AgentCommand, PromptContext};

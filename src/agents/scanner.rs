@@ -5,6 +5,7 @@ use regex::Regex;
 
 use super::long_line::{self, LongJson, Skimmed};
 use super::output::{self, LineFacts, RawError, Stream};
+use super::piece::{Piece, piece_matches};
 use crate::config::AgentKind;
 use crate::engine::{ErrorClass, ErrorSignal, Usage};
 
@@ -17,38 +18,6 @@ const MAX_HELD_BYTES: usize = 64 * 1024;
 /// How much of the previous piece of a long line is kept so a marker split across
 /// pieces is still found.
 const OVERLAP: usize = 4096;
-
-/// Where a piece of an oversized line sits in its line.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Piece {
-    pub first: bool,
-    pub last: bool,
-}
-
-/// Does `re` match in this piece of a long line as it would in the whole line? A piece
-/// boundary is not a line boundary: `$` must not match at the end of a piece that is not
-/// the line's last, nor `^` at the start of one that is not its first (the reliability
-/// suite found `(a+)+$` "completing" on a 10 MiB line ending in `!`). A match refused at
-/// the end is not lost: consecutive pieces overlap by `OVERLAP` bytes, so a match shorter
-/// than that is seen again by the next piece. At most two searches per piece, each linear.
-pub(super) fn piece_matches(re: &Regex, text: &str, at: Piece) -> bool {
-    let mut from = 0;
-    for _ in 0..2 {
-        let Some(m) = re.find_at(text, from) else {
-            return false;
-        };
-        if !at.last && m.end() == text.len() {
-            return false;
-        }
-        if at.first || m.start() > 0 {
-            return true;
-        }
-        // Not the line's start: search again from the next character (`find_at` keeps the
-        // text before `from` as context, so `^` no longer matches).
-        from = text.chars().next().map_or(1, char::len_utf8);
-    }
-    false
-}
 
 /// Bytes as text: valid UTF-8 is borrowed (the common case, and much cheaper to check than
 /// a lossy conversion); anything else is converted lossily for scanning only.

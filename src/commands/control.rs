@@ -24,6 +24,29 @@ pub const MAX_NOTE_BYTES: usize = crate::engine::feedback::MAX_BLOCK / 2;
 const PREVIEW_CHARS: usize = 200;
 
 pub fn control(cmd: ControlCommand) -> Result<i32> {
+    let t = target_of(&cmd);
+    // `stop --wait` waits for the run's end: no --host-timeout for it.
+    let quick = !matches!(&cmd, ControlCommand::Stop(a) if a.wait || a.force);
+    let doc = crate::remote::Shape::Document;
+    if let Some(code) = crate::remote::forward(&t.hosts, doc, quick)? {
+        return Ok(code);
+    }
+    if t.json {
+        return crate::remote::document("agent-looper/control", || act(cmd));
+    }
+    act(cmd)
+}
+
+fn target_of(cmd: &ControlCommand) -> &crate::cli::TargetArgs {
+    match cmd {
+        ControlCommand::Stop(a) => &a.target,
+        ControlCommand::Pause(a) | ControlCommand::Resume(a) => &a.target,
+        ControlCommand::Note(a) => &a.target,
+        ControlCommand::Focus(a) => &a.target,
+    }
+}
+
+fn act(cmd: ControlCommand) -> Result<i32> {
     match cmd {
         ControlCommand::Stop(a) => stop(&a),
         ControlCommand::Pause(a) => simple(&a, ControlAction::Pause),

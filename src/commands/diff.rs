@@ -5,7 +5,8 @@
 //! the uncommitted files the run found), else `base_commit`, HEAD when the run started. The
 //! looper's own files are left out. The patch goes to stdout as git prints it (so it can be
 //! piped into `git apply`); on a terminal, control characters in it are shown as `?` (D35).
-//! What is compared goes to stderr.
+//! What is compared goes to stderr. `--host` runs it on another machine (`docs/hosts.md`): the
+//! patch comes back as JSON lines (`--json`), one host exactly as printed there.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -124,6 +125,11 @@ fn printable(text: &str) -> String {
 }
 
 pub fn diff(args: &DiffArgs) -> Result<i32> {
+    // Not quick: a large tree's diff may take longer than `--host-timeout`.
+    let lines = crate::remote::Shape::Lines;
+    if let Some(code) = crate::remote::forward(&args.target.hosts, lines, false)? {
+        return Ok(code);
+    }
     let target = discovery::resolve(&args.target.query(), Stopped::Fallback)?;
     let state = target.state.clone().ok_or_else(|| {
         Error::Usage(format!(
@@ -141,7 +147,19 @@ pub fn diff(args: &DiffArgs) -> Result<i32> {
         .map_err(Error::Usage)?;
     crate::console::err(&format!("looper: run {}: {}", target.name, plan.what));
     let mut out = std::io::stdout().lock();
-    let text = if out.is_terminal() {
+    if args.target.json {
+        for line in d.text.lines() {
+            let l = crate::remote::StreamLine { line: line.into() };
+            let mut j = serde_json::to_vec(&l).unwrap_or_default();
+            j.push(b'\n');
+            if out.write_all(&j).is_err() {
+                break;
+            }
+        }
+    }
+    let text = if args.target.json {
+        String::new()
+    } else if out.is_terminal() {
         printable(&d.text)
     } else {
         d.text

@@ -58,12 +58,14 @@ fn newest_log(dir: &Path) -> Option<PathBuf> {
 /// Turns raw log bytes into output, line by line; keeps the unfinished last line.
 struct Printer {
     raw: bool,
+    /// `--json`: each line is one `{"line": ...}` object (what `logs --host` reads).
+    json: bool,
     partial: Vec<u8>,
 }
 
 impl Printer {
     fn feed(&mut self, data: &[u8], out: &mut impl Write) -> std::io::Result<()> {
-        if self.raw {
+        if self.raw && !self.json {
             return out.write_all(data);
         }
         let mut rest = data;
@@ -83,6 +85,20 @@ impl Printer {
 
     fn emit(&self, line: &[u8], out: &mut impl Write) -> std::io::Result<()> {
         let text = String::from_utf8_lossy(line);
+        if self.json {
+            let shown = if self.raw {
+                Some(text.into_owned())
+            } else {
+                crate::transcript::render_log_record(&text)
+            };
+            if let Some(line) = shown {
+                let l = crate::remote::StreamLine { line: line.into() };
+                let mut j = serde_json::to_vec(&l).unwrap_or_default();
+                j.push(b'\n');
+                out.write_all(&j)?;
+            }
+            return Ok(());
+        }
         if let Some(r) = crate::transcript::render_log_record(&text) {
             // Rendered for a person: the agent's escapes never reach the terminal (D35);
             // `--raw` gives the bytes as written.
@@ -130,6 +146,10 @@ fn pump(path: &Path, offset: u64, p: &mut Printer, out: &mut impl Write) -> Resu
 }
 
 pub fn logs(args: &LogsArgs) -> Result<i32> {
+    let lines = crate::remote::Shape::Lines;
+    if let Some(code) = crate::remote::forward(&args.target.hosts, lines, !args.follow)? {
+        return Ok(code);
+    }
     let t = discovery::resolve(&args.target.query(), Stopped::Fallback)?;
     let mut out = std::io::stdout().lock();
     match run(&t, args, &mut out) {
@@ -141,6 +161,7 @@ pub fn logs(args: &LogsArgs) -> Result<i32> {
 fn run(t: &Target, args: &LogsArgs, out: &mut impl Write) -> Result<i32> {
     let mut printer = Printer {
         raw: args.raw,
+        json: args.target.json,
         partial: Vec::new(),
     };
     let mut current = current_log(&t.dir, t.state.as_ref());
@@ -199,6 +220,7 @@ mod tests {
     fn records_are_rendered_and_partial_lines_wait() {
         let mut p = Printer {
             raw: false,
+            json: false,
             partial: Vec::new(),
         };
         let mut out = Vec::new();
@@ -210,6 +232,7 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), "hello\n-- exit 0\n");
         let mut raw = Printer {
             raw: true,
+            json: false,
             partial: Vec::new(),
         };
         let mut out = Vec::new();

@@ -123,6 +123,11 @@ pub fn run_local(mut settings: config::Settings, inv: &Invocation) -> Result<i32
                 prev.label,
                 prev.run_dir.display()
             ));
+            // A looper restarted after a crash (by a service manager, or by hand) closes the
+            // previous run's records before it starts its own.
+            if let Some(note) = crate::service::repair_previous_run(&prev.run_dir) {
+                crate::console::err(&note);
+            }
             took_over = Some(SupervisorEvent::LockTakenOver {
                 previous_holder: prev.clone(),
                 lock: lock_path.clone(),

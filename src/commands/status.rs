@@ -173,7 +173,7 @@ pub fn usage_text(u: Option<&UsageView>) -> String {
     }
 }
 
-fn loop_text(s: &StateView) -> String {
+pub fn loop_text(s: &StateView) -> String {
     match (s.current_loop, s.current_prompt_index, s.total_prompts) {
         (None, _, _) => "-".into(),
         (Some(l), Some(p), Some(t)) => format!("{l} p{p}/{t}"),
@@ -183,7 +183,7 @@ fn loop_text(s: &StateView) -> String {
 }
 
 /// A cell: sanitised first (D35), so a cut never lands inside an escape sequence.
-fn clip(s: &str, max: usize) -> String {
+pub fn clip(s: &str, max: usize) -> String {
     let clean = crate::text::sanitize_line(s);
     let flat: String = clean.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
@@ -576,6 +576,33 @@ impl Drop for TerminalGuard {
 }
 
 fn watch(roots: &[PathBuf], registry: Option<&Path>, repair_stale: bool) -> Result<i32> {
+    watch_frames(|| {
+        let mut rows = load_rows(discover(roots, registry));
+        let notes = if repair_stale {
+            repair_rows(&mut rows).0
+        } else {
+            Vec::new()
+        };
+        let now = Utc::now();
+        let mut lines = vec![format!(
+            "looper status  {}  ({} runs)  q to quit",
+            now.with_timezone(&chrono::Local).format("%H:%M:%S"),
+            rows.len()
+        )];
+        lines.extend(notes);
+        if rows.is_empty() {
+            lines.extend(empty_message(roots, registry).lines().map(str::to_string));
+        } else {
+            lines.extend(render_table(&rows, now));
+        }
+        lines
+    })
+}
+
+/// The live view: draws what `frame` returns about once a second (and on a resize) until
+/// `q`, Esc or Ctrl-C. `frame` must not block: `status --watch --host` reads answers its
+/// pollers already have.
+pub fn watch_frames(mut frame: impl FnMut() -> Vec<String>) -> Result<i32> {
     use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
     use crossterm::{cursor, execute, queue, terminal};
     let term_err = |e: std::io::Error| Error::io("cannot drive the terminal", "stdout", e);
@@ -588,29 +615,12 @@ fn watch(roots: &[PathBuf], registry: Option<&Path>, repair_stale: bool) -> Resu
     )
     .map_err(term_err)?;
     loop {
-        let mut rows = load_rows(discover(roots, registry));
-        let notes = if repair_stale {
-            repair_rows(&mut rows).0
-        } else {
-            Vec::new()
-        };
-        let now = Utc::now();
+        let lines = frame();
         // A pseudo-terminal without a window size reports 0x0: draw as if 100x30.
         let (width, height) = match terminal::size() {
             Ok((w, h)) if w > 0 && h > 0 => (w, h),
             _ => (100, 30),
         };
-        let mut lines = vec![format!(
-            "looper status  {}  ({} runs)  q to quit",
-            now.with_timezone(&chrono::Local).format("%H:%M:%S"),
-            rows.len()
-        )];
-        lines.extend(notes);
-        if rows.is_empty() {
-            lines.extend(empty_message(roots, registry).lines().map(str::to_string));
-        } else {
-            lines.extend(render_table(&rows, now));
-        }
         let mut out = std::io::stdout().lock();
         queue!(
             out,

@@ -19,6 +19,9 @@ pub mod words;
 
 /// A line on stdout, sanitised (D35): lines often carry agent or file text.
 pub fn out(line: &str) {
+    if capture_line(line) {
+        return;
+    }
     let mut bytes = crate::text::sanitize(line).into_owned().into_bytes();
     bytes.push(b'\n');
     write(Target::Out, bytes);
@@ -26,6 +29,9 @@ pub fn out(line: &str) {
 
 /// A line on stderr, sanitised (D35).
 pub fn err(line: &str) {
+    if capture_line(line) {
+        return;
+    }
     let mut bytes = crate::text::sanitize(line).into_owned().into_bytes();
     bytes.push(b'\n');
     write(Target::Err, bytes);
@@ -47,6 +53,39 @@ macro_rules! say {
 #[macro_export]
 macro_rules! say_err {
     ($($arg:tt)*) => { $crate::console::err(&format!($($arg)*)) };
+}
+
+/// Lines kept instead of written while a command's output becomes a JSON document
+/// (`--json`, read by `--host`: `remote::document`).
+static CAPTURE: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+/// From now on, [`out`] and [`err`] lines are kept for [`take_captured`] instead of written.
+pub fn capture() {
+    if let Ok(mut c) = CAPTURE.lock() {
+        c.get_or_insert_with(Vec::new);
+    }
+}
+
+/// The lines kept since [`capture`], sanitised; writing to the terminal resumes.
+pub fn take_captured() -> Vec<String> {
+    CAPTURE
+        .lock()
+        .ok()
+        .and_then(|mut c| c.take())
+        .unwrap_or_default()
+}
+
+fn capture_line(line: &str) -> bool {
+    let Ok(mut c) = CAPTURE.lock() else {
+        return false;
+    };
+    match c.as_mut() {
+        Some(lines) => {
+            lines.push(crate::text::sanitize(line).into_owned());
+            true
+        }
+        None => false,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,10 +38,14 @@ fn help_snapshots_for_every_command() {
         &["config", "check"],
         &["completions"],
         &["demo"],
+        &["service"],
+        &["service", "install"],
+        &["service", "uninstall"],
+        &["service", "status"],
     ] {
         let name = format!("help_{}", sub.join("_"));
         let text = help(&looper_bin(), sub);
-        if sub.len() == 1 && !["control", "config"].contains(&sub[0]) {
+        if sub.len() == 1 && !["control", "config", "service"].contains(&sub[0]) {
             assert!(text.contains("Examples:"), "{name} has an examples section");
         }
         insta::assert_snapshot!(name, text);

@@ -11,18 +11,24 @@ mod mock_server;
 #[path = "../support/e2e.rs"]
 mod e2e_support;
 
+#[path = "../support/sshd.rs"]
+mod sshd;
+
 mod e2e;
 
 mod cli;
 mod control;
 mod engine_runs;
+mod examples;
 mod first_hour;
 mod fuzz_replay;
 mod hardening;
 mod hybrid;
 mod process;
 mod reliability;
+mod remote;
 mod security;
+mod service;
 mod status;
 mod tmux;
 mod verify;
