@@ -39,7 +39,7 @@ fn plan_write(path: &Path, force: bool) -> Result<Plan> {
             return Ok(Plan::Leave);
         }
         return Err(Error::Usage(format!(
-            "refusing to write {}: it is a symbolic link, and the looper never writes through              one; remove the link (or write the file yourself) and run again",
+            "refusing to write {}: it is a symbolic link, and the looper never writes through one; remove the link (or write the file yourself) and run again",
             path.display()
         )));
     }

@@ -151,6 +151,19 @@ pub async fn run(
 ) -> Result<i32> {
     let run_id = opts.run_id.unwrap_or_else(|| (Utc::now(), rand::random()));
     let mut store = open_store(&cfg, run_id)?;
+    if !cfg.settings.dry_run {
+        match crate::effects::ignore::exclude_run_root(&cfg.settings.log_dir) {
+            Ok(Some(x)) => cfg.notices.push(format!(
+                "added {} to {} so an agent's `git add -A` leaves the run records out",
+                x.pattern,
+                x.file.display()
+            )),
+            Ok(None) => {}
+            Err(e) => cfg.notices.push(format!(
+                "warning: the run records are not excluded from git ({e}); add .agent-looper/ to .gitignore"
+            )),
+        }
+    }
     if let Some(lease) = &worktree {
         let r = &lease.record;
         let event = SupervisorEvent::WorktreeCreated {

@@ -5,6 +5,7 @@ pub mod git;
 #[cfg(target_os = "linux")]
 pub mod guard;
 pub mod hybrid;
+pub mod ignore;
 pub mod outlog;
 pub mod process;
 pub mod procinfo;

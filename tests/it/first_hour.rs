@@ -287,3 +287,239 @@ fn the_output_size_is_the_agents_own_words() {
     assert_eq!(p.state()["last_output_bytes"], "two\nlines".len());
     assert!(stdout(&out).contains("output=9B"), "{}", stdout(&out));
 }
+
+/// 14.3: `.agent-looper/` was not ignored by git, so an agent's `git add -A` committed the
+/// transcripts and prompts. The run root goes into `.git/info/exclude`, once; the user's
+/// `.gitignore` is never edited.
+#[test]
+fn the_run_records_stay_out_of_the_agents_commits() {
+    let p = Project::new();
+    p.git(&["rm", "-q", ".gitignore"]);
+    p.git(&["commit", "-q", "-m", "no ignore file"]);
+    p.fake_agent(
+        "=== default\nwrite work.txt done\\n\ngit add -A\ngit commit -q -m agent\nsay done\n",
+        "",
+    );
+    let out = p.run(&["--once", "--label", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("added /.agent-looper/ to") && said.contains("info/exclude"),
+        "{said}"
+    );
+    let tree = p.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert!(tree.contains("work.txt"), "{tree}");
+    assert!(
+        !tree.contains(".agent-looper"),
+        "the agent committed the records: {tree}"
+    );
+    assert!(
+        !p.join(".gitignore").exists(),
+        "the user's .gitignore was written"
+    );
+
+    // A second run finds it there: no second line, nothing said.
+    p.fake_agent("=== default\nsay again\n", "");
+    let out = p.run(&["--once", "--label", "two"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("info/exclude"), "{}", stdout(&out));
+    let exclude = std::fs::read_to_string(p.join(".git/info/exclude")).expect("exclude");
+    assert_eq!(exclude.matches("/.agent-looper/").count(), 1, "{exclude}");
+}
+
+/// A `codex` or `claude` on PATH that is the fake agent speaking that CLI's JSON, with the
+/// script in the environment.
+fn stub_clis(p: &Project, script: &str) -> std::path::PathBuf {
+    let bin = p.join(".stub-bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    p.write(".stub-bin/agent.script", script);
+    for name in ["codex", "claude"] {
+        let path = bin.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nFAKE_AGENT_SCRIPT={:?} exec {:?} \"$@\"\n",
+                bin.join("agent.script").display().to_string(),
+                fake_agent_bin().display().to_string()
+            ),
+        )
+        .expect("stub");
+        let mut perm = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&path, perm).expect("chmod");
+    }
+    bin
+}
+
+/// The backticked commands of the first run's "Next steps".
+fn printed_commands(text: &str) -> Vec<String> {
+    let steps = text.split("Next steps:").nth(1).expect("next steps");
+    steps
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// 14.2: the first run's "next steps" suggested `claude-looper --local --once`, which exited 2
+/// outside tmux. Every command printed there works where it is printed: here outside tmux,
+/// for codex and for claude, with the starter files as written (a private tmux server for
+/// the farm launch).
+#[test]
+fn every_next_step_the_first_run_prints_works_outside_tmux() {
+    for (wrapper, exe, reply) in [
+        (
+            codex_looper_bin(),
+            "codex-looper",
+            "codex-reply Done. EXIT_SIGNAL: true",
+        ),
+        (
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_claude-looper")),
+            "claude-looper",
+            "claude-reply Done. EXIT_SIGNAL: true",
+        ),
+    ] {
+        let p = Project::new();
+        let go = p.join("go");
+        let bin = stub_clis(
+            &p,
+            &format!("=== default\nwait-for {}\n{reply}\n", go.display()),
+        );
+        let tmux_dir = tempfile::Builder::new()
+            .prefix("lt")
+            .tempdir_in("/tmp")
+            .expect("tmux dir");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let cmd = |line: &str| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let mut c = std::process::Command::new(if words[0] == "looper" {
+                looper_bin()
+            } else {
+                assert_eq!(words[0], exe, "{line}");
+                wrapper.clone()
+            });
+            c.args(&words[1..])
+                .current_dir(p.path())
+                .env("PATH", &path)
+                .env("TMUX_TMPDIR", tmux_dir.path())
+                .env_remove("TMUX")
+                .env_remove("TMUX_PANE")
+                .env_remove("LOOPER_STATE_ROOT")
+                .env_remove("CODEX_LOOPER_STATE_ROOT")
+                .env("XDG_STATE_HOME", p.join(".xdg-state"))
+                .env("XDG_CONFIG_HOME", p.join(".xdg-config"))
+                .stdin(std::process::Stdio::null());
+            c
+        };
+        let first = cmd(exe).output().expect("first run");
+        assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+        let commands = printed_commands(&stdout(&first));
+        assert!(commands.len() >= 6, "{commands:?}");
+        let runs_before = |n: usize| p.run_dirs().len() == n;
+        let mut runs = 0;
+        for line in &commands {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let what = format!("{exe}: `{line}`");
+            match &words[1..] {
+                // The farm: a window of a tmux session, outside tmux.
+                [] => {
+                    let out = cmd(line).output().expect("farm");
+                    assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+                    runs += 1;
+                    assert!(wait_until(30.0, || runs_before(runs)), "{what}: no run");
+                    std::fs::write(&go, "").expect("go");
+                    if exe == "claude-looper" {
+                        // In tmux claude gets its real TUI (hybrid), which the fake agent
+                        // cannot be (the hybrid tests run the real claude there): the pane
+                        // was opened for it.
+                        assert!(
+                            wait_until(30.0, || p.state()["hybrid_pane_id"].is_string()),
+                            "{what}: {}",
+                            p.state()
+                        );
+                        assert_eq!(p.state()["agent_interface"], "hybrid", "{what}");
+                        let _ = cmd("looper control stop").output();
+                        assert!(
+                            wait_until(60.0, || !matches!(
+                                p.state()["status"].as_str(),
+                                Some("running" | "retrying")
+                            )),
+                            "{what}: {}",
+                            p.state()
+                        );
+                    } else {
+                        assert!(
+                            wait_until(60.0, || p.state()["status"] == "stopped"),
+                            "{what}: {}",
+                            p.state()
+                        );
+                    }
+                    let _ = std::fs::remove_file(&go);
+                    let _ = std::process::Command::new("tmux")
+                        .arg("kill-server")
+                        .env("TMUX_TMPDIR", tmux_dir.path())
+                        .output();
+                }
+                ["logs", "-f"] => {
+                    let mut child = cmd(line)
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("logs -f");
+                    // The runs so far have stopped: it prints the newest and ends, or
+                    // keeps following; either way without an error.
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    if child.try_wait().expect("try_wait").is_none() {
+                        let _ = child.kill();
+                    }
+                    let out = child.wait_with_output().expect("logs");
+                    assert!(
+                        out.status.success() || out.status.code().is_none(),
+                        "{what}: {}",
+                        stderr(&out)
+                    );
+                    assert!(stdout(&out).contains("Done."), "{what}: {}", stdout(&out));
+                }
+                ["control", "stop", "--after-loop"] => {
+                    let run = cmd(&format!("{exe} --local"))
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("run");
+                    runs += 1;
+                    assert!(
+                        wait_until(30.0, || runs_before(runs)
+                            && p.state()["child_pid"].is_i64()),
+                        "{what}: the run never started"
+                    );
+                    let out = cmd(line).output().expect("control");
+                    assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+                    std::fs::write(&go, "").expect("go");
+                    let out = run.wait_with_output().expect("run");
+                    assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+                    let _ = std::fs::remove_file(&go);
+                }
+                _ => {
+                    if line.contains("--once") {
+                        runs += 1;
+                        std::fs::write(&go, "").expect("go");
+                    }
+                    let out = cmd(line).output().expect("command");
+                    assert_eq!(
+                        out.status.code(),
+                        Some(0),
+                        "{what}: {}{}",
+                        stdout(&out),
+                        stderr(&out)
+                    );
+                    let _ = std::fs::remove_file(&go);
+                }
+            }
+        }
+        assert_eq!(p.run_dirs().len(), runs, "{exe}");
+    }
+}
