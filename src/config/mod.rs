@@ -2,6 +2,7 @@
 //! agent args, layered in that order (D8) and validated before anything starts (D6).
 
 pub mod flags;
+pub mod human;
 pub mod layers;
 pub mod preset;
 pub mod run;
@@ -153,6 +154,8 @@ pub struct Settings {
     pub hold_on_stop: bool,
     pub keep_agent_pane: bool,
     pub dry_run: bool,
+    /// `[human]` and `[notify]` (issue 17).
+    pub human: human::HumanSettings,
     pub layers: Layers,
 }
 
@@ -606,6 +609,7 @@ fn build(
         hold_on_stop: r.bool("looper.hold_on_stop"),
         keep_agent_pane: r.bool("looper.keep_agent_pane"),
         dry_run: args.dry_run,
+        human: human::read(&layers)?,
         layers,
     })
 }

@@ -84,13 +84,12 @@ fn default_label(settings: &Settings) -> String {
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "root".into());
     let base = format!("{dir}-{}", settings.agent.name);
-    let active: Vec<String> = crate::records::discovery::scan(std::slice::from_ref(
-        &settings.log_dir,
-    ))
-    .into_iter()
-    .filter(|c| c.state.is_active())
-    .filter_map(|c| c.state.label)
-    .collect();
+    let active: Vec<String> =
+        crate::records::discovery::scan(std::slice::from_ref(&settings.log_dir))
+            .into_iter()
+            .filter(|c| c.state.is_active())
+            .filter_map(|c| c.state.label)
+            .collect();
     if !active.contains(&base) {
         return base;
     }
@@ -232,6 +231,30 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
                     program,
                     agent: settings.agent.name.clone(),
                 });
+            }
+        }
+    }
+
+    // D33, D6: the notifier's program is found now, not when a person is first needed.
+    if settings.human.notify.enabled()
+        && let Some(first) = settings.human.notify.command.first()
+    {
+        match find_program(first, &settings.base_dir, path_var) {
+            Some(p) => {
+                programs.insert(first.clone(), p);
+            }
+            None if settings.dry_run => {}
+            None => {
+                return Err(Error::config(
+                    settings
+                        .layers
+                        .get("notify.command")
+                        .map(|e| e.origin.to_string())
+                        .unwrap_or_default(),
+                    "notify.command",
+                    "a program on PATH, or a path to one",
+                    format!("{first:?}, which was not found"),
+                ));
             }
         }
     }

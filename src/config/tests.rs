@@ -167,6 +167,24 @@ fn cases(kind: Kind) -> (&'static str, Vec<(&'static str, &'static str)>) {
                 ("[\"a\", 1]", "an array whose item 1 is an integer 1"),
             ],
         ),
+        Kind::ChoiceList(_) => (
+            "[]",
+            vec![
+                ("\"x\"", "a string \"x\""),
+                ("[\"nope\"]", "an array whose item 0 is a string \"nope\""),
+            ],
+        ),
+        Kind::Argv(_) => (
+            "[\"notify-send\", \"{title}\"]",
+            vec![
+                (
+                    "[\"n\", \"{nope}\"]",
+                    "the unknown placeholder {nope} in \"{nope}\"",
+                ),
+                ("[\"\"]", "an empty program name"),
+                ("[\"n\", 1]", "an array whose item 1 is an integer 1"),
+            ],
+        ),
         Kind::Env => (
             "{ A = \"1\" }",
             vec![

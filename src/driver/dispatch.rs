@@ -75,6 +75,7 @@ pub struct Presentation {
 }
 
 mod attempt;
+mod human;
 
 pub struct Dispatcher {
     cfg: RunConfig,
@@ -91,6 +92,8 @@ pub struct Dispatcher {
     /// The hybrid agent pane of the current session.
     pane: Option<Pane>,
     finished: Option<StopReason>,
+    /// When a person is notified (D33).
+    notify: crate::engine::notify::NotifyPolicy,
 }
 
 impl Dispatcher {
@@ -102,6 +105,7 @@ impl Dispatcher {
         run_dir: PathBuf,
     ) -> Self {
         let prompts = cfg.prompts.clone();
+        let notify = human::notify_policy(&cfg);
         Self {
             cfg,
             engine,
@@ -115,6 +119,7 @@ impl Dispatcher {
             attempt_log: None,
             pane: None,
             finished: None,
+            notify,
         }
     }
 
@@ -254,6 +259,10 @@ impl Dispatcher {
                 }
             }
             Effect::CancelWait => return Some(Applied::CancelWait),
+            Effect::RequestApproval(req) => {
+                let r = self.ports.records.request_approval(&req);
+                self.check(r);
+            }
             Effect::Finish(reason) => {
                 self.say(&words::stop(&reason));
                 self.ports.window.finished(&reason);
@@ -289,6 +298,8 @@ impl Dispatcher {
             _ => {}
         }
         self.ports.records.append(event)?;
+        // Issue 17: delivered answers are marked done, a person is notified (D33).
+        self.human_records(event)?;
         let sync = match event {
             Event::RunStarted { .. } | Event::RunStopped { .. } => Sync::Now,
             Event::LoopCompleted { .. } => Sync::Soon,

@@ -13,9 +13,11 @@ use tokio::sync::mpsc;
 use super::sink::Sink;
 use crate::effects::git;
 use crate::effects::hybrid::{self, Pane, Transcript, Tui};
+use crate::effects::notify::NotifyRunner;
 use crate::effects::process::{self, AttemptControl, AttemptExit, SpawnSpec};
 use crate::effects::tmux::WindowState;
-use crate::engine::{BackupInfo, Event, StopReason};
+use crate::engine::notify::Notification;
+use crate::engine::{ApprovalRequest, BackupInfo, Event, StopReason};
 use crate::error::Result;
 use crate::records::events::SupervisorEvent;
 use crate::records::store::Sync;
@@ -98,6 +100,15 @@ pub trait Records {
     fn prompt_log(&self, loop_number: u64, prompt_index: usize) -> PathBuf;
     /// The run is over: give back the space held for its last records.
     fn release_reserve(&mut self);
+    /// Write an approval the run waits for where `looper approve` finds it (D31).
+    fn request_approval(&mut self, req: &ApprovalRequest) -> Result<()>;
+    /// These asks' answers went into a prompt: they are done.
+    fn asks_delivered(&mut self, ids: &[String]) -> Result<()>;
+}
+
+/// Notifications for people (D33): started here, run elsewhere, never waited for.
+pub trait Notifier {
+    fn fire(&mut self, n: &Notification);
 }
 
 /// The supervisor's tmux window options (D25).
@@ -121,6 +132,7 @@ pub struct Ports {
     pub records: Box<dyn Records>,
     pub window: Box<dyn Window>,
     pub console: Box<dyn Console>,
+    pub notifier: Box<dyn Notifier>,
 }
 
 /// Real agent processes: `effects::process`.
@@ -273,6 +285,23 @@ impl Records for RunStore {
 
     fn release_reserve(&mut self) {
         RunStore::release_reserve(self);
+    }
+
+    fn request_approval(&mut self, req: &ApprovalRequest) -> Result<()> {
+        crate::records::asks::open_approval(&self.dir, req, Utc::now())
+    }
+
+    fn asks_delivered(&mut self, ids: &[String]) -> Result<()> {
+        crate::records::asks::mark_delivered(&self.dir, ids, Utc::now())
+    }
+}
+
+/// The real notifier: `effects::notify`, or nothing when `[notify]` is off.
+impl Notifier for Option<NotifyRunner> {
+    fn fire(&mut self, n: &Notification) {
+        if let Some(r) = self {
+            r.fire(n);
+        }
     }
 }
 

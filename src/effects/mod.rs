@@ -3,6 +3,7 @@
 pub mod diff;
 pub mod git;
 pub mod hybrid;
+pub mod notify;
 pub mod outlog;
 pub mod process;
 pub mod procinfo;

@@ -18,6 +18,7 @@ use super::retry::{self, ErrorClass, ErrorSignal};
 use super::stop::{Status, StopReason, fmt_duration};
 
 mod gates;
+mod human;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -31,6 +32,10 @@ enum Phase {
     FingerprintAfter,
     CheckingPlan,
     Sleeping,
+    /// Held at a loop boundary by unanswered asks (`machine::human`).
+    WaitingForAnswer,
+    /// Held by an approval gate (`machine::human`).
+    WaitingForApproval,
     Finished,
 }
 
@@ -67,6 +72,8 @@ pub struct Engine {
     pending_feedback: Vec<Feedback>,
     /// Set when the running attempt was terminated on purpose; the run ends with it.
     stop_when_attempt_ends: Option<StopReason>,
+    /// Open asks and the pending approval (`machine::human`).
+    human: human::HumanState,
 }
 
 impl Engine {
@@ -102,6 +109,7 @@ impl Engine {
             pause_requested: None,
             pending_feedback: Vec::new(),
             stop_when_attempt_ends: None,
+            human: human::HumanState::default(),
         }
     }
 
@@ -129,6 +137,7 @@ impl Engine {
                 fx.push(Effect::Record(Event::RunStarted {
                     dry_run: self.cfg.dry_run,
                 }));
+                self.human_started(&mut fx);
                 self.begin_loop(&mut fx);
             }
             Input::PromptsLoaded { count } if self.phase == Phase::LoadingPrompts => {
@@ -195,6 +204,7 @@ impl Engine {
                 self.interrupt(&mut fx, StopReason::MaxRuntime(max), false);
             }
             Input::Failure(e) => self.interrupt(&mut fx, StopReason::Internal(e), false),
+            Input::Human(h) => self.human_input(&mut fx, h),
             // An answer for a phase we already left (e.g. after an interrupt) is stale.
             _ => {}
         }
@@ -240,6 +250,7 @@ impl Engine {
                     self.finish(fx, stop_reason(&cmd));
                 }
                 Phase::Paused | Phase::Idle => self.finish(fx, stop_reason(&cmd)),
+                _ if self.waiting_for_person() => self.finish(fx, stop_reason(&cmd)),
                 _ => self.stop_after_prompt = Some(cmd),
             },
             ControlAction::StopAfterLoop => match self.phase {
@@ -248,6 +259,7 @@ impl Engine {
                     self.finish(fx, stop_reason(&cmd));
                 }
                 Phase::Paused | Phase::Idle => self.finish(fx, stop_reason(&cmd)),
+                _ if self.waiting_for_person() => self.finish(fx, stop_reason(&cmd)),
                 _ => self.stop_after_loop = Some(cmd),
             },
             ControlAction::Pause => {
@@ -305,6 +317,10 @@ impl Engine {
             && self.now >= max
         {
             self.finish(fx, StopReason::MaxRuntime(max));
+            return;
+        }
+        // Issue 17: unanswered asks hold the run here, at the loop boundary.
+        if self.hold_for_answers(fx) {
             return;
         }
         self.loop_number += 1;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::events::Event;
 use super::events::Usage;
+use super::human::{ApprovalRequest, HumanInput, HumanPolicy};
 use super::retry::{ErrorSignal, RetryPolicy};
 use super::stop::Status;
 use super::stop::StopReason;
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     /// does not), so neither `--resume` nor the same `--session-id` is safe: with `false`,
     /// a preassigned id whose first prompt failed is replaced by a new one for the retry.
     pub failed_start_keeps_session: bool,
+    /// Asks and approval gates (issue 17).
+    pub human: HumanPolicy,
 }
 
 #[derive(
@@ -123,6 +126,8 @@ pub enum Input {
     RuntimeExpired,
     /// The supervisor itself failed (records, I/O); the run must end.
     Failure(String),
+    /// A person (or an agent's ask) through the run directory's asks (D31).
+    Human(HumanInput),
 }
 
 /// A session as the engine tracks it.
@@ -178,5 +183,7 @@ pub enum Effect {
         forceful: bool,
     },
     CancelWait,
+    /// Write the approval request where `looper approve` and `looper status` find it.
+    RequestApproval(ApprovalRequest),
     Finish(StopReason),
 }

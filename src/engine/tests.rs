@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod human;
+
 fn cfg() -> EngineConfig {
     EngineConfig {
         label: "t".into(),
@@ -33,6 +35,7 @@ fn cfg() -> EngineConfig {
         max_cost_usd: None,
         preassign_session_ids: false,
         failed_start_keeps_session: true,
+        human: HumanPolicy::default(),
     }
 }
 
@@ -80,10 +83,17 @@ struct Sim {
     plans: VecDeque<Result<usize, String>>,
     /// Control commands injected when the given attempt number starts.
     control_at_attempt: Vec<(usize, ControlCommand)>,
+    /// A person's inputs injected when the given attempt number starts (issue 17).
+    human_at_attempt: Vec<(usize, HumanInput)>,
+    /// Answers given, one per time the run waits for an answer.
+    answers: VecDeque<HumanInput>,
+    /// Decisions (approved, reason), one per approval asked for.
+    decisions: VecDeque<(bool, Option<String>)>,
     events: Vec<Event>,
     specs: Vec<AttemptSpec>,
     waits: Vec<(f64, WaitPurpose)>,
     terminated: Vec<bool>,
+    approvals: Vec<ApprovalRequest>,
     stop: Option<StopReason>,
 }
 
@@ -97,10 +107,14 @@ impl Sim {
             fingerprints: VecDeque::new(),
             plans: VecDeque::new(),
             control_at_attempt: vec![],
+            human_at_attempt: vec![],
+            answers: VecDeque::new(),
+            decisions: VecDeque::new(),
             events: vec![],
             specs: vec![],
             waits: vec![],
             terminated: vec![],
+            approvals: vec![],
             stop: None,
         }
     }
@@ -120,6 +134,12 @@ impl Sim {
             for effect in fx {
                 match effect {
                     Effect::Record(e) => self.events.push(e),
+                    Effect::SetStatus(Status::WaitingForAnswer) => {
+                        if let Some(a) = self.answers.pop_front() {
+                            self.now += 60.0;
+                            queue.push_back(Input::Human(a));
+                        }
+                    }
                     Effect::SetStatus(_) | Effect::CancelWait => {}
                     Effect::LoadPrompts => queue.push_back(Input::PromptsLoaded {
                         count: self.prompts,
@@ -148,6 +168,15 @@ impl Sim {
                         for c in pending {
                             queue.push_back(Input::Control(c));
                         }
+                        let people: Vec<HumanInput> = self
+                            .human_at_attempt
+                            .iter()
+                            .filter(|(at, _)| *at == n)
+                            .map(|(_, h)| h.clone())
+                            .collect();
+                        for h in people {
+                            queue.push_back(Input::Human(h));
+                        }
                         self.now += 1.0;
                         let report = self.attempts.pop_front().unwrap_or_else(ok);
                         queue.push_back(Input::AttemptFinished(report));
@@ -163,6 +192,18 @@ impl Sim {
                         queue.push_back(Input::PlanChecked(p));
                     }
                     Effect::Terminate { forceful } => self.terminated.push(forceful),
+                    Effect::RequestApproval(req) => {
+                        if let Some((approved, reason)) = self.decisions.pop_front() {
+                            self.now += 60.0;
+                            queue.push_back(Input::Human(HumanInput::Decision {
+                                id: req.id.clone(),
+                                approved,
+                                reason,
+                                actor: Some("me".into()),
+                            }));
+                        }
+                        self.approvals.push(req);
+                    }
                     Effect::Finish(r) => self.stop = Some(r),
                 }
             }

@@ -34,6 +34,9 @@ enum Call {
     Retrying(String),
     Finished(String),
     Say(String),
+    RequestApproval(String),
+    AsksDelivered(Vec<String>),
+    Notify(&'static str),
 }
 
 /// Shared by every fake (`Send`: the workspace fake moves to a blocking thread).
@@ -211,6 +214,35 @@ impl Records for FakeRecords {
     }
 
     fn release_reserve(&mut self) {}
+
+    fn request_approval(&mut self, req: &crate::engine::ApprovalRequest) -> Result<()> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::RequestApproval(req.id.clone()));
+        Ok(())
+    }
+
+    fn asks_delivered(&mut self, ids: &[String]) -> Result<()> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::AsksDelivered(ids.to_vec()));
+        Ok(())
+    }
+}
+
+struct FakeNotifier {
+    calls: Calls,
+}
+
+impl crate::driver::ports::Notifier for FakeNotifier {
+    fn fire(&mut self, n: &crate::engine::notify::Notification) {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Notify(n.event));
+    }
 }
 
 struct FakeWindow {
@@ -325,6 +357,9 @@ impl Harness {
                 calls: calls.clone(),
             }),
             console: Box::new(FakeConsole {
+                calls: calls.clone(),
+            }),
+            notifier: Box::new(FakeNotifier {
                 calls: calls.clone(),
             }),
         };
