@@ -92,7 +92,7 @@ pub enum Command {
     Ask(AskArgs),
     /// Answer a run's question: `looper answer [TARGET] [ASK_ID] TEXT`.
     #[command(
-        after_help = "Examples:\n  looper answer \"use postgres\"                the oldest open question of the run that waits\n  looper answer smoke \"use postgres\"\n  looper answer smoke ask-20261201T100000.123Z-1a2b3c4d 2   the second choice"
+        after_help = "Examples:\n  looper answer \"use postgres\"                the oldest open question of the run that waits\n  looper answer smoke \"use postgres\"\n  looper answer smoke ask-20261201T100000123Z-1a2b3c4d 2   the second choice"
     )]
     Answer(AnswerArgs),
     /// Approve what a run waits for (its completion, or the next loops).

@@ -26,7 +26,9 @@
 //!     "retry_status": string|null, "retry_until": string|null,
 //!     "usage_total": {"input_tokens", "output_tokens", "cached_input_tokens", "cost_usd"}|null,
 //!     "project": string|null,       basename of the agent's working directory
-//!     "pid": int|null               the supervisor's pid
+//!     "pid": int|null,              the supervisor's pid
+//!     "needs_input": bool,          a live run waits for a person (issue 17)
+//!     "open_asks": [ {"id", "kind": "question"|"approval", "question", "choices"} ]
 //!   } ]                             ordered as the table: attention, running, finished
 //! }
 //! ```
@@ -43,7 +45,7 @@ use chrono::{DateTime, Utc};
 use crate::cli::StatusArgs;
 use crate::error::{Error, Result};
 use crate::records::discovery::{self, discover};
-use crate::records::fleet::{Row, StateView, UsageView, load_rows, sort_rows};
+use crate::records::fleet::{OpenAskView, Row, StateView, UsageView, load_rows, sort_rows};
 use crate::records::repair::repair_all;
 use crate::records::time;
 
@@ -79,6 +81,10 @@ pub struct RunJson<'a> {
     pub usage_total: Option<&'a UsageView>,
     pub project: Option<String>,
     pub pid: Option<i64>,
+    /// A live run waits for a person (an open ask or approval, issue 17).
+    pub needs_input: bool,
+    /// What it waits for, oldest first.
+    pub open_asks: &'a [OpenAskView],
 }
 
 /// The whole `--json` document.
@@ -160,7 +166,7 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
         .map(|r| {
             [
                 clip(&r.label(), 32),
-                clip(&r.shown_status(), 16),
+                clip(&r.shown_status(), 20),
                 clip(r.state.agent_name.as_deref().unwrap_or("-"), 16),
                 loop_text(&r.state),
                 age(now, r.updated),
@@ -224,6 +230,12 @@ fn run_json(row: &Row) -> RunJson<'_> {
         usage_total: s.usage_total.as_ref(),
         project: row.project(),
         pid: s.pid,
+        needs_input: row.needs_person(),
+        open_asks: if row.needs_person() {
+            s.open_asks.as_deref().unwrap_or_default()
+        } else {
+            &[]
+        },
     }
 }
 

@@ -118,14 +118,20 @@ fn result(
     event: Option<Json>,
     started: Instant,
 ) -> WaitResult {
-    let s = state.unwrap_or_default();
+    let mut s = state.unwrap_or_default();
+    // The event is written before the snapshot: what it says of the end is the newer word.
+    if let Some(e) = event.as_ref().filter(|e| e["event"] == "run_stopped") {
+        s.status = e["status"].as_str().map(str::to_string).or(s.status);
+        s.stop_reason = e["stop_reason"].as_str().map(str::to_string).or(s.stop_reason);
+        s.exit_code = e["exit_code"].as_i64().or(s.exit_code);
+    }
     WaitResult {
         schema: SCHEMA,
         version: 1,
         until: until.as_str(),
         result: what,
-        open_asks: if s.is_active() {
-            s.open_asks.clone().unwrap_or_default()
+        open_asks: if crate::records::state::is_active_status(s.status.as_deref()) {
+            open_asks(dir)
         } else {
             vec![]
         },
@@ -138,6 +144,25 @@ fn result(
         event,
         waited_seconds: started.elapsed().as_secs_f64(),
     }
+}
+
+/// The asks of the run nobody has answered, from the asks themselves (the source of truth:
+/// `state.json` learns of an answer a moment later).
+fn open_asks(dir: &Path) -> Vec<OpenAsk> {
+    crate::records::asks::list(dir)
+        .into_iter()
+        .filter(|a| a.is_open())
+        .map(|a| OpenAsk {
+            id: a.record.id,
+            kind: crate::commands::mcp::ask_kind_name(a.record.kind).into(),
+            question: a.record.question,
+            choices: a.record.choices,
+        })
+        .collect()
+}
+
+fn needs_person(dir: &Path, state: &RunState) -> bool {
+    state.is_active() && !open_asks(dir).is_empty()
 }
 
 /// Does this event reach `until`?
@@ -178,7 +203,7 @@ pub fn wait_for(
     if let Some(s) = &state {
         let reached_now = match until {
             Until::Stopped => !s.is_active(),
-            Until::NeedsInput => s.needs_input(),
+            Until::NeedsInput => needs_person(dir, s),
             Until::RetryWait => s.status.as_deref() == Some("retrying"),
             Until::LoopCompleted => false,
         };
@@ -188,7 +213,7 @@ pub fn wait_for(
         if !s.is_active() {
             return Ok(result(until, "ended", dir, state, None, started));
         }
-        if early_on_input && s.needs_input() {
+        if early_on_input && needs_person(dir, s) {
             return Ok(result(until, "needs_input", dir, state, None, started));
         }
     }
@@ -196,11 +221,16 @@ pub fn wait_for(
     loop {
         for event in tail.lines() {
             let name = event["event"].as_str().unwrap_or_default().to_string();
+            let asks_event = matches!(name.as_str(), "ask_opened" | "approval_requested");
+            // An ask recorded after it was answered (both seen in one look) needs no one.
+            if asks_event && open_asks(dir).is_empty() {
+                continue;
+            }
             if reaches(until, &event) {
                 let state = read_state(&dir.join(STATE_FILE)).ok();
                 return Ok(result(until, "reached", dir, state, Some(event), started));
             }
-            if early_on_input && matches!(name.as_str(), "ask_opened" | "approval_requested") {
+            if early_on_input && asks_event {
                 let state = read_state(&dir.join(STATE_FILE)).ok();
                 return Ok(result(
                     until,
@@ -216,13 +246,22 @@ pub fn wait_for(
                 return Ok(result(until, "ended", dir, state, Some(event), started));
             }
         }
-        // Only a supervisor killed outright ends a run without a `run_stopped`: noticed by a
-        // look at its pid once a second.
+        // A `run_stopped` written just before the tail began is seen in the snapshot; a
+        // supervisor killed outright writes none: its pid is looked at once a second.
+        let state = read_state(&dir.join(STATE_FILE)).ok();
+        if let Some(s) = &state
+            && !s.is_active()
+        {
+            let what = if until == Until::Stopped {
+                "reached"
+            } else {
+                "ended"
+            };
+            return Ok(result(until, what, dir, state, None, started));
+        }
         if last_check.elapsed() >= Duration::from_secs(1) {
             last_check = Instant::now();
-            let state = read_state(&dir.join(STATE_FILE)).ok();
             if let Some(s) = &state
-                && s.is_active()
                 && crate::effects::procinfo::stale_reason(s.pid, s.pid_identity.as_deref())
                     .is_some()
             {

@@ -119,7 +119,8 @@ impl Ask {
 pub fn new_ask_id(now: DateTime<Utc>) -> String {
     format!(
         "ask-{}-{:08x}",
-        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        // No dot: a file's suffixes (`.answer.json`) are what tell the files of an ask apart.
+        now.format("%Y%m%dT%H%M%S%3fZ"),
         rand::random::<u32>()
     )
 }
@@ -139,7 +140,7 @@ fn check_id(id: &str) -> Result<()> {
         && !id.starts_with('.')
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
     if ok {
         Ok(())
     } else {

@@ -16,6 +16,7 @@ mod e2e;
 mod cli;
 mod control;
 mod engine_runs;
+mod human;
 mod fuzz_replay;
 mod hardening;
 mod hybrid;

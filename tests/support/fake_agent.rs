@@ -15,6 +15,8 @@
 //! record PATH (appends {"argv":[...],"env":{...},"cwd":...} as one JSON line)
 //! write PATH TEXT | append PATH TEXT | echo-prompt (prints the last argument)
 //! signal-self NAME (kill itself with a signal) | stdin-to PATH (copies stdin to a file)
+//! run ARGV (shell words, no shell: runs it, prints `ran: <its stdout>` and `exit: <code>`;
+//!   how a test agent calls `looper ask --wait`)
 
 use std::io::Write;
 use std::time::Duration;
@@ -254,6 +256,26 @@ fn main() {
                 let _ = f.write_all(unescape(text).as_bytes());
             }
             "echo-prompt" => line(&prompt),
+            "run" => {
+                let words = shlex::split(rest).unwrap_or_default();
+                let Some((program, args)) = words.split_first() else {
+                    line("exit: no command");
+                    continue;
+                };
+                match std::process::Command::new(program).args(args).output() {
+                    Ok(o) => {
+                        line(&format!(
+                            "ran: {}",
+                            String::from_utf8_lossy(&o.stdout).trim_end()
+                        ));
+                        line(&format!(
+                            "exit: {}",
+                            o.status.code().map_or("signal".into(), |c| c.to_string())
+                        ));
+                    }
+                    Err(e) => line(&format!("exit: cannot run {program}: {e}")),
+                }
+            }
             "stdin-to" => {
                 let mut buf = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf);

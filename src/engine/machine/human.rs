@@ -208,19 +208,21 @@ impl Engine {
                 self.loop_number
             ),
         };
-        fx.push(Effect::Record(Event::ApprovalRequested {
+        // The request is written before the event that announces it, so whoever the event
+        // wakes (`looper wait`, the MCP wait) finds the approval there.
+        fx.push(Effect::RequestApproval(ApprovalRequest {
             id: id.clone(),
             gate,
             loop_number: self.loop_number,
             question: question.clone(),
         }));
-        fx.push(Effect::SetStatus(Status::WaitingForApproval));
-        fx.push(Effect::RequestApproval(ApprovalRequest {
+        fx.push(Effect::Record(Event::ApprovalRequested {
             id: id.clone(),
             gate,
             loop_number: self.loop_number,
             question,
         }));
+        fx.push(Effect::SetStatus(Status::WaitingForApproval));
         self.phase = Phase::WaitingForApproval;
         self.human.approval = Some(Pending { id, gate, breakers });
     }
