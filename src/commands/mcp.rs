@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::cli::{McpArgs, Until};
 use crate::engine::ControlAction;
 use crate::error::{Error, Result};
-use crate::records::asks::{self, AskKind};
+use crate::records::asks;
 use crate::records::control::ControlLine;
 use crate::records::discovery::{self, Stopped, TargetQuery};
 use crate::records::fleet::load_rows;
@@ -125,15 +125,14 @@ fn json(v: &impl serde::Serialize) -> ToolResult {
     serde_json::to_string_pretty(v).map_err(|e| e.to_string())
 }
 
-fn blocking<T: Send + 'static>(
+/// File work and waits run on the blocking pool: the protocol's thread stays free.
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = std::result::Result<T, String>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
-    }
+) -> std::result::Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 impl Looper {
@@ -381,12 +380,4 @@ pub fn serve(a: &McpArgs) -> Result<i32> {
             .map_err(|e| Error::Usage(format!("MCP: {e}")))?;
         Ok(crate::error::exit_code::OK)
     })
-}
-
-/// The asks kind is part of the API the tools describe; keep the names in one place.
-pub fn ask_kind_name(kind: AskKind) -> &'static str {
-    match kind {
-        AskKind::Question => "question",
-        AskKind::Approval => "approval",
-    }
 }

@@ -122,7 +122,10 @@ fn result(
     // The event is written before the snapshot: what it says of the end is the newer word.
     if let Some(e) = event.as_ref().filter(|e| e["event"] == "run_stopped") {
         s.status = e["status"].as_str().map(str::to_string).or(s.status);
-        s.stop_reason = e["stop_reason"].as_str().map(str::to_string).or(s.stop_reason);
+        s.stop_reason = e["stop_reason"]
+            .as_str()
+            .map(str::to_string)
+            .or(s.stop_reason);
         s.exit_code = e["exit_code"].as_i64().or(s.exit_code);
     }
     WaitResult {
@@ -154,7 +157,7 @@ fn open_asks(dir: &Path) -> Vec<OpenAsk> {
         .filter(|a| a.is_open())
         .map(|a| OpenAsk {
             id: a.record.id,
-            kind: crate::commands::mcp::ask_kind_name(a.record.kind).into(),
+            kind: a.record.kind.as_str().into(),
             question: a.record.question,
             choices: a.record.choices,
         })

@@ -50,6 +50,15 @@ pub enum AskKind {
     Approval,
 }
 
+impl AskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AskKind::Question => "question",
+            AskKind::Approval => "approval",
+        }
+    }
+}
+
 /// `<id>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AskRecord {

@@ -113,7 +113,11 @@ fn an_agent_that_asks_with_wait_gets_the_answer_on_stdout() {
     }));
     let answered = cmd(&p, &["answer", "2"]);
     assert!(answered.status.success(), "{}", stderr(&answered));
-    assert!(stdout(&answered).contains(": sqlite"), "{}", stdout(&answered));
+    assert!(
+        stdout(&answered).contains(": sqlite"),
+        "{}",
+        stdout(&answered)
+    );
     let out = finish(child);
     assert!(out.status.success(), "{}", diagnose(&p, &out));
     let run = p.last_run();
@@ -129,7 +133,10 @@ fn an_agent_that_asks_with_wait_gets_the_answer_on_stdout() {
     let names = p.event_names();
     assert!(names.contains(&"ask_opened".to_string()));
     assert!(names.contains(&"ask_answered".to_string()));
-    assert!(!names.contains(&"waiting_for_answer".to_string()), "answered in time");
+    assert!(
+        !names.contains(&"waiting_for_answer".to_string()),
+        "answered in time"
+    );
     assert_eq!(
         names.iter().filter(|n| *n == "feedback_delivered").count(),
         1
@@ -190,12 +197,17 @@ fn an_approval_gate_rejected_once_then_approved() {
         "{status}"
     );
     let no_reason = cmd(&p, &["reject"]);
-    assert_eq!(no_reason.status.code(), Some(2), "a rejection needs a reason");
+    assert_eq!(
+        no_reason.status.code(),
+        Some(2),
+        "a rejection needs a reason"
+    );
     let rejected = cmd(&p, &["reject", "--reason", "the parser has no tests yet"]);
     assert!(rejected.status.success(), "{}", stderr(&rejected));
     // Loop 2 runs with the reason in its prompt, completes again, and waits again.
     assert!(wait_until(20.0, || p.calls() == 2
-        && live_state(&p).is_some_and(|s| s["status"] == "waiting_for_approval")));
+        && live_state(&p)
+            .is_some_and(|s| s["status"] == "waiting_for_approval")));
     let approved = cmd(&p, &["approve"]);
     assert!(approved.status.success(), "{}", stderr(&approved));
     let out = finish(child);
@@ -302,7 +314,10 @@ fn a_hanging_notifier_is_killed_at_its_timeout_and_the_loop_goes_on() {
         .collect();
     assert_eq!(pids.len(), 2);
     for pid in pids {
-        assert!(!group_alive(i64::from(pid)), "notifier group {pid} survived");
+        assert!(
+            !group_alive(i64::from(pid)),
+            "notifier group {pid} survived"
+        );
     }
 }
 
@@ -379,17 +394,33 @@ fn looper_wait_is_pinned_to_the_run_it_named() {
     let a = Project::new();
     let b = Project::new();
     let log_dir = format!("log_dir = {:?}", root.path().display().to_string());
-    a.fake_agent("=== default\nsleep 30\n", &format!("max_loops = 1\n{log_dir}"));
-    b.fake_agent("=== default\nsleep 1\nsay ok\n", &format!("max_loops = 1\n{log_dir}"));
+    a.fake_agent(
+        "=== default\nsleep 30\n",
+        &format!("max_loops = 1\n{log_dir}"),
+    );
+    b.fake_agent(
+        "=== default\nsleep 1\nsay ok\n",
+        &format!("max_loops = 1\n{log_dir}"),
+    );
     let slow = spawn(&a, &["--label", "x"]);
     let root_s = root.path().display().to_string();
-    assert!(wait_until(20.0, || std::fs::read_dir(root.path()).is_ok_and(|d| {
-        d.flatten()
-            .any(|e| e.path().join("state.json").is_file() && !e.file_name().to_string_lossy().starts_with('.'))
-    })));
+    assert!(wait_until(20.0, || std::fs::read_dir(root.path())
+        .is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.path().join("state.json").is_file()
+                    && !e.file_name().to_string_lossy().starts_with('.')
+            })
+        })));
     let waiter = a
         .looper()
-        .args(["wait", "x", "--state-root", &root_s, "--until", "loop_completed"])
+        .args([
+            "wait",
+            "x",
+            "--state-root",
+            &root_s,
+            "--until",
+            "loop_completed",
+        ])
         .args(["--timeout", "4", "--json"])
         .stdout(Stdio::piped())
         .spawn()
@@ -399,7 +430,10 @@ fn looper_wait_is_pinned_to_the_run_it_named() {
     assert!(fast.status.success(), "{}", stderr(&fast));
     let out = finish(waiter);
     assert_eq!(out.status.code(), Some(124), "{}", stdout(&out));
-    let stop = cmd(&a, &["control", "stop", "--now", "--state-root", &root_s, "x"]);
+    let stop = cmd(
+        &a,
+        &["control", "stop", "--now", "--state-root", &root_s, "x"],
+    );
     assert!(stop.status.success(), "{}", stderr(&stop));
     let _ = finish(slow);
 }
@@ -415,10 +449,9 @@ fn an_ask_survives_a_sigkill_of_the_supervisor_and_a_new_run_picks_the_answer_up
         "max_loops = 1",
     );
     let mut first = spawn(&p, &[]);
-    assert!(wait_until(20.0, || p
-        .run_dirs()
-        .last()
-        .is_some_and(|r| read_events(r).iter().any(|e| e["event"] == "ask_opened"))));
+    assert!(wait_until(20.0, || p.run_dirs().last().is_some_and(|r| {
+        read_events(r).iter().any(|e| e["event"] == "ask_opened")
+    })));
     let old_run = p.last_run();
     // SIGKILL: nothing records the end; the guard takes the agent down with it.
     first.kill().expect("kill");
@@ -454,9 +487,11 @@ fn an_ask_survives_a_sigkill_of_the_supervisor_and_a_new_run_picks_the_answer_up
     // Carried once: a third run finds nothing to take.
     let third = p.run(&[]);
     assert!(third.status.success());
-    assert!(!read_events(&p.last_run())
-        .iter()
-        .any(|e| e["event"] == "ask_opened"));
+    assert!(
+        !read_events(&p.last_run())
+            .iter()
+            .any(|e| e["event"] == "ask_opened")
+    );
 }
 
 #[test]
@@ -470,10 +505,9 @@ fn an_unanswered_ask_of_a_killed_run_holds_the_next_run_until_answered() {
         "max_loops = 1",
     );
     let mut first = spawn(&p, &[]);
-    assert!(wait_until(20.0, || p
-        .run_dirs()
-        .last()
-        .is_some_and(|r| read_events(r).iter().any(|e| e["event"] == "ask_opened"))));
+    assert!(wait_until(20.0, || p.run_dirs().last().is_some_and(|r| {
+        read_events(r).iter().any(|e| e["event"] == "ask_opened")
+    })));
     first.kill().expect("kill");
     let _ = first.wait();
     let second = spawn(&p, &[]);
@@ -555,10 +589,10 @@ mod mcp {
             .current_dir(p.path())
             .env("XDG_STATE_HOME", p.join(".xdg-state"))
             .env_remove("LOOPER_RUN_DIR");
-        let client = ()
-            .serve(TokioChildProcess::new(server).expect("spawn looper mcp"))
-            .await
-            .expect("initialize");
+        let client =
+            ().serve(TokioChildProcess::new(server).expect("spawn looper mcp"))
+                .await
+                .expect("initialize");
         let info = client.peer_info().expect("server info");
         assert_eq!(
             info.server_info.as_ref().map(|i| i.name.as_str()),
@@ -590,7 +624,12 @@ mod mcp {
         let (ok, text) = call(&client, "read_log", serde_json::json!({"target": "mcp"})).await;
         assert!(ok && text.contains("EXIT_SIGNAL: true"), "{text}");
         // A wait returns "needs input" while the run waits for a person.
-        let (ok, text) = call(&client, "wait", serde_json::json!({"target": "mcp", "timeout_seconds": 10})).await;
+        let (ok, text) = call(
+            &client,
+            "wait",
+            serde_json::json!({"target": "mcp", "timeout_seconds": 10}),
+        )
+        .await;
         assert!(ok && text.contains("\"needs_input\""), "{text}");
         // Ask in the run (on behalf of its agent), answer it.
         let (ok, text) = call(
@@ -600,7 +639,12 @@ mod mcp {
         )
         .await;
         assert!(ok && text.contains("tabs or spaces?"), "{text}");
-        let (ok, text) = call(&client, "answer", serde_json::json!({"target": "mcp", "text": "spaces"})).await;
+        let (ok, text) = call(
+            &client,
+            "answer",
+            serde_json::json!({"target": "mcp", "text": "spaces"}),
+        )
+        .await;
         assert!(ok && text.contains("\"spaces\""), "{text}");
         let (ok, text) = call(
             &client,
@@ -610,7 +654,10 @@ mod mcp {
         .await;
         assert!(ok && text.contains("queued note"), "{text}");
         let (ok, text) = call(&client, "reject", serde_json::json!({"target": "mcp"})).await;
-        assert!(!ok && text.contains("--reason"), "a rejection needs a reason: {text}");
+        assert!(
+            !ok && text.contains("--reason"),
+            "a rejection needs a reason: {text}"
+        );
         let (ok, text) = call(
             &client,
             "reject",
@@ -619,11 +666,21 @@ mod mcp {
         .await;
         assert!(ok, "{text}");
         // Loop 2 asks for the approval again; approve it and wait for the end.
-        let (ok, text) = call(&client, "wait", serde_json::json!({"target": "mcp", "until": "stopped", "timeout_seconds": 20})).await;
+        let (ok, text) = call(
+            &client,
+            "wait",
+            serde_json::json!({"target": "mcp", "until": "stopped", "timeout_seconds": 20}),
+        )
+        .await;
         assert!(ok && text.contains("\"needs_input\""), "{text}");
         let (ok, text) = call(&client, "approve", serde_json::json!({"target": "mcp"})).await;
         assert!(ok, "{text}");
-        let (ok, text) = call(&client, "wait", serde_json::json!({"target": "mcp", "until": "stopped", "timeout_seconds": 20})).await;
+        let (ok, text) = call(
+            &client,
+            "wait",
+            serde_json::json!({"target": "mcp", "until": "stopped", "timeout_seconds": 20}),
+        )
+        .await;
         assert!(ok && text.contains("\"reached\""), "{text}");
         let _ = client.cancel().await;
 
@@ -631,15 +688,20 @@ mod mcp {
         assert!(out.status.success(), "{}", diagnose(&p, &out));
         assert_eq!(p.state()["stop_reason"], "completion marker");
         let second = log_of(&p.last_run(), 2);
-        for part in ["needs a changelog entry", "keep commits small", "The answer: spaces"] {
+        for part in [
+            "needs a changelog entry",
+            "keep commits small",
+            "The answer: spaces",
+        ] {
             assert!(second.contains(part), "{part}: {second}");
         }
     }
 
     #[test]
     fn the_real_claude_cli_sees_looper_mcp_connected() {
-        let Some(bin) = crate::e2e_support::require("human::mcp::the_real_claude_cli_sees_looper_mcp_connected")
-        else {
+        let Some(bin) = crate::e2e_support::require(
+            "human::mcp::the_real_claude_cli_sees_looper_mcp_connected",
+        ) else {
             return;
         };
         let p = Project::new();
@@ -665,7 +727,9 @@ mod mcp {
                 .expect("claude ended")
         };
         let looper = looper_path();
-        let added = run(&["mcp", "add", "--scope", "user", "looper", "--", &looper, "mcp"]);
+        let added = run(&[
+            "mcp", "add", "--scope", "user", "looper", "--", &looper, "mcp",
+        ]);
         assert!(
             added.status.success(),
             "{}\n{}",

@@ -180,7 +180,7 @@ impl Engine {
             ApprovalGate::Completion => policy.approve_completion,
             ApprovalGate::EveryNLoops => policy
                 .approve_every
-                .is_some_and(|n| n > 0 && self.loop_number % n == 0),
+                .is_some_and(|n| n > 0 && self.loop_number.is_multiple_of(n)),
         }
     }
 
