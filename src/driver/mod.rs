@@ -388,6 +388,13 @@ async fn wait_loop(
         tokio::select! {
             done = async { match attempt.as_mut() { Some(f) => (&mut f.0).await, None => std::future::pending().await } } => {
                 attempt = None;
+                // What the agent wrote before it exited (an ask, a control line) is read
+                // before its end is handled: the loop boundary that follows holds for it.
+                for input in operator.poll(d) {
+                    for applied in d.handle(now(), input) {
+                        take(&mut attempt, &mut wait, &mut git, applied);
+                    }
+                }
                 for applied in d.attempt_done(now(), done) {
                     take(&mut attempt, &mut wait, &mut git, applied);
                 }
