@@ -326,6 +326,10 @@ impl Harness {
         }
         env.insert("PATH".into(), bin.display().to_string());
         env.insert("HOME".into(), root.display().to_string());
+        // A plan the config names must exist when the run starts (D6).
+        if config.contains("plan_file") {
+            std::fs::write(root.join("plan.md"), "").expect("plan");
+        }
         let (s, inv) = settings(&root, config, &env);
         let cfg = crate::config::run::prepare(s, &inv).expect("prepare");
         let run_dir = root.join("run");
@@ -503,6 +507,8 @@ fn status_prompts_fingerprints_backups_and_plans_answer_at_once() {
     assert!(h.d.apply(Effect::Fingerprint).is_none());
     assert!(matches!(&h.queued()[..], [Input::Fingerprint(Err(_))]));
 
+    // A plan removed during the run is a clear stop at the next check.
+    std::fs::remove_file(h.root.join("plan.md")).expect("rm plan");
     let _ = h.d.apply(Effect::CheckPlan);
     assert_eq!(
         h.queued(),
