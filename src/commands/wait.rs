@@ -286,9 +286,10 @@ pub fn wait_for(
     }
 }
 
-/// The run a wait is pinned to.
+/// The run a wait is pinned to: the newest active run the query names, else the newest
+/// that has stopped (whose end a wait then reports at once).
 pub fn pin(query: &discovery::TargetQuery) -> Result<Target> {
-    discovery::resolve(query, Stopped::Exclude)
+    discovery::resolve(query, Stopped::Fallback)
 }
 
 pub fn wait_command(a: &WaitArgs) -> Result<i32> {
