@@ -100,6 +100,31 @@ pub enum Command {
     /// Run a looper as a systemd user service (a launchd agent on macOS), restarted on failure.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Ask a person a question from inside a run (the agent runs this); the run waits for
+    /// the answer at its next loop boundary.
+    #[command(after_help = ASK_EXAMPLES)]
+    Ask(AskArgs),
+    /// Answer a run's question: `looper answer [TARGET] [ASK_ID] TEXT`.
+    #[command(
+        after_help = "Examples:\n  looper answer \"use postgres\"                the oldest open question of the run that waits\n  looper answer smoke \"use postgres\"\n  looper answer smoke ask-20261201T100000123Z-1a2b3c4d 2   the second choice"
+    )]
+    Answer(AnswerArgs),
+    /// Approve what a run waits for (its completion, or the next loops).
+    #[command(after_help = "Examples:\n  looper approve\n  looper approve smoke")]
+    Approve(DecisionArgs),
+    /// Refuse what a run waits for; the reason goes into its next prompt.
+    #[command(
+        after_help = "Examples:\n  looper reject --reason \"the tests for the parser are missing\"\n  looper reject smoke --reason \"do not touch the public API\""
+    )]
+    Reject(DecisionArgs),
+    /// Wait until a run reaches a state: stopped, loop_completed, needs_input, retry_wait.
+    #[command(after_help = WAIT_EXAMPLES)]
+    Wait(WaitArgs),
+    /// Serve the fleet to a coding agent over MCP (stdio): runs, logs, control, asks.
+    #[command(
+        after_help = "Examples:\n  claude mcp add looper -- looper mcp\n  looper mcp --state-root ~/src/proj/.agent-looper/runs"
+    )]
+    Mcp(McpArgs),
     /// Run a self-contained demo: a throwaway git repository, a plan file and a scripted agent.
     #[command(after_help = "Examples:\n  looper demo\n  looper demo --keep")]
     Demo(DemoArgs),
@@ -110,6 +135,26 @@ pub enum Command {
     #[command(hide = true, name = "demo-agent")]
     DemoAgent(DemoAgentArgs),
 }
+
+const ASK_EXAMPLES: &str = "\
+Run by the agent inside a run: the run directory comes from LOOPER_RUN_DIR.
+
+Examples:
+  looper ask \"Which database should the service use?\" --choice postgres --choice sqlite
+  looper ask \"May I delete the legacy API?\" --wait --timeout 600   prints the answer
+
+Exit codes: 0 asked (or, with --wait, answered: the answer is on stdout); 1 the run ended
+before an answer came; 2 usage (no run, an empty question); 124 --timeout passed unanswered.";
+
+const WAIT_EXAMPLES: &str = "\
+Pinned to the run it names when it starts: a later run with the same label never satisfies it.
+
+Examples:
+  looper wait smoke --until stopped
+  looper wait --until needs_input --timeout 3600 --json
+  looper wait smoke --until loop_completed && looper logs smoke
+
+Exit codes: 0 the state was reached; 1 the run ended without reaching it; 124 --timeout passed.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -474,6 +519,96 @@ pub struct FocusArgs {
     /// Who reports it.
     #[arg(long, default_value = "operator")]
     pub actor: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question, one paragraph.
+    pub question: String,
+    /// A choice to offer (repeatable); the answer must then be one of them.
+    #[arg(long = "choice", value_name = "TEXT")]
+    pub choices: Vec<String>,
+    /// Block until answered and print the answer on stdout.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 124).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        requires = "wait",
+        value_parser = duration_seconds,
+        allow_negative_numbers = true
+    )]
+    pub timeout: Option<std::time::Duration>,
+    /// The run directory [default: LOOPER_RUN_DIR, else CODEX_LOOPER_RUN_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    /// [TARGET] [ASK_ID] TEXT: a run (label, run id or directory name), an ask id (from the
+    /// run's console or `looper status`), and the answer (a choice's text or its number).
+    #[arg(required = true, num_args = 1..=3, value_name = "ARGS")]
+    pub words: Vec<String>,
+    /// The run directory itself.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Where runs live (repeatable) [default: LOOPER_STATE_ROOT / CODEX_LOOPER_STATE_ROOT, else .agent-looper/runs].
+    #[arg(long, value_name = "DIR")]
+    pub state_root: Vec<PathBuf>,
+    /// Also consider runs that have stopped.
+    #[arg(long)]
+    pub include_stopped: bool,
+    /// Who answers.
+    #[arg(long, default_value = "operator")]
+    pub actor: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Why (required to reject; it goes into the run's next prompt).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who decides.
+    #[arg(long, default_value = "operator")]
+    pub actor: String,
+}
+
+/// The states `looper wait` waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Until {
+    Stopped,
+    LoopCompleted,
+    NeedsInput,
+    RetryWait,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The state to wait for.
+    #[arg(long, value_enum)]
+    pub until: Until,
+    /// Give up after this many seconds (exit 124).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = duration_seconds,
+        allow_negative_numbers = true
+    )]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Where runs live (repeatable) [default: LOOPER_STATE_ROOT / CODEX_LOOPER_STATE_ROOT, else .agent-looper/runs].
+    #[arg(long, value_name = "DIR")]
+    pub state_root: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

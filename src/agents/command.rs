@@ -256,7 +256,8 @@ pub fn render_template(template: &[String], ctx: &PromptContext) -> Result<Agent
     })
 }
 
-fn render_one(item: &str, values: &BTreeMap<&str, String>) -> Result<String> {
+/// One template item with `values` in place of its placeholders (`{{` and `}}` are braces).
+pub fn render_one(item: &str, values: &BTreeMap<&str, String>) -> Result<String> {
     let mut out = String::with_capacity(item.len());
     let mut rest = item;
     while let Some(i) = rest.find(['{', '}']) {

@@ -36,6 +36,8 @@
 //!     "group": string|null, "parallel_index": int|null,  a --parallel group
 //!     "branch": string|null, "commits_ahead": int|null, "files_changed": int|null,
 //!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null
+//!     "needs_input": bool,          a live run waits for a person (issue 17)
+//!     "open_asks": [ {"id", "kind": "question"|"approval", "question", "choices"} ]
 //!   } ]                             ordered as the table: attention, running, finished
 //!   "orphan_worktrees": [ {"path", "branch", "label", "run_dir", "phase", "reason"} ]
 //! }
@@ -55,7 +57,9 @@ use crate::effects::worktree::{self, Phase};
 use crate::error::{Error, Result};
 use crate::records::discovery::{self, discover};
 use crate::records::events::SupervisorEvent;
-use crate::records::fleet::{GateView, Row, StateView, UsageView, load_rows, sort_rows};
+use crate::records::fleet::{
+    GateView, OpenAskView, Row, StateView, UsageView, load_rows, sort_rows,
+};
 use crate::records::repair::{record_after, repair_all};
 use crate::records::time;
 
@@ -107,6 +111,10 @@ pub struct RunJson<'a> {
     pub commits_ahead: Option<u64>,
     pub files_changed: Option<u64>,
     pub worktree: Option<WorktreeJson<'a>>,
+    /// A live run waits for a person (an open ask or approval, issue 17).
+    pub needs_input: bool,
+    /// What it waits for, oldest first.
+    pub open_asks: &'a [OpenAskView],
 }
 
 /// A run's own worktree in the `--json` document.
@@ -209,7 +217,7 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
         .map(|r| {
             let mut c = vec![
                 clip(&r.label(), 32),
-                clip(&r.shown_status(), 16),
+                clip(&r.shown_status(), 20),
                 clip(r.state.agent_name.as_deref().unwrap_or("-"), 16),
                 loop_text(&r.state),
                 age(now, r.updated),
@@ -338,6 +346,12 @@ fn run_json(row: &Row) -> RunJson<'_> {
             state: s.worktree_state.as_deref(),
             note: s.worktree_note.as_deref(),
         }),
+        needs_input: row.needs_person(),
+        open_asks: if row.needs_person() {
+            s.open_asks.as_deref().unwrap_or_default()
+        } else {
+            &[]
+        },
     }
 }
 

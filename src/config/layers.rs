@@ -356,8 +356,48 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
                     return Err(fail("an empty command".into()));
                 }
                 for item in &out {
-                    check_placeholders(item).map_err(&fail)?;
+                    check_placeholders(item, schema::PLACEHOLDERS).map_err(&fail)?;
                 }
+            }
+            Ok(Value::List(out))
+        }
+        Kind::ChoiceList(words) => {
+            let items = value.as_array().ok_or_else(|| fail(describe(value)))?;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(w) if words.contains(&w) => {
+                        if !out.iter().any(|o: &String| o == w) {
+                            out.push(w.to_string());
+                        }
+                    }
+                    _ => {
+                        let hint = item
+                            .as_str()
+                            .and_then(|w| schema::suggest(w, words.iter().copied()))
+                            .map(|w| format!(" (did you mean \"{w}\"?)"))
+                            .unwrap_or_default();
+                        return Err(fail(format!(
+                            "an array whose item {i} is {}{hint}",
+                            describe(item)
+                        )));
+                    }
+                }
+            }
+            Ok(Value::List(out))
+        }
+        Kind::Argv(names) => {
+            let items = value.as_array().ok_or_else(|| fail(describe(value)))?;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let s = item.as_str().ok_or_else(|| {
+                    fail(format!("an array whose item {i} is {}", describe(item)))
+                })?;
+                check_placeholders(s, names).map_err(&fail)?;
+                out.push(s.to_string());
+            }
+            if out.first().is_some_and(|p| p.trim().is_empty()) {
+                return Err(fail("an empty program name".into()));
             }
             Ok(Value::List(out))
         }
@@ -437,8 +477,8 @@ pub fn compile_regex(
     Ok(re)
 }
 
-/// Reject unknown `{name}` placeholders; `{{` and `}}` are literal braces.
-pub fn check_placeholders(item: &str) -> std::result::Result<(), String> {
+/// Reject `{name}` placeholders not in `known`; `{{` and `}}` are literal braces.
+pub fn check_placeholders(item: &str, known: &[&str]) -> std::result::Result<(), String> {
     let mut rest = item;
     while let Some(i) = rest.find(['{', '}']) {
         let c = rest.as_bytes()[i];
@@ -454,7 +494,7 @@ pub fn check_placeholders(item: &str) -> std::result::Result<(), String> {
             return Err(format!("an unclosed `{{` in {}", toml_string(item)));
         };
         let name = &after[..end];
-        if !schema::PLACEHOLDERS.contains(&name) {
+        if !known.contains(&name) {
             return Err(format!(
                 "the unknown placeholder {{{name}}} in {}",
                 toml_string(item)

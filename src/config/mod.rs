@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod gates;
+pub mod human;
 pub mod layers;
 pub mod preset;
 pub mod rubric;
@@ -179,6 +180,8 @@ pub struct Settings {
     /// One run of a `--parallel` group: the group's label and this run's number.
     pub parallel_member: Option<(String, u64)>,
     pub dry_run: bool,
+    /// `[human]` and `[notify]` (issue 17).
+    pub human: human::HumanSettings,
     pub layers: Layers,
 }
 
@@ -663,6 +666,7 @@ fn build(
         parallel: args.parallel,
         parallel_member,
         dry_run: args.dry_run,
+        human: human::read(&layers)?,
         layers,
     })
 }

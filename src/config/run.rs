@@ -281,6 +281,30 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         }
     }
 
+    // D33, D6: the notifier's program is found now, not when a person is first needed.
+    if settings.human.notify.enabled()
+        && let Some(first) = settings.human.notify.command.first()
+    {
+        match find_program(first, &settings.base_dir, path_var) {
+            Some(p) => {
+                programs.insert(first.clone(), p);
+            }
+            None if settings.dry_run => {}
+            None => {
+                return Err(Error::config(
+                    settings
+                        .layers
+                        .get("notify.command")
+                        .map(|e| e.origin.to_string())
+                        .unwrap_or_default(),
+                    "notify.command",
+                    "a program on PATH, or a path to one",
+                    format!("{first:?}, which was not found"),
+                ));
+            }
+        }
+    }
+
     let needs_git = (settings.backup_enabled || settings.cb_no_progress > 0) && !settings.dry_run;
     let workspace = if needs_git {
         let what = if settings.backup_enabled {

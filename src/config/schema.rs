@@ -49,6 +49,10 @@ pub enum Kind {
     Template,
     /// A table of string values (environment variables).
     Env,
+    /// An array of words, each one of a fixed set (may be empty).
+    ChoiceList(&'static [&'static str]),
+    /// An argv template (no shell) using only the given `{placeholders}`; `[]` is off.
+    Argv(&'static [&'static str]),
 }
 
 impl Kind {
@@ -95,6 +99,22 @@ impl Kind {
                 "a non-empty array of strings using only the placeholders {prompt}, {session}, {session_id}, {loop}, {prompt_index}, {label}, {run_dir}".into()
             }
             Kind::Env => "a table of string values".into(),
+            Kind::ChoiceList(words) => format!(
+                "an array of {}",
+                words
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Kind::Argv(names) => format!(
+                "an array of strings (argv, no shell; [] for none) using only the placeholders {}",
+                names
+                    .iter()
+                    .map(|n| format!("{{{n}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -106,7 +126,9 @@ impl Kind {
             Kind::Int { .. } => "integer",
             Kind::Num { .. } | Kind::Seconds { .. } => "number",
             Kind::Bool => "boolean",
-            Kind::StrList | Kind::Template => "array of strings",
+            Kind::StrList | Kind::Template | Kind::ChoiceList(_) | Kind::Argv(_) => {
+                "array of strings"
+            }
             Kind::RegexList => "array of strings (regex)",
             Kind::Env => "table of strings",
         }
@@ -681,6 +703,77 @@ pub const PLACEHOLDERS: &[&str] = &[
     "run_dir",
 ];
 
+/// `[human]`: asks and approval gates (issue 17).
+pub const HUMAN_KEYS: &[KeySpec] = &[
+    key(
+        "on_ask",
+        K::Choice(&["wait", "continue"]),
+        D::Str("wait"),
+        "wait: an unanswered `looper ask` holds the run at the next loop boundary; continue: the run goes on and the answer reaches the prompt after it comes.",
+    ),
+    key(
+        "require_approval",
+        K::ChoiceList(APPROVAL_GATES),
+        D::EmptyList,
+        "Gates that wait for `looper approve` / `looper reject`: completion (before the run may stop as complete), every_n_loops (every approval_every loops).",
+    ),
+    key(
+        "approval_every",
+        K::Int { min: 0 },
+        D::Int(0),
+        "With every_n_loops: wait for an approval after every N loops (N >= 1).",
+    ),
+];
+
+pub const APPROVAL_GATES: &[&str] = &["completion", "every_n_loops"];
+
+/// What a notification can be fired for (`[notify].on`).
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "needs_input",
+    "stopped",
+    "completed",
+    "error",
+    "breaker",
+    "long_retry_wait",
+];
+
+/// The placeholders of `[notify].command`.
+pub const NOTIFY_PLACEHOLDERS: &[&str] = &[
+    "event",
+    "label",
+    "title",
+    "body",
+    "run_dir",
+    "stop_reason",
+    "question",
+    "exit_code",
+];
+
+/// `[notify]`: a command run when the run enters a state (D33).
+pub const NOTIFY_KEYS: &[KeySpec] = &[
+    key(
+        "command",
+        K::Argv(NOTIFY_PLACEHOLDERS),
+        D::EmptyList,
+        "The notifier's argv (no shell unless you write one), run in its own process group.",
+    ),
+    key(
+        "on",
+        K::ChoiceList(NOTIFY_EVENTS),
+        D::EmptyList,
+        "When to run it, once per entry into the state: needs_input (an ask or approval waits for a person), stopped (any end), completed, error, breaker (a breaker or budget), long_retry_wait (a retry wait of at least retry_notify_after_seconds).",
+    ),
+    key(
+        "timeout_seconds",
+        K::Seconds {
+            min: 0.0,
+            exclusive: true,
+        },
+        D::Num(10.0),
+        "The notifier's group is killed after this long; a failure is recorded, never a stop.",
+    ),
+];
+
 /// A table of plain keys (`[looper]`, and the tables of later features), validated and
 /// documented from its key list.
 #[derive(Clone, Copy, Debug)]
@@ -708,6 +801,16 @@ pub const SECTIONS: &[Section] = &[
         name: "review",
         keys: REVIEW_KEYS,
         about: "the reviewer gate: another agent that must approve before completion counts",
+    },
+    Section {
+        name: "human",
+        keys: HUMAN_KEYS,
+        about: "people in the loop: asks and approval gates",
+    },
+    Section {
+        name: "notify",
+        keys: NOTIFY_KEYS,
+        about: "a command run when the run needs a person, stops or waits long",
     },
 ];
 

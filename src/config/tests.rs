@@ -167,6 +167,24 @@ fn cases(kind: Kind) -> (&'static str, Vec<(&'static str, &'static str)>) {
                 ("[\"a\", 1]", "an array whose item 1 is an integer 1"),
             ],
         ),
+        Kind::ChoiceList(_) => (
+            "[]",
+            vec![
+                ("\"x\"", "a string \"x\""),
+                ("[\"nope\"]", "an array whose item 0 is a string \"nope\""),
+            ],
+        ),
+        Kind::Argv(_) => (
+            "[\"notify-send\", \"{title}\"]",
+            vec![
+                (
+                    "[\"n\", \"{nope}\"]",
+                    "the unknown placeholder {nope} in \"{nope}\"",
+                ),
+                ("[\"\"]", "an empty program name"),
+                ("[\"n\", 1]", "an array whose item 1 is an integer 1"),
+            ],
+        ),
         Kind::Env => (
             "{ A = \"1\" }",
             vec![
@@ -659,7 +677,7 @@ fn readme_config_reference_is_current() {
 }
 
 #[test]
-fn every_verify_and_review_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
+fn every_section_key_accepts_a_valid_value_and_rejects_each_wrong_one() {
     for section in &schema::SECTIONS[1..] {
         for spec in section.keys {
             let (valid, bad) = cases(spec.kind);
@@ -669,11 +687,21 @@ fn every_verify_and_review_key_accepts_a_valid_value_and_rejects_each_wrong_one(
                 _ if valid.is_empty() => valid_choice(spec.kind),
                 _ => valid.to_string(),
             };
-            let doc = format!("[{}]\n{} = {valid}\n", section.name, spec.name);
+            // A notifier's command and its events need each other.
+            let companion = match (section.name, spec.name) {
+                ("notify", "command") => "on = [\"stopped\"]\n",
+                ("notify", "on") => "",
+                ("notify", _) => "on = [\"stopped\"]\ncommand = [\"true\"]\n",
+                _ => "",
+            };
+            let doc = format!("[{}]\n{companion}{} = {valid}\n", section.name, spec.name);
             let ok = load(&doc);
             assert!(ok.is_ok(), "{doc}: {:?}", ok.err().map(|e| e.to_string()));
             for (literal, found) in bad {
-                let msg = err(&format!("[{}]\n{} = {literal}\n", section.name, spec.name));
+                let msg = err(&format!(
+                    "[{}]\n{companion}{} = {literal}\n",
+                    section.name, spec.name
+                ));
                 let expected = format!(
                     "agent-looper.toml: {}.{}: expected {}, found {found}",
                     section.name,

@@ -112,6 +112,31 @@ pub fn for_event(event: &Event, log: Option<&Path>) -> Vec<String> {
         ],
         Event::Paused { .. } => vec!["paused: waiting for `looper control resume`".into()],
         Event::Resumed { .. } => vec!["resumed".into()],
+        Event::AskOpened {
+            id,
+            question,
+            choices,
+            carried_from,
+        } => {
+            let mut line = format!("ASK {id}: {question}");
+            if !choices.is_empty() {
+                line.push_str(&format!(" [{}]", choices.join(" | ")));
+            }
+            if let Some(from) = carried_from {
+                line.push_str(&format!(" (carried over from {from})"));
+            }
+            vec![line, format!("answer: looper answer {id} \"...\"")]
+        }
+        Event::AskAnswered { id, answer, .. } => vec![format!("answered {id}: {answer}")],
+        Event::WaitingForAnswer { asks } => vec![format!(
+            "waiting for an answer to {} (looper answer ...)",
+            asks.join(", ")
+        )],
+        Event::ApprovalRequested { question, .. } => vec![format!("APPROVAL: {question}")],
+        Event::ApprovalGiven { gate, .. } => vec![format!("approved ({})", gate.as_str())],
+        Event::ApprovalRejected { gate, reason, .. } => {
+            vec![format!("rejected ({}): {reason}", gate.as_str())]
+        }
         _ => vec![],
     }
 }

@@ -76,6 +76,7 @@ pub struct Presentation {
 
 mod attempt;
 mod gates;
+mod human;
 
 /// What the process under way is, so its end is read for the right input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +107,8 @@ pub struct Dispatcher {
     loop_base: Option<String>,
     /// The plan's open tasks when the current loop started (plan integrity).
     plan_at_loop_start: Vec<String>,
+    /// When a person is notified (D33).
+    notify: crate::engine::notify::NotifyPolicy,
 }
 
 impl Dispatcher {
@@ -117,6 +120,7 @@ impl Dispatcher {
         run_dir: PathBuf,
     ) -> Self {
         let prompts = cfg.prompts.clone();
+        let notify = human::notify_policy(&cfg);
         Self {
             cfg,
             engine,
@@ -133,6 +137,7 @@ impl Dispatcher {
             running: Running::Agent,
             loop_base: None,
             plan_at_loop_start: Vec::new(),
+            notify,
         }
     }
 
@@ -280,6 +285,10 @@ impl Dispatcher {
                 let r = self.paste_note(id, text);
                 self.check(r);
             }
+            Effect::RequestApproval(req) => {
+                let r = self.ports.records.request_approval(&req);
+                self.check(r);
+            }
             Effect::Finish(reason) => {
                 self.say(&words::stop(&reason));
                 self.ports.window.finished(&reason);
@@ -337,6 +346,8 @@ impl Dispatcher {
             _ => {}
         }
         self.ports.records.append(event)?;
+        // Issue 17: delivered answers are marked done, a person is notified (D33).
+        self.human_records(event)?;
         let sync = match event {
             Event::RunStarted { .. } | Event::RunStopped { .. } => Sync::Now,
             Event::LoopCompleted { .. } => Sync::Soon,

@@ -17,13 +17,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::run::RunConfig;
+use crate::effects::notify::{NotifyOutcome, NotifyRunner};
 use crate::effects::{procinfo, tmux};
 use crate::engine::{Engine, EngineConfig, Input, RetryPolicy, ReviewGate, VerifyGate};
 use crate::error::{Error, Result};
 use crate::records::control::latest_focus;
 use crate::records::events::SupervisorEvent;
 use crate::records::inbox::Inbox;
-use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, RunStore, discovery, panic};
+use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, RunStore, asks, discovery, panic};
 use dispatch::{Applied, AttemptHandle, Dispatcher, Presentation};
 pub use ports::WorktreeLease;
 use ports::{
@@ -92,6 +93,7 @@ pub fn engine_config(cfg: &RunConfig) -> EngineConfig {
             preassign_session_ids: r.agent.kind.preassigns_session_ids(),
             timeout: r.timeout,
         }),
+        human: s.human.policy.clone(),
     }
 }
 
@@ -222,6 +224,21 @@ pub async fn run(
     if let Some(event) = &took_over {
         store.append_supervisor(event, Utc::now())?;
     }
+    // D31: asks a stopped or dead run of this project left unanswered or undelivered are
+    // this run's now (records::asks documents how).
+    if !cfg.settings.dry_run {
+        let carried = asks::carry_over(&cfg.settings.log_dir, &run_dir, Utc::now());
+        if !carried.is_empty() {
+            cfg.notices.push(format!(
+                "carried over {} ask(s) from an earlier run: {}",
+                carried.len(),
+                carried.join(", ")
+            ));
+        }
+    }
+    let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+    let notify_in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let notifier = notify_runner(&cfg, &run_dir, notify_tx, notify_in_flight.clone());
     let header = format!(
         "looper: run {} label {} agent {} ({}, {}) cwd {}",
         store.run_id,
@@ -243,6 +260,7 @@ pub async fn run(
         window: Box::new(window),
         console: Box::new(Terminal { quiet: opts.quiet }),
         checkout,
+        notifier: Box::new(notifier),
     };
     let presentation = Presentation {
         echo_transcript: echo,
@@ -258,7 +276,9 @@ pub async fn run(
         run_dir.display()
     ));
 
-    wait_loop(&mut d, &run_dir, dry_run, max_runtime).await?;
+    let mut notify_rx = notify_rx;
+    wait_loop(&mut d, &run_dir, dry_run, max_runtime, &mut notify_rx).await?;
+    drain_notifications(&mut d, &mut notify_rx, &notify_in_flight).await;
     let (code, unrecorded) = d.close();
     panic::forget();
     crate::console::flush(Duration::from_secs(2));
@@ -279,8 +299,60 @@ pub async fn run(
     })
 }
 
-/// The operator's files: the control inbox and the focus file (re-read when it grows).
+/// The notifier of `[notify]`, or none (D33).
+fn notify_runner(
+    cfg: &RunConfig,
+    run_dir: &std::path::Path,
+    done: mpsc::UnboundedSender<NotifyOutcome>,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Option<NotifyRunner> {
+    let n = &cfg.settings.human.notify;
+    if !n.enabled() || cfg.settings.dry_run {
+        return None;
+    }
+    let first = n.command.first()?;
+    Some(NotifyRunner {
+        program: cfg.program_path(first),
+        template: n.command.clone(),
+        timeout: n.timeout,
+        label: cfg.label.clone(),
+        run_dir: run_dir.display().to_string(),
+        done,
+        in_flight,
+    })
+}
+
+/// At the end: notifiers still running (the `stopped` one, typically) get until their
+/// timeout, and what they did is recorded.
+async fn drain_notifications(
+    d: &mut Dispatcher,
+    rx: &mut mpsc::UnboundedReceiver<NotifyOutcome>,
+    in_flight: &std::sync::atomic::AtomicUsize,
+) {
+    use std::sync::atomic::Ordering;
+    let timeout = d.config().settings.human.notify.timeout + Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        while let Ok(outcome) = rx.try_recv() {
+            d.notification_done(outcome);
+        }
+        if in_flight.load(Ordering::SeqCst) == 0 {
+            while let Ok(outcome) = rx.try_recv() {
+                d.notification_done(outcome);
+            }
+            return;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(outcome)) => d.notification_done(outcome),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// The operator's files: the control inbox, the focus file (re-read when it grows) and the
+/// run's asks (D31).
 struct Operator {
+    asks: asks::AskBox,
     inbox: Inbox,
     focus_path: PathBuf,
     focus_len: u64,
@@ -290,7 +362,11 @@ struct Operator {
 impl Operator {
     /// New control commands as inputs; a changed focus straight to the dispatcher.
     fn poll(&mut self, d: &mut Dispatcher) -> Vec<Input> {
-        let inputs = self.inbox.poll().into_iter().map(Input::Control).collect();
+        // Control lines first: a note (or a stop) written before an answer or a decision
+        // takes effect before what that decision starts (the next loop's prompt), even when
+        // both are seen in one wake-up.
+        let mut inputs: Vec<Input> = self.inbox.poll().into_iter().map(Input::Control).collect();
+        inputs.extend(self.asks.poll().into_iter().map(Input::Human));
         for w in self.inbox.warnings.drain(..) {
             crate::console::err(&format!("looper: warning: {w}"));
         }
@@ -320,10 +396,12 @@ async fn wait_loop(
     run_dir: &std::path::Path,
     dry_run: bool,
     max_runtime: Option<Duration>,
+    notify_rx: &mut mpsc::UnboundedReceiver<NotifyOutcome>,
 ) -> Result<()> {
     let started = Instant::now();
     let now = || started.elapsed().as_secs_f64();
     let mut operator = Operator {
+        asks: asks::AskBox::new(run_dir),
         inbox: Inbox::new(&run_dir.join(CONTROL_FILE)),
         focus_path: run_dir.join(FOCUS_FILE),
         focus_len: 0,
@@ -336,7 +414,11 @@ async fn wait_loop(
         None
     } else {
         watch_files(
-            &[run_dir.join(CONTROL_FILE), run_dir.join(FOCUS_FILE)],
+            &[
+                run_dir.join(CONTROL_FILE),
+                run_dir.join(FOCUS_FILE),
+                asks::asks_dir(run_dir),
+            ],
             watch_tx,
         )
     };
@@ -356,8 +438,16 @@ async fn wait_loop(
     let mut attempt: Option<AttemptHandle> = None;
     let mut wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut git: Option<GitTask> = None;
-    let mut inputs = vec![Input::Start];
-    inputs.extend(operator.poll(d));
+    // Asks already there (carried over from an earlier run) reach the engine before its
+    // start, so the first loop boundary already holds for them.
+    let mut inputs = operator.poll(d);
+    inputs.insert(
+        inputs
+            .iter()
+            .position(|i| matches!(i, Input::Control(_)))
+            .unwrap_or(inputs.len()),
+        Input::Start,
+    );
     loop {
         for input in inputs.drain(..) {
             for applied in d.handle(now(), input) {
@@ -370,6 +460,13 @@ async fn wait_loop(
         tokio::select! {
             done = async { match attempt.as_mut() { Some(f) => (&mut f.0).await, None => std::future::pending().await } } => {
                 attempt = None;
+                // What the agent wrote before it exited (an ask, a control line) is read
+                // before its end is handled: the loop boundary that follows holds for it.
+                for input in operator.poll(d) {
+                    for applied in d.handle(now(), input) {
+                        take(&mut attempt, &mut wait, &mut git, applied);
+                    }
+                }
                 for applied in d.attempt_done(now(), done) {
                     take(&mut attempt, &mut wait, &mut git, applied);
                 }
@@ -395,6 +492,7 @@ async fn wait_loop(
                 inputs.extend(operator.poll(d));
             }
             _ = safety_poll.tick() => inputs.extend(operator.poll(d)),
+            Some(outcome) = notify_rx.recv() => d.notification_done(outcome),
             _ = sigint.recv() => {
                 interrupts += 1;
                 inputs.push(Input::Signal { name: "SIGINT", forceful: interrupts > 1 });

@@ -13,10 +13,12 @@ use tokio::sync::mpsc;
 use super::sink::Sink;
 use crate::effects::git;
 use crate::effects::hybrid::{self, Pane, Transcript, Tui};
+use crate::effects::notify::NotifyRunner;
 use crate::effects::process::{self, AttemptControl, AttemptExit, SpawnSpec};
 use crate::effects::tmux::WindowState;
 use crate::effects::worktree::{self, Changes, Outcome};
-use crate::engine::{BackupInfo, Event, StopReason};
+use crate::engine::notify::Notification;
+use crate::engine::{ApprovalRequest, BackupInfo, Event, StopReason};
 use crate::error::Result;
 use crate::records::control::NoteRecord;
 use crate::records::events::SupervisorEvent;
@@ -118,6 +120,15 @@ pub trait Records {
     fn release_reserve(&mut self);
     /// A line of `operator_notes.jsonl` (the acknowledgement of a `/btw` note).
     fn note(&mut self, record: &NoteRecord) -> Result<()>;
+    /// Write an approval the run waits for where `looper approve` finds it (D31).
+    fn request_approval(&mut self, req: &ApprovalRequest) -> Result<()>;
+    /// These asks' answers went into a prompt: they are done.
+    fn asks_delivered(&mut self, ids: &[String]) -> Result<()>;
+}
+
+/// Notifications for people (D33): started here, run elsewhere, never waited for.
+pub trait Notifier {
+    fn fire(&mut self, n: &Notification);
 }
 
 /// The supervisor's tmux window options (D25).
@@ -143,6 +154,7 @@ pub struct Ports {
     pub console: Box<dyn Console>,
     /// `None` outside a git work tree (and for dry runs).
     pub checkout: Option<Box<dyn Checkout>>,
+    pub notifier: Box<dyn Notifier>,
 }
 
 /// Real agent processes: `effects::process`.
@@ -303,6 +315,23 @@ impl Records for RunStore {
 
     fn note(&mut self, record: &NoteRecord) -> Result<()> {
         record.append(&self.dir).map(|_| ())
+    }
+
+    fn request_approval(&mut self, req: &ApprovalRequest) -> Result<()> {
+        crate::records::asks::open_approval(&self.dir, req, Utc::now())
+    }
+
+    fn asks_delivered(&mut self, ids: &[String]) -> Result<()> {
+        crate::records::asks::mark_delivered(&self.dir, ids, Utc::now())
+    }
+}
+
+/// The real notifier: `effects::notify`, or nothing when `[notify]` is off.
+impl Notifier for Option<NotifyRunner> {
+    fn fire(&mut self, n: &Notification) {
+        if let Some(r) = self {
+            r.fire(n);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod git;
 pub mod guard;
 pub mod hybrid;
 pub mod ignore;
+pub mod notify;
 pub mod outlog;
 pub mod process;
 pub mod procinfo;

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::feedback::FeedbackKind;
+use super::human::ApprovalGate;
 use super::retry::ErrorClass;
 
 /// When a verify or review gate runs.
@@ -268,6 +269,48 @@ pub enum Event {
         items: Vec<FeedbackItem>,
         bytes: usize,
         cut: usize,
+    },
+    /// An agent asked a person something (issue 17, D31); `carried_from` names the run it
+    /// was first asked in when a new run took it over.
+    AskOpened {
+        id: String,
+        question: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        choices: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        carried_from: Option<String>,
+    },
+    /// A person answered; the answer goes into the next prompt (D29).
+    AskAnswered {
+        id: String,
+        answer: String,
+        actor: Option<String>,
+    },
+    /// The run holds at a loop boundary until these asks are answered.
+    WaitingForAnswer {
+        asks: Vec<String>,
+    },
+    /// An approval gate holds the run (D28: the last gate).
+    ApprovalRequested {
+        id: String,
+        gate: ApprovalGate,
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        question: String,
+    },
+    ApprovalGiven {
+        id: String,
+        gate: ApprovalGate,
+        actor: Option<String>,
+    },
+    /// The gate blocked: the completion streak is reset and the reason goes into the next
+    /// prompt.
+    ApprovalRejected {
+        id: String,
+        gate: ApprovalGate,
+        reason: String,
+        actor: Option<String>,
+        completion_streak: u64,
     },
     RunStopped {
         status: Status,

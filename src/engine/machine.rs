@@ -19,6 +19,7 @@ use super::stop::{Status, StopReason, fmt_duration};
 
 mod gates;
 pub use gates::verify_failure;
+mod human;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -36,6 +37,10 @@ enum Phase {
     /// Waiting to run the reviewer again after a rate limit or a transient error.
     ReviewWait,
     Sleeping,
+    /// Held at a loop boundary by unanswered asks (`machine::human`).
+    WaitingForAnswer,
+    /// Held by an approval gate (`machine::human`).
+    WaitingForApproval,
     Finished,
 }
 
@@ -97,6 +102,8 @@ pub struct Engine {
     said_marker_ignored: bool,
     /// Set when the running attempt was terminated on purpose; the run ends with it.
     stop_when_attempt_ends: Option<StopReason>,
+    /// Open asks and the pending approval (`machine::human`).
+    human: human::HumanState,
 }
 
 impl Engine {
@@ -146,6 +153,7 @@ impl Engine {
             pending_btw: Vec::new(),
             said_marker_ignored: false,
             stop_when_attempt_ends: None,
+            human: human::HumanState::default(),
         }
     }
 
@@ -173,6 +181,7 @@ impl Engine {
                 fx.push(Effect::Record(Event::RunStarted {
                     dry_run: self.cfg.dry_run,
                 }));
+                self.human_started(&mut fx);
                 self.begin_loop(&mut fx);
             }
             Input::PromptsLoaded { count } if self.phase == Phase::LoadingPrompts => {
@@ -251,6 +260,7 @@ impl Engine {
                 self.interrupt(&mut fx, StopReason::MaxRuntime(max), false);
             }
             Input::Failure(e) => self.interrupt(&mut fx, StopReason::Internal(e), false),
+            Input::Human(h) => self.human_input(&mut fx, h),
             // An answer for a phase we already left (e.g. after an interrupt) is stale.
             _ => {}
         }
@@ -307,6 +317,7 @@ impl Engine {
                     self.finish(fx, stop_reason(&cmd));
                 }
                 Phase::Paused | Phase::Idle => self.finish(fx, stop_reason(&cmd)),
+                _ if self.waiting_for_person() => self.finish(fx, stop_reason(&cmd)),
                 _ => self.stop_after_prompt = Some(cmd),
             },
             ControlAction::StopAfterLoop => match self.phase {
@@ -315,6 +326,7 @@ impl Engine {
                     self.finish(fx, stop_reason(&cmd));
                 }
                 Phase::Paused | Phase::Idle => self.finish(fx, stop_reason(&cmd)),
+                _ if self.waiting_for_person() => self.finish(fx, stop_reason(&cmd)),
                 _ => self.stop_after_loop = Some(cmd),
             },
             ControlAction::Pause => {
@@ -383,6 +395,10 @@ impl Engine {
             && self.now >= max
         {
             self.finish(fx, StopReason::MaxRuntime(max));
+            return;
+        }
+        // Issue 17: unanswered asks hold the run here, at the loop boundary.
+        if self.hold_for_answers(fx) {
             return;
         }
         self.loop_number += 1;

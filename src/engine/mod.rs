@@ -3,7 +3,9 @@
 
 pub mod events;
 pub mod feedback;
+pub mod human;
 pub mod machine;
+pub mod notify;
 pub mod panes;
 pub mod plan;
 pub mod protocol;
@@ -16,6 +18,7 @@ mod tests;
 
 pub use events::{Event, Gate, Usage};
 pub use feedback::{Feedback, FeedbackKind};
+pub use human::{ApprovalGate, ApprovalRequest, AskInfo, HumanInput, HumanPolicy};
 pub use machine::{
     AttemptReport, AttemptSpec, BackupInfo, ControlAction, ControlCommand, Effect, Engine,
     EngineConfig, GateWhen, Input, PlanCheck, ReviewGate, ReviewReport, ReviewSpec, SessionRef,

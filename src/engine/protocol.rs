@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::events::Event;
 pub use super::events::GateWhen;
 use super::events::Usage;
+use super::human::{ApprovalRequest, HumanInput, HumanPolicy};
 use super::retry::{ErrorSignal, RetryPolicy};
 use super::stop::Status;
 use super::stop::StopReason;
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub verify: Option<VerifyGate>,
     /// The reviewer gate (issue 15), when configured.
     pub review: Option<ReviewGate>,
+    /// Asks and approval gates (issue 17).
+    pub human: HumanPolicy,
 }
 
 /// The verify gate's settings, as the engine needs them.
@@ -224,6 +227,8 @@ pub enum Input {
     RuntimeExpired,
     /// The supervisor itself failed (records, I/O); the run must end.
     Failure(String),
+    /// A person (or an agent's ask) through the run directory's asks (D31).
+    Human(HumanInput),
 }
 
 /// A session as the engine tracks it.
@@ -291,5 +296,7 @@ pub enum Effect {
         id: String,
         text: String,
     },
+    /// Write the approval request where `looper approve` and `looper status` find it.
+    RequestApproval(ApprovalRequest),
     Finish(StopReason),
 }

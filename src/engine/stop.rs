@@ -11,6 +11,10 @@ pub enum Status {
     Running,
     Retrying,
     Paused,
+    /// An ask holds the run at a loop boundary until a person answers (issue 17).
+    WaitingForAnswer,
+    /// An approval gate holds the run until `looper approve` or `looper reject`.
+    WaitingForApproval,
     Stopped,
     Error,
     Interrupted,
@@ -22,7 +26,14 @@ impl Status {
     }
 
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Running | Status::Retrying | Status::Paused)
+        matches!(
+            self,
+            Status::Running
+                | Status::Retrying
+                | Status::Paused
+                | Status::WaitingForAnswer
+                | Status::WaitingForApproval
+        )
     }
 }
 

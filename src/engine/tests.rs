@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod human;
+
 fn cfg() -> EngineConfig {
     EngineConfig {
         label: "t".into(),
@@ -36,6 +38,7 @@ fn cfg() -> EngineConfig {
         plan_forbid_removal: false,
         verify: None,
         review: None,
+        human: HumanPolicy::default(),
     }
 }
 
@@ -94,10 +97,17 @@ struct Sim {
     review_specs: Vec<ReviewSpec>,
     /// Control commands injected when the given attempt number starts.
     control_at_attempt: Vec<(usize, ControlCommand)>,
+    /// A person's inputs injected when the given attempt number starts (issue 17).
+    human_at_attempt: Vec<(usize, HumanInput)>,
+    /// Answers given, one per time the run waits for an answer.
+    answers: VecDeque<HumanInput>,
+    /// Decisions (approved, reason), one per approval asked for.
+    decisions: VecDeque<(bool, Option<String>)>,
     events: Vec<Event>,
     specs: Vec<AttemptSpec>,
     waits: Vec<(f64, WaitPurpose)>,
     terminated: Vec<bool>,
+    approvals: Vec<ApprovalRequest>,
     stop: Option<StopReason>,
 }
 
@@ -119,10 +129,14 @@ impl Sim {
             verify_specs: vec![],
             review_specs: vec![],
             control_at_attempt: vec![],
+            human_at_attempt: vec![],
+            answers: VecDeque::new(),
+            decisions: VecDeque::new(),
             events: vec![],
             specs: vec![],
             waits: vec![],
             terminated: vec![],
+            approvals: vec![],
             stop: None,
         }
     }
@@ -142,6 +156,12 @@ impl Sim {
             for effect in fx {
                 match effect {
                     Effect::Record(e) => self.events.push(e),
+                    Effect::SetStatus(Status::WaitingForAnswer) => {
+                        if let Some(a) = self.answers.pop_front() {
+                            self.now += 60.0;
+                            queue.push_back(Input::Human(a));
+                        }
+                    }
                     Effect::SetStatus(_) | Effect::CancelWait | Effect::PasteNote { .. } => {}
                     Effect::LoadPrompts => queue.push_back(Input::PromptsLoaded {
                         count: self.prompts,
@@ -169,6 +189,15 @@ impl Sim {
                             .collect();
                         for c in pending {
                             queue.push_back(Input::Control(c));
+                        }
+                        let people: Vec<HumanInput> = self
+                            .human_at_attempt
+                            .iter()
+                            .filter(|(at, _)| *at == n)
+                            .map(|(_, h)| h.clone())
+                            .collect();
+                        for h in people {
+                            queue.push_back(Input::Human(h));
                         }
                         self.now += 1.0;
                         let report = self.attempts.pop_front().unwrap_or_else(ok);
@@ -215,6 +244,18 @@ impl Sim {
                         queue.push_back(Input::ReviewFinished(report));
                     }
                     Effect::Terminate { forceful } => self.terminated.push(forceful),
+                    Effect::RequestApproval(req) => {
+                        if let Some((approved, reason)) = self.decisions.pop_front() {
+                            self.now += 60.0;
+                            queue.push_back(Input::Human(HumanInput::Decision {
+                                id: req.id.clone(),
+                                approved,
+                                reason,
+                                actor: Some("me".into()),
+                            }));
+                        }
+                        self.approvals.push(req);
+                    }
                     Effect::Finish(r) => self.stop = Some(r),
                 }
             }

@@ -73,6 +73,14 @@ pub enum SupervisorEvent {
         branch_removed: bool,
         note: String,
     },
+    /// The notifier ran for entering the state `on` (D33).
+    NotificationSent { on: String, seconds: f64 },
+    /// The notifier failed, or was killed at its timeout: recorded, never a stop (D33).
+    NotificationFailed {
+        on: String,
+        error: String,
+        seconds: f64,
+    },
     /// A panic after the run's end was already on record: noted, the end is kept.
     SupervisorPanic { error: String },
     /// The end of a run whose supervisor died, written by `--repair-stale` (reference 10.5).
@@ -99,6 +107,8 @@ impl SupervisorEvent {
             SupervisorEvent::WorktreeKept { .. } => "worktree_kept",
             SupervisorEvent::WorktreeRemoved { .. } => "worktree_removed",
             SupervisorEvent::SupervisorPanic { .. } => "supervisor_panic",
+            SupervisorEvent::NotificationSent { .. } => "notification_sent",
+            SupervisorEvent::NotificationFailed { .. } => "notification_failed",
             SupervisorEvent::RunRepaired { .. } => "run_stopped",
         }
     }

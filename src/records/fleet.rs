@@ -67,6 +67,7 @@ pub struct StateView {
     pub branch: Option<String>,
     pub commits_ahead: Option<u64>,
     pub files_changed: Option<u64>,
+    pub open_asks: Option<Vec<OpenAskView>>,
 }
 
 /// The latest verify or review as status shows it.
@@ -84,12 +85,25 @@ pub struct GateView {
     pub reason: Option<String>,
 }
 
+/// An open ask as status shows it.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(default)]
+pub struct OpenAskView {
+    pub id: String,
+    pub kind: String,
+    pub question: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+}
+
 impl StateView {
     pub fn is_active(&self) -> bool {
-        matches!(
-            self.status.as_deref(),
-            Some("running" | "retrying" | "paused")
-        )
+        super::state::is_active_status(self.status.as_deref())
+    }
+
+    /// The oldest open ask or approval of a live run (issue 17).
+    pub fn question(&self) -> Option<&OpenAskView> {
+        self.open_asks.as_ref()?.first()
     }
 }
 
@@ -226,9 +240,17 @@ impl Row {
         }
     }
 
+    /// A live run waiting for a person: an open ask or approval (issue 17).
+    pub fn needs_person(&self) -> bool {
+        self.error.is_none()
+            && self.stale.is_none()
+            && self.state.is_active()
+            && self.state.question().is_some()
+    }
+
     /// 0 needs attention, 1 running, 2 finished.
     pub fn group(&self) -> u8 {
-        if self.error.is_some() || self.stale.is_some() {
+        if self.error.is_some() || self.stale.is_some() || self.needs_person() {
             return 0;
         }
         match self.state.status.as_deref() {
@@ -297,6 +319,21 @@ impl Row {
             };
         }
         let s = &self.state;
+        if self.needs_person()
+            && let Some(q) = s.question()
+        {
+            let what = if q.kind == "approval" {
+                "needs approval"
+            } else {
+                "needs an answer"
+            };
+            let choices = if q.choices.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", q.choices.join(" | "))
+            };
+            return format!("{what}: {}{choices}", q.question);
+        }
         match s.status.as_deref() {
             Some("retrying") => {
                 let status = s.retry_status.clone().unwrap_or_else(|| "retrying".into());
@@ -445,6 +482,8 @@ pub fn sort_rows(rows: &mut [Row]) {
     rows.sort_by_cached_key(|r| {
         (
             r.group(),
+            // Runs waiting for a person come first of all (issue 17).
+            !r.needs_person(),
             std::cmp::Reverse(r.updated),
             std::cmp::Reverse(r.name()),
         )

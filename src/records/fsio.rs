@@ -91,6 +91,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     Ok(())
 }
 
+/// Create a file atomically, only if it does not exist yet: a temp file in the same
+/// directory, then a hard link to `path` (which fails if `path` exists). Returns false when
+/// another writer got there first: the first of concurrent writers wins, whole.
+pub fn create_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".new.")
+        .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("cannot create a temporary file in", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    if durable {
+        tmp.as_file()
+            .sync_data()
+            .map_err(|e| Error::io("cannot sync", tmp.path(), e))?;
+    }
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {}
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(Error::io("cannot create", path, e.error)),
+    }
+    if durable && let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}
+
 /// Make everything written on the filesystem holding `dir` durable, in one call (`syncfs`,
 /// which reports write-back errors since Linux 5.8): far cheaper than an fsync per file when
 /// many records were written at once.

@@ -9,12 +9,14 @@
 //!   control.jsonl         control   operator commands, read by inbox
 //!   operator_notes.jsonl  control   every note
 //!   focus.jsonl           control   what the run is focused on
+//!   asks/                 asks      questions, approvals and their answers (D31)
 //!   loop-NNNN__prompt-NNN.log       the attempt logs (effects::outlog)
 //!   loop-NNNN__verify.log           the verify command's output
 //!   loop-NNNN__review.log, .diff    the reviewer's output, and the diff it was shown
 //! ${XDG_STATE_HOME:-~/.local/state}/agent-looper/runs.jsonl   discovery's machine registry
 //! ```
 
+pub mod asks;
 pub mod control;
 pub mod discovery;
 pub mod events;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::SupervisorEvent;
 use super::time;
-use crate::engine::{Event, Gate, StopKind, Usage};
+use crate::engine::{Event, Gate, Status, StopKind, Usage};
 
 /// The latest verify, as `state.json` keeps it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -164,6 +164,22 @@ pub struct RunState {
     #[serde(with = "time::opt")]
     pub stale_repaired_at: Option<DateTime<Utc>>,
     pub looper_version: Option<String>,
+    /// Asks and approvals waiting for a person (issue 17), oldest first; `None` when there
+    /// never were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_asks: Option<Vec<OpenAsk>>,
+}
+
+/// A question or an approval a person has not answered yet, as `looper status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OpenAsk {
+    pub id: String,
+    /// `question` or `approval`.
+    pub kind: String,
+    pub question: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 impl RunState {
@@ -402,6 +418,36 @@ impl RunState {
                 self.child_pid = None;
                 self.child_pgid = None;
             }
+            Event::AskOpened {
+                id,
+                question,
+                choices,
+                ..
+            } => self.open_ask(OpenAsk {
+                id: id.clone(),
+                kind: "question".into(),
+                question: question.clone(),
+                choices: choices.clone(),
+            }),
+            Event::ApprovalRequested { id, question, .. } => {
+                self.status = Some(Status::WaitingForApproval.as_str().into());
+                self.open_ask(OpenAsk {
+                    id: id.clone(),
+                    kind: "approval".into(),
+                    question: question.clone(),
+                    choices: vec![],
+                });
+            }
+            Event::AskAnswered { id, .. }
+            | Event::ApprovalGiven { id, .. }
+            | Event::ApprovalRejected { id, .. } => {
+                if let Some(open) = self.open_asks.as_mut() {
+                    open.retain(|a| &a.id != id);
+                }
+            }
+            Event::WaitingForAnswer { .. } => {
+                self.status = Some(Status::WaitingForAnswer.as_str().into());
+            }
             Event::RunStopped {
                 status,
                 stop_reason,
@@ -462,11 +508,28 @@ impl RunState {
     }
 
     pub fn is_active(&self) -> bool {
-        matches!(
-            self.status.as_deref(),
-            Some("running" | "retrying" | "paused")
-        )
+        is_active_status(self.status.as_deref())
     }
+
+    fn open_ask(&mut self, ask: OpenAsk) {
+        let open = self.open_asks.get_or_insert_with(Vec::new);
+        if !open.iter().any(|a| a.id == ask.id) {
+            open.push(ask);
+        }
+    }
+
+    /// A person is needed: the run is active and an ask or approval is open.
+    pub fn needs_input(&self) -> bool {
+        self.is_active() && self.open_asks.as_ref().is_some_and(|a| !a.is_empty())
+    }
+}
+
+/// The statuses of a run whose supervisor is (meant to be) alive.
+pub fn is_active_status(status: Option<&str>) -> bool {
+    matches!(
+        status,
+        Some("running" | "retrying" | "paused" | "waiting_for_answer" | "waiting_for_approval")
+    )
 }
 
 /// Load a state file; an error says why it is missing, unreadable or not a state.

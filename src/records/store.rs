@@ -67,6 +67,8 @@ impl RunStore {
             let p = staging.join(name);
             open_append(&p).map_err(|e| Error::io("cannot create", &p, e))?;
         }
+        // The asks directory exists from the start so it can be watched (D31).
+        super::fsio::create_private_dir(&staging.join(super::asks::ASKS_DIR))?;
         let me = std::process::id() as i32;
         let state = RunState {
             schema_version: Some(super::state::SCHEMA_VERSION),

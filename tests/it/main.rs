@@ -23,6 +23,7 @@ mod examples;
 mod first_hour;
 mod fuzz_replay;
 mod hardening;
+mod human;
 mod hybrid;
 mod process;
 mod reliability;

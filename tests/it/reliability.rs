@@ -926,8 +926,23 @@ fn run_directories_are_private_and_secrets_stay_out_of_them() {
     let dir = p.last_run();
     assert_eq!(mode(&dir), 0o700);
     let mut checked = 0;
-    for e in std::fs::read_dir(&dir).expect("dir").flatten() {
-        let path = e.path();
+    // Subdirectories (the asks, D31) are private too, and their files are checked the same.
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    while let Some(path) = entries.pop() {
+        if path.is_dir() {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+            entries.extend(
+                std::fs::read_dir(&path)
+                    .expect("dir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            continue;
+        }
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         let bytes = std::fs::read(&path).expect("read");
         assert!(

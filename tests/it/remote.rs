@@ -3,10 +3,7 @@
 //! hosts (the same binary, each host with its own state root), merged with a host column;
 //! an unreachable host, a host without looper and a looper too old are one clear row each;
 //! `status --watch` keeps drawing while one host is slow.
-//!
-//! TODO(issue 17): `looper wait --host` once `wait` exists: it plugs in with
-//! `remote::forward(.., Shape::Document, false)`; add its test here next to
-//! `control_stop_after_loop_wait_runs_on_the_host`.
+//! `looper wait --host` reports the state a run on the host reached.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -262,6 +259,53 @@ fn diff_over_ssh_is_the_remote_patch() {
     assert_eq!(stdout(&there), stdout(&here));
     let missing = looper(&l, &["diff", "nothing-like-it", "--host", "alpha"]);
     assert_ne!(missing.status.code(), Some(0));
+}
+
+/// `looper wait --host`: the wait runs on the host; its result comes back as its lines and
+/// its exit code (0 reached, 1 ended without reaching it).
+#[test]
+fn wait_over_ssh_reports_what_the_remote_run_reached() {
+    let a = project_with_run("waited", "all done");
+    let Some(sshd) = Sshd::start(&[host_on("alpha", &a)]) else {
+        return;
+    };
+    let l = local(&sshd);
+    let out = looper(
+        &l,
+        &["wait", "waited", "--until", "stopped", "--host", "alpha"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("reached stopped"), "{}", stdout(&out));
+    let out = looper(
+        &l,
+        &[
+            "wait",
+            "waited",
+            "--until",
+            "loop_completed",
+            "--host",
+            "alpha",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ended without reaching loop_completed"),
+        "{}",
+        stdout(&out)
+    );
+    let json = looper(
+        &l,
+        &[
+            "wait", "waited", "--until", "stopped", "--host", "alpha", "--json",
+        ],
+    );
+    let doc: crate::support::Json = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["schema"], "agent-looper/hosts", "{doc}");
+    assert_eq!(
+        doc["results"][0]["document"]["schema"], "agent-looper/wait",
+        "{doc}"
+    );
+    assert_eq!(doc["results"][0]["document"]["result"], "reached", "{doc}");
 }
 
 #[test]

@@ -21,6 +21,8 @@
 //! double-fork-stdout SECONDS PATH (the same daemon, still holding stdout)
 //! (each appends the pid of the process that stays behind to PATH, one per line)
 //! git ARGS... (runs git in the working directory; fails the agent if git does)
+//! run ARGV (shell words, no shell: runs it, prints `ran: <its stdout>` and `exit: <code>`;
+//!   how a test agent calls `looper ask --wait`)
 //!
 //! `${NAME}` in a step is replaced by the environment variable NAME (`${LOOPER_LABEL}`).
 
@@ -334,6 +336,26 @@ fn main() {
                 let _ = f.write_all(unescape(text).as_bytes());
             }
             "echo-prompt" => line(&prompt),
+            "run" => {
+                let words = shlex::split(rest).unwrap_or_default();
+                let Some((program, args)) = words.split_first() else {
+                    line("exit: no command");
+                    continue;
+                };
+                match std::process::Command::new(program).args(args).output() {
+                    Ok(o) => {
+                        line(&format!(
+                            "ran: {}",
+                            String::from_utf8_lossy(&o.stdout).trim_end()
+                        ));
+                        line(&format!(
+                            "exit: {}",
+                            o.status.code().map_or("signal".into(), |c| c.to_string())
+                        ));
+                    }
+                    Err(e) => line(&format!("exit: cannot run {program}: {e}")),
+                }
+            }
             "stdin-to" => {
                 let mut buf = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf);

@@ -132,10 +132,17 @@ impl Project {
         self.join(".agent-looper/runs")
     }
 
-    /// Run directories, oldest first.
+    /// Run directories, oldest first; not a run still being staged (`.<id>.new`, which has
+    /// no state yet) nor anything else hidden.
     pub fn run_dirs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.runs_dir())
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v

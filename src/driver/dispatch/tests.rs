@@ -40,6 +40,9 @@ enum Call {
     Say(String),
     Changes(String),
     FinishCheckout { pane_kept: bool },
+    RequestApproval(String),
+    AsksDelivered(Vec<String>),
+    Notify(&'static str),
 }
 
 /// Shared by every fake (`Send`: the workspace fake moves to a blocking thread).
@@ -275,6 +278,34 @@ impl Records for FakeRecords {
         });
         Ok(())
     }
+    fn request_approval(&mut self, req: &crate::engine::ApprovalRequest) -> Result<()> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::RequestApproval(req.id.clone()));
+        Ok(())
+    }
+
+    fn asks_delivered(&mut self, ids: &[String]) -> Result<()> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::AsksDelivered(ids.to_vec()));
+        Ok(())
+    }
+}
+
+struct FakeNotifier {
+    calls: Calls,
+}
+
+impl crate::driver::ports::Notifier for FakeNotifier {
+    fn fire(&mut self, n: &crate::engine::notify::Notification) {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Notify(n.event));
+    }
 }
 
 struct FakeWindow {
@@ -360,6 +391,10 @@ impl Harness {
         }
         env.insert("PATH".into(), bin.display().to_string());
         env.insert("HOME".into(), root.display().to_string());
+        // A plan the config names must exist when the run starts (D6).
+        if config.contains("plan_file") {
+            std::fs::write(root.join("plan.md"), "").expect("plan");
+        }
         let (s, inv) = settings(&root, config, &env);
         let cfg = crate::config::run::prepare(s, &inv).expect("prepare");
         let run_dir = root.join("run");
@@ -394,6 +429,9 @@ impl Harness {
                 calls: calls.clone(),
             }),
             checkout: None,
+            notifier: Box::new(FakeNotifier {
+                calls: calls.clone(),
+            }),
         };
         let engine = Engine::new(crate::driver::engine_config(&cfg), 7);
         let d = Dispatcher::new(cfg, engine, ports, Presentation::default(), run_dir);
@@ -535,6 +573,7 @@ fn status_prompts_fingerprints_backups_and_plans_answer_at_once() {
     assert!(h.d.apply(Effect::Fingerprint).is_none());
     assert!(matches!(&h.queued()[..], [Input::Fingerprint(Err(_))]));
 
+    // A plan removed during the run is a clear stop at the next check.
     std::fs::remove_file(h.root.join("plan.md")).expect("rm plan");
     let _ = h.d.apply(Effect::CheckPlan);
     assert_eq!(

@@ -3,6 +3,7 @@
 //! stop or the next loop.
 
 use super::*;
+use crate::engine::human::ApprovalGate;
 
 /// How much of a reviewer's rejection goes into the next prompt.
 const REVIEW_FEEDBACK_BYTES: usize = 8 * 1024;
@@ -360,7 +361,7 @@ impl Engine {
 
     /// Update every gate's counters, record the loop, then stop for the first gate that
     /// trips, in this documented order: operator stop, completion (the marker, confirmed by
-    /// the plan, verify and review gates), no progress, output decline, output match,
+    /// the plan, verify and review gates, then a person's approval when asked for), no progress, output decline, output match,
     /// verify failures, review rounds, budgets, max runtime, dry run, max loops.
     pub(super) fn evaluate_gates(&mut self, fx: &mut Vec<Effect>) {
         if self.loop_completion && self.cfg.completion_streak.is_some() && self.blocked.is_none() {
@@ -432,17 +433,43 @@ impl Engine {
                 action: cmd.action.as_str().into(),
                 reason: cmd.reason,
             });
-        let reason = control
+        if let Some(reason) = control {
+            self.finish(fx, reason);
+            return;
+        }
+        let breakers = Breakers {
+            no_progress,
+            declined,
+            matched,
+        };
+        let complete = self
+            .cfg
+            .completion_streak
+            .is_some_and(|need| self.streak >= need);
+        if complete {
+            // D28: human approval is the last gate before the run may stop as complete.
+            if self.needs_approval(ApprovalGate::Completion) {
+                self.request_approval(fx, ApprovalGate::Completion, breakers);
+            } else {
+                self.finish(fx, StopReason::Completion);
+            }
+            return;
+        }
+        self.after_gates(fx, breakers);
+    }
+
+    /// Breakers and budgets, after the gates (D28), then the next loop; an approval
+    /// checkpoint every N loops comes last, when the run would go on.
+    pub(super) fn after_gates(&mut self, fx: &mut Vec<Effect>, b: Breakers) {
+        let reason = b
+            .no_progress
+            .then_some(StopReason::NoProgress(self.cfg.cb_no_progress))
             .or_else(|| {
-                self.cfg
-                    .completion_streak
-                    .filter(|need| self.streak >= *need)
-                    .map(|_| StopReason::Completion)
+                b.declined
+                    .then_some(StopReason::OutputDecline(self.cfg.cb_output_decline))
             })
-            .or_else(|| no_progress.then_some(StopReason::NoProgress(self.cfg.cb_no_progress)))
-            .or_else(|| declined.then_some(StopReason::OutputDecline(self.cfg.cb_output_decline)))
             .or_else(|| {
-                matched.then_some(StopReason::OutputMatch(
+                b.matched.then_some(StopReason::OutputMatch(
                     self.cfg.output_match_repeats.unwrap_or(1),
                 ))
             })
@@ -470,6 +497,15 @@ impl Engine {
             self.finish(fx, reason);
             return;
         }
+        if self.needs_approval(ApprovalGate::EveryNLoops) {
+            self.request_approval(fx, ApprovalGate::EveryNLoops, Breakers::default());
+            return;
+        }
+        self.next_loop(fx);
+    }
+
+    /// The pause between loops, or the next loop at once.
+    pub(super) fn next_loop(&mut self, fx: &mut Vec<Effect>) {
         if !self.cfg.sleep.is_zero() {
             self.phase = Phase::Sleeping;
             fx.push(Effect::Wait {
@@ -480,6 +516,15 @@ impl Engine {
             self.begin_loop(fx);
         }
     }
+}
+
+/// The breakers a loop's end tripped, kept while an approval gate holds the run: a rejected
+/// completion is followed by the breakers and budgets (D28).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Breakers {
+    pub no_progress: bool,
+    pub declined: bool,
+    pub matched: bool,
 }
 
 impl Engine {
