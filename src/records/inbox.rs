@@ -156,10 +156,67 @@ impl Inbox {
     }
 }
 
+/// For the `control_inbox` fuzz target and its replay: `data` appended to a control file
+/// `step` bytes at a time, with a poll after each piece, yields the same commands and the
+/// same rejected lines, in the same order, as polling it once whole. A torn write never
+/// changes what the supervisor acts on.
+#[doc(hidden)]
+pub fn split_invariance(data: &[u8], step: usize) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.path().join(name))
+            .map_err(|e| e.to_string())
+    };
+    open("whole.jsonl")?
+        .write_all(data)
+        .map_err(|e| e.to_string())?;
+    let mut whole = Inbox::new(&dir.path().join("whole.jsonl"));
+    let want = whole.poll();
+    let mut file = open("split.jsonl")?;
+    let mut split = Inbox::new(&dir.path().join("split.jsonl"));
+    let mut got = Vec::new();
+    for piece in data.chunks(step.max(1)) {
+        file.write_all(piece).map_err(|e| e.to_string())?;
+        got.extend(split.poll());
+    }
+    let lines = |b: &[BadLine]| {
+        b.iter()
+            .map(|l| (l.line_no, l.why.clone()))
+            .collect::<Vec<_>>()
+    };
+    if got != want {
+        return Err(format!(
+            "commands differ: whole {want:?}, in pieces {got:?}"
+        ));
+    }
+    if lines(&split.rejected) != lines(&whole.rejected) {
+        return Err(format!(
+            "rejected lines differ: whole {:?}, in pieces {:?}",
+            lines(&whole.rejected),
+            lines(&split.rejected)
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::ControlAction;
+
+    #[test]
+    fn pieces_of_any_size_read_like_the_whole_file() {
+        let data = b"{\"id\":\"1\",\"action\":\"pause\"}\ngarbage\n{\"id\":\"2\",\"action\":\"resume\"}\n{\"id\":\"3\"";
+        for step in [1, 2, 7, 31, 4096] {
+            split_invariance(data, step).expect("same");
+        }
+    }
 
     #[test]
     fn inbox_reads_appends_once_and_waits_for_partial_lines() {

@@ -639,6 +639,16 @@ fn btw_notes_are_queued_for_the_supervisor_never_pasted_by_the_command() {
         "cat > pane.txt",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The private server ends with the test, however it ends.
+    struct KillServer(String);
+    impl Drop for KillServer {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-S", &self.0, "kill-server"])
+                .output();
+        }
+    }
+    let _server = KillServer(sock_s.clone());
     let pane = stdout(&tmux(&["display-message", "-p", "-t", "t", "#{pane_id}"]))
         .trim()
         .to_string();

@@ -351,6 +351,23 @@ fn stub_clis(p: &Project, script: &str) -> std::path::PathBuf {
     bin
 }
 
+/// The private tmux server of a `TMUX_TMPDIR`, ended even when the test fails.
+struct KillServer(std::path::PathBuf);
+
+impl Drop for KillServer {
+    fn drop(&mut self) {
+        kill_server(&self.0);
+    }
+}
+
+fn kill_server(tmux_tmpdir: &std::path::Path) {
+    let _ = std::process::Command::new("tmux")
+        .arg("kill-server")
+        .env("TMUX_TMPDIR", tmux_tmpdir)
+        .stderr(std::process::Stdio::null())
+        .output();
+}
+
 /// The backticked commands of the first run's "Next steps".
 fn printed_commands(text: &str) -> Vec<String> {
     let steps = text.split("Next steps:").nth(1).expect("next steps");
@@ -390,6 +407,7 @@ fn every_next_step_the_first_run_prints_works_outside_tmux() {
             .prefix("lt")
             .tempdir_in("/tmp")
             .expect("tmux dir");
+        let _server = KillServer(tmux_dir.path().to_path_buf());
         let path = format!(
             "{}:{}",
             bin.display(),
@@ -460,10 +478,7 @@ fn every_next_step_the_first_run_prints_works_outside_tmux() {
                         );
                     }
                     let _ = std::fs::remove_file(&go);
-                    let _ = std::process::Command::new("tmux")
-                        .arg("kill-server")
-                        .env("TMUX_TMPDIR", tmux_dir.path())
-                        .output();
+                    kill_server(tmux_dir.path());
                 }
                 ["logs", "-f"] => {
                     let mut child = cmd(line)

@@ -51,6 +51,17 @@ fn control_line_seeds() {
 }
 
 #[test]
+fn control_inbox_seeds() {
+    for seed in seeds("control_inbox") {
+        let Some((&step, data)) = seed.split_first() else {
+            continue;
+        };
+        agent_looper::records::inbox::split_invariance(data, usize::from(step) + 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
 fn output_parse_line_seeds() {
     for seed in seeds("output_parse_line") {
         let line = String::from_utf8_lossy(&seed);
