@@ -59,33 +59,46 @@ pub enum Report {
     Exited { code: i32 },
 }
 
-/// The directory for hand-over files, created owner-only if missing and refused when it is
-/// a link, not ours, or open to others.
+/// The directory for hand-over files: the runtime directory's (a tmpfs), else the state
+/// directory's when that one cannot be used (the first error is the one reported).
 pub fn private_dir(env: &BTreeMap<String, String>) -> Result<PathBuf> {
     let absolute = |k: &str| {
         env.get(k)
             .map(PathBuf::from)
             .filter(|p| p.is_absolute() && p.is_dir())
     };
-    let dir = match absolute("XDG_RUNTIME_DIR") {
-        Some(run) => run.join("agent-looper").join("farm"),
-        None => {
-            let state = absolute("XDG_STATE_HOME")
-                .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".local/state")))
-                .ok_or_else(|| {
-                    Error::Usage(
-                        "cannot place the farm's hand-over files: neither XDG_RUNTIME_DIR, XDG_STATE_HOME nor HOME is set".into(),
-                    )
-                })?;
-            state.join("agent-looper").join("farm")
+    let state = absolute("XDG_STATE_HOME")
+        .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".local/state")));
+    let candidates = [absolute("XDG_RUNTIME_DIR"), state]
+        .into_iter()
+        .flatten()
+        .map(|base| base.join("agent-looper").join("farm"));
+    let mut first = None;
+    for dir in candidates {
+        match prepare_private_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
         }
-    };
+    }
+    Err(first.unwrap_or_else(|| {
+        Error::Usage(
+            "cannot place the farm's hand-over files: neither XDG_RUNTIME_DIR, XDG_STATE_HOME nor HOME is set"
+                .into(),
+        )
+    }))
+}
+
+/// Create `dir` owner-only if missing; refuse it when it is a link, not ours, or open to
+/// others (someone could read the environment files or plant reports there).
+fn prepare_private_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io("cannot create", &dir, e))?;
-    let meta = std::fs::symlink_metadata(&dir).map_err(|e| Error::io("cannot inspect", &dir, e))?;
+        .create(dir)
+        .map_err(|e| Error::io("cannot create", dir, e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("cannot inspect", dir, e))?;
     let why = if meta.file_type().is_symlink() {
         Some("is a symbolic link")
     } else if !meta.is_dir() {
@@ -102,7 +115,7 @@ pub fn private_dir(env: &BTreeMap<String, String>) -> Result<PathBuf> {
             "refusing to use {} for the farm's hand-over files: it {why}",
             dir.display()
         ))),
-        None => Ok(dir),
+        None => Ok(()),
     }
 }
 
@@ -309,7 +322,7 @@ pub fn wait_for_start(
     loop {
         let timed_out = begun.elapsed() >= timeout;
         // The pane is asked about less often than the file is read: each look is a tmux call.
-        let mut state = if tick.is_multiple_of(4) || timed_out {
+        let state = if tick.is_multiple_of(4) || timed_out {
             pane()
         } else {
             PaneState::Alive
@@ -322,9 +335,6 @@ pub fn wait_for_start(
         }
         let ready = matches!(&report, Some(Report::Started { run_dir, .. })
             if run_dir.join(crate::records::STATE_FILE).exists());
-        if ready {
-            state = PaneState::Alive;
-        }
         if let Some(out) = decide(
             report.as_ref(),
             ready,
@@ -690,6 +700,15 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let e = private_dir(&private(tmp.path())).expect_err("refused");
         assert!(e.to_string().contains("must be 0700"), "{e}");
+        // The state directory's is used instead when there is one.
+        let mut env = private(tmp.path());
+        let state = tmp.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        env.insert("XDG_STATE_HOME".into(), state.display().to_string());
+        assert_eq!(
+            private_dir(&env).expect("fallback"),
+            state.join("agent-looper/farm")
+        );
     }
 
     #[test]
