@@ -72,7 +72,7 @@ pub enum Command {
     Control(ControlCommand),
     /// Show the fleet of runs: what needs attention first, then running, then finished.
     #[command(
-        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale\n  looper status --host buildbox --host vm --watch   (hosts from ~/.config/agent-looper/hosts.toml, or ssh destinations)"
+        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale\n  looper status --close-finished   close the farm windows of finished runs\n  looper status --host buildbox --host vm --watch   (hosts from ~/.config/agent-looper/hosts.toml, or ssh destinations)"
     )]
     Status(StatusArgs),
     /// Show a run's current or last loop log as a readable transcript.
@@ -362,6 +362,13 @@ pub struct RunArgs {
     /// Delegate the farm launch to an external codex-add compatible launcher.
     #[arg(long, value_name = "PATH")]
     pub farm_add_bin: Option<String>,
+    /// Internal: the launching shell's environment, handed to a farm window's looper (read,
+    /// checked and removed before anything else).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub env_file: Option<PathBuf>,
+    /// Internal: where a farm window's looper reports whether its run started.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub farm_status: Option<PathBuf>,
     /// Native agent arguments, appended to the agent's extra_args.
     #[arg(last = true, value_name = "AGENT_ARGS")]
     pub agent_args: Vec<String>,
@@ -628,6 +635,9 @@ pub struct StatusArgs {
     /// Mark runs whose supervisor is gone as stopped and record why.
     #[arg(long, alias = "repair-stale-loopers")]
     pub repair_stale: bool,
+    /// Close the tmux windows of farm runs that have finished (every pane dead), and say which.
+    #[arg(long, conflicts_with = "watch")]
+    pub close_finished: bool,
     #[command(flatten)]
     pub hosts: crate::remote::hosts::HostArgs,
 }

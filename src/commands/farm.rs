@@ -1,21 +1,27 @@
 //! The farm launch (D24): without `--local`, a run opens a window of a tmux "farm" session
-//! that runs this same binary with `--local`, then returns at once. `--farm-add-bin`
+//! that runs this same binary with `--local`, then returns once that looper has said whether
+//! its run started (issue 14.5: with its error and exit code when it did not). `--farm-add-bin`
 //! delegates the same launch to an external codex-add compatible launcher instead.
 //!
 //! The inner argv fixes the reference's three farm bugs (reference 13.1 items 1-3): the
 //! added flags go BEFORE any `--`, so agent arguments stay agent arguments and the inner
-//! run never relaunches itself; the agent choice is passed explicitly (`--agent`), because
-//! a window of an existing tmux server does not inherit this process's environment; and
-//! `--cwd` is resolved once here, becomes the window's start directory, and is removed
-//! from the inner argv so a relative path is not applied twice. In the farm, as in the
-//! reference, the project directory is that start directory: relative `--config` and
-//! `--prompt-file` paths and the default config are looked up there.
+//! run never relaunches itself; the agent choice is passed explicitly (`--agent`), so the
+//! window's looper never depends on how it was started (the reference lost a wrapper's
+//! identity there); and `--cwd` is resolved once
+//! here, becomes the window's start directory, and is removed from the inner argv so a
+//! relative path is not applied twice. In the farm, as in the reference, the project
+//! directory is that start directory: relative `--config` and `--prompt-file` paths and the
+//! default config are looked up there. A window of an already running tmux server does not
+//! inherit this process's environment: it is handed over in a private file instead
+//! ([`handoff`], issue 14.4). Without `--label` the window's run names itself as a local
+//! run does (`<dir>-<agent>`, issue 14.17) and reports the name back.
 //!
 //! When tmux is not installed, the run happens in this terminal instead, after one line
 //! saying so: a missing multiplexer should not stop an unattended loop from starting.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args as _;
 
@@ -25,6 +31,12 @@ use crate::config::{self, Invocation};
 use crate::effects::tmux;
 use crate::error::{Error, Result};
 
+mod handoff;
+mod windows;
+
+pub use handoff::{in_window, report_started};
+pub use windows::close_finished;
+
 /// The farm session used when `--farm-session` is absent or empty (D24).
 pub const DEFAULT_SESSION: &str = "looper";
 
@@ -33,20 +45,22 @@ pub const DEFAULT_SESSION: &str = "looper";
 pub struct FarmPlan {
     pub session: String,
     pub window: String,
+    /// The project directory's name when it named the window (not `LOOPER_NAME`/`CODEX_NAME`,
+    /// which are kept as given): a second window of that name gets the label added.
+    pub dir_name: Option<String>,
     /// The resolved `--cwd` (else the current directory): the window's start directory.
     pub cwd: PathBuf,
-    pub label: String,
+    /// `--label`, when given; otherwise the run names itself as a local run does
+    /// (`config::run::default_label`) and reports the name back.
+    pub label: Option<String>,
     /// Arguments after the program name for the inner looper.
     pub inner: Vec<String>,
     /// `--tmux-layout` the inner run gets.
     pub layout: String,
     pub remain_on_exit: bool,
     pub attach: bool,
-}
-
-/// A looper-style label, the same shape `driver` generates.
-fn random_label() -> String {
-    format!("Looper_{:06x}", rand::random::<u32>() & 0xff_ffff)
+    /// How long the launch waits for the window's looper to say whether its run started.
+    pub start_timeout: Duration,
 }
 
 /// `0/false/off/no` in any casing turn a default-on switch off.
@@ -58,10 +72,7 @@ pub fn false_word(v: &str) -> bool {
 }
 
 /// `LOOPER_<name>` wins over `CODEX_<name>`; empty values do not count.
-fn env_pair<'a>(
-    env: &'a std::collections::BTreeMap<String, String>,
-    name: &str,
-) -> Option<&'a str> {
+fn env_pair<'a>(env: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
     [format!("LOOPER_{name}"), format!("CODEX_{name}")]
         .iter()
         .find_map(|k| {
@@ -80,19 +91,6 @@ fn check_session(name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Window names are shown in status lines: control characters become `_`.
-fn clean_window_name(name: &str) -> String {
-    let n: String = name
-        .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect();
-    if n.trim().is_empty() {
-        "looper".into()
-    } else {
-        n
-    }
 }
 
 /// How each long and short run option takes its value, from the clap definition itself, so
@@ -127,19 +125,18 @@ impl OptionShapes {
 struct InnerExtras<'a> {
     agent: Option<&'a str>,
     layout: &'a str,
-    label: &'a str,
 }
 
-/// The user's arguments (argv without the program name) minus the farm flags and `--cwd`,
-/// plus `--local`, `--tmux-layout`, `--agent` and `--label` where missing, all inserted
-/// BEFORE any `--` (reference 13.1 item 1: after it they would be agent arguments).
+/// The user's arguments (argv without the program name) minus the farm flags, `--cwd` and
+/// the internal hand-over flags, plus `--local`, `--tmux-layout` and `--agent` where missing,
+/// all inserted BEFORE any `--` (reference 13.1 item 1: after it they would be agent
+/// arguments). No `--label` is added: without one the run names itself as a local run does.
 fn inner_argv(raw: &[String], extras: &InnerExtras<'_>) -> Vec<String> {
     let shapes = OptionShapes::new();
     let split = raw.iter().position(|a| a == "--").unwrap_or(raw.len());
     let (own, agent_args) = raw.split_at(split);
     let mut out = Vec::with_capacity(raw.len() + 8);
-    let (mut has_local, mut has_layout, mut has_agent, mut has_label) =
-        (false, false, false, false);
+    let (mut has_local, mut has_layout, mut has_agent) = (false, false, false);
     let mut i = 0;
     while i < own.len() {
         let tok = &own[i];
@@ -153,13 +150,17 @@ fn inner_argv(raw: &[String], extras: &InnerExtras<'_>) -> Vec<String> {
                 "local" => has_local = true,
                 "tmux-layout" => has_layout = true,
                 "agent" => has_agent = true,
-                "label" => has_label = true,
                 _ => {}
             }
             let takes = shapes.long_takes_value.get(name).copied().unwrap_or(false);
             let drop = matches!(
                 name,
-                "farm-session" | "farm-attach" | "farm-add-bin" | "cwd"
+                "farm-session"
+                    | "farm-attach"
+                    | "farm-add-bin"
+                    | "cwd"
+                    | "env-file"
+                    | "farm-status"
             );
             // `--farm-session` takes an optional value: the next token when it is not a flag.
             let value_follows = !inline
@@ -177,10 +178,8 @@ fn inner_argv(raw: &[String], extras: &InnerExtras<'_>) -> Vec<String> {
         } else if let Some(short) = tok.strip_prefix('-').filter(|s| !s.is_empty()) {
             let mut chars = short.chars();
             let c = chars.next().unwrap_or('-');
-            match c {
-                'a' => has_agent = true,
-                'l' => has_label = true,
-                _ => {}
+            if c == 'a' {
+                has_agent = true;
             }
             out.push(tok.clone());
             let takes = shapes.short_takes_value.get(&c).copied().unwrap_or(false);
@@ -201,10 +200,16 @@ fn inner_argv(raw: &[String], extras: &InnerExtras<'_>) -> Vec<String> {
     if !has_agent && let Some(a) = extras.agent {
         out.extend(["--agent".to_string(), a.to_string()]);
     }
-    if !has_label {
-        out.extend(["--label".to_string(), extras.label.to_string()]);
-    }
     out.extend(agent_args.iter().cloned());
+    out
+}
+
+/// `extra` inserted before the first `--` of `inner` (after it, it would be agent arguments).
+fn before_agent_args(inner: &[String], extra: &[String]) -> Vec<String> {
+    let split = inner.iter().position(|a| a == "--").unwrap_or(inner.len());
+    let mut out = inner[..split].to_vec();
+    out.extend(extra.iter().cloned());
+    out.extend(inner[split..].iter().cloned());
     out
 }
 
@@ -225,14 +230,15 @@ pub fn plan(raw: &[String], args: &RunArgs, inv: &Invocation) -> Result<FarmPlan
             cwd.display()
         )));
     }
-    let window = clean_window_name(&match env_pair(&inv.env, "NAME") {
-        Some(n) => n.to_string(),
-        None => cwd
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "looper".into()),
-    });
-    let label = args.label.clone().unwrap_or_else(random_label);
+    let dir_name = cwd
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "looper".into());
+    let (window, dir_name) = match env_pair(&inv.env, "NAME") {
+        Some(n) => (windows::clean_name(n), None),
+        None => (windows::clean_name(&dir_name), Some(dir_name)),
+    };
+    let start_timeout = handoff::start_timeout(inv.env_var("FARM_START_TIMEOUT"))?;
     // The farm defaults to split (manual); a non-auto LOOPER_LAYOUT still wins over that.
     let layout = match inv
         .env_var("LAYOUT")
@@ -246,45 +252,21 @@ pub fn plan(raw: &[String], args: &RunArgs, inv: &Invocation) -> Result<FarmPlan
         &InnerExtras {
             agent: inv.wrapper_agent.as_deref(),
             layout: &layout,
-            label: &label,
         },
     );
     let remain_on_exit = !env_pair(&inv.env, "REMAIN_ON_EXIT").is_some_and(false_word);
     Ok(FarmPlan {
         session,
         window,
+        dir_name,
         cwd,
-        label,
+        label: args.label.clone(),
         inner,
         layout,
         remain_on_exit,
         attach: args.farm_attach,
+        start_timeout,
     })
-}
-
-/// Variables the inner looper and its agent need that a window of an already running tmux
-/// server would not inherit from us. Never credentials: only the looper's own settings,
-/// the search path, and the agents' config locations.
-pub(crate) fn forwarded_env(
-    env: &std::collections::BTreeMap<String, String>,
-) -> Vec<(String, String)> {
-    const NAMED: [&str; 6] = [
-        "PATH",
-        "XDG_CONFIG_HOME",
-        "XDG_STATE_HOME",
-        "CODEX_HOME",
-        "CLAUDE_CONFIG_DIR",
-        "CLAUDE_HOME",
-    ];
-    env.iter()
-        .filter(|(k, _)| {
-            NAMED.contains(&k.as_str())
-                || k.starts_with("LOOPER_")
-                || k.starts_with("CODEX_LOOPER_")
-        })
-        .filter(|(k, v)| !k.contains('=') && !v.contains('\0'))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// The user's arguments as UTF-8 strings (tmux and the launcher take strings).
@@ -322,25 +304,21 @@ pub fn launch(args: &RunArgs, inv: &Invocation) -> Result<Option<i32>> {
         return Ok(None);
     }
     let exe = self_exe()?;
-    launch_tmux(&plan, &exe, &forwarded_env(&inv.env)).map(Some)
+    launch_tmux(&plan, &exe, &inv.env).map(Some)
 }
 
-/// Create or reuse the session, open the window, start the inner looper in it.
-pub(crate) fn launch_tmux(plan: &FarmPlan, exe: &Path, env: &[(String, String)]) -> Result<i32> {
+/// Open the window: create or reuse the session (sized like the client the launch is typed
+/// in, when there is one), a placeholder pane, then `remain-on-exit` and the farm's mark on
+/// the window. Returns the new pane's id.
+fn open_window(plan: &FarmPlan, name: &str, client: Option<windows::ClientSize>) -> Result<String> {
     let cwd = plan.cwd.display().to_string();
-    let new_window = || {
-        tmux::output(tmux::new_window(
-            &plan.session,
-            &plan.window,
-            &cwd,
-            !plan.attach,
-        ))
-    };
+    let new_window = || tmux::output(tmux::new_window(&plan.session, name, &cwd, !plan.attach));
     let created = if tmux::succeeds(tmux::has_session(&plan.session)) {
         new_window()
     } else {
+        let size = client.map(|c| c.client);
         // Another launch may create the session between the check and here: then add a window.
-        tmux::output(tmux::new_session(&plan.session, &plan.window, &cwd)).or_else(|e| {
+        tmux::output(tmux::new_session(&plan.session, name, &cwd, size)).or_else(|e| {
             if tmux::succeeds(tmux::has_session(&plan.session)) {
                 new_window()
             } else {
@@ -360,25 +338,119 @@ pub(crate) fn launch_tmux(plan: &FarmPlan, exe: &Path, env: &[(String, String)])
             "tmux printed no pane id for the new window: {pane:?}"
         )));
     }
+    if let Some(c) = client {
+        windows::fit(&pane, c.window);
+    }
     if plan.remain_on_exit {
         let _ = tmux::output(tmux::set_window_option(&pane, "remain-on-exit", "on"));
     }
+    let _ = tmux::output(tmux::set_window_option(&pane, windows::FARM_MARK, "1"));
+    Ok(pane)
+}
+
+/// Create or reuse the session, open the window, start the inner looper in it with the
+/// launching shell's environment (through a private file, not argv: issue 14.4), and wait
+/// until it says whether its run started (14.5). Returns the exit code for this launch: 0
+/// once the run is under way, else the window looper's own (its error is printed here).
+pub(crate) fn launch_tmux(
+    plan: &FarmPlan,
+    exe: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<i32> {
+    let handoff = handoff::Handoff::create(env)?;
+    let client = windows::current_client(env);
+    // A second window of the same directory gets the label added (14.6); it is known now
+    // when it was given, else once the run has named itself.
+    let taken = plan.dir_name.is_some() && windows::names_in(&plan.session).contains(&plan.window);
+    let named = |label: &str| match (&plan.dir_name, taken) {
+        (Some(dir), true) => windows::labelled(dir, label),
+        _ => plan.window.clone(),
+    };
+    let first = plan
+        .label
+        .as_deref()
+        .map_or_else(|| plan.window.clone(), named);
+    let pane = open_window(plan, &first, client)?;
     let mut argv = vec![exe.display().to_string()];
-    argv.extend(plan.inner.iter().cloned());
-    if let Err(e) = tmux::output(tmux::respawn_pane(&pane, &cwd, env, &argv)) {
+    argv.extend(before_agent_args(&plan.inner, &handoff.args()));
+    let cwd = plan.cwd.display().to_string();
+    if let Err(e) = tmux::output(tmux::respawn_pane(&pane, &cwd, &[], &argv)) {
         let _ = tmux::output(tmux::kill_window(&pane));
         return Err(Error::Tmux(format!(
             "cannot start the looper in the farm window: {e} (pass --local to run in this terminal)"
         )));
     }
-    println!(
-        "started {} in tmux session {}, window {} (attach: tmux attach -t {})",
-        plan.label, plan.session, plan.window, plan.session
-    );
+    let outcome =
+        handoff::wait_for_start(&handoff, plan.start_timeout, || windows::pane_state(&pane));
+    drop(handoff);
+    let window = match &outcome {
+        handoff::Outcome::Started { label, .. } => named(label),
+        _ => first.clone(),
+    };
+    if window != first {
+        let _ = tmux::output(windows::rename_command(&pane, &window));
+    }
+    let place = format!("tmux session {}, window {window}", plan.session);
+    let session =
+        shlex::try_quote(&plan.session).map_or_else(|_| plan.session.clone(), |q| q.into_owned());
+    let code = |c: i32| if c == 0 { 1 } else { c };
+    use handoff::Outcome;
+    match outcome {
+        Outcome::Started { label, .. } => {
+            let hint = match client {
+                Some(_) => format!("switch: tmux switch-client -t {session}"),
+                None => format!("attach: tmux attach -t {session}"),
+            };
+            crate::console::out(&format!("started {label} in {place} ({hint})"));
+        }
+        Outcome::Failed { code: c, error } => {
+            // Its error is shown here: the window has nothing more to show.
+            let _ = tmux::output(tmux::kill_window(&pane));
+            crate::console::err(&format!("looper: error: {error}"));
+            return Ok(code(c));
+        }
+        Outcome::Exited { code: c } => {
+            crate::console::err(&format!(
+                "looper: the looper in {place} ended (exit {c}) without starting a run"
+            ));
+            return Ok(c);
+        }
+        Outcome::Died { code: c } => {
+            let how = c.map(|c| format!(" with code {c}")).unwrap_or_default();
+            let mut text = format!(
+                "looper: error: the looper in {place} exited{how} before its run started; the window is kept; its last lines:"
+            );
+            for l in windows::last_lines(&pane, 10) {
+                text.push_str(&format!("\n  {l}"));
+            }
+            crate::console::err(&text);
+            return Ok(code(c.unwrap_or(1)));
+        }
+        Outcome::Closed => {
+            crate::console::err(&format!(
+                "looper: error: the farm window ({place}) closed before its run started (leave LOOPER_REMAIN_ON_EXIT unset to keep the window and see why)"
+            ));
+            return Ok(1);
+        }
+        Outcome::TimedOut { began } => {
+            let secs = crate::text::format_num(plan.start_timeout.as_secs_f64());
+            if !began {
+                let _ = tmux::output(tmux::kill_window(&pane));
+                crate::console::err(&format!(
+                    "looper: error: the looper in {place} did not start within {secs} s; the window was closed"
+                ));
+            } else {
+                crate::console::err(&format!(
+                    "looper: the run in {place} has not confirmed its start within {secs} s (LOOPER_FARM_START_TIMEOUT); it may still be starting: tmux attach -t {session}"
+                ));
+            }
+            return Ok(1);
+        }
+    }
     if !plan.attach {
         return Ok(0);
     }
-    let inside = std::env::var_os("TMUX").is_some_and(|t| !t.is_empty());
+    let inside = env.get("TMUX").is_some_and(|t| !t.is_empty());
     let cmd = if inside {
         tmux::switch_client(&plan.session)
     } else {
@@ -502,17 +574,18 @@ mod tests {
                 "--local",
                 "--tmux-layout",
                 "split",
-                "--label",
-                &p.label,
                 "--",
                 "--model",
                 "x",
                 "--local"
             ])
         );
-        assert!(p.label.starts_with("Looper_"));
+        // No label given: the run names itself (`<dir>-<agent>`, issue 14.17).
+        assert_eq!(p.label, None);
         assert_eq!(p.window, "proj");
+        assert_eq!(p.dir_name.as_deref(), Some("proj"));
         assert!(p.remain_on_exit);
+        assert_eq!(p.start_timeout, handoff::DEFAULT_START_TIMEOUT);
     }
 
     #[test]
@@ -540,7 +613,7 @@ mod tests {
         assert_eq!(p.cwd, dir.path().join("a/sub"));
         assert_eq!(p.session, DEFAULT_SESSION);
         assert_eq!(p.window, "sub");
-        assert_eq!(p.label, "me");
+        assert_eq!(p.label.as_deref(), Some("me"));
         assert!(p.attach);
         assert_eq!(
             p.inner,
@@ -577,9 +650,7 @@ mod tests {
                 "--tmux-layout",
                 "split",
                 "--agent",
-                "claude",
-                "--label",
-                &p.label
+                "claude"
             ])
         );
         let p = plan_for(
@@ -589,15 +660,7 @@ mod tests {
         );
         assert_eq!(
             p.inner,
-            s(&[
-                "-a",
-                "codex",
-                "--tmux-layout",
-                "single",
-                "--local",
-                "--label",
-                &p.label
-            ])
+            s(&["-a", "codex", "--tmux-layout", "single", "--local"])
         );
         let p = plan_for(&["--agent=gemini"], Some("claude"), &[]);
         assert!(!p.inner.contains(&"claude".to_string()));
@@ -681,22 +744,50 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_env_has_no_credentials() {
-        let env: BTreeMap<String, String> = [
-            ("PATH", "/bin"),
-            ("OPENAI_API_KEY", "k"),
-            ("LOOPER_LAYOUT", "split"),
-            ("HOME", "/h"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    fn hand_over_flags_go_before_the_agent_arguments_and_are_never_passed_on() {
+        let extra = s(&["--env-file", "/e", "--farm-status", "/s"]);
         assert_eq!(
-            forwarded_env(&env),
-            vec![
-                ("LOOPER_LAYOUT".into(), "split".into()),
-                ("PATH".into(), "/bin".into())
-            ]
+            before_agent_args(&s(&["--once", "--", "--model", "x"]), &extra),
+            s(&[
+                "--once",
+                "--env-file",
+                "/e",
+                "--farm-status",
+                "/s",
+                "--",
+                "--model",
+                "x"
+            ])
         );
+        assert_eq!(
+            before_agent_args(&s(&["--once"]), &extra)[1..3],
+            s(&["--env-file", "/e"])
+        );
+        let p = plan_for(
+            &["--env-file", "/x", "--farm-status=/y", "--once"],
+            None,
+            &[],
+        );
+        assert_eq!(p.inner, s(&["--once", "--local", "--tmux-layout", "split"]));
+    }
+
+    #[test]
+    fn an_explicit_window_name_is_kept_and_a_bad_start_timeout_is_a_usage_error() {
+        let p = plan_for(&["--once"], None, &[("LOOPER_NAME", "mine")]);
+        assert_eq!((p.window.as_str(), p.dir_name), ("mine", None));
+        let p = plan_for(
+            &["--once"],
+            None,
+            &[("CODEX_LOOPER_FARM_START_TIMEOUT", "2")],
+        );
+        assert_eq!(p.start_timeout, Duration::from_secs(2));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = plan(
+            &s(&["--once"]),
+            &parse(&["--once"]),
+            &inv(dir.path(), None, &[("LOOPER_FARM_START_TIMEOUT", "never")]),
+        )
+        .expect_err("refused");
+        assert_eq!(e.exit_code(), 2, "{e}");
     }
 }

@@ -5,7 +5,8 @@
 //! and records its group, which `looper status` shows together).
 //!
 //! Without `--local` the runs open N windows of the farm (named `<window>-1` ..) and the
-//! command returns at once. With `--local` they are child processes of this one, each in a
+//! command returns once each has said whether its run started (a failed start is reported
+//! and counts in the exit code as below). With `--local` they are child processes of this one, each in a
 //! process group of its own: their lines are printed here prefixed with `[label]`, a signal
 //! to this command (Ctrl-C, SIGTERM, SIGHUP) is passed to each of them once (so a second
 //! Ctrl-C is their second, as in a single run), and the exit code is the most serious of
@@ -127,7 +128,7 @@ pub fn launch_farm(args: &RunArgs, settings: &Settings, inv: &Invocation) -> Res
         return run(args, settings, inv);
     }
     let exe = farm::self_exe()?;
-    let env = farm::forwarded_env(&inv.env);
+    let mut codes = Vec::new();
     for i in 1..=n {
         let member = member_args(&raw, &group, i, false);
         let mut member_run = args.clone();
@@ -135,9 +136,11 @@ pub fn launch_farm(args: &RunArgs, settings: &Settings, inv: &Invocation) -> Res
         let mut plan = farm::plan(&member, &member_run, inv)?;
         plan.window = format!("{}-{i}", plan.window);
         plan.attach = plan.attach && i == n;
-        farm::launch_tmux(&plan, &exe, &env)?;
+        // Each window says whether its run started (issue 14.5); one that did not is
+        // reported and the others still start.
+        codes.push(farm::launch_tmux(&plan, &exe, &inv.env)?);
     }
-    Ok(exit_code::OK)
+    Ok(combine(&codes))
 }
 
 /// What was started: the members' pids, while they run (signals are passed to them).

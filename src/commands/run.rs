@@ -20,6 +20,15 @@ pub fn initialized(dir: &Path) -> bool {
 }
 
 pub fn run(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> Result<i32> {
+    // A farm window's looper takes the launching shell's environment first, and tells its
+    // launcher whether the run started (issue 14.4, 14.5).
+    if args.env_file.is_some() || args.farm_status.is_some() {
+        return crate::commands::farm::in_window(args, |a| start(a, bin, wrapper, implicit));
+    }
+    start(args, bin, wrapper, implicit)
+}
+
+fn start(args: RunArgs, bin: &str, wrapper: Option<&str>, implicit: bool) -> Result<i32> {
     let inv = Invocation::from_process(wrapper)?;
     if implicit && std::env::args_os().len() == 1 && !initialized(&inv.base_dir) {
         return init::first_run(&inv.base_dir, bin);
@@ -144,6 +153,7 @@ pub fn run_local(mut settings: config::Settings, inv: &Invocation) -> Result<i32
         split_live_view: split,
         run_id: Some(run_id),
     };
+    crate::commands::farm::report_started(&prepared.label, &run_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

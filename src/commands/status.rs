@@ -445,6 +445,10 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
     if args.repair_stale {
         (notes, failed) = repair_rows(&mut rows);
     }
+    // After the repair: a run it closed counts as finished.
+    if args.close_finished {
+        notes.extend(crate::commands::farm::close_finished());
+    }
     let orphaned = orphans(&rows);
     let now = Utc::now();
     let mut out = std::io::stdout().lock();

@@ -108,17 +108,26 @@ pub fn has_session(session: &str) -> TmuxCommand<'static> {
         .build()
 }
 
-/// `new-session -d -P -c <cwd> -F #{pane_id} -n <window> -s <session> cat`; the names and
-/// the directory are formats to tmux, so they are made literal.
-pub fn new_session<'a>(session: &'a str, window: &'a str, cwd: &'a str) -> TmuxCommand<'a> {
-    let mut cmd = NewSession::new()
+/// `new-session -d -P -c <cwd> -F #{pane_id} -n <window> -s <session> [-x W -y H] cat`; the
+/// names and the directory are formats to tmux, so they are made literal. `size`: the
+/// client's a launch from inside tmux is typed in (issue 14.6).
+pub fn new_session<'a>(
+    session: &'a str,
+    window: &'a str,
+    cwd: &'a str,
+    size: Option<(u32, u32)>,
+) -> TmuxCommand<'a> {
+    let mut b = NewSession::new()
         .detached()
         .print()
         .start_directory(literal(cwd))
         .format(PANE_ID)
         .window_name(literal(window))
-        .session_name(literal(session))
-        .build();
+        .session_name(literal(session));
+    if let Some((w, h)) = size {
+        b = b.width(w as usize).height(h as usize);
+    }
+    let mut cmd = b.build();
     cmd.push_param(PLACEHOLDER);
     cmd
 }
@@ -371,13 +380,12 @@ impl WindowState {
     }
 
     /// The reason is written before the state, so whoever sees the final state also sees
-    /// why.
+    /// why. Every stop writes it, max loops and dry run too (issue 14.6: the reference left
+    /// it empty for those, so a finished window did not say why it stopped).
     pub fn finish(&self, reason: &StopReason) {
         if let Some(p) = &self.pane {
-            if !matches!(reason, StopReason::MaxLoops(_) | StopReason::DryRun) {
-                let text = truncate_reason(&reason.reason());
-                fire(set_window_option(p, "@codex_stop_reason", &text));
-            }
+            let text = truncate_reason(&reason.reason());
+            fire(set_window_option(p, "@codex_stop_reason", &text));
             fire(set_window_option(p, "@codex_state", reason.window_state()));
         }
     }
@@ -425,7 +433,7 @@ mod tests {
             ["tmux", "has-session", "-t", "=looper"]
         );
         assert_eq!(
-            argv(new_session("looper", "proj", "/p")),
+            argv(new_session("looper", "proj", "/p", None)),
             [
                 "tmux",
                 "new-session",
@@ -613,7 +621,7 @@ mod tests {
                 "cat"
             ]
         );
-        let ns = argv(new_session("s#1", "w#2", "/c#3"));
+        let ns = argv(new_session("s#1", "w#2", "/c#3", None));
         assert_eq!(
             &ns[5..12],
             ["/c##3", "-F", "#{pane_id}", "-n", "w##2", "-s", "s##1"]

@@ -46,7 +46,14 @@ impl TmuxServer {
             .env_remove("LOOPER_REMAIN_ON_EXIT")
             .env_remove("CODEX_REMAIN_ON_EXIT")
             .env("XDG_STATE_HOME", p.join(".xdg-state"))
-            .env("XDG_CONFIG_HOME", p.join(".xdg-config"));
+            .env("XDG_CONFIG_HOME", p.join(".xdg-config"))
+            // The farm's hand-over files go under the runtime directory: this server's own.
+            .env("XDG_RUNTIME_DIR", self.tmpdir.path());
+    }
+
+    /// The farm's private directory for hand-over files (environment, start report).
+    fn farm_dir(&self) -> PathBuf {
+        self.tmpdir.path().join("agent-looper").join("farm")
     }
 
     /// `tmux <args>` on this server; its stdout, or `Err(stderr)`.
@@ -246,13 +253,19 @@ fn farm_launch_opens_one_window_with_the_live_view_and_marks_it_ready() {
         stderr(&out)
     );
     let text = stdout(&out);
+    // The run names itself as a local run does (`<dir>-<agent>`, issue 14.17) and the
+    // launcher says so once the run has really started (14.5); outside tmux: attach.
     assert!(
-        text.starts_with("started Looper_")
-            && text.contains(&format!(
-                "in tmux session t1, window {} (attach: tmux attach -t t1)",
-                dir_name(&p)
-            )),
+        text.starts_with(&format!(
+            "started {0}-fake in tmux session t1, window {0} (attach: tmux attach -t t1)",
+            dir_name(&p)
+        )),
         "{text}"
+    );
+    assert_eq!(
+        p.run_dirs().len(),
+        1,
+        "the run exists once the launcher returns"
     );
 
     let v = wait_all_dead(&t, &p, "t1", 2, 30.0);
@@ -260,9 +273,13 @@ fn farm_launch_opens_one_window_with_the_live_view_and_marks_it_ready() {
     assert_eq!(windows(&t, &p, "t1"), [dir_name(&p)]);
     let (sup, view) = (&v[0], &v[1]);
     assert!(
-        sup.2
-            .contains("--once --local --tmux-layout split --label Looper_"),
+        sup.2.contains("--once --local --tmux-layout split"),
         "{}",
+        sup.2
+    );
+    assert!(
+        !sup.2.contains("--label"),
+        "the run names itself: {}",
         sup.2
     );
     assert!(sup.2.contains("-- --model m1"), "{}", sup.2);
@@ -275,12 +292,18 @@ fn farm_launch_opens_one_window_with_the_live_view_and_marks_it_ready() {
     assert_eq!(p.calls(), 1);
 
     assert_eq!(window_option(&t, &p, &sup.0, "@codex_state"), "READY");
-    assert_eq!(window_option(&t, &p, &sup.0, "@codex_stop_reason"), "");
+    // Every stop is written to the window, max loops too (issue 14.6; the reference left it
+    // empty).
+    assert_eq!(
+        window_option(&t, &p, &sup.0, "@codex_stop_reason"),
+        "max loops reached: 1"
+    );
     assert_eq!(
         window_option(&t, &p, &sup.0, "@looper_run_dir"),
         p.last_run().display().to_string()
     );
     assert_eq!(p.state()["stop_reason"], "max loops reached: 1");
+    assert_eq!(p.state()["label"], format!("{}-fake", dir_name(&p)));
 
     // The transcript went to the live view, not the supervisor pane.
     let shown = capture(&t, &p, &view.0);
@@ -692,8 +715,8 @@ fn a_retry_wait_shows_in_the_window_and_clears_after() {
     assert_eq!(window_option(&t, &p, &v[0].0, "@codex_state"), "READY");
     assert_eq!(
         window_option(&t, &p, &v[0].0, "@codex_stop_reason"),
-        "",
-        "cleared after the successful prompt"
+        "max loops reached: 1",
+        "the retry status cleared after the successful prompt, then the stop written"
     );
     assert_eq!(p.calls(), 2);
 }
@@ -890,4 +913,414 @@ fn a_killed_tmux_server_ends_the_run_once_on_record() {
     );
     let st = p.state();
     assert_eq!(st["status"], "interrupted", "{st}");
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(path),
+                Ok(_) => out.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// The argv of every process on the machine that holds `needle`, as `pid: argv`.
+fn argv_holding(needle: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&argv).replace('\0', " ");
+            text.contains(needle).then(|| format!("{pid}: {text}"))
+        })
+        .collect()
+}
+
+/// A launch of `looper <args>` in `p` with extra variables, as the user's shell would.
+fn launch_with(t: &TmuxServer, p: &Project, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(looper_bin());
+    t.env(&mut c, p);
+    c.current_dir(p.path()).args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run looper")
+}
+
+#[test]
+fn a_farm_window_runs_with_the_launching_shells_environment_and_the_value_leaks_nowhere() {
+    // Issue 14.4: with a tmux server already running, a window used to get the server's
+    // environment, so a key exported in the launching shell never reached the agent.
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    const SECRET: &str = "sk-test-only-here-3f9a";
+    let rec = p.join("agent-env.jsonl");
+    let gate = p.join("gate");
+    codex_fake(
+        &p,
+        "fake",
+        &format!(
+            "=== default\nrecord {}\nwait-for {}\ncodex-reply done\n",
+            rec.display(),
+            gate.display()
+        ),
+        "",
+    );
+    // The server exists before the variable does (the shell exported it later).
+    t.tmux(&p, &["new-session", "-d", "-s", "home", "cat"])
+        .expect("server");
+    let out = launch_with(
+        &t,
+        &p,
+        &[("OPENAI_API_KEY", SECRET)],
+        &["--once", "--farm-session", "t9", "--tmux-layout", "single"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        wait_until(20.0, || std::fs::read_to_string(&rec)
+            .is_ok_and(|t| t.ends_with('\n'))),
+        "the agent never ran"
+    );
+    let seen: Json =
+        serde_json::from_str(std::fs::read_to_string(&rec).expect("record").trim()).expect("json");
+    assert_eq!(seen["env"]["OPENAI_API_KEY"], SECRET, "{seen}");
+    // The window's own terminal variables win over the launching shell's.
+    assert!(
+        seen["env"]["TMUX_PANE"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('%')),
+        "{seen}"
+    );
+
+    // While the run goes on: in no process's argv (tmux server, clients, looper, agent)...
+    assert_eq!(argv_holding(SECRET), Vec::<String>::new());
+    // ... nor in tmux's environments, options or pane commands.
+    let pane = panes(&t, &p, "t9")[0].0.clone();
+    for args in [
+        &["show-environment", "-g"][..],
+        &["show-environment", "-t", "=t9"],
+        &["show-options", "-g"],
+        &["show-options", "-s"],
+        &["show-options", "-w", "-g"],
+        &["show-options", "-t", "=t9"],
+        &["show-options", "-w", "-t", &pane],
+        &["show-options", "-p", "-t", &pane],
+        &["list-panes", "-a", "-F", "#{pane_start_command}"],
+    ] {
+        let shown = t.tmux(&p, args).unwrap_or_default();
+        assert!(!shown.contains(SECRET), "tmux {args:?}: {shown}");
+    }
+    // The hand-over file was read and removed at once.
+    assert_eq!(files_under(&t.farm_dir()), Vec::<PathBuf>::new());
+
+    std::fs::write(&gate, "").expect("open the gate");
+    wait_all_dead(&t, &p, "t9", 1, 30.0);
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 1");
+    for f in files_under(&p.last_run()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(SECRET),
+            "{} holds the value",
+            f.display()
+        );
+    }
+    assert_eq!(files_under(&t.farm_dir()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_farm_launch_that_cannot_start_reports_the_childs_error_and_exit_code() {
+    // Issue 14.5: a launch refused by the run lock printed `started ...` and exited 0.
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    let gate = p.join("gate");
+    codex_fake(
+        &p,
+        "fake",
+        &format!(
+            "=== default\nwait-for {}\ncodex-reply done\n",
+            gate.display()
+        ),
+        "",
+    );
+    let args = ["--once", "--farm-session", "t10", "--tmux-layout", "single"];
+    let first = launch_with(&t, &p, &[], &args);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert!(stdout(&first).starts_with("started "), "{}", stdout(&first));
+    assert_eq!(p.run_dirs().len(), 1);
+
+    let second = launch_with(&t, &p, &[], &args);
+    let (out, err) = (stdout(&second), stderr(&second));
+    assert_eq!(second.status.code(), Some(2), "{out}{err}");
+    assert!(!out.contains("started"), "{out}");
+    assert!(
+        err.contains("another looper is already running in this worktree"),
+        "{err}"
+    );
+    assert_eq!(p.run_dirs().len(), 1, "no second run");
+    // The failed window is closed: its error was shown here.
+    assert_eq!(windows(&t, &p, "t10"), [dir_name(&p)]);
+
+    // A configuration error found by the window's looper is reported the same way.
+    let q = Project::new();
+    codex_fake(&q, "fake", "=== default\ncodex-reply hi\n", "max_loop = 3");
+    let bad = launch_with(&t, &q, &[], &args);
+    let err = stderr(&bad);
+    assert_eq!(bad.status.code(), Some(2), "{}{err}", stdout(&bad));
+    assert!(err.contains("unknown key `looper.max_loop`"), "{err}");
+    assert!(!stdout(&bad).contains("started"), "{}", stdout(&bad));
+    assert_eq!(windows(&t, &q, "t10"), [dir_name(&p)]);
+
+    std::fs::write(&gate, "").expect("open the gate");
+    wait_all_dead(&t, &p, "t10", 1, 30.0);
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 1");
+    assert_eq!(files_under(&t.farm_dir()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn inside_tmux_the_farm_is_sized_like_this_client_and_says_switch_client() {
+    // Issue 14.6: from inside tmux the farm session got another size (80x24, or here the
+    // most recent client's) and the launcher printed `tmux attach`, which nests.
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    let gate = p.join("gate");
+    codex_fake(
+        &p,
+        "fake",
+        &format!(
+            "=== default\nwait-for {}\ncodex-reply sized\n",
+            gate.display()
+        ),
+        "",
+    );
+    let mut outer = in_a_terminal(&t, &p, "stty cols 132 rows 41; tmux new-session -s outer");
+    assert!(
+        wait_until(30.0, || client_sessions(&t, &p) == ["outer"]),
+        "{:?}",
+        client_sessions(&t, &p)
+    );
+    // A second, smaller client attaches later: tmux's default would size a new session
+    // like this most recent client, not like the one the launch is typed in.
+    let mut other = in_a_terminal(&t, &p, "stty cols 100 rows 30; tmux new-session -s other");
+    assert!(
+        wait_until(30.0, || client_sessions(&t, &p).len() == 2),
+        "{:?}",
+        client_sessions(&t, &p)
+    );
+    let said = p.join("launch.out");
+    let launch = format!(
+        "{} --once --farm-session farm3 --tmux-layout single > {} 2>&1; echo \"exit=$?\" >> {}",
+        quoted(&looper_bin()),
+        quoted(&said),
+        quoted(&said)
+    );
+    t.tmux(&p, &["send-keys", "-t", "=outer:", "-l", &launch])
+        .expect("type the command");
+    t.tmux(&p, &["send-keys", "-t", "=outer:", "Enter"])
+        .expect("enter");
+    let done = wait_until(30.0, || {
+        std::fs::read_to_string(&said).is_ok_and(|s| s.contains("exit="))
+    });
+    let text = std::fs::read_to_string(&said).unwrap_or_default();
+    let size = |session: &str| {
+        t.tmux(
+            &p,
+            &[
+                "list-windows",
+                "-t",
+                &format!("={session}"),
+                "-F",
+                "#{window_width}x#{window_height}",
+            ],
+        )
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    };
+    let (farm, mine) = (size("farm3"), size("outer"));
+    let _ = std::fs::write(&gate, "");
+    let _ = t.tmux(&p, &["kill-session", "-t", "=outer"]);
+    let _ = t.tmux(&p, &["kill-session", "-t", "=other"]);
+    let _ = outer.kill();
+    let _ = outer.wait();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(done, "the launch never returned: {text}");
+    assert!(text.contains("exit=0"), "{text}");
+    assert!(
+        text.contains("(switch: tmux switch-client -t farm3)"),
+        "{text}"
+    );
+    assert!(!text.contains("tmux attach"), "{text}");
+    assert_eq!(mine, "132x40");
+    assert_eq!(farm, mine, "the farm window is sized like this client's");
+}
+
+#[test]
+fn windows_of_one_directory_are_told_apart_by_label_and_finished_ones_can_be_closed() {
+    // Issue 14.6: finished windows piled up under one name, with no way to close them.
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\ncodex-reply hi\n", "");
+    let dir = dir_name(&p);
+    // A window that is not the farm's, in the farm session.
+    t.tmux(&p, &["new-session", "-d", "-s", "t11", "-n", "keep", "cat"])
+        .expect("session");
+    // The farm's panes (not the `keep` window's) all dead, `n` of them.
+    let farm_dead = |n: usize| {
+        let ok = wait_until(30.0, || {
+            let v: Vec<_> = panes(&t, &p, "t11")
+                .into_iter()
+                .filter(|x| x.2.contains("--local"))
+                .collect();
+            v.len() == n && v.iter().all(|x| x.1)
+        });
+        assert!(ok, "{:?}", panes(&t, &p, "t11"));
+    };
+    let single = ["--once", "--farm-session", "t11", "--tmux-layout", "single"];
+    let out = launch_with(&t, &p, &[], &single);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    farm_dead(1);
+    // A label that tmux would expand as a format, were it not made literal (D35).
+    let mut labelled = single.to_vec();
+    labelled.extend(["--label", "second#{session_name}"]);
+    let out = launch_with(&t, &p, &[], &labelled);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("window {dir}-second#{{session_name}} ")),
+        "{}",
+        stdout(&out)
+    );
+    farm_dead(2);
+    // The default label already starts with the directory's name: it is the window's name.
+    let out = launch_with(&t, &p, &[], &single);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "started {dir}-fake in tmux session t11, window {dir}-fake "
+        )),
+        "{}",
+        stdout(&out)
+    );
+    farm_dead(3);
+    assert_eq!(
+        windows(&t, &p, "t11"),
+        [
+            "keep".to_string(),
+            dir.clone(),
+            format!("{dir}-second#{{session_name}}"),
+            format!("{dir}-fake")
+        ]
+    );
+
+    // A farm run still going, in another session: its window stays.
+    let q = Project::new();
+    let gate = q.join("gate");
+    codex_fake(
+        &q,
+        "fake",
+        &format!(
+            "=== default\nwait-for {}\ncodex-reply late\n",
+            gate.display()
+        ),
+        "",
+    );
+    let out = launch_with(&t, &q, &[], &["--once", "--farm-session", "t12"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = t.looper(&p, &looper_bin(), &["status", "--close-finished"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    for name in [
+        dir.clone(),
+        format!("{dir}-second#{{session_name}}"),
+        format!("{dir}-fake"),
+    ] {
+        assert!(
+            text.contains(&format!("closed tmux window t11:{name} ")),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(windows(&t, &p, "t11"), ["keep"]);
+    assert_eq!(windows(&t, &q, "t12"), [dir_name(&q)]);
+    let out = t.looper(&p, &looper_bin(), &["status", "--close-finished"]);
+    assert!(
+        stdout(&out).contains("no finished farm windows to close"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(&gate, "").expect("open the gate");
+    wait_all_dead(&t, &q, "t12", 2, 30.0);
+}
+
+#[test]
+fn every_stop_writes_its_reason_to_the_window() {
+    // Issue 14.6: `@codex_stop_reason` was left empty for some stops; max loops is checked
+    // by the first test of this module, a breaker and an operator stop above.
+    let Some(t) = TmuxServer::new() else { return };
+    let failing = Project::new();
+    codex_fake(&failing, "fake", "=== default\nexit 1\n", "");
+    let out = launch_with(
+        &t,
+        &failing,
+        &[],
+        &["--once", "--farm-session", "t13", "--tmux-layout", "single"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = wait_all_dead(&t, &failing, "t13", 1, 30.0);
+    let reason = failing.state()["stop_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(reason, "command exited with code 1");
+    assert_eq!(
+        window_option(&t, &failing, &v[0].0, "@codex_stop_reason"),
+        reason
+    );
+    assert_eq!(window_option(&t, &failing, &v[0].0, "@codex_state"), "ERR");
+
+    let signalled = Project::new();
+    codex_fake(&signalled, "fake", "=== default\nsleep 30\n", "");
+    let out = launch_with(
+        &t,
+        &signalled,
+        &[],
+        &["--once", "--farm-session", "t14", "--tmux-layout", "single"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(wait_until(20.0, || signalled
+        .event_names()
+        .iter()
+        .any(|e| e == "prompt_started")));
+    let pid = signalled.state()["pid"].as_i64().unwrap_or(0) as i32;
+    assert!(pid > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let v = wait_all_dead(&t, &signalled, "t14", 1, 30.0);
+    assert_eq!(signalled.state()["stop_reason"], "interrupted by SIGTERM");
+    assert_eq!(
+        window_option(&t, &signalled, &v[0].0, "@codex_stop_reason"),
+        "interrupted by SIGTERM"
+    );
 }
