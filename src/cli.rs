@@ -72,7 +72,7 @@ pub enum Command {
     Control(ControlCommand),
     /// Show the fleet of runs: what needs attention first, then running, then finished.
     #[command(
-        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale\n  looper status --close-finished   close the farm windows of finished runs\n  looper status --host buildbox --host vm --watch   (hosts from ~/.config/agent-looper/hosts.toml, or ssh destinations)"
+        after_help = "Examples:\n  looper status\n  looper status --all --watch\n  looper status --json\n  looper status --repair-stale\n  looper status --since 1d          finished runs of the last day only\n  looper status --close-finished    close the farm windows of finished runs\n  looper status --host buildbox --host vm --watch   (hosts from ~/.config/agent-looper/hosts.toml, or ssh destinations)"
     )]
     Status(StatusArgs),
     /// Show a run's current or last loop log as a readable transcript.
@@ -629,7 +629,8 @@ pub struct StatusArgs {
     /// Machine-readable output (schema in the README).
     #[arg(long, conflicts_with = "watch")]
     pub json: bool,
-    /// A live view, redrawn until `q`.
+    /// A live view, redrawn until `q`: Up/Down (k/j) select a run, Enter goes to its tmux
+    /// window, h hides or shows finished runs older than --since (24h when not given).
     #[arg(long)]
     pub watch: bool,
     /// Mark runs whose supervisor is gone as stopped and record why.
@@ -638,6 +639,19 @@ pub struct StatusArgs {
     /// Close the tmux windows of farm runs that have finished (every pane dead), and say which.
     #[arg(long, conflicts_with = "watch")]
     pub close_finished: bool,
+    /// Hide finished runs (stopped, error, interrupted) last updated longer ago than this:
+    /// 30m, 2h, 1d, or seconds. Active, stale and waiting runs are always shown.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = since_duration,
+        allow_negative_numbers = true
+    )]
+    pub since: Option<std::time::Duration>,
+    /// Colour the table by status; auto: when stdout is a terminal and NO_COLOR is unset or
+    /// empty.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = clap::ColorChoice::Auto)]
+    pub color: clap::ColorChoice,
     #[command(flatten)]
     pub hosts: crate::remote::hosts::HostArgs,
 }
@@ -838,6 +852,17 @@ fn seconds(s: &str, exclusive: bool) -> Result<f64, String> {
 fn duration_seconds(s: &str) -> Result<std::time::Duration, String> {
     let v = seconds(s, false)?;
     std::time::Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
+}
+
+/// `--since`: a duration as people write one (`30m`, `2h`, `1d`, `1h30m`, humantime's
+/// units), or whole seconds.
+fn since_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(n));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("expected a duration such as 30m, 2h, 1d or whole seconds ({e})"))
 }
 
 fn positive_int(s: &str) -> Result<u64, String> {

@@ -1,7 +1,9 @@
 //! `looper status` (D23): the fleet of runs under the state roots (and, with `--all`, every
 //! run in the machine-wide registry), what needs attention first; `--json`, `--watch`,
-//! `--repair-stale`. Finding and reading the runs is `records::{discovery, fleet}`; this
-//! module renders them.
+//! `--repair-stale`, `--since` (finished runs older than it hidden), `--color`. Finding and
+//! reading the runs is `records::{discovery, fleet}`, asking tmux where live runs' windows
+//! are is `effects::tmux`; this module renders them (`paint`: tones and colour, `watch`:
+//! the live view, its selection and Enter).
 //!
 //! # JSON schema (`--json`), `agent-looper/status` version 1
 //!
@@ -37,8 +39,14 @@
 //!     "branch": string|null, "commits_ahead": int|null, "files_changed": int|null,
 //!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null
 //!     "needs_input": bool,          a live run waits for a person (issue 17)
-//!     "open_asks": [ {"id", "kind": "question"|"approval", "question", "choices"} ]
+//!     "open_asks": [ {"id", "kind": "question"|"approval", "question", "choices"} ],
+//!     "tmux_socket": string|null,   the tmux server the supervisor ran in (socket path)
+//!     "tmux_pane": string|null,     the supervisor's own pane (`%3`), recorded at start
+//!     "tmux_window": {"target", "session", "index", "name"}|null
+//!                                   where that pane is now (`looper:2`), for a live run:
+//!                                   one `list-panes -a` per tmux server asked
 //!   } ]                             ordered as the table: attention, running, finished
+//!   "hidden_runs": int,             finished runs left out by `--since`
 //!   "orphan_worktrees": [ {"path", "branch", "label", "run_dir", "phase", "reason"} ]
 //! }
 //! ```
@@ -46,13 +54,19 @@
 //! Fields may be added in later versions of schema 1; removals or changes of meaning bump
 //! `version`. See `docs/status-json.md`.
 
+mod paint;
+mod watch;
+
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use self::paint::{Line, Tone};
 use crate::cli::StatusArgs;
+use crate::effects::tmux;
 use crate::effects::worktree::{self, Phase};
 use crate::error::{Error, Result};
 use crate::records::discovery::{self, discover};
@@ -115,6 +129,21 @@ pub struct RunJson<'a> {
     pub needs_input: bool,
     /// What it waits for, oldest first.
     pub open_asks: &'a [OpenAskView],
+    /// The tmux server (socket path) and the supervisor's own pane, as recorded at start.
+    pub tmux_socket: Option<&'a str>,
+    pub tmux_pane: Option<&'a str>,
+    /// Where that pane is now, for a live run: asked of its tmux server.
+    pub tmux_window: Option<WindowJson<'a>>,
+}
+
+/// A live run's tmux window in the `--json` document.
+#[derive(Debug, serde::Serialize)]
+pub struct WindowJson<'a> {
+    /// `session:index`, a tmux target.
+    pub target: String,
+    pub session: &'a str,
+    pub index: u32,
+    pub name: &'a str,
 }
 
 /// A run's own worktree in the `--json` document.
@@ -146,6 +175,8 @@ pub struct StatusJson<'a> {
     pub version: u32,
     pub generated_at: String,
     pub runs: Vec<RunJson<'a>>,
+    /// Finished runs left out by `--since`.
+    pub hidden_runs: usize,
     pub orphan_worktrees: Vec<OrphanJson>,
 }
 
@@ -202,16 +233,109 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// The table, one string per line (no trailing newline). The BRANCH column (branch, commits
-/// ahead of the base and files changed: `looper/x +2c 3f`) is there when a run recorded it;
-/// the runs of a `--parallel` group are listed together under a line naming the group.
-pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
+/// What the STATUS cell means, as a colour: a person needed, a stale supervisor and a
+/// failure stand out, running is calm, finished is dim.
+pub fn tone(r: &Row) -> Tone {
+    if r.error.is_some() {
+        return Tone::Error;
+    }
+    if r.stale.is_some() {
+        return Tone::Stale;
+    }
+    if r.needs_person() {
+        return Tone::Person;
+    }
+    match r.state.status.as_deref() {
+        Some("running") => Tone::Running,
+        Some("waiting_for_answer" | "waiting_for_approval") => Tone::Person,
+        Some("error") => Tone::Error,
+        Some("stopped") if r.state.exit_code == Some(3) => Tone::Warn,
+        Some("retrying" | "paused") => Tone::Warn,
+        Some("stopped" | "interrupted") => Tone::Finished,
+        _ => Tone::Plain,
+    }
+}
+
+/// The tmux windows of the listed runs: for each tmux server (socket) a live run recorded,
+/// its panes and their windows.
+#[derive(Debug, Default)]
+pub struct Windows {
+    servers: HashMap<String, HashMap<String, tmux::PaneWindow>>,
+}
+
+impl Windows {
+    /// Ask each distinct server among the runs whose supervisor is alive, once (one
+    /// `list-panes -a` each, not one call per run). A server that is gone has no windows.
+    pub fn ask(rows: &[Row]) -> Windows {
+        let mut servers: HashMap<String, HashMap<String, tmux::PaneWindow>> = HashMap::new();
+        for r in rows.iter().filter(|r| supervisor_alive(r)) {
+            if let (Some(socket), Some(_)) = (&r.state.tmux_socket, &r.state.tmux_pane)
+                && !servers.contains_key(socket)
+            {
+                let panes = tmux::pane_windows(socket).unwrap_or_default();
+                servers.insert(socket.clone(), panes);
+            }
+        }
+        Windows { servers }
+    }
+
+    /// The window of a run whose supervisor is alive and runs in tmux.
+    pub fn of(&self, r: &Row) -> Option<&tmux::PaneWindow> {
+        if !supervisor_alive(r) {
+            return None;
+        }
+        let socket = r.state.tmux_socket.as_deref()?;
+        let pane = r.state.tmux_pane.as_deref()?;
+        self.servers.get(socket)?.get(pane)
+    }
+
+    #[cfg(test)]
+    pub fn with(socket: &str, pane: &str, w: tmux::PaneWindow) -> Windows {
+        let mut me = Windows::default();
+        me.servers
+            .entry(socket.to_string())
+            .or_default()
+            .insert(pane.to_string(), w);
+        me
+    }
+}
+
+/// An active run whose supervisor is still there.
+pub fn supervisor_alive(r: &Row) -> bool {
+    r.error.is_none() && r.stale.is_none() && r.state.is_active()
+}
+
+/// The WINDOW cell: `looper:2 myrepo` (names sanitised, D35).
+pub fn window_text(w: &tmux::PaneWindow) -> String {
+    clip(&format!("{} {}", w.target(), w.name), 40)
+}
+
+/// The table: its header line, then the lines under it; `row_line[i]` is the line of
+/// `rows[i]` (a selected run's line in `--watch`).
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub header: Line,
+    pub lines: Vec<Line>,
+    pub row_line: Vec<usize>,
+}
+
+/// The table. The BRANCH column (branch, commits ahead of the base and files changed:
+/// `looper/x +2c 3f`) is there when a run recorded it, the WINDOW column (`looper:2
+/// myrepo`) when a live run is in a tmux window; the runs of a `--parallel` group are listed
+/// together under a line naming the group. Widths are measured on the plain text; the
+/// STATUS cell and a failure's detail line carry their [`Tone`].
+pub fn table(rows: &[Row], now: DateTime<Utc>, windows: &Windows) -> Table {
     let with_branch = rows.iter().any(|r| r.changes().is_some());
+    let with_window = rows.iter().any(|r| windows.of(r).is_some());
     let mut head = vec!["LABEL", "STATUS", "AGENT", "LOOP", "UPDATED", "USAGE"];
     if with_branch {
         head.push("BRANCH");
     }
+    if with_window {
+        head.push("WINDOW");
+    }
     head.extend(["STOP/NOTE", "PROJECT"]);
+    const STATUS: usize = 1;
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -226,6 +350,9 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
             if with_branch {
                 c.push(clip(&r.changes().unwrap_or_else(|| "-".into()), 48));
             }
+            if with_window {
+                c.push(windows.of(r).map(window_text).unwrap_or_else(|| "-".into()));
+            }
             c.push(clip(&r.note(), 60));
             c.push(clip(&r.project().unwrap_or_else(|| "-".into()), 32));
             c
@@ -237,38 +364,106 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |c: &[String]| {
-        let mut s = String::new();
+    let line = |c: &[String], status_tone: Tone| {
+        let mut l = Line::default();
         for (i, cell) in c.iter().enumerate() {
-            if i + 1 == c.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(cell);
-                s.extend(std::iter::repeat_n(
-                    ' ',
-                    widths[i] - cell.chars().count() + 2,
-                ));
+            l.push(
+                cell.as_str(),
+                if i == STATUS {
+                    status_tone
+                } else {
+                    Tone::Plain
+                },
+            );
+            if i + 1 < c.len() {
+                l.push(
+                    " ".repeat(widths[i] - cell.chars().count() + 2),
+                    Tone::Plain,
+                );
             }
         }
-        s.trim_end().to_string()
+        l.trim_end()
     };
     let head: Vec<String> = head.into_iter().map(String::from).collect();
-    let mut out = vec![line(&head)];
+    let mut t = Table {
+        header: line(&head, Tone::Plain),
+        ..Table::default()
+    };
     let mut group: Option<&str> = None;
     for (r, c) in rows.iter().zip(&cells) {
         let g = r.state.parallel_group.as_deref();
         if g.is_some() && g != group {
-            out.push(group_line(rows, r));
+            t.lines.push(Line::plain(group_line(rows, r)));
         }
         group = g;
-        out.push(line(c));
+        t.row_line.push(t.lines.len());
+        t.lines.push(line(c, tone(r)));
         // A failure's own words (and what to do) on a line of their own: the STOP/NOTE cell
         // is too narrow for them.
         if let Some(d) = r.detail() {
-            out.push(format!("  └ {}", clip(&d, 160)));
+            let mut l = Line::plain("  └ ");
+            l.push(clip(&d, 160), Tone::Detail);
+            t.lines.push(l);
         }
     }
-    out
+    t
+}
+
+/// The table as plain lines (no colour, no windows), one string per line.
+pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
+    let t = table(rows, now, &Windows::default());
+    std::iter::once(&t.header)
+        .chain(&t.lines)
+        .map(Line::text)
+        .collect()
+}
+
+/// A run `--since` may hide: finished (stopped, error, interrupted) and readable. Active
+/// runs, stale ones and those waiting for a person never are.
+pub fn finished(r: &Row) -> bool {
+    r.error.is_none()
+        && r.stale.is_none()
+        && matches!(
+            r.state.status.as_deref(),
+            Some("stopped" | "error" | "interrupted")
+        )
+}
+
+/// The runs to show when finished runs last updated before `now - since` are hidden, and
+/// how many were. A run with no time at all is shown (its age is unknown).
+pub fn hide_old_finished(rows: Vec<Row>, now: DateTime<Utc>, since: Duration) -> (Vec<Row>, usize) {
+    let Some(cutoff) = chrono::TimeDelta::from_std(since)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+    else {
+        return (rows, 0);
+    };
+    let before = rows.len();
+    let shown: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| !(finished(r) && r.updated.is_some_and(|u| u < cutoff)))
+        .collect();
+    let hidden = before - shown.len();
+    (shown, hidden)
+}
+
+/// `(3 older finished runs hidden; --since to change)`: the table's last line when some
+/// are; `how` says how to change it.
+pub fn hidden_line(hidden: usize, how: &str) -> String {
+    let runs = if hidden == 1 { "run" } else { "runs" };
+    format!("({hidden} older finished {runs} hidden; {how})")
+}
+
+/// `30m`, `2h`, `1d`: a `--since` window as a person reads it.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// `sweep: 3 parallel runs (2 running, 1 stopped)`: the line above a group's runs.
@@ -301,7 +496,7 @@ fn group_line(rows: &[Row], first: &Row) -> String {
     )
 }
 
-fn run_json(row: &Row) -> RunJson<'_> {
+fn run_json<'a>(row: &'a Row, windows: &'a Windows) -> RunJson<'a> {
     let s = &row.state;
     RunJson {
         run_dir: &row.dir,
@@ -352,15 +547,35 @@ fn run_json(row: &Row) -> RunJson<'_> {
         } else {
             &[]
         },
+        tmux_socket: s.tmux_socket.as_deref(),
+        tmux_pane: s.tmux_pane.as_deref(),
+        tmux_window: windows.of(row).map(|w| WindowJson {
+            target: w.target(),
+            session: &w.session,
+            index: w.index,
+            name: &w.name,
+        }),
     }
 }
 
+/// The `--json` document of `rows` without asking tmux where their windows are.
 pub fn render_json(rows: &[Row], now: DateTime<Utc>) -> StatusJson<'_> {
+    static NONE: std::sync::LazyLock<Windows> = std::sync::LazyLock::new(Windows::default);
+    json_document(rows, now, &NONE)
+}
+
+/// The `--json` document of `rows`, with the tmux windows found for them.
+pub fn json_document<'a>(
+    rows: &'a [Row],
+    now: DateTime<Utc>,
+    windows: &'a Windows,
+) -> StatusJson<'a> {
     StatusJson {
         schema: SCHEMA,
         version: SCHEMA_VERSION,
         generated_at: time::format(now),
-        runs: rows.iter().map(run_json).collect(),
+        runs: rows.iter().map(|r| run_json(r, windows)).collect(),
+        hidden_runs: 0,
         orphan_worktrees: Vec::new(),
     }
 }
@@ -437,7 +652,15 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
         None
     };
     if args.watch {
-        return watch(&roots, registry.as_deref(), args.repair_stale);
+        let color = paint::color_for_stdout(args.color);
+        let view = watch::FleetView::new(
+            roots,
+            registry,
+            args.repair_stale,
+            args.since,
+            env.get("TMUX").cloned(),
+        );
+        return watch::watch_view(view, color);
     }
     let mut rows = load_rows(discover(&roots, registry.as_deref()));
     let mut notes = Vec::new();
@@ -451,27 +674,44 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
     }
     let orphaned = orphans(&rows);
     let now = Utc::now();
+    let listed = !rows.is_empty();
+    let (rows, hidden) = match args.since {
+        Some(since) => hide_old_finished(rows, now, since),
+        None => (rows, 0),
+    };
+    let windows = Windows::ask(&rows);
     let mut out = std::io::stdout().lock();
     let r = if args.json {
         for n in &notes {
             crate::say_err!("{n}");
         }
-        let mut doc = render_json(&rows, now);
+        let mut doc = json_document(&rows, now, &windows);
+        doc.hidden_runs = hidden;
         doc.orphan_worktrees = orphaned.iter().map(orphan_json).collect();
         let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         text.push('\n');
         out.write_all(text.as_bytes())
     } else {
+        let color = paint::color_for_stdout(args.color);
         let mut text = String::new();
         for n in &notes {
             text.push_str(n);
             text.push('\n');
         }
-        if rows.is_empty() {
+        if !listed {
             text.push_str(&empty_message(&roots, registry.as_deref()));
         } else {
-            for l in render_table(&rows, now) {
-                text.push_str(&l);
+            let mut lines = Vec::new();
+            if !rows.is_empty() {
+                let t = table(&rows, now, &windows);
+                lines.push(t.header);
+                lines.extend(t.lines);
+            }
+            if hidden > 0 {
+                lines.push(Line::plain(hidden_line(hidden, "--since to change")));
+            }
+            for l in lines {
+                text.push_str(&l.render(color, false));
                 text.push('\n');
             }
         }
@@ -492,7 +732,7 @@ pub fn status(args: &StatusArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn empty_message(roots: &[PathBuf], registry: Option<&Path>) -> String {
+pub(crate) fn empty_message(roots: &[PathBuf], registry: Option<&Path>) -> String {
     let roots_text = roots
         .iter()
         .map(|r| r.display().to_string())
@@ -529,7 +769,7 @@ fn settle_orphan(home: &Path, name: &str, run_dir: Option<&Path>, label: &str) -
 /// Repair every stale row in place, then settle the worktrees of dead loopers (those of the
 /// runs just repaired among them, recorded in their runs); returns one line per repair (or
 /// failure) and how many failed.
-fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
+pub(crate) fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
     let stale: Vec<usize> = (0..rows.len())
         .filter(|i| rows[*i].stale.is_some())
         .collect();
@@ -578,101 +818,11 @@ fn repair_rows(rows: &mut [Row]) -> (Vec<String>, usize) {
     (notes, failed)
 }
 
-/// Restores the terminal on every exit path, including a panic unwinding through `watch`.
-struct TerminalGuard;
-
-impl Drop for TerminalGuard {
-    fn drop(&mut self) {
-        use crossterm::{cursor, execute, terminal};
-        let _ = terminal::disable_raw_mode();
-        let _ = execute!(
-            std::io::stdout(),
-            cursor::Show,
-            terminal::LeaveAlternateScreen
-        );
-    }
-}
-
-fn watch(roots: &[PathBuf], registry: Option<&Path>, repair_stale: bool) -> Result<i32> {
-    watch_frames(|| {
-        let mut rows = load_rows(discover(roots, registry));
-        let notes = if repair_stale {
-            repair_rows(&mut rows).0
-        } else {
-            Vec::new()
-        };
-        let now = Utc::now();
-        let mut lines = vec![format!(
-            "looper status  {}  ({} runs)  q to quit",
-            now.with_timezone(&chrono::Local).format("%H:%M:%S"),
-            rows.len()
-        )];
-        lines.extend(notes);
-        if rows.is_empty() {
-            lines.extend(empty_message(roots, registry).lines().map(str::to_string));
-        } else {
-            lines.extend(render_table(&rows, now));
-        }
-        lines
-    })
-}
-
-/// The live view: draws what `frame` returns about once a second (and on a resize) until
-/// `q`, Esc or Ctrl-C. `frame` must not block: `status --watch --host` reads answers its
-/// pollers already have.
-pub fn watch_frames(mut frame: impl FnMut() -> Vec<String>) -> Result<i32> {
-    use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-    use crossterm::{cursor, execute, queue, terminal};
-    let term_err = |e: std::io::Error| Error::io("cannot drive the terminal", "stdout", e);
-    terminal::enable_raw_mode().map_err(term_err)?;
-    let _guard = TerminalGuard;
-    execute!(
-        std::io::stdout(),
-        terminal::EnterAlternateScreen,
-        cursor::Hide
-    )
-    .map_err(term_err)?;
-    loop {
-        let lines = frame();
-        // A pseudo-terminal without a window size reports 0x0: draw as if 100x30.
-        let (width, height) = match terminal::size() {
-            Ok((w, h)) if w > 0 && h > 0 => (w, h),
-            _ => (100, 30),
-        };
-        let mut out = std::io::stdout().lock();
-        queue!(
-            out,
-            cursor::MoveTo(0, 0),
-            terminal::Clear(terminal::ClearType::All)
-        )
-        .map_err(term_err)?;
-        for (i, l) in lines.iter().take(usize::from(height)).enumerate() {
-            let clipped: String = l.chars().take(usize::from(width)).collect();
-            queue!(out, cursor::MoveTo(0, i as u16)).map_err(term_err)?;
-            out.write_all(clipped.as_bytes()).map_err(term_err)?;
-        }
-        out.flush().map_err(term_err)?;
-        drop(out);
-        // Wait up to a second for a key or a resize; either redraws or quits.
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || !event::poll(left).map_err(term_err)? {
-                break;
-            }
-            match event::read().map_err(term_err)? {
-                Event::Key(k) if k.kind != KeyEventKind::Release => {
-                    let ctrl_c =
-                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-                    if ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) {
-                        return Ok(0);
-                    }
-                }
-                Event::Resize(..) => break,
-                _ => {}
-            }
-        }
-    }
+/// The live view drawing `frame`'s lines about once a second until `q`, Esc or Ctrl-C
+/// (`status --watch --host`; its `frame` must not block: it reads answers its pollers
+/// already have).
+pub fn watch_frames(frame: impl FnMut() -> Vec<String>) -> Result<i32> {
+    watch::watch_view(watch::LinesView::new(frame), false)
 }
 
 #[cfg(test)]
@@ -680,6 +830,7 @@ mod tests {
     use super::*;
 
     use crate::records::fleet::sample_row as row;
+    use serde_json::Value as Json;
 
     #[test]
     fn ages_and_usage_read_well() {
@@ -736,6 +887,195 @@ mod tests {
         assert_eq!(doc["runs"][1]["worktree"]["state"], "kept");
         assert_eq!(doc["runs"][1]["commits_ahead"], 2);
         assert_eq!(doc["runs"][1]["branch"], "looper/g-2");
+    }
+
+    #[test]
+    fn the_status_cell_is_coloured_by_meaning_and_widths_ignore_the_escapes() {
+        let now = time::parse("2026-01-01T00:00:10Z").expect("t");
+        let mut stale = row("gone", "running", None, "2026-01-01T00:00:00Z");
+        stale.stale = Some("supervisor process 1 is no longer running".into());
+        let mut failed = row("bad", "error", Some(1), "2026-01-01T00:00:00Z");
+        failed.state.stop_reason = Some("command exited with code 1".into());
+        failed.state.last_error_line = Some("Missing environment variable: KEY\x1b[2J".into());
+        let mut asks = row("asks", "running", None, "2026-01-01T00:00:00Z");
+        asks.state.open_asks = Some(vec![OpenAskView {
+            id: "a1".into(),
+            kind: "question".into(),
+            question: "which db?".into(),
+            choices: Vec::new(),
+        }]);
+        let rows = [
+            asks,
+            stale,
+            failed,
+            row("ok", "running", None, "2026-01-01T00:00:00Z"),
+            row("done", "stopped", Some(0), "2026-01-01T00:00:00Z"),
+        ];
+        let tones: Vec<Tone> = rows.iter().map(tone).collect();
+        assert_eq!(
+            tones,
+            [
+                Tone::Person,
+                Tone::Stale,
+                Tone::Error,
+                Tone::Running,
+                Tone::Finished
+            ]
+        );
+        let t = table(&rows, now, &Windows::default());
+        let plain: Vec<String> = t.lines.iter().map(Line::text).collect();
+        // Columns line up on the plain text whether or not colour is added.
+        let col = |l: &str| l.find("10s ago");
+        assert!(
+            plain
+                .iter()
+                .filter(|l| !l.starts_with("  └"))
+                .all(|l| col(l) == col(&plain[0])),
+            "{plain:?}"
+        );
+        let coloured: Vec<String> = t.lines.iter().map(|l| l.render(true, false)).collect();
+        assert!(
+            coloured[1].starts_with("gone   \x1b[1m\x1b[33mstale\x1b[0m"),
+            "{:?}",
+            coloured[1]
+        );
+        assert!(
+            coloured[2].contains("\x1b[1m\x1b[31merror\x1b[0m"),
+            "{:?}",
+            coloured[2]
+        );
+        // The failure's own words: sanitised first, then coloured.
+        assert_eq!(
+            coloured[3],
+            "  └ \x1b[31mMissing environment variable: KEY (hint: missing credentials; export the key in the shell that starts the looper, or set it in agents.<name>.env)\x1b[0m"
+        );
+        assert!(
+            coloured[4].contains("\x1b[32mrunning\x1b[0m"),
+            "{:?}",
+            coloured[4]
+        );
+        assert!(
+            coloured[5].contains("\x1b[2mstopped\x1b[0m"),
+            "{:?}",
+            coloured[5]
+        );
+        assert!(
+            coloured[0].contains("\x1b[1m\x1b[35mrunning\x1b[0m"),
+            "{:?}",
+            coloured[0]
+        );
+        // Without colour, not one escape.
+        assert!(
+            t.lines
+                .iter()
+                .all(|l| !l.render(false, false).contains('\x1b'))
+        );
+        assert_eq!(
+            t.row_line,
+            [0, 1, 2, 4, 5],
+            "the detail line is under its row"
+        );
+    }
+
+    #[test]
+    fn a_live_run_in_tmux_gets_a_window_cell_and_json_fields() {
+        let now = time::parse("2026-01-01T00:00:10Z").expect("t");
+        let mut r = row("smoke", "running", None, "2026-01-01T00:00:00Z");
+        r.state.tmux_socket = Some("/tmp/t/default".into());
+        r.state.tmux_pane = Some("%3".into());
+        let mut gone = r.clone();
+        gone.dir = "gone".into();
+        gone.state.label = Some("gone".into());
+        gone.stale = Some("supervisor process 9 is no longer running".into());
+        let w = tmux::PaneWindow {
+            session: "looper".into(),
+            index: 2,
+            name: "my\x1b[31mrepo".into(),
+        };
+        let windows = Windows::with("/tmp/t/default", "%3", w);
+        let rows = [r, gone];
+        let lines: Vec<String> = {
+            let t = table(&rows, now, &windows);
+            std::iter::once(t.header)
+                .chain(t.lines)
+                .map(|l| l.text())
+                .collect()
+        };
+        assert_eq!(
+            lines[0],
+            "LABEL  STATUS   AGENT  LOOP  UPDATED  USAGE  WINDOW           STOP/NOTE                                  PROJECT"
+        );
+        assert!(lines[1].contains("  looper:2 myrepo  "), "{lines:?}");
+        assert!(
+            lines[2].contains("  -                "),
+            "a stale run has no window: {lines:?}"
+        );
+        let doc = serde_json::to_value(json_document(&rows, now, &windows)).expect("json");
+        assert_eq!(doc["runs"][0]["tmux_pane"], "%3");
+        assert_eq!(doc["runs"][0]["tmux_socket"], "/tmp/t/default");
+        assert_eq!(doc["runs"][0]["tmux_window"]["target"], "looper:2");
+        assert_eq!(doc["runs"][0]["tmux_window"]["index"], 2);
+        assert_eq!(doc["runs"][0]["tmux_window"]["name"], "my\x1b[31mrepo");
+        assert_eq!(doc["runs"][1]["tmux_window"], Json::Null);
+        assert_eq!(doc["hidden_runs"], 0);
+        // No window known: no column.
+        assert!(!render_table(&rows, now)[0].contains("WINDOW"));
+    }
+
+    #[test]
+    fn since_hides_old_finished_runs_only() {
+        let now = time::parse("2026-01-02T00:00:00Z").expect("t");
+        let old = "2026-01-01T00:00:00Z";
+        let mut stale = row("stale", "running", None, old);
+        stale.stale = Some("gone".into());
+        let mut unreadable = row("unreadable", "stopped", None, old);
+        unreadable.error = Some("cannot parse state.json".into());
+        let rows = vec![
+            row("old-stop", "stopped", Some(0), old),
+            row("old-error", "error", Some(1), old),
+            row("old-int", "interrupted", Some(130), old),
+            row("new-stop", "stopped", Some(0), "2026-01-01T23:00:00Z"),
+            row("old-running", "running", None, old),
+            row("old-asks", "waiting_for_answer", None, old),
+            row("old-paused", "paused", None, old),
+            stale,
+            unreadable,
+        ];
+        let (shown, hidden) = hide_old_finished(rows.clone(), now, Duration::from_secs(2 * 3600));
+        assert_eq!(hidden, 3);
+        let names: Vec<String> = shown.iter().map(Row::label).collect();
+        assert_eq!(
+            names,
+            [
+                "new-stop",
+                "old-running",
+                "old-asks",
+                "old-paused",
+                "stale",
+                "unreadable"
+            ]
+        );
+        assert_eq!(
+            hide_old_finished(rows.clone(), now, Duration::from_secs(86_400 * 3)).1,
+            0
+        );
+        assert_eq!(
+            hide_old_finished(rows, now, Duration::MAX).1,
+            0,
+            "no overflow"
+        );
+        assert_eq!(
+            hidden_line(3, "--since to change"),
+            "(3 older finished runs hidden; --since to change)"
+        );
+        assert_eq!(
+            hidden_line(1, "h shows them"),
+            "(1 older finished run hidden; h shows them)"
+        );
+        assert_eq!(short_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(short_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(short_duration(Duration::from_secs(1800)), "30m");
+        assert_eq!(short_duration(Duration::from_secs(90)), "90s");
     }
 
     #[test]

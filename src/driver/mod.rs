@@ -136,6 +136,12 @@ fn open_store(cfg: &RunConfig, run_id: (chrono::DateTime<Utc>, u32)) -> Result<R
         .and_then(|t| t.split(',').next())
         .filter(|s| !s.is_empty())
         .map(str::to_string);
+    // The supervisor's own pane, so `looper status` can show (and jump to) its window.
+    st.tmux_pane = cfg
+        .tmux
+        .as_ref()
+        .map(|t| t.pane.clone())
+        .filter(|p| !p.is_empty());
     if let Some((group, index)) = &s.parallel_member {
         st.parallel_group = Some(group.clone());
         st.parallel_index = Some(*index);

@@ -13,14 +13,20 @@
 //! as given, so they are not escaped (a `##` would reach the farm tooling that reads
 //! `@codex_stop_reason`); text shown to a person also loses its control characters
 //! ([`shown`]).
+//!
+//! `looper status` asks each tmux server the listed runs live on, once per server, where
+//! their supervisors' panes are ([`pane_windows`]), and `--watch` jumps to one
+//! ([`jump_to_pane`]); both name the server by its socket (`-S`), recorded in `state.json`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 
 use tmux_interface::{
-    AttachSession, DisplayMessage, HasSession, KillWindow, LoadBuffer, NewSession, NewWindow,
-    PasteBuffer, RespawnPane, SendKeys, SetOption, SplitWindow, SwitchClient, Tmux, TmuxCommand,
+    AttachSession, DisplayMessage, HasSession, KillWindow, ListPanes, LoadBuffer, NewSession,
+    NewWindow, PasteBuffer, RespawnPane, SelectPane, SelectWindow, SendKeys, SetOption,
+    SplitWindow, SwitchClient, Tmux, TmuxCommand,
 };
 
 use crate::engine::StopReason;
@@ -220,9 +226,151 @@ pub fn switch_client(session: &str) -> TmuxCommand<'static> {
         .build()
 }
 
+/// Where a pane is: the session, the window's index and the window's name, as tmux has them
+/// (names are the user's or an agent's text: sanitise before showing them, D35).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaneWindow {
+    pub session: String,
+    pub index: u32,
+    pub name: String,
+}
+
+impl PaneWindow {
+    /// `session:index`, the tmux target of the window.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.session, self.index)
+    }
+}
+
+/// One line per pane: the fixed-form fields first, the names last (a window name may hold
+/// a tab; a session name cannot hold `:` or `.`, which tmux replaces).
+const PANE_WINDOW: &str = "#{pane_id}\t#{window_index}\t#{session_name}\t#{window_name}";
+
+/// `tmux -S <socket> list-panes -a -F <PANE_WINDOW>`: every pane of one server.
+pub fn list_panes(socket: &str) -> Tmux<'_> {
+    Tmux::new()
+        .socket_path(socket)
+        .command(ListPanes::new().all().format(PANE_WINDOW).build())
+}
+
+/// `list-panes` output as pane id -> window; lines that do not parse are skipped.
+pub fn parse_pane_windows(text: &str) -> HashMap<String, PaneWindow> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, '\t');
+            let pane = f.next()?;
+            let index = f.next()?.parse().ok()?;
+            let session = f.next()?;
+            let name = f.next()?;
+            pane.starts_with('%').then(|| {
+                (
+                    pane.to_string(),
+                    PaneWindow {
+                        session: session.to_string(),
+                        index,
+                        name: name.to_string(),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// Every pane of the server on `socket` and its window: one `list-panes` call. A server
+/// that is gone (or a socket that is no server) is tmux's complaint.
+pub fn pane_windows(socket: &str) -> std::result::Result<HashMap<String, PaneWindow>, String> {
+    run_tmux(list_panes(socket), None).map(|out| parse_pane_windows(&out))
+}
+
+/// `tmux -S <socket> switch-client -t <pane>`: the current client goes to the pane's session,
+/// window and pane.
+pub fn switch_client_to(socket: &str, pane: &str) -> Tmux<'static> {
+    Tmux::new()
+        .socket_path(socket.to_string())
+        .command(SwitchClient::new().target_session(pane.to_string()).build())
+}
+
+/// `tmux -S <socket> select-window -t <pane>` then `select-pane -t <pane>`: the pane becomes
+/// current in its own session, for a server with no client to switch.
+pub fn select_pane_window(socket: &str, pane: &str) -> [Tmux<'static>; 2] {
+    let on = || Tmux::new().socket_path(socket.to_string());
+    [
+        on().command(SelectWindow::new().target_window(pane.to_string()).build()),
+        on().command(SelectPane::new().target_pane(pane.to_string()).build()),
+    ]
+}
+
+/// How [`jump_to_pane`] got there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jumped {
+    /// The client was switched to the pane.
+    Switched,
+    /// No client could be switched; the pane's window and the pane were made current.
+    Selected,
+}
+
+/// Go to `pane` on the server at `socket` from inside that server: `switch-client`, or when
+/// there is no client to switch, `select-window` and `select-pane`.
+pub fn jump_to_pane(socket: &str, pane: &str) -> std::result::Result<Jumped, String> {
+    let switch = run_tmux(switch_client_to(socket, pane), None);
+    if switch.is_ok() {
+        return Ok(Jumped::Switched);
+    }
+    for cmd in select_pane_window(socket, pane) {
+        run_tmux(cmd, None)?;
+    }
+    Ok(Jumped::Selected)
+}
+
+/// The command a person types to reach `pane` from outside its server:
+/// `tmux -S <socket> attach -t <pane>`, quoted for a POSIX shell.
+pub fn attach_command(socket: &str, pane: &str) -> String {
+    let q = |s: &str| {
+        shlex::try_quote(s)
+            .map(Cow::into_owned)
+            .unwrap_or_else(|_| format!("'{}'", s.replace('\0', "")))
+    };
+    // A pane id (`%5`) needs no quotes in any shell; anything else gets them.
+    let pane =
+        if pane.len() > 1 && pane[1..].bytes().all(|b| b.is_ascii_digit()) && pane.starts_with('%')
+        {
+            pane.to_string()
+        } else {
+            q(pane)
+        };
+    format!("tmux -S {} attach -t {pane}", q(socket))
+}
+
+/// Does `$TMUX` (`<socket>,<pid>,<session>`) name the server at `socket`?
+pub fn same_server(tmux_env: Option<&str>, socket: &str) -> bool {
+    let Some(mine) = tmux_env
+        .and_then(|t| t.split(',').next())
+        .filter(|s| !s.is_empty())
+    else {
+        return false;
+    };
+    if mine == socket {
+        return true;
+    }
+    // The same socket under two spellings (a symlinked /tmp, a relative TMUX_TMPDIR).
+    matches!(
+        (std::fs::canonicalize(mine), std::fs::canonicalize(socket)),
+        (Ok(a), Ok(b)) if a == b
+    )
+}
+
 /// Side by side when the window is wide enough for two readable columns, else stacked.
 pub fn split_horizontally(width: u32, height: u32) -> bool {
     width >= 160 && width >= height * 3
+}
+
+/// The argv a whole `tmux` invocation runs as (for tests).
+pub fn tmux_argv(tmux: Tmux<'_>) -> Vec<String> {
+    tmux.build()
+        .to_vec()
+        .into_iter()
+        .map(|c| c.into_owned())
+        .collect()
 }
 
 /// The argv a command runs as (for tests and logs).
@@ -252,8 +400,13 @@ pub fn output(cmd: TmuxCommand<'_>) -> std::result::Result<String, String> {
 /// Run a command with `input` on its stdin (text for `load-buffer -`, never argv or a
 /// shell, D12) and return its trimmed stdout, or tmux's complaint.
 pub fn run(cmd: TmuxCommand<'_>, input: Option<&[u8]>) -> std::result::Result<String, String> {
+    run_tmux(Tmux::with_command(cmd), input)
+}
+
+/// [`run`] for a whole `tmux` invocation (one with a socket of its own, `-S`).
+pub fn run_tmux(tmux: Tmux<'_>, input: Option<&[u8]>) -> std::result::Result<String, String> {
     use std::io::Write;
-    let mut c = Tmux::with_command(cmd).into_command();
+    let mut c = tmux.into_command();
     c.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -651,6 +804,77 @@ mod tests {
         );
         assert_eq!(literal("plain"), "plain");
         assert!(matches!(literal("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn status_asks_one_server_by_its_socket_and_jumps_by_pane() {
+        assert_eq!(
+            tmux_argv(list_panes("/tmp/tmux-1/default")),
+            [
+                "tmux",
+                "-S",
+                "/tmp/tmux-1/default",
+                "list-panes",
+                "-a",
+                "-F",
+                "#{pane_id}\t#{window_index}\t#{session_name}\t#{window_name}"
+            ]
+        );
+        assert_eq!(
+            tmux_argv(switch_client_to("/s", "%5")),
+            ["tmux", "-S", "/s", "switch-client", "-t", "%5"]
+        );
+        let [w, p] = select_pane_window("/s", "%5");
+        assert_eq!(
+            tmux_argv(w),
+            ["tmux", "-S", "/s", "select-window", "-t", "%5"]
+        );
+        assert_eq!(
+            tmux_argv(p),
+            ["tmux", "-S", "/s", "select-pane", "-t", "%5"]
+        );
+        assert_eq!(
+            attach_command("/tmp/my tmux/default", "%5"),
+            "tmux -S '/tmp/my tmux/default' attach -t %5"
+        );
+    }
+
+    #[test]
+    fn pane_lines_map_panes_to_windows_and_odd_lines_are_skipped() {
+        let text = "%0\t1\tlooper\tmyrepo\n%3\t2\tB\twith\ttab\nnot a pane\n%9\tx\ts\tw\n";
+        let m = parse_pane_windows(text);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            m["%0"],
+            PaneWindow {
+                session: "looper".into(),
+                index: 1,
+                name: "myrepo".into()
+            }
+        );
+        assert_eq!(m["%0"].target(), "looper:1");
+        assert_eq!(m["%3"].name, "with\ttab");
+    }
+
+    #[test]
+    fn the_same_server_is_the_socket_in_tmux_env() {
+        assert!(same_server(
+            Some("/tmp/tmux-0/default,123,0"),
+            "/tmp/tmux-0/default"
+        ));
+        assert!(!same_server(
+            Some("/tmp/tmux-0/other,123,0"),
+            "/tmp/tmux-0/default"
+        ));
+        assert!(!same_server(None, "/tmp/tmux-0/default"));
+        assert!(!same_server(Some(""), "/tmp/tmux-0/default"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("sock");
+        std::fs::write(&real, "").expect("write");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let env = format!("{},1,0", link.display());
+        assert!(same_server(Some(&env), &real.display().to_string()));
     }
 
     #[test]

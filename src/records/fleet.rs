@@ -68,6 +68,9 @@ pub struct StateView {
     pub commits_ahead: Option<u64>,
     pub files_changed: Option<u64>,
     pub open_asks: Option<Vec<OpenAskView>>,
+    /// The tmux server (socket path) and the supervisor's own pane: status shows its window.
+    pub tmux_socket: Option<String>,
+    pub tmux_pane: Option<String>,
 }
 
 /// The latest verify or review as status shows it.

@@ -77,6 +77,8 @@ pub struct RunState {
     pub hybrid_pane_id: Option<String>,
     /// The tmux server (socket path) the supervisor and its panes live on.
     pub tmux_socket: Option<String>,
+    /// The supervisor's own tmux pane (`$TMUX_PANE`): `looper status` finds its window.
+    pub tmux_pane: Option<String>,
     pub hybrid_pane_pid: Option<serde_json::Value>,
     pub previous_hybrid_pane_id: Option<String>,
     pub status: Option<String>,

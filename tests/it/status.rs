@@ -483,39 +483,319 @@ fn logs_render_the_last_log_and_follow_a_run_to_its_end() {
     );
 }
 
-#[test]
-fn watch_draws_in_the_alternate_screen_and_restores_the_terminal_on_q() {
-    // `script` gives the watch a pseudo-terminal; skip where util-linux is missing.
-    if Command::new("script").arg("--version").output().is_err() {
-        return;
+/// `script` gives a command a pseudo-terminal; `None` where util-linux is missing.
+fn script_found() -> bool {
+    Command::new("script").arg("--version").output().is_ok()
+}
+
+/// `looper <args>` on a pseudo-terminal (through `script`), with `NO_COLOR` as given; `keys`
+/// are typed after `wait` (none: the command ends by itself). Returns what the terminal got.
+fn on_a_terminal(
+    cwd: &Path,
+    args: &[&str],
+    no_color: Option<&str>,
+    keys: &[(&[u8], u64)],
+) -> (Option<i32>, String) {
+    let mut cmd = shlex::try_quote(&looper_bin().display().to_string())
+        .expect("quote")
+        .into_owned();
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&shlex::try_quote(a).expect("quote"));
     }
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-runs");
-    let cmd = format!(
-        "{} status --watch --state-root {}",
-        looper_bin().display(),
-        fixtures.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-qfec", &cmd, "/dev/null"])
+    let mut c = Command::new("script");
+    c.args(["-qfec", &cmd, "/dev/null"])
+        .current_dir(cwd)
+        .env_remove("LOOPER_STATE_ROOT")
+        .env_remove("CODEX_LOOPER_STATE_ROOT")
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE")
+        .env("XDG_STATE_HOME", cwd.join(".xdg-state"))
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("script");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+        .stdout(std::process::Stdio::piped());
+    match no_color {
+        Some(v) => c.env("NO_COLOR", v),
+        None => c.env_remove("NO_COLOR"),
+    };
+    let mut child = c.spawn().expect("script");
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"q").expect("q");
+        for (k, wait_ms) in keys {
+            std::thread::sleep(std::time::Duration::from_millis(*wait_ms));
+            stdin.write_all(k).expect("key");
+            stdin.flush().expect("flush");
+        }
     }
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn watch_draws_in_the_alternate_screen_and_restores_the_terminal_on_q() {
+    if !script_found() {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-runs");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fixtures.display().to_string();
+    let (code, text) = on_a_terminal(
+        tmp.path(),
+        &["status", "--watch", "--state-root", &root],
+        None,
+        &[(b"q", 1500)],
+    );
+    assert_eq!(code, Some(0));
     assert!(text.starts_with("\u{1b}[?1049h\u{1b}[?25l"), "{text:?}");
-    assert!(text.contains("crashed    stale"), "{text:?}");
+    // On a terminal, the stale run's STATUS stands out (bold yellow); its row is the
+    // selected one, in reverse video; a failed run's STATUS is bold red.
+    assert!(
+        text.contains(
+            "\u{1b}[7mcrashed    \u{1b}[0m\u{1b}[1m\u{1b}[7m\u{1b}[33mstale\u{1b}[0m\u{1b}[7m "
+        ),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("timedout   \u{1b}[1m\u{1b}[31merror\u{1b}[0m"),
+        "{text:?}"
+    );
     assert!(
         text.ends_with("\u{1b}[?25h\u{1b}[?1049l"),
         "cursor shown, screen left: {text:?}"
     );
+}
+
+/// The reference runs in a root of their own, plus one run of each colour.
+fn colour_fixture(root: &Path) {
+    write_run(
+        root,
+        "run",
+        &run_state("moving", "running", "2026-01-01T00:00:09Z"),
+    );
+    let mut failed = run_state("broken", "error", "2026-01-01T00:00:08Z");
+    failed["stop_reason"] = "command exited with code 1".into();
+    failed["last_error_line"] =
+        "Missing environment variable: `OPENAI_API_KEY`\u{1b}]0;pwned\u{7}".into();
+    write_run(root, "err", &failed);
+    let mut done = run_state("done", "stopped", "2026-01-01T00:00:07Z");
+    done["exit_code"] = 0.into();
+    write_run(root, "done", &done);
+    let mut dead = run_state("dead", "running", "2026-01-01T00:00:06Z");
+    dead["pid"] = dead_pid().into();
+    write_run(root, "dead", &dead);
+}
+
+#[test]
+fn status_is_coloured_on_a_terminal_unless_no_color_is_set() {
+    if !script_found() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("runs");
+    colour_fixture(&root);
+    let root_s = root.display().to_string();
+    let args = ["status", "--state-root", root_s.as_str()];
+    let (code, text) = on_a_terminal(tmp.path(), &args, None, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("\u{1b}[1m\u{1b}[31merror\u{1b}[0m"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\u{1b}[1m\u{1b}[33mstale\u{1b}[0m"),
+        "{text:?}"
+    );
+    assert!(text.contains("\u{1b}[32mrunning\u{1b}[0m"), "{text:?}");
+    assert!(text.contains("\u{1b}[2mstopped\u{1b}[0m"), "{text:?}");
+    // The failure's detail line is red; the agent's own escape sequence is gone (D35).
+    assert!(
+        text.contains("  └ \u{1b}[31mMissing environment variable: `OPENAI_API_KEY` (hint:"),
+        "{text:?}"
+    );
+    assert!(!text.contains("pwned"), "{text:?}");
+    // Columns are aligned as without colour: the escapes take no room.
+    let plain = strip_sgr(&text);
+    let col = |label: &str| {
+        plain
+            .lines()
+            .find(|l| l.starts_with(label))
+            .and_then(|l| l.find("codex"))
+    };
+    assert!(col("moving").is_some());
+    assert_eq!(col("moving"), col("broken"), "{plain}");
+    assert_eq!(col("moving"), col("dead"), "{plain}");
+
+    for no_color in ["1", "yes"] {
+        let (code, text) = on_a_terminal(tmp.path(), &args, Some(no_color), &[]);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(!text.contains('\u{1b}'), "NO_COLOR={no_color}: {text:?}");
+        assert!(text.contains("broken"), "{text:?}");
+    }
+    // An empty NO_COLOR does not count (no-color.org).
+    let (_, text) = on_a_terminal(tmp.path(), &args, Some(""), &[]);
+    assert!(text.contains("\u{1b}[32mrunning"), "{text:?}");
+    // `--color never` on a terminal, and the watch with NO_COLOR: no colour either (the
+    // selection is still shown, in reverse video, which is not a colour).
+    let mut never = args.to_vec();
+    never.extend(["--color", "never"]);
+    let (_, text) = on_a_terminal(tmp.path(), &never, None, &[]);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    let mut watch = args.to_vec();
+    watch.push("--watch");
+    let (code, text) = on_a_terminal(tmp.path(), &watch, Some("1"), &[(b"q", 1500)]);
+    assert_eq!(code, Some(0));
+    assert!(
+        !text.contains("\u{1b}[32m") && !text.contains("\u{1b}[31m"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\u{1b}[7m"),
+        "the selected row is reversed: {text:?}"
+    );
+}
+
+/// Text without SGR sequences (`ESC [ ... m`) and with `\n` line ends.
+fn strip_sgr(text: &str) -> String {
+    let mut out = String::new();
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn color_always_and_never_decide_when_piped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("runs");
+    colour_fixture(&root);
+    let root_s = root.display().to_string();
+    let out = status(tmp.path(), &["--state-root", &root_s]);
+    assert!(
+        !stdout(&out).contains('\u{1b}'),
+        "auto: a pipe is not coloured"
+    );
+    let mut c = Command::new(looper_bin());
+    c.current_dir(tmp.path())
+        .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", tmp.path().join(".xdg-state"))
+        .args(["status", "--state-root", &root_s, "--color", "always"]);
+    let out = c.output().expect("status");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("\u{1b}[1m\u{1b}[31merror\u{1b}[0m"),
+        "always wins over NO_COLOR: {text:?}"
+    );
+    assert_eq!(
+        strip_sgr(&text),
+        stdout(&status(tmp.path(), &["--state-root", &root_s])),
+        "the same table, coloured"
+    );
+    let out = status(tmp.path(), &["--state-root", &root_s, "--color", "never"]);
+    assert!(!stdout(&out).contains('\u{1b}'));
+    let out = status(
+        tmp.path(),
+        &["--state-root", &root_s, "--color", "sometimes"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--color"), "{}", stderr(&out));
+}
+
+#[test]
+fn since_hides_old_finished_runs_and_says_how_many() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("runs");
+    let ago = |secs: i64| {
+        (chrono::Utc::now() - chrono::TimeDelta::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let finished = |label: &str, status: &str, secs: i64| {
+        let mut st = run_state(label, status, &ago(secs));
+        st["exit_code"] = 1.into();
+        write_run(&root, label, &st);
+    };
+    finished("old-stopped", "stopped", 3 * 3600);
+    finished("old-error", "error", 3 * 86_400);
+    finished("old-interrupted", "interrupted", 5 * 3600);
+    finished("new-stopped", "stopped", 60);
+    write_run(
+        &root,
+        "old-running",
+        &run_state("old-running", "running", &ago(9 * 86_400)),
+    );
+    let mut asks = run_state("old-asks", "waiting_for_answer", &ago(9 * 86_400));
+    asks["open_asks"] = json!([{"id": "a1", "kind": "question", "question": "db?"}]);
+    write_run(&root, "old-asks", &asks);
+    let mut stale = run_state("old-stale", "running", &ago(9 * 86_400));
+    stale["pid"] = dead_pid().into();
+    write_run(&root, "old-stale", &stale);
+    let root_s = root.display().to_string();
+
+    let labels = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    };
+    let out = status(tmp.path(), &["--state-root", &root_s, "--since", "2h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut shown = labels(&text);
+    assert_eq!(
+        text.lines().last(),
+        Some("(3 older finished runs hidden; --since to change)"),
+        "{text}"
+    );
+    shown.pop();
+    shown.sort();
+    assert_eq!(
+        shown,
+        ["new-stopped", "old-asks", "old-running", "old-stale"],
+        "{text}"
+    );
+    // Seconds, and days; every run when none is old enough.
+    let out = status(tmp.path(), &["--state-root", &root_s, "--since", "14400"]);
+    assert!(
+        stdout(&out).ends_with("(2 older finished runs hidden; --since to change)\n"),
+        "{}",
+        stdout(&out)
+    );
+    let out = status(tmp.path(), &["--state-root", &root_s, "--since", "10d"]);
+    assert!(!stdout(&out).contains("hidden"), "{}", stdout(&out));
+    assert_eq!(labels(&stdout(&out)).len(), 7);
+    // The JSON document leaves them out too, and says how many.
+    let out = status(
+        tmp.path(),
+        &["--state-root", &root_s, "--since", "1d", "--json"],
+    );
+    let doc: Json = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["hidden_runs"], 1);
+    assert_eq!(doc["runs"].as_array().map(Vec::len), Some(6));
+    // Without --since nothing is hidden.
+    let out = status(tmp.path(), &["--state-root", &root_s]);
+    assert_eq!(labels(&stdout(&out)).len(), 7);
+    // A bad duration is a usage error naming the flag.
+    for bad in ["soon", "-1", "2x"] {
+        let out = status(tmp.path(), &["--state-root", &root_s, "--since", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("--since") && err.contains("expected a duration such as 30m, 2h, 1d"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -1324,3 +1324,299 @@ fn every_stop_writes_its_reason_to_the_window() {
         "interrupted by SIGTERM"
     );
 }
+
+/// A fake-agent run labelled `label`, started in a new session `session` (window `window`)
+/// of this server, its agent waiting for the file `release` so the supervisor stays alive in
+/// that pane. Returns the run directory once the run has recorded its pane.
+fn run_in_session(
+    t: &TmuxServer,
+    p: &Project,
+    session: &str,
+    window: &str,
+    label: &str,
+    release: &Path,
+) -> PathBuf {
+    codex_fake(
+        p,
+        "fake",
+        &format!(
+            "=== default\nwait-for {}\ncodex-reply done\n",
+            release.display()
+        ),
+        "",
+    );
+    t.tmux(
+        p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-n",
+            window,
+            "-c",
+            &p.path().display().to_string(),
+            &format!("{} --local --once --label {label}", quoted(&looper_bin())),
+        ],
+    )
+    .expect("new-session");
+    assert!(
+        wait_until(30.0, || p.run_dirs().last().is_some_and(|d| {
+            std::fs::read(d.join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                .is_some_and(|s| s["status"] == "running" && s["tmux_pane"].is_string())
+        })),
+        "the run in session {session} never started: {}",
+        capture(t, p, &format!("={session}:"))
+    );
+    p.last_run()
+}
+
+/// The pane id of a session's first pane.
+fn pane_of(t: &TmuxServer, p: &Project, session: &str) -> String {
+    t.tmux(
+        p,
+        &[
+            "display-message",
+            "-p",
+            "-t",
+            &format!("={session}:"),
+            "#{pane_id}",
+        ],
+    )
+    .expect("display-message")
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn status_shows_the_tmux_window_of_each_live_run_asking_each_server_once() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    let q = Project::new();
+    let release = p.join("release");
+    let run_p = run_in_session(&t, &p, "B", "work", "w1", &release);
+    let run_q = run_in_session(&t, &q, "C", "other", "w2", &release);
+    let st = read_json(&run_p.join("state.json"));
+    assert_eq!(st["tmux_pane"], pane_of(&t, &p, "B"), "{st}");
+    let socket = st["tmux_socket"].as_str().expect("socket").to_string();
+    assert!(
+        socket.starts_with(&t.tmpdir.path().display().to_string()),
+        "{socket}"
+    );
+    // A finished run that was in tmux once: its server is not asked.
+    let old = p.runs_dir().join("20260101T000000.000000Z__old__000000");
+    std::fs::create_dir_all(&old).expect("mkdir");
+    std::fs::write(
+        old.join("state.json"),
+        serde_json::json!({
+            "schema_version": 1, "label": "old", "status": "stopped", "exit_code": 0,
+            "updated_at": "2026-01-01T00:00:00Z", "tmux_socket": "/nonexistent/tmux.sock",
+            "tmux_pane": "%0",
+        })
+        .to_string(),
+    )
+    .expect("write");
+
+    // Every tmux call status makes goes through a recorder on PATH.
+    let bin = tempfile::tempdir().expect("bin");
+    let log = bin.path().join("calls.log");
+    let real = which::which("tmux").expect("tmux");
+    let shim = bin.path().join("tmux");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+            quoted(&log),
+            quoted(&real)
+        ),
+    )
+    .expect("shim");
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = |args: &[&str]| {
+        let mut c = Command::new(looper_bin());
+        t.env(&mut c, &p);
+        c.current_dir(p.path())
+            .env("PATH", &path)
+            .arg("status")
+            .args(["--state-root", &p.runs_dir().display().to_string()])
+            .args(["--state-root", &q.runs_dir().display().to_string()])
+            .args(args);
+        c.output().expect("status")
+    };
+
+    let out = status(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Json = serde_json::from_slice(&out.stdout).expect("json");
+    let run = |label: &str| {
+        doc["runs"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["label"] == label))
+            .cloned()
+            .unwrap_or_else(|| panic!("{label}: {doc}"))
+    };
+    assert_eq!(
+        run("w1")["tmux_window"],
+        serde_json::json!({"target": "B:0", "session": "B", "index": 0, "name": "work"})
+    );
+    assert_eq!(run("w1")["tmux_pane"], pane_of(&t, &p, "B"));
+    assert_eq!(run("w1")["tmux_socket"], socket.as_str());
+    assert_eq!(run("w2")["tmux_window"]["target"], "C:0");
+    assert_eq!(run("w2")["tmux_window"]["name"], "other");
+    assert_eq!(run("old")["tmux_window"], Json::Null);
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [format!(
+            "-S {socket} list-panes -a -F #{{pane_id}}\t#{{window_index}}\t#{{session_name}}\t#{{window_name}}"
+        )],
+        "one list-panes for the one server of the live runs"
+    );
+
+    let out = status(&[]);
+    let text = stdout(&out);
+    let header = text.lines().next().unwrap_or_default();
+    let col = header.find("WINDOW").unwrap_or_else(|| panic!("{text}"));
+    let row = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{label}: {text}"))
+            .to_string()
+    };
+    assert_eq!(&row("w1")[col..col + 10], "B:0 work  ", "{text}");
+    assert_eq!(&row("w2")[col..col + 11], "C:0 other  ", "{text}");
+    assert_eq!(&row("old")[col..col + 2], "- ", "{text}");
+    std::fs::write(&release, "").expect("release");
+    let _ = run_q;
+}
+
+#[test]
+fn enter_in_the_watch_switches_the_attached_client_to_the_selected_run() {
+    if Command::new("script").arg("--version").output().is_err() {
+        return;
+    }
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    let release = p.join("release");
+    let run = run_in_session(&t, &p, "B", "work", "w1", &release);
+    let pane = read_json(&run.join("state.json"))["tmux_pane"]
+        .as_str()
+        .expect("pane")
+        .to_string();
+    // A stale run sorts first, so Down is needed to reach the live one.
+    let dead = p.runs_dir().join("20260101T000000.000000Z__dead__000000");
+    std::fs::create_dir_all(&dead).expect("mkdir");
+    let gone = {
+        let mut c = Command::new("true").spawn().expect("spawn");
+        let pid = c.id();
+        c.wait().expect("reap");
+        pid
+    };
+    std::fs::write(
+        dead.join("state.json"),
+        serde_json::json!({
+            "schema_version": 1, "label": "dead", "status": "running", "pid": gone,
+            "updated_at": "2026-01-01T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .expect("write");
+
+    // Session A's pane runs the watch; a client is attached to A through a terminal.
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "A",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            "-c",
+            &p.path().display().to_string(),
+            &format!("{} status --watch", quoted(&looper_bin())),
+        ],
+    )
+    .expect("new-session A");
+    let mut client = in_a_terminal(&t, &p, "tmux attach -t =A");
+    let attached = wait_until(30.0, || client_sessions(&t, &p) == ["A"]);
+    let drawn = wait_until(20.0, || {
+        let s = capture(&t, &p, "=A:");
+        s.contains("B:0 work") && s.contains("dead")
+    });
+    let shown = capture(&t, &p, "=A:");
+    let mut switched = false;
+    if attached && drawn {
+        t.tmux(&p, &["send-keys", "-t", "=A:", "Down"])
+            .expect("Down");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        t.tmux(&p, &["send-keys", "-t", "=A:", "Enter"])
+            .expect("Enter");
+        switched = wait_until(20.0, || client_sessions(&t, &p) == ["B"]);
+    }
+    let clients = client_sessions(&t, &p);
+    let active = t
+        .tmux(&p, &["display-message", "-p", "-t", "=B:", "#{pane_id}"])
+        .unwrap_or_default();
+    let _ = t.tmux(&p, &["detach-client", "-a"]);
+    let _ = t.tmux(&p, &["detach-client"]);
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(attached, "no client on A: {clients:?}");
+    assert!(drawn, "the watch never showed the runs: {shown}");
+    assert!(
+        switched,
+        "the client was not switched to B: {clients:?}\n{}",
+        capture(&t, &p, "=A:")
+    );
+    assert_eq!(active.trim(), pane, "the run's pane is the active one");
+
+    // Outside tmux, Enter shows how to attach instead (never a nested client).
+    let mut c = Command::new("script");
+    t.env(&mut c, &p);
+    c.current_dir(p.path())
+        .args([
+            "-qfec",
+            &format!("{} status --watch", quoted(&looper_bin())),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut watch = c.spawn().expect("script");
+    {
+        use std::io::Write;
+        let mut stdin = watch.stdin.take().expect("stdin");
+        for (k, ms) in [(&b"j"[..], 1500), (b"\r", 400), (b"q", 700)] {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            stdin.write_all(k).expect("key");
+            stdin.flush().expect("flush");
+        }
+    }
+    let out = watch.wait_with_output().expect("watch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let socket = read_json(&run.join("state.json"))["tmux_socket"]
+        .as_str()
+        .expect("socket")
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "w1 is outside this tmux; attach with: tmux -S {socket} attach -t {pane}"
+        )),
+        "{text:?}"
+    );
+    assert_eq!(
+        client_sessions(&t, &p),
+        Vec::<String>::new(),
+        "nothing attached"
+    );
+    std::fs::write(&release, "").expect("release");
+}
