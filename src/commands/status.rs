@@ -35,7 +35,15 @@
 //!     "review_last": {"loop", "verdict", "reason"}|null,  the latest review
 //!     "group": string|null, "parallel_index": int|null,  a --parallel group
 //!     "branch": string|null, "commits_ahead": int|null, "files_changed": int|null,
-//!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null
+//!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null,
+//!     "account": string|null,      the account the agent's login belongs to
+//!     "rate_limits": [ {"agent", "window", "window_minutes", "used_percent", "resets_at",
+//!                       "status", "at"} ]|null,   the latest reading of each usage window
+//!     "agent_retry": {"agent", "attempt", "max_attempts", "status", "delay_seconds",
+//!                     "error", "text", "at"}|null, the CLI retrying by itself right now
+//!     "hold": string|null,          account_limit, headroom or daily_budget (a retrying run)
+//!     "agent_cli": {"path", "version", "size", "inode", "mtime"}|null,
+//!     "agent_cli_changed": {"previous_version", "version", "path", "at"}|null
 //!   } ]                             ordered as the table: attention, running, finished
 //!   "orphan_worktrees": [ {"path", "branch", "label", "run_dir", "phase", "reason"} ]
 //! }
@@ -53,10 +61,12 @@ use chrono::{DateTime, Utc};
 use crate::cli::StatusArgs;
 use crate::effects::worktree::{self, Phase};
 use crate::error::{Error, Result};
+use crate::records::accounts::WindowRecord;
 use crate::records::discovery::{self, discover};
 use crate::records::events::SupervisorEvent;
 use crate::records::fleet::{GateView, Row, StateView, UsageView, load_rows, sort_rows};
 use crate::records::repair::{record_after, repair_all};
+use crate::records::state::{AgentRetryState, CliChange};
 use crate::records::time;
 
 pub const SCHEMA: &str = "agent-looper/status";
@@ -107,6 +117,17 @@ pub struct RunJson<'a> {
     pub commits_ahead: Option<u64>,
     pub files_changed: Option<u64>,
     pub worktree: Option<WorktreeJson<'a>>,
+    /// The account the agent's login belongs to (issue 18).
+    pub account: Option<&'a str>,
+    /// The latest reading of each usage window, per agent.
+    pub rate_limits: Option<&'a Vec<WindowRecord>>,
+    /// The CLI retrying by itself while the attempt goes on.
+    pub agent_retry: Option<&'a AgentRetryState>,
+    /// What a `retrying` run is held back for: `account_limit`, `headroom`, `daily_budget`.
+    pub hold: Option<&'a str>,
+    /// The agent's CLI (path, version, file identity) and its change during the run.
+    pub agent_cli: Option<&'a crate::engine::AgentCli>,
+    pub agent_cli_changed: Option<&'a CliChange>,
 }
 
 /// A run's own worktree in the `--json` document.
@@ -255,9 +276,12 @@ pub fn render_table(rows: &[Row], now: DateTime<Utc>) -> Vec<String> {
         group = g;
         out.push(line(c));
         // A failure's own words (and what to do) on a line of their own: the STOP/NOTE cell
-        // is too narrow for them.
+        // is too narrow for them; so are the account's windows and a changed CLI.
         if let Some(d) = r.detail() {
             out.push(format!("  └ {}", clip(&d, 160)));
+        }
+        for l in crate::records::quota_view::detail_lines(&r.state, now) {
+            out.push(format!("  └ {}", clip(&l, 160)));
         }
     }
     out
@@ -338,6 +362,12 @@ fn run_json(row: &Row) -> RunJson<'_> {
             state: s.worktree_state.as_deref(),
             note: s.worktree_note.as_deref(),
         }),
+        account: s.account.as_deref(),
+        rate_limits: s.rate_limits.as_ref(),
+        agent_retry: s.agent_retry.as_ref(),
+        hold: s.hold.as_deref(),
+        agent_cli: s.agent_cli.as_ref(),
+        agent_cli_changed: s.agent_cli_changed.as_ref(),
     }
 }
 

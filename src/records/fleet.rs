@@ -67,6 +67,14 @@ pub struct StateView {
     pub branch: Option<String>,
     pub commits_ahead: Option<u64>,
     pub files_changed: Option<u64>,
+    /// The account, its windows, the CLI's own retry, a hold, the CLI (issue 18; worded by
+    /// `records::quota_view`).
+    pub account: Option<String>,
+    pub rate_limits: Option<Vec<super::accounts::WindowRecord>>,
+    pub agent_retry: Option<super::state::AgentRetryState>,
+    pub hold: Option<String>,
+    pub agent_cli: Option<crate::engine::AgentCli>,
+    pub agent_cli_changed: Option<super::state::CliChange>,
 }
 
 /// The latest verify or review as status shows it.
@@ -315,6 +323,9 @@ impl Row {
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| "waiting for `looper control resume`".into())
             ),
+            Some("running") if s.agent_retry.is_some() => {
+                super::quota_view::agent_retry_note(s).unwrap_or_default()
+            }
             Some("running") if s.gate_blocked.is_some() => {
                 let since = s
                     .gate_blocked_since
