@@ -39,6 +39,7 @@
 //!     "account": string|null,      the account the agent's login belongs to
 //!     "rate_limits": [ {"agent", "window", "window_minutes", "used_percent", "resets_at",
 //!                       "status", "at"} ]|null,   the latest reading of each usage window
+//!     "account_limit": {"until", "reason", "at"}|null,  the account's last limit it saw
 //!     "agent_retry": {"agent", "attempt", "max_attempts", "status", "delay_seconds",
 //!                     "error", "text", "at"}|null, the CLI retrying by itself right now
 //!     "hold": string|null,          account_limit, headroom or daily_budget (a retrying run)
@@ -66,7 +67,7 @@ use crate::records::discovery::{self, discover};
 use crate::records::events::SupervisorEvent;
 use crate::records::fleet::{GateView, Row, StateView, UsageView, load_rows, sort_rows};
 use crate::records::repair::{record_after, repair_all};
-use crate::records::state::{AgentRetryState, CliChange};
+use crate::records::state::{AccountLimitState, AgentRetryState, CliChange};
 use crate::records::time;
 
 pub const SCHEMA: &str = "agent-looper/status";
@@ -121,6 +122,8 @@ pub struct RunJson<'a> {
     pub account: Option<&'a str>,
     /// The latest reading of each usage window, per agent.
     pub rate_limits: Option<&'a Vec<WindowRecord>>,
+    /// The last limit of the account the run saw (until, reason).
+    pub account_limit: Option<&'a AccountLimitState>,
     /// The CLI retrying by itself while the attempt goes on.
     pub agent_retry: Option<&'a AgentRetryState>,
     /// What a `retrying` run is held back for: `account_limit`, `headroom`, `daily_budget`.
@@ -364,6 +367,7 @@ fn run_json(row: &Row) -> RunJson<'_> {
         }),
         account: s.account.as_deref(),
         rate_limits: s.rate_limits.as_ref(),
+        account_limit: s.account_limit.as_ref(),
         agent_retry: s.agent_retry.as_ref(),
         hold: s.hold.as_deref(),
         agent_cli: s.agent_cli.as_ref(),

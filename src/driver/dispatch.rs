@@ -590,6 +590,10 @@ impl Dispatcher {
             if panes::close_at_end(self.cfg.settings.keep_agent_pane) {
                 self.ports.panes.close(&pane);
                 closed_pane = Some(pane.pid);
+                // Nothing of the pane outlives the run (a process that ignored the hangup).
+                if let Err(e) = self.release_session(&pane.session_id) {
+                    crate::console::err(&format!("looper: {e}"));
+                }
             } else {
                 pane_kept = true;
             }

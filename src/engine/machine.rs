@@ -450,12 +450,8 @@ impl Engine {
             prompt_index,
             cause: hold.cause,
             wait_seconds: hold.seconds,
-            retry_status: format!(
-                "holding ({}); next check in {}: {}",
-                hold.cause.as_str(),
-                fmt_duration(hold.seconds),
-                hold.reason
-            ),
+            // What status shows for the wait: the reason says what holds it and how long.
+            retry_status: hold.reason.clone(),
             reason: hold.reason,
         }));
         self.phase = phase;

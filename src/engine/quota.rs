@@ -114,11 +114,11 @@ pub fn account_hold(f: &AccountFacts, headroom: Option<f64>, new_loop: bool) -> 
             cause: HoldCause::AccountLimit,
             seconds: l.until - f.now,
             reason: format!(
-                "account {} is limited for {} more (seen by {}: {})",
+                "account {} is limited, seen by {}: {}; held {} until the reset",
                 f.account,
-                span(l.until - f.now),
                 l.seen_by,
-                crate::text::clip_chars(&l.reason, 160)
+                crate::text::clip_chars(&l.reason, 160),
+                span(l.until - f.now)
             ),
         });
     }
@@ -140,9 +140,9 @@ pub fn account_hold(f: &AccountFacts, headroom: Option<f64>, new_loop: bool) -> 
         cause: HoldCause::Headroom,
         seconds: last.resets_at - f.now,
         reason: format!(
-            "account {} has less than {}% headroom ({} used); holding new loops for {} until {} resets",
-            f.account,
+            "less than {}% headroom on account {} ({} used); new loops held {} until {} resets",
             crate::text::format_num(headroom),
+            f.account,
             names.join(", "),
             span(last.resets_at - f.now),
             last.window
@@ -180,7 +180,7 @@ pub fn daily_hold(u: &DailyUsage, what: String) -> Hold {
     Hold {
         cause: HoldCause::DailyBudget,
         seconds: u.next_day_in.max(0.0),
-        reason: format!("{what}; waiting {} for the next day", span(u.next_day_in)),
+        reason: format!("{what}; held {} until the next day", span(u.next_day_in)),
     }
 }
 
@@ -321,7 +321,7 @@ mod tests {
         let h = account_hold(&facts(Some((1300.0, false)), &[]), None, true).expect("hold");
         assert_eq!(
             h.reason,
-            "account team is limited for 5m 0s more (seen by looper a: rate limit event: status=rejected)"
+            "account team is limited, seen by looper a: rate limit event: status=rejected; held 5m 0s until the reset"
         );
         let h = account_hold(
             &facts(None, &[("five_hour", 95.5, 8200.0)]),
@@ -331,7 +331,7 @@ mod tests {
         .expect("hold");
         assert_eq!(
             h.reason,
-            "account team has less than 10% headroom (five_hour 95.5% used); holding new loops for 2h 0m until five_hour resets"
+            "less than 10% headroom on account team (five_hour 95.5% used); new loops held 2h 0m until five_hour resets"
         );
     }
 
@@ -374,6 +374,6 @@ mod tests {
         );
         let h = daily_hold(&usage(100, 0.0), "x".into());
         assert_eq!((h.cause, h.seconds), (HoldCause::DailyBudget, 3600.0));
-        assert_eq!(h.reason, "x; waiting 1h 0m for the next day");
+        assert_eq!(h.reason, "x; held 1h 0m until the next day");
     }
 }

@@ -71,6 +71,7 @@ pub struct StateView {
     /// `records::quota_view`).
     pub account: Option<String>,
     pub rate_limits: Option<Vec<super::accounts::WindowRecord>>,
+    pub account_limit: Option<super::state::AccountLimitState>,
     pub agent_retry: Option<super::state::AgentRetryState>,
     pub hold: Option<String>,
     pub agent_cli: Option<crate::engine::AgentCli>,

@@ -86,29 +86,29 @@ pub fn limits_line(s: &StateView, now: DateTime<Utc>) -> Option<String> {
     Some(parts.join("; "))
 }
 
-/// The CLI's own retry while the attempt goes on: `claude retrying by itself: attempt 2/10
-/// after 429 (rate_limit), next try in 2s`.
+/// The CLI's own retry while the attempt goes on: `claude retrying itself: 2/10 after 429,
+/// next in 2s`.
 pub fn agent_retry_note(s: &StateView) -> Option<String> {
     let r = s.agent_retry.as_ref()?;
-    let mut t = format!("{} retrying by itself", sanitize_line(&r.agent));
+    // Short: it is a cell of the table (60 characters).
+    let mut t = format!("{} retrying itself", sanitize_line(&r.agent));
     match (r.attempt, r.max_attempts) {
-        (Some(a), Some(m)) => t.push_str(&format!(": attempt {a}/{m}")),
-        (Some(a), None) => t.push_str(&format!(": attempt {a}")),
+        (Some(a), Some(m)) => t.push_str(&format!(": {a}/{m}")),
+        (Some(a), None) => t.push_str(&format!(": try {a}")),
         _ => t.push(':'),
     }
-    if let Some(st) = r.status {
-        t.push_str(&format!(" after {st}"));
-    }
-    if let Some(e) = &r.error {
-        t.push_str(&format!(" ({})", sanitize_line(e)));
+    match (r.status, &r.error) {
+        (Some(st), _) => t.push_str(&format!(" after {st}")),
+        (None, Some(e)) => t.push_str(&format!(" after {}", sanitize_line(e))),
+        (None, None) => {}
     }
     if let Some(d) = r.delay_seconds {
         t.push_str(&format!(
-            ", next try in {}",
+            ", next in {}",
             crate::engine::stop::fmt_duration(d)
         ));
     }
-    if r.attempt.is_none() && r.status.is_none() {
+    if r.attempt.is_none() && r.status.is_none() && r.error.is_none() {
         t.push_str(&format!(" {}", sanitize_line(&r.text)));
     }
     Some(t)
@@ -133,14 +133,32 @@ pub fn cli_change_line(s: &StateView) -> Option<String> {
     ))
 }
 
-/// The lines under a run's row: its account's windows while it is active, and a CLI that
-/// changed during it.
+/// The account's limit the run saw, while it lasts: `account claude:/h/.claude limited until
+/// 14:05: You've hit your 5-hour limit`.
+pub fn account_limit_line(s: &StateView, now: DateTime<Utc>) -> Option<String> {
+    let l = s.account_limit.as_ref()?;
+    let until = l.until.filter(|u| *u > now)?;
+    Some(format!(
+        "account {} limited until {}: {}",
+        sanitize_line(s.account.as_deref().unwrap_or("-")),
+        when(until, now),
+        sanitize_line(&l.reason)
+    ))
+}
+
+/// The lines under a run's row: its account's windows and limit while it is active, and a
+/// CLI that changed during it.
 pub fn detail_lines(s: &StateView, now: DateTime<Utc>) -> Vec<String> {
     let mut out = Vec::new();
     if s.is_active()
         && let Some(l) = limits_line(s, now)
     {
         out.push(format!("limits: {l}"));
+    }
+    if s.is_active()
+        && let Some(l) = account_limit_line(s, now)
+    {
+        out.push(l);
     }
     if let Some(c) = cli_change_line(s) {
         out.push(c);
@@ -221,7 +239,7 @@ mod tests {
         };
         assert_eq!(
             agent_retry_note(&retry).as_deref(),
-            Some("claude retrying by itself: attempt 2/10 after 429 (rate_limit), next try in 2s")
+            Some("claude retrying itself: 2/10 after 429, next in 2s")
         );
     }
 }

@@ -58,6 +58,17 @@ pub struct AgentRetryState {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// The run's account found limited until a time (`account_limit_recorded`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AccountLimitState {
+    #[serde(with = "time::opt")]
+    pub until: Option<DateTime<Utc>>,
+    pub reason: String,
+    #[serde(with = "time::opt")]
+    pub at: Option<DateTime<Utc>>,
+}
+
 /// The agent's CLI changed between loops (`agent_cli_changed`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -178,8 +189,10 @@ pub struct RunState {
     /// The account the agent's login belongs to (issue 18): as shown, and its file's id.
     pub account: Option<String>,
     pub account_id: Option<String>,
-    /// The latest reading of each usage window, per agent (maker and reviewer).
+    /// The latest reading of each usage window, per agent.
     pub rate_limits: Option<Vec<WindowRecord>>,
+    /// The last limit of the account this run saw (and told the other loopers of).
+    pub account_limit: Option<AccountLimitState>,
     /// The agent's CLI retrying by itself, while the attempt goes on.
     pub agent_retry: Option<AgentRetryState>,
     /// What a `retrying` run is held back for, when it is not a retry of its own
@@ -534,6 +547,13 @@ impl RunState {
             }
             SupervisorEvent::RateLimits { agent, windows } => {
                 merge_windows(self.rate_limits.get_or_insert_default(), agent, windows);
+            }
+            SupervisorEvent::AccountLimitRecorded { until, reason, .. } => {
+                self.account_limit = Some(AccountLimitState {
+                    until: Some(*until),
+                    reason: reason.clone(),
+                    at: Some(at),
+                });
             }
             SupervisorEvent::AgentRetry { agent, retry } => {
                 let AgentRetry {

@@ -15,6 +15,7 @@ mod e2e_support;
 mod sshd;
 
 mod e2e;
+mod e2e_quota;
 
 mod cli;
 mod control;
@@ -25,6 +26,7 @@ mod fuzz_replay;
 mod hardening;
 mod hybrid;
 mod process;
+mod quota;
 mod reliability;
 mod remote;
 mod security;

@@ -84,8 +84,10 @@ impl Dispatcher {
         // Never a second process on a session an earlier one still holds (issue 18).
         if spec.session.resume
             && let Some(id) = spec.session.id.clone()
-            && let Err(why) = self.release_session(&id)
+            && let Err(e) = self.release_session(&id)
         {
+            let why =
+                format!("cannot resume session {id}: an earlier process still holds it ({e})");
             let _ = log.note("stop_reason", &why);
             self.not_started(why);
             return Ok(None);
@@ -258,8 +260,11 @@ impl Dispatcher {
         if self.pane.is_none() {
             // A pane reopened on a session: whatever of the old pane still runs goes first.
             if plan == PanePlan::Reopen
-                && let Err(why) = self.release_session(&session_id)
+                && let Err(e) = self.release_session(&session_id)
             {
+                let why = format!(
+                    "cannot reopen session {session_id}: the closed pane's processes still hold it ({e})"
+                );
                 let _ = log.note("stop_reason", &why);
                 self.not_started(why);
                 return Ok(None);
@@ -439,8 +444,9 @@ impl Dispatcher {
         });
     }
 
-    /// End what still runs of earlier processes of `session_id` before it is resumed; an
-    /// error when something survived (the attempt must then not start).
+    /// End what still runs of earlier processes of `session_id` (before it is resumed, and
+    /// when the run closes its pane); an error when something survived (an attempt must then
+    /// not start).
     pub(super) fn release_session(&mut self, session_id: &str) -> std::result::Result<(), String> {
         let mut kept = Vec::new();
         let mut failure = None;
@@ -463,9 +469,7 @@ impl Dispatcher {
                     self.check(r);
                 }
                 Err(e) => {
-                    failure = Some(format!(
-                        "cannot resume session {session_id}: an earlier process still holds it ({e})"
-                    ));
+                    failure = Some(e);
                     kept.push(h);
                 }
             }

@@ -84,7 +84,7 @@ fn another_loopers_limit_holds_the_prompt_until_its_reset_then_it_goes() {
     };
     assert_eq!(
         reason,
-        "account team is limited for 5m 0s more (seen by looper other (run r, pid 7): rate limit event: status=rejected)"
+        "account team is limited, seen by looper other (run r, pid 7): rate limit event: status=rejected; held 5m 0s until the reset"
     );
 }
 
@@ -322,7 +322,7 @@ fn a_reached_daily_budget_waits_for_the_next_day_before_the_next_loop() {
     };
     assert_eq!(
         reason,
-        "daily token budget reached: 1000 tokens used today on this machine (2 runs; max 1000); waiting 2h 0m for the next day"
+        "daily token budget reached: 1000 tokens used today on this machine (2 runs; max 1000); held 2h 0m until the next day"
     );
 }
 
