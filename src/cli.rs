@@ -176,6 +176,12 @@ pub enum WorktreeCleanup {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DailyBudgetAction {
+    Wait,
+    Stop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Layout {
     Auto,
     Single,
@@ -291,6 +297,21 @@ pub struct RunArgs {
     /// Budget: total cost in USD reported by the agent; 0 is unlimited.
     #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     pub max_cost: Option<String>,
+    /// Machine-wide budget: tokens reported today (local time) by every run on this
+    /// machine, checked before each loop; 0 is unlimited.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub daily_max_tokens: Option<String>,
+    /// Machine-wide budget: cost in USD reported today (local time) by every run on this
+    /// machine, checked before each loop; 0 is unlimited.
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
+    pub daily_max_cost: Option<String>,
+    /// When a daily budget is reached: wait for the next day, or stop (exit 3) [default: wait].
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub daily_budget_action: Option<DailyBudgetAction>,
+    /// Hold new loops while a usage window of the agent's account is more than 100 - N
+    /// percent used, until it resets; 0 is off.
+    #[arg(long, value_name = "PERCENT", allow_negative_numbers = true)]
+    pub min_headroom: Option<String>,
     /// Run exactly one loop (same as --max-loops 1).
     #[arg(long)]
     pub once: bool,

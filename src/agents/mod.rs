@@ -5,6 +5,7 @@ pub mod long_line;
 pub mod output;
 mod piece;
 pub mod scanner;
+pub mod self_retry;
 
 pub use command::{AgentCommand, PromptContext};
 pub use output::Stream;

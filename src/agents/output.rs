@@ -47,6 +47,9 @@ pub struct LineFacts<'a> {
     pub error: Option<RawError>,
     /// The agent reports something it handles itself (its own retry): shown, never acted on.
     pub notice: Option<String>,
+    /// What a structured retry notice says (claude's `api_retry`); plain-text notices are
+    /// read by `self_retry::from_text`.
+    pub self_retry: Option<super::self_retry::SelfRetry>,
     /// What the record says about the account's usage windows (issue 18 item 1).
     pub rate_limits: Vec<RateLimitReading>,
 }
@@ -573,7 +576,7 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
             }
         }
         "system" if subtype == "api_retry" => {
-            facts.notice = Some(format!(
+            let text = format!(
                 "claude is retrying the API itself: attempt {}/{} after {} ({})",
                 u(v, "attempt"),
                 u(v, "max_retries"),
@@ -581,7 +584,16 @@ fn claude<'a>(v: &Json, _stream: Stream, now_epoch: f64) -> LineFacts<'a> {
                     .map(|x| x.to_string())
                     .unwrap_or_default(),
                 s(v, "error").unwrap_or("error")
-            ));
+            );
+            facts.self_retry = Some(super::self_retry::SelfRetry {
+                attempt: v.get("attempt").and_then(Json::as_u64),
+                max_attempts: v.get("max_retries").and_then(Json::as_u64),
+                status: v.get("error_status").and_then(Json::as_u64),
+                delay_seconds: num(v, "retry_delay_ms").map(|ms| ms / 1000.0),
+                error: s(v, "error").map(str::to_string),
+                text: text.clone(),
+            });
+            facts.notice = Some(text);
         }
         // `system/init` lists paths, tools and MCP servers: never an error channel.
         "system" | "user" | "stream_event" => {}

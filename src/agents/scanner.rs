@@ -139,6 +139,8 @@ pub struct News {
     /// A non-informational error signal appeared (kill_on_stop_pattern acts on it).
     pub error: bool,
     pub notice: Option<String>,
+    /// The notice is the CLI's own retry: what it says (issue 18).
+    pub retry: Option<super::self_retry::SelfRetry>,
 }
 
 pub struct Scanner {
@@ -611,6 +613,11 @@ impl Scanner {
             }
         }
         if let Some(n) = facts.notice {
+            news.retry = Some(
+                facts
+                    .self_retry
+                    .unwrap_or_else(|| super::self_retry::from_text(&n)),
+            );
             news.notice = Some(n.clone());
             self.last_notice = Some(n);
         }

@@ -37,14 +37,23 @@
 //!     "review_last": {"loop", "verdict", "reason"}|null,  the latest review
 //!     "group": string|null, "parallel_index": int|null,  a --parallel group
 //!     "branch": string|null, "commits_ahead": int|null, "files_changed": int|null,
-//!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null
+//!     "worktree": {"path", "branch", "state": active|kept|removed, "note"}|null,
 //!     "needs_input": bool,          a live run waits for a person (issue 17)
 //!     "open_asks": [ {"id", "kind": "question"|"approval", "question", "choices"} ],
 //!     "tmux_socket": string|null,   the tmux server the supervisor ran in (socket path)
 //!     "tmux_pane": string|null,     the supervisor's own pane (`%3`), recorded at start
-//!     "tmux_window": {"target", "session", "index", "name"}|null
+//!     "tmux_window": {"target", "session", "index", "name"}|null,
 //!                                   where that pane is now (`looper:2`), for a live run:
 //!                                   one `list-panes -a` per tmux server asked
+//!     "account": string|null,       the account the agent's login belongs to
+//!     "rate_limits": [ {"agent", "window", "window_minutes", "used_percent", "resets_at",
+//!                       "status", "at"} ]|null,   the latest reading of each usage window
+//!     "account_limit": {"until", "reason", "at"}|null,  the account's last limit it saw
+//!     "agent_retry": {"agent", "attempt", "max_attempts", "status", "delay_seconds",
+//!                     "error", "text", "at"}|null, the CLI retrying by itself right now
+//!     "hold": string|null,          account_limit, headroom or daily_budget (a retrying run)
+//!     "agent_cli": {"path", "version", "size", "inode", "mtime"}|null,
+//!     "agent_cli_changed": {"previous_version", "version", "path", "at"}|null
 //!   } ]                             ordered as the table: attention, running, finished
 //!   "hidden_runs": int,             finished runs left out by `--since`
 //!   "orphan_worktrees": [ {"path", "branch", "label", "run_dir", "phase", "reason"} ]
@@ -69,12 +78,14 @@ use crate::cli::StatusArgs;
 use crate::effects::tmux;
 use crate::effects::worktree::{self, Phase};
 use crate::error::{Error, Result};
+use crate::records::accounts::WindowRecord;
 use crate::records::discovery::{self, discover};
 use crate::records::events::SupervisorEvent;
 use crate::records::fleet::{
     GateView, OpenAskView, Row, StateView, UsageView, load_rows, sort_rows,
 };
 use crate::records::repair::{record_after, repair_all};
+use crate::records::state::{AccountLimitState, AgentRetryState, CliChange};
 use crate::records::time;
 
 pub const SCHEMA: &str = "agent-looper/status";
@@ -134,6 +145,19 @@ pub struct RunJson<'a> {
     pub tmux_pane: Option<&'a str>,
     /// Where that pane is now, for a live run: asked of its tmux server.
     pub tmux_window: Option<WindowJson<'a>>,
+    /// The account the agent's login belongs to (issue 18).
+    pub account: Option<&'a str>,
+    /// The latest reading of each usage window, per agent.
+    pub rate_limits: Option<&'a Vec<WindowRecord>>,
+    /// The last limit of the account the run saw (until, reason).
+    pub account_limit: Option<&'a AccountLimitState>,
+    /// The CLI retrying by itself while the attempt goes on.
+    pub agent_retry: Option<&'a AgentRetryState>,
+    /// What a `retrying` run is held back for: `account_limit`, `headroom`, `daily_budget`.
+    pub hold: Option<&'a str>,
+    /// The agent's CLI (path, version, file identity) and its change during the run.
+    pub agent_cli: Option<&'a crate::engine::AgentCli>,
+    pub agent_cli_changed: Option<&'a CliChange>,
 }
 
 /// A live run's tmux window in the `--json` document.
@@ -399,8 +423,13 @@ pub fn table(rows: &[Row], now: DateTime<Utc>, windows: &Windows) -> Table {
         t.row_line.push(t.lines.len());
         t.lines.push(line(c, tone(r)));
         // A failure's own words (and what to do) on a line of their own: the STOP/NOTE cell
-        // is too narrow for them.
+        // is too narrow for them; so are the account's windows and a changed CLI.
         if let Some(d) = r.detail() {
+            let mut l = Line::plain("  └ ");
+            l.push(clip(&d, 160), Tone::Detail);
+            t.lines.push(l);
+        }
+        for d in crate::records::quota_view::detail_lines(&r.state, now) {
             let mut l = Line::plain("  └ ");
             l.push(clip(&d, 160), Tone::Detail);
             t.lines.push(l);
@@ -555,6 +584,13 @@ fn run_json<'a>(row: &'a Row, windows: &'a Windows) -> RunJson<'a> {
             index: w.index,
             name: &w.name,
         }),
+        account: s.account.as_deref(),
+        rate_limits: s.rate_limits.as_ref(),
+        account_limit: s.account_limit.as_ref(),
+        agent_retry: s.agent_retry.as_ref(),
+        hold: s.hold.as_deref(),
+        agent_cli: s.agent_cli.as_ref(),
+        agent_cli_changed: s.agent_cli_changed.as_ref(),
     }
 }
 

@@ -96,6 +96,13 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
             "cb-output-match-repeats",
         ),
         ("max_tokens", &args.max_tokens, "max-tokens"),
+        (
+            "daily_max_tokens",
+            &args.daily_max_tokens,
+            "daily-max-tokens",
+        ),
+        ("daily_max_cost_usd", &args.daily_max_cost, "daily-max-cost"),
+        ("min_headroom_percent", &args.min_headroom, "min-headroom"),
     ];
     for (key, token, name) in numbers {
         if let Some(token) = token {
@@ -105,6 +112,17 @@ pub(super) fn apply_flags(layers: &mut Layers, args: &RunArgs) -> Result<()> {
     }
     if args.once {
         set("max_loops", Value::Int(1), flag("once"));
+    }
+    if let Some(a) = args.daily_budget_action {
+        let word = match a {
+            cli::DailyBudgetAction::Wait => "wait",
+            cli::DailyBudgetAction::Stop => "stop",
+        };
+        set(
+            "daily_budget_action",
+            Value::Str(word.into()),
+            flag("daily-budget-action"),
+        );
     }
     if let Some(re) = &args.complete_on {
         set("completion_enabled", Value::Bool(true), flag("complete-on"));

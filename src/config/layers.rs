@@ -317,6 +317,17 @@ pub fn check(spec: &KeySpec, value: &toml::Value, origin: &Origin, path: &str) -
             }
             Ok(Value::Num(n))
         }
+        Kind::Percent => {
+            let n = match value {
+                toml::Value::Integer(i) => *i as f64,
+                toml::Value::Float(f) => *f,
+                other => return Err(fail(describe(other))),
+            };
+            if !(0.0..=100.0).contains(&n) {
+                return Err(fail(describe(value)));
+            }
+            Ok(Value::Num(n))
+        }
         Kind::Seconds { min, exclusive } => {
             let n = match value {
                 toml::Value::Integer(i) => *i as f64,

@@ -74,6 +74,11 @@ config_enum!(
 );
 
 config_enum!(
+    /// What a reached daily budget does: wait for the next local day, or stop the run.
+    DailyBudgetAction { Wait, Stop }
+);
+
+config_enum!(
     /// One prompt per loop, or a sequence split on the separator.
     PromptMode { Single, Sequence }
 );
@@ -105,6 +110,11 @@ pub struct AgentSettings {
     pub resume_command: Option<Vec<String>>,
     pub stop_patterns: Vec<String>,
     pub scan_stdout_for_stop_patterns: bool,
+    /// `account = "name"`: the login this agent uses, named explicitly (issue 18); `None`:
+    /// derived from what selects the login (`records::accounts::Account::derive`).
+    pub account: Option<String>,
+    /// This agent's own `min_headroom_percent`, when its table sets one.
+    pub min_headroom_percent: Option<f64>,
 }
 
 /// A run in a git worktree of its own (issue 16).
@@ -162,6 +172,13 @@ pub struct Settings {
     pub max_tokens: Option<u64>,
     /// `None`: no cost budget (0 in the file).
     pub max_cost_usd: Option<f64>,
+    /// The machine-wide daily budgets (issue 18): `None` when off (0 in the file).
+    pub daily_max_tokens: Option<u64>,
+    pub daily_max_cost_usd: Option<f64>,
+    pub daily_budget_action: DailyBudgetAction,
+    /// Hold new loops while a usage window of the account is more used than `100 - N`
+    /// percent (the agent's own setting, else `[looper]`'s); `None` when off.
+    pub min_headroom_percent: Option<f64>,
     pub terminate_grace: Duration,
     pub pipe_leak_timeout: Duration,
     pub tmux_layout: Layout,
@@ -537,6 +554,12 @@ fn agent_settings(r: &Reader, inv: &Invocation, agent_name: &str) -> Result<Agen
         resume_command: r.list(&a("resume_command")),
         stop_patterns,
         scan_stdout_for_stop_patterns: scan_stdout,
+        account: r.opt_str(&a("account")),
+        min_headroom_percent: match r.value(&a("min_headroom_percent")) {
+            Some(Value::Num(n)) => Some(*n),
+            Some(Value::Int(i)) => Some(*i as f64),
+            _ => None,
+        },
     })
 }
 
@@ -608,6 +631,13 @@ fn build(
         .then(|| r.str("looper.completion_marker"));
     let verify = gates::verify(&r, &inv.base_dir, &agent.cwd)?;
     let review = gates::review(&r, inv)?;
+    // The agent's own headroom wins over `[looper]`'s, and `--min-headroom` over both.
+    let min_headroom_percent = match layers.get("looper.min_headroom_percent") {
+        Some(e) if matches!(e.origin, Origin::Flag(_)) => None,
+        _ => agent.min_headroom_percent,
+    }
+    .or(Some(r.num("looper.min_headroom_percent")))
+    .filter(|n| *n > 0.0);
     let layout = match r.str("looper.tmux_layout").as_str() {
         "single" => Layout::Single,
         "split" => Layout::Split,
@@ -653,6 +683,13 @@ fn build(
         max_runtime: Some(r.seconds("looper.max_runtime_seconds")).filter(|d| !d.is_zero()),
         max_tokens: Some(r.int("looper.max_tokens")).filter(|n| *n > 0),
         max_cost_usd: Some(r.num("looper.max_cost_usd")).filter(|c| *c > 0.0),
+        daily_max_tokens: Some(r.int("looper.daily_max_tokens")).filter(|n| *n > 0),
+        daily_max_cost_usd: Some(r.num("looper.daily_max_cost_usd")).filter(|c| *c > 0.0),
+        daily_budget_action: match r.str("looper.daily_budget_action").as_str() {
+            "stop" => DailyBudgetAction::Stop,
+            _ => DailyBudgetAction::Wait,
+        },
+        min_headroom_percent,
         terminate_grace: r.seconds("looper.terminate_grace_seconds"),
         pipe_leak_timeout: r.seconds("looper.pipe_leak_timeout_seconds"),
         tmux_layout: layout,

@@ -337,6 +337,7 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
     };
 
     check_budgets(&settings)?;
+    check_headroom(&settings)?;
     let label = settings
         .label
         .clone()
@@ -429,6 +430,35 @@ fn check_budgets(settings: &Settings) -> Result<()> {
                 "a budget {what} can report (only claude's json interface reports cost; use max_tokens)"
             ),
             crate::text::format_num(max),
+        ));
+    }
+    Ok(())
+}
+
+/// A headroom needs an account to read windows from: a generic agent has one only by name.
+fn check_headroom(settings: &Settings) -> Result<()> {
+    let a = &settings.agent;
+    if settings.min_headroom_percent.is_some()
+        && a.kind == AgentKind::Generic
+        && a.account.is_none()
+    {
+        let key = if a.min_headroom_percent.is_some() {
+            format!("agents.{}.min_headroom_percent", a.name)
+        } else {
+            "looper.min_headroom_percent".to_string()
+        };
+        return Err(Error::config(
+            settings
+                .layers
+                .get(&key)
+                .map(|e| e.origin.to_string())
+                .unwrap_or_default(),
+            key,
+            format!(
+                "an agent with an account (a generic agent has one only by name: agents.{}.account = \"...\")",
+                a.name
+            ),
+            format!("a headroom for generic agent `{}`", a.name),
         ));
     }
     Ok(())
@@ -652,6 +682,8 @@ mod tests {
             resume_command: Some(vec!["resume-agent".into(), "{session}".into()]),
             stop_patterns: vec![],
             scan_stdout_for_stop_patterns: false,
+            account: None,
+            min_headroom_percent: None,
         };
         assert_eq!(programs_of(&agent), ["start-agent", "resume-agent"]);
     }

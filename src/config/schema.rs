@@ -34,6 +34,8 @@ pub enum Kind {
         min: f64,
         exclusive: bool,
     },
+    /// A percentage: a finite number from 0 to 100.
+    Percent,
     /// A duration in seconds, `> min` (exclusive) or `>= min`, at most [`MAX_SECONDS`]: it
     /// becomes a `Duration` once, here, and nothing downstream converts or clamps again.
     Seconds {
@@ -84,6 +86,7 @@ impl Kind {
                 min,
                 exclusive: false,
             } => format!("a finite number >= {min}"),
+            Kind::Percent => "a number >= 0 and <= 100".into(),
             Kind::Seconds {
                 min,
                 exclusive: true,
@@ -124,7 +127,7 @@ impl Kind {
             Kind::Str | Kind::NonEmptyStr | Kind::Path { .. } | Kind::Choice(_) => "string",
             Kind::Regex { .. } => "string (regex)",
             Kind::Int { .. } => "integer",
-            Kind::Num { .. } | Kind::Seconds { .. } => "number",
+            Kind::Num { .. } | Kind::Seconds { .. } | Kind::Percent => "number",
             Kind::Bool => "boolean",
             Kind::StrList | Kind::Template | Kind::ChoiceList(_) | Kind::Argv(_) => {
                 "array of strings"
@@ -169,6 +172,7 @@ pub const KINDS: &[&str] = &["codex", "claude", "gemini", "generic"];
 pub const INTERFACES: &[&str] = &["json", "hybrid"];
 pub const LAYOUTS: &[&str] = &["auto", "single", "split"];
 pub const WORKTREE_CLEANUPS: &[&str] = crate::engine::worktree::CleanupPolicy::WORDS;
+pub const DAILY_BUDGET_ACTIONS: &[&str] = &["wait", "stop"];
 
 pub const DEFAULT_STOP_PATTERNS: &[&str] = &[
     r"rate[\s_-]*limit(?:ed|ing)?",
@@ -437,6 +441,33 @@ pub const LOOPER_KEYS: &[KeySpec] = &[
         "Budget: total cost in USD the agents report; 0 is unlimited.",
     ),
     key(
+        "daily_max_tokens",
+        K::Int { min: 0 },
+        D::Int(0),
+        "Machine-wide budget: tokens reported today (local time) by every run on this machine, checked before each loop; 0 is unlimited.",
+    ),
+    key(
+        "daily_max_cost_usd",
+        K::Num {
+            min: 0.0,
+            exclusive: false,
+        },
+        D::Num(0.0),
+        "Machine-wide budget: cost in USD reported today (local time) by every run on this machine, checked before each loop; 0 is unlimited.",
+    ),
+    key(
+        "daily_budget_action",
+        K::Choice(DAILY_BUDGET_ACTIONS),
+        D::Str("wait"),
+        "When a daily budget is reached: wait for the next day (local midnight), or stop (exit 3).",
+    ),
+    key(
+        "min_headroom_percent",
+        K::Percent,
+        D::Num(0.0),
+        "Hold new loops while a usage window of the agent's account is more than 100 - N percent used, until it resets; 0 is off.",
+    ),
+    key(
         "terminate_grace_seconds",
         K::Seconds {
             min: 0.0,
@@ -577,6 +608,18 @@ pub const AGENT_KEYS: &[KeySpec] = &[
         K::Bool,
         D::None,
         "Also match stop patterns on plain stdout lines of this agent.",
+    ),
+    key(
+        "account",
+        K::NonEmptyStr,
+        D::None,
+        "The account (login) this agent uses, shared by every looper on the machine; default: what selects the login (claude: CLAUDE_CONFIG_DIR or HOME; codex: CODEX_HOME or HOME; gemini: GEMINI_CLI_HOME or HOME).",
+    ),
+    key(
+        "min_headroom_percent",
+        K::Percent,
+        D::None,
+        "This agent's own looper.min_headroom_percent.",
     ),
 ];
 

@@ -110,6 +110,15 @@ fn cases(kind: Kind) -> (&'static str, Vec<(&'static str, &'static str)>) {
                 ("\"5\"", "a string \"5\""),
             ],
         ),
+        Kind::Percent => (
+            "95.5",
+            vec![
+                ("-1", "an integer -1"),
+                ("100.5", "a float 100.5"),
+                ("nan", "a non-finite number NaN"),
+                ("\"5\"", "a string \"5\""),
+            ],
+        ),
         Kind::Seconds {
             exclusive: true, ..
         } => (

@@ -110,6 +110,10 @@ pub fn for_event(event: &Event, log: Option<&Path>) -> Vec<String> {
         Event::CompletionMarkerIgnored { .. } => vec![
             "looper: the agent printed the completion marker, but completion is off: the run goes on. Pass --complete-on 'EXIT_SIGNAL:\\s*true' or set completion_enabled = true to stop on it".into(),
         ],
+        // The reason may quote what another looper's agent printed (D35).
+        Event::QuotaWait { retry_status, .. } => {
+            vec![format!("HOLD: {}", text::sanitize_line(retry_status))]
+        }
         Event::Paused { .. } => vec!["paused: waiting for `looper control resume`".into()],
         Event::Resumed { .. } => vec!["resumed".into()],
         Event::AskOpened {

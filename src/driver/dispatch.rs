@@ -17,14 +17,18 @@ use crate::agents::command::{self, AgentCommand, PromptContext};
 use crate::config::run::RunConfig;
 use crate::config::{AgentKind, Interface};
 use crate::console::words;
+use crate::effects::holders::Holder;
 use crate::effects::hybrid::{self, Pane, Tui};
 use crate::effects::outlog::LogWriter;
 use crate::effects::process::{AttemptControl, AttemptExit, SpawnSpec};
 use crate::engine::panes::{self, PaneFacts, PanePlan};
-use crate::engine::{AttemptReport, AttemptSpec, Effect, Engine, Event, Input, Status, StopReason};
+use crate::engine::{
+    AgentCli, AttemptReport, AttemptSpec, Effect, Engine, Event, Input, Status, StopReason,
+};
 use crate::error::{Error, Result};
 use crate::prompts::{self, PromptSet};
-use crate::records::events::SupervisorEvent;
+use crate::records::accounts::Account;
+use crate::records::events::{AgentRetry, SupervisorEvent};
 use crate::records::store::Sync;
 use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, time};
 
@@ -77,6 +81,7 @@ pub struct Presentation {
 mod attempt;
 mod gates;
 mod human;
+mod quota;
 
 /// What the process under way is, so its end is read for the right input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +114,24 @@ pub struct Dispatcher {
     plan_at_loop_start: Vec<String>,
     /// When a person is notified (D33).
     notify: crate::engine::notify::NotifyPolicy,
+    /// The agent's account (issue 18), when it has one.
+    account: Option<Account>,
+    /// When the limit the last account check found was recorded: a success of an attempt
+    /// started after that ends it.
+    limit_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the current attempt started.
+    attempt_started: Option<chrono::DateTime<chrono::Utc>>,
+    /// A failure to read or write the account's record was said (once a run).
+    said_account_error: bool,
+    /// The agent's program as the run resolved it, and its CLI as last checked.
+    cli: Option<(PathBuf, AgentCli)>,
+    /// Process groups of this run that work on the current session (issue 18 item 4).
+    holders: Vec<Holder>,
+    /// A codex json run's thread and its rollout, once found.
+    rollout: Option<(String, PathBuf)>,
+    /// Where an attempt's sink sends the CLI's own retries (the async loop hands them to
+    /// [`Dispatcher::agent_retry`]).
+    retries: Option<mpsc::UnboundedSender<AgentRetry>>,
 }
 
 impl Dispatcher {
@@ -121,6 +144,16 @@ impl Dispatcher {
     ) -> Self {
         let prompts = cfg.prompts.clone();
         let notify = human::notify_policy(&cfg);
+        // The agent's account (its record is read and written through `Ports::accounts`).
+        let account = super::account_file(&cfg)
+            .map(|f| f.account)
+            .filter(|_| !cfg.settings.dry_run);
+        let mut ports = ports;
+        if let Some(a) = &account {
+            let st = ports.records.state();
+            st.account = Some(a.name.clone());
+            st.account_id = Some(a.id.clone());
+        }
         Self {
             cfg,
             engine,
@@ -138,7 +171,27 @@ impl Dispatcher {
             loop_base: None,
             plan_at_loop_start: Vec::new(),
             notify,
+            account,
+            limit_seen_at: None,
+            attempt_started: None,
+            said_account_error: false,
+            cli: None,
+            holders: Vec::new(),
+            rollout: None,
+            retries: None,
         }
+    }
+
+    /// Where the CLIs' own retries go while an attempt runs.
+    pub fn with_retries(mut self, tx: mpsc::UnboundedSender<AgentRetry>) -> Self {
+        self.retries = Some(tx);
+        self
+    }
+
+    /// The agent's program and its CLI as found at the start (compared between loops).
+    pub fn with_cli(mut self, cli: Option<(PathBuf, AgentCli)>) -> Self {
+        self.cli = cli;
+        self
     }
 
     pub fn config(&self) -> &RunConfig {
@@ -264,6 +317,14 @@ impl Dispatcher {
                 let checked = self.check_plan();
                 self.queue.push_back(Input::PlanChecked(checked));
             }
+            Effect::CheckAccount => {
+                let checked = self.check_account();
+                self.queue.push_back(checked);
+            }
+            Effect::CheckDailyBudget => {
+                let checked = self.check_daily();
+                self.queue.push_back(checked);
+            }
             Effect::MarkLoopStart { loop_number } => self.mark_loop_start(loop_number),
             Effect::RunVerify(spec) => match self.start_verify(spec) {
                 Ok(Some(started)) => return Some(self.hold(started)),
@@ -315,6 +376,11 @@ impl Dispatcher {
                 retry_status,
                 wait_seconds,
                 ..
+            }
+            | Event::QuotaWait {
+                retry_status,
+                wait_seconds,
+                ..
             } => {
                 let notify_after = self.cfg.settings.retry_notify_after;
                 self.ports
@@ -334,14 +400,17 @@ impl Dispatcher {
                     st.start_snapshot = Some(commit.clone());
                 }
             }
-            Event::LoopCompleted { .. }
+            Event::LoopCompleted { .. } => {
                 if self
                     .ports
                     .checkout
                     .as_ref()
-                    .is_some_and(|c| c.is_worktree()) =>
-            {
-                self.measure_changes();
+                    .is_some_and(|c| c.is_worktree())
+                {
+                    self.measure_changes();
+                }
+                // Between loops, one `stat`: has the CLI been replaced (an auto-update)?
+                self.check_cli()?;
             }
             _ => {}
         }
@@ -450,6 +519,10 @@ impl Dispatcher {
             }
             None => self.report(exit, &mut sink),
         };
+        // What the attempt said about its account, for this run and every other looper.
+        if let Err(e) = self.learn_from_attempt(&report, &sink) {
+            self.fail(&e);
+        }
         self.handle(now, Input::AttemptFinished(report))
     }
 
@@ -528,6 +601,10 @@ impl Dispatcher {
             if panes::close_at_end(self.cfg.settings.keep_agent_pane) {
                 self.ports.panes.close(&pane);
                 closed_pane = Some(pane.pid);
+                // Nothing of the pane outlives the run (a process that ignored the hangup).
+                if let Err(e) = self.release_session(&pane.session_id) {
+                    crate::console::err(&format!("looper: {e}"));
+                }
             } else {
                 pane_kept = true;
             }

@@ -16,19 +16,25 @@ use chrono::Utc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::config::AgentKind;
 use crate::config::run::RunConfig;
 use crate::effects::notify::{NotifyOutcome, NotifyRunner};
 use crate::effects::{procinfo, tmux};
-use crate::engine::{Engine, EngineConfig, Input, RetryPolicy, ReviewGate, VerifyGate};
+use crate::engine::{
+    AgentCli, DailyBudget, Engine, EngineConfig, Input, RetryPolicy, ReviewGate, VerifyGate,
+};
 use crate::error::{Error, Result};
+use crate::records::accounts::{Account, AccountFile, accounts_dir};
 use crate::records::control::latest_focus;
+use crate::records::events::AgentRetry;
 use crate::records::events::SupervisorEvent;
 use crate::records::inbox::Inbox;
 use crate::records::{CONTROL_FILE, FOCUS_FILE, NOTES_FILE, RunStore, asks, discovery, panic};
 use dispatch::{Applied, AttemptHandle, Dispatcher, Presentation};
 pub use ports::WorktreeLease;
 use ports::{
-    Checkout, GitWorkspace, MainCheckout, Ports, ProcessAgents, Terminal, TmuxPanes, Workspace,
+    AccountFiles, Checkout, CliFiles, DiskCli, GitWorkspace, MachineSpend, MainCheckout, Ports,
+    ProcessAgents, ProcessHolders, Terminal, TmuxPanes, Workspace,
 };
 
 /// How the run presents itself, decided by the caller (terminal, tmux).
@@ -44,6 +50,57 @@ pub struct RunOptions {
     /// When the run directory is named (its stamp and random suffix), decided by the caller
     /// so the run lock can name the directory before it exists.
     pub run_id: Option<(chrono::DateTime<Utc>, u32)>,
+}
+
+/// The agent's account and its record's file (issue 18, D32); `None` when the agent has no
+/// account (a generic agent without `account`) or the machine no state directory.
+pub fn account_file(cfg: &RunConfig) -> Option<AccountFile> {
+    let a = &cfg.settings.agent;
+    let lookup = |k: &str| a.env.get(k).or_else(|| cfg.env.get(k)).cloned();
+    let account = Account::derive(a.kind, a.account.as_deref(), lookup, &a.cwd)?;
+    Some(AccountFile {
+        dir: accounts_dir(&cfg.env)?,
+        account,
+    })
+}
+
+/// The program the agent's commands run (its executable; a generic agent's first command),
+/// as found on PATH.
+fn cli_program(cfg: &RunConfig) -> Option<PathBuf> {
+    let a = &cfg.settings.agent;
+    let name = match a.kind {
+        AgentKind::Generic => a.first_command.as_ref()?.first()?.clone(),
+        _ => a.executable.clone(),
+    };
+    cfg.programs.get(&name).cloned()
+}
+
+/// The environment the agent's CLI is probed with: the supervisor's, plus what the agent's
+/// table sets to select its login and find its programs.
+fn probe_env(cfg: &RunConfig) -> Vec<(String, String)> {
+    let a = &cfg.settings.agent;
+    [
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "CODEX_HOME",
+        "CLAUDE_CONFIG_DIR",
+        "GEMINI_CLI_HOME",
+    ]
+    .iter()
+    .filter_map(|k| a.env.get(*k).map(|v| (k.to_string(), v.clone())))
+    .collect()
+}
+
+/// The agent's CLI as the run starts with it: its file and, for a built-in kind, its
+/// `--version` (a generic agent's command is the user's program: never run for a probe).
+fn probe_cli(cfg: &RunConfig, disk: &mut dyn CliFiles) -> Option<(PathBuf, AgentCli)> {
+    let program = cli_program(cfg)?;
+    let mut cli = disk.stamp(&program)?;
+    if cfg.settings.agent.kind != AgentKind::Generic {
+        cli.version = disk.version(&program);
+    }
+    Some((program, cli))
 }
 
 /// The engine's view of the configuration.
@@ -94,6 +151,16 @@ pub fn engine_config(cfg: &RunConfig) -> EngineConfig {
             timeout: r.timeout,
         }),
         human: s.human.policy.clone(),
+        account: account_file(cfg).is_some() && !s.dry_run,
+        min_headroom_percent: s.min_headroom_percent,
+        daily: (s.daily_max_tokens.is_some() || s.daily_max_cost_usd.is_some()).then_some(
+            DailyBudget {
+                max_tokens: s.daily_max_tokens,
+                max_cost_usd: s.daily_max_cost_usd,
+                wait: s.daily_budget_action == crate::config::DailyBudgetAction::Wait,
+            },
+        ),
+        agent_cli: None,
     }
 }
 
@@ -257,7 +324,19 @@ pub async fn run(
     let notices = std::mem::take(&mut cfg.notices);
     let dry_run = cfg.settings.dry_run;
     let max_runtime = cfg.settings.max_runtime;
-    let engine = Engine::new(engine_config(&cfg), rand::random());
+    let mut disk = DiskCli {
+        env: probe_env(&cfg),
+    };
+    let cli = if dry_run {
+        None
+    } else {
+        probe_cli(&cfg, &mut disk)
+    };
+    let mut engine_cfg = engine_config(&cfg);
+    engine_cfg.agent_cli = cli.as_ref().map(|(_, c)| c.clone());
+    let engine = Engine::new(engine_cfg, rand::random());
+    let account = account_file(&cfg).filter(|_| !dry_run);
+    let daily = engine_config(&cfg).daily.is_some() && !dry_run;
     let ports = Ports {
         agents: Box::new(ProcessAgents),
         panes: Box::new(TmuxPanes),
@@ -267,11 +346,27 @@ pub async fn run(
         console: Box::new(Terminal { quiet: opts.quiet }),
         checkout,
         notifier: Box::new(notifier),
+        accounts: account
+            .clone()
+            .map(|file| Box::new(AccountFiles { file }) as _),
+        daily: daily.then(|| {
+            Box::new(MachineSpend {
+                registry: discovery::registry_path(&cfg.env),
+                own: run_dir.clone(),
+            }) as _
+        }),
+        cli: Box::new(disk),
+        holders: Box::new(ProcessHolders {
+            grace: cfg.settings.terminate_grace,
+        }),
     };
     let presentation = Presentation {
         echo_transcript: echo,
     };
-    let mut d = Dispatcher::new(cfg, engine, ports, presentation, run_dir.clone());
+    let (retry_tx, retry_rx) = mpsc::unbounded_channel::<AgentRetry>();
+    let mut d = Dispatcher::new(cfg, engine, ports, presentation, run_dir.clone())
+        .with_cli(cli)
+        .with_retries(retry_tx);
     d.say(&header);
     for n in &notices {
         d.say(&format!("looper: {n}"));
@@ -283,7 +378,15 @@ pub async fn run(
     ));
 
     let mut notify_rx = notify_rx;
-    wait_loop(&mut d, &run_dir, dry_run, max_runtime, &mut notify_rx).await?;
+    wait_loop(
+        &mut d,
+        &run_dir,
+        dry_run,
+        max_runtime,
+        &mut notify_rx,
+        retry_rx,
+    )
+    .await?;
     drain_notifications(&mut d, &mut notify_rx, &notify_in_flight).await;
     let (code, unrecorded) = d.close();
     panic::forget();
@@ -403,6 +506,7 @@ async fn wait_loop(
     dry_run: bool,
     max_runtime: Option<Duration>,
     notify_rx: &mut mpsc::UnboundedReceiver<NotifyOutcome>,
+    mut retries: mpsc::UnboundedReceiver<AgentRetry>,
 ) -> Result<()> {
     let started = Instant::now();
     let now = || started.elapsed().as_secs_f64();
@@ -493,6 +597,7 @@ async fn wait_loop(
                 wait = None;
                 inputs.push(Input::WaitElapsed);
             }
+            Some(retry) = retries.recv() => d.agent_retry(retry),
             Some(()) = watch_rx.recv() => {
                 while watch_rx.try_recv().is_ok() {}
                 inputs.extend(operator.poll(d));

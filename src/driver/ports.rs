@@ -12,15 +12,18 @@ use tokio::sync::mpsc;
 
 use super::sink::Sink;
 use crate::effects::git;
+use crate::effects::holders::{self, Holder};
 use crate::effects::hybrid::{self, Pane, Transcript, Tui};
 use crate::effects::notify::NotifyRunner;
 use crate::effects::process::{self, AttemptControl, AttemptExit, SpawnSpec};
 use crate::effects::tmux::WindowState;
 use crate::effects::worktree::{self, Changes, Outcome};
 use crate::engine::notify::Notification;
-use crate::engine::{ApprovalRequest, BackupInfo, Event, StopReason};
+use crate::engine::{AgentCli, ApprovalRequest, BackupInfo, Event, StopReason};
 use crate::error::Result;
+use crate::records::accounts::{AccountFile, AccountRecord, AccountUpdate};
 use crate::records::control::NoteRecord;
+use crate::records::daily::{self, Today};
 use crate::records::events::SupervisorEvent;
 use crate::records::store::Sync;
 use crate::records::{RunState, RunStore};
@@ -143,6 +146,35 @@ pub trait Console {
     fn say(&mut self, line: &str);
 }
 
+/// The agent's account record, shared by every looper on the machine (issue 18, D32).
+pub trait Accounts {
+    /// The record as it is now (read before every attempt).
+    fn read(&mut self) -> std::result::Result<AccountRecord, String>;
+    /// Merge what an attempt learned, under the account's lock.
+    fn update(&mut self, update: &AccountUpdate) -> std::result::Result<(), String>;
+}
+
+/// What every run on the machine spent today (the daily budget, issue 18).
+pub trait DailySpend {
+    fn today(&mut self) -> Today;
+}
+
+/// The agent's CLI on disk (issue 18 item 5).
+pub trait CliFiles {
+    /// The file `program` resolves to and its identity (no version).
+    fn stamp(&mut self, program: &std::path::Path) -> Option<AgentCli>;
+    /// What `<path> --version` prints first.
+    fn version(&mut self, path: &std::path::Path) -> Option<String>;
+}
+
+/// Processes of an earlier attempt or pane that still hold a session (issue 18 item 4).
+pub trait SessionHolders {
+    /// The identity of the process leading group `pgid` now (`procinfo::pid_identity`).
+    fn identify(&mut self, pgid: i32) -> Option<String>;
+    /// End whatever of `holder`'s group still lives; the pids that had to be ended.
+    fn release(&mut self, holder: &Holder) -> std::result::Result<Vec<i32>, String>;
+}
+
 /// Everything the dispatcher acts through.
 pub struct Ports {
     pub agents: Box<dyn AgentProcesses>,
@@ -155,6 +187,80 @@ pub struct Ports {
     /// `None` outside a git work tree (and for dry runs).
     pub checkout: Option<Box<dyn Checkout>>,
     pub notifier: Box<dyn Notifier>,
+    /// `None` when the agent has no account (a generic agent without `account`), there is no
+    /// state directory, or the run is a dry run.
+    pub accounts: Option<Box<dyn Accounts>>,
+    /// `None` without a daily budget.
+    pub daily: Option<Box<dyn DailySpend>>,
+    pub cli: Box<dyn CliFiles>,
+    pub holders: Box<dyn SessionHolders>,
+}
+
+/// The account's file under the state directory.
+pub struct AccountFiles {
+    pub file: AccountFile,
+}
+
+impl Accounts for AccountFiles {
+    fn read(&mut self) -> std::result::Result<AccountRecord, String> {
+        self.file.read().map_err(|e| e.to_string())
+    }
+
+    fn update(&mut self, update: &AccountUpdate) -> std::result::Result<(), String> {
+        self.file
+            .update(update, Utc::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The machine registry's runs, read from their records.
+pub struct MachineSpend {
+    pub registry: Option<PathBuf>,
+    pub own: PathBuf,
+}
+
+impl DailySpend for MachineSpend {
+    fn today(&mut self) -> Today {
+        daily::today(self.registry.as_deref(), &self.own, Utc::now())
+    }
+}
+
+/// The file system, and `--version` run with the supervisor's environment and `env` (the
+/// agent's login-selecting variables, so the probe sees the CLI the agent will run).
+pub struct DiskCli {
+    pub env: Vec<(String, String)>,
+}
+
+impl CliFiles for DiskCli {
+    fn stamp(&mut self, program: &std::path::Path) -> Option<AgentCli> {
+        crate::effects::agent_cli::stamp(program)
+    }
+
+    fn version(&mut self, path: &std::path::Path) -> Option<String> {
+        crate::effects::agent_cli::version_of(
+            path,
+            "--version",
+            &self.env,
+            crate::effects::agent_cli::VERSION_LIMIT,
+        )
+    }
+}
+
+/// Real process groups: `effects::holders`.
+pub struct ProcessHolders {
+    /// SIGTERM to SIGKILL (`terminate_grace_seconds`).
+    pub grace: Duration,
+}
+
+impl SessionHolders for ProcessHolders {
+    fn identify(&mut self, pgid: i32) -> Option<String> {
+        crate::effects::procinfo::pid_identity(pgid)
+    }
+
+    fn release(&mut self, holder: &Holder) -> std::result::Result<Vec<i32>, String> {
+        holders::release(holder, self.grace)
+    }
 }
 
 /// Real agent processes: `effects::process`.

@@ -3,6 +3,7 @@
 //! terminal echo.
 
 use super::gate_output::GateOutput;
+use crate::agents::self_retry::SelfRetry;
 use crate::agents::{Scanner, Stream};
 use crate::console::echo::Echo;
 use crate::effects::outlog::LogWriter;
@@ -20,6 +21,9 @@ pub struct Sink {
     pub notice: Option<String>,
     /// A verify command's output facts (pass, count, tail), when this sink serves one.
     pub gate: Option<GateOutput>,
+    /// The CLI's own retries go to the supervisor as they happen (issue 18), not only at
+    /// the attempt's end.
+    pub retries: Option<tokio::sync::mpsc::UnboundedSender<SelfRetry>>,
 }
 
 impl Sink {
@@ -32,6 +36,7 @@ impl Sink {
             log_error: None,
             notice: None,
             gate: None,
+            retries: None,
         }
     }
 }
@@ -50,6 +55,7 @@ impl OutputSink for Sink {
             gate.feed(stream, data);
         }
         let news = self.scanner.feed(stream, data);
+        self.tell(news.retry);
         if news.notice.is_some() {
             self.notice = news.notice;
         }
@@ -69,8 +75,18 @@ impl OutputSink for Sink {
             gate.finish_stream(stream);
         }
         let news = self.scanner.finish_stream(stream);
+        self.tell(news.retry);
         if news.notice.is_some() {
             self.notice = news.notice;
+        }
+    }
+}
+
+impl Sink {
+    fn tell(&self, retry: Option<SelfRetry>) {
+        if let (Some(tx), Some(r)) = (&self.retries, retry) {
+            // The supervisor may be gone (the run ended): the retry is then nobody's news.
+            let _ = tx.send(r);
         }
     }
 }

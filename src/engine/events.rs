@@ -83,12 +83,31 @@ impl Usage {
     }
 }
 
+/// The agent's CLI as the run found it (issue 18 item 5): the executable its commands
+/// resolve to, what `--version` printed, and the file's identity, so a change between loops
+/// (an auto-update) is noticed with one `stat`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AgentCli {
+    /// The resolved path (symlinks followed).
+    pub path: String,
+    /// The first line of `<path> --version` (built-in kinds), `None` when it printed nothing
+    /// in time.
+    pub version: Option<String>,
+    pub size: Option<u64>,
+    pub inode: Option<u64>,
+    /// Modification time, epoch seconds.
+    pub mtime: Option<f64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, strum::IntoStaticStr)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Event {
     RunStarted {
         dry_run: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent_cli: Option<AgentCli>,
     },
     LoopStarted {
         #[serde(rename = "loop")]
@@ -154,6 +173,18 @@ pub enum Event {
         retry_count: u64,
         wait_seconds: f64,
         provider_delay_seconds: Option<f64>,
+        reason: String,
+        retry_status: String,
+    },
+    /// A prompt is held back for the account or the daily budget (issue 18): the run waits
+    /// like a retry (status `retrying`), interruptible, then checks again.
+    QuotaWait {
+        #[serde(rename = "loop")]
+        loop_number: u64,
+        /// The prompt that waits (0: the loop has not started it yet, a daily budget).
+        prompt_index: usize,
+        cause: super::quota::HoldCause,
+        wait_seconds: f64,
         reason: String,
         retry_status: String,
     },

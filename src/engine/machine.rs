@@ -30,6 +30,14 @@ enum Phase {
     BackingUp,
     Attempt,
     RetryWait,
+    /// Reading the account's shared record before an attempt.
+    AccountCheck,
+    /// Held back for the account (its limit, its headroom) before an attempt.
+    AccountWait,
+    /// Summing what the machine spent today before a loop.
+    DailyCheck,
+    /// Held back by the daily budget until the next day.
+    DailyWait,
     FingerprintAfter,
     CheckingPlan,
     Verifying,
@@ -180,6 +188,7 @@ impl Engine {
             Input::Start => {
                 fx.push(Effect::Record(Event::RunStarted {
                     dry_run: self.cfg.dry_run,
+                    agent_cli: self.cfg.agent_cli.clone(),
                 }));
                 self.human_started(&mut fx);
                 self.begin_loop(&mut fx);
@@ -227,9 +236,11 @@ impl Engine {
             Input::WaitElapsed => match self.phase {
                 Phase::RetryWait => {
                     self.attempt += 1;
-                    self.launch_attempt(&mut fx);
+                    self.before_attempt(&mut fx);
                 }
-                Phase::Sleeping => self.begin_loop(&mut fx),
+                // The same attempt, once the hold is over (checked again first).
+                Phase::AccountWait => self.before_attempt(&mut fx),
+                Phase::Sleeping | Phase::DailyWait => self.begin_loop(&mut fx),
                 Phase::ReviewWait => self.launch_review(&mut fx),
                 _ => {}
             },
@@ -250,6 +261,12 @@ impl Engine {
             }
             Input::ReviewFinished(report) if self.phase == Phase::Reviewing => {
                 self.review_finished(&mut fx, report);
+            }
+            Input::AccountChecked(facts) if self.phase == Phase::AccountCheck => {
+                self.account_checked(&mut fx, facts);
+            }
+            Input::DailyChecked(usage) if self.phase == Phase::DailyCheck => {
+                self.daily_checked(&mut fx, usage);
             }
             Input::Control(cmd) => self.control(&mut fx, cmd),
             Input::Signal { name, forceful } => {
@@ -278,7 +295,11 @@ impl Engine {
                 }
                 fx.push(Effect::Terminate { forceful });
             }
-            Phase::RetryWait | Phase::Sleeping | Phase::ReviewWait => {
+            Phase::RetryWait
+            | Phase::Sleeping
+            | Phase::ReviewWait
+            | Phase::AccountWait
+            | Phase::DailyWait => {
                 fx.push(Effect::CancelWait);
                 self.finish(fx, reason);
             }
@@ -312,7 +333,7 @@ impl Engine {
             }
             ControlAction::StopAfterPrompt => match self.phase {
                 Phase::Attempt => self.stop_after_prompt = Some(cmd),
-                Phase::RetryWait | Phase::Sleeping => {
+                Phase::RetryWait | Phase::Sleeping | Phase::AccountWait | Phase::DailyWait => {
                     fx.push(Effect::CancelWait);
                     self.finish(fx, stop_reason(&cmd));
                 }
@@ -321,7 +342,13 @@ impl Engine {
                 _ => self.stop_after_prompt = Some(cmd),
             },
             ControlAction::StopAfterLoop => match self.phase {
-                Phase::Sleeping => {
+                Phase::Sleeping | Phase::DailyWait => {
+                    fx.push(Effect::CancelWait);
+                    self.finish(fx, stop_reason(&cmd));
+                }
+                // Held before the loop's first prompt: nothing of the loop has run, so there
+                // is nothing to finish first (a headroom hold may last hours).
+                Phase::AccountWait if self.prompt_index == 1 && self.attempt == 1 => {
                     fx.push(Effect::CancelWait);
                     self.finish(fx, stop_reason(&cmd));
                 }
@@ -401,6 +428,60 @@ impl Engine {
         if self.hold_for_answers(fx) {
             return;
         }
+        // The machine-wide daily budget is judged before each loop.
+        if self.cfg.daily.is_some() && !self.cfg.dry_run {
+            self.phase = Phase::DailyCheck;
+            fx.push(Effect::CheckDailyBudget);
+            return;
+        }
+        self.start_loop(fx);
+    }
+
+    fn daily_checked(&mut self, fx: &mut Vec<Effect>, usage: Result<DailyUsage, String>) {
+        let (Some(budget), Ok(usage)) = (self.cfg.daily, usage) else {
+            // Unreadable records are no reason to stop; the driver said so.
+            return self.start_loop(fx);
+        };
+        let Some(what) = super::quota::daily_exceeded(&usage, &budget) else {
+            return self.start_loop(fx);
+        };
+        if !budget.wait {
+            return self.finish(fx, StopReason::DailyBudget(what));
+        }
+        let hold = super::quota::daily_hold(&usage, what);
+        self.hold(fx, hold, 0, Phase::DailyWait);
+    }
+
+    /// Wait out a hold (issue 18) like a retry: status `retrying`, interruptible.
+    fn hold(
+        &mut self,
+        fx: &mut Vec<Effect>,
+        hold: super::quota::Hold,
+        prompt_index: usize,
+        phase: Phase,
+    ) {
+        fx.push(Effect::SetStatus(Status::Retrying));
+        fx.push(Effect::Record(Event::QuotaWait {
+            loop_number: self.loop_number,
+            prompt_index,
+            cause: hold.cause,
+            wait_seconds: hold.seconds,
+            // What status shows for the wait: the reason says what holds it and how long.
+            retry_status: hold.reason.clone(),
+            reason: hold.reason,
+        }));
+        self.phase = phase;
+        fx.push(Effect::Wait {
+            // A hold from an absurd reset time is cut to the longest wait there is.
+            duration: Duration::try_from_secs_f64(
+                hold.seconds.clamp(0.0, super::quota::MAX_HOLD_SECONDS),
+            )
+            .unwrap_or_default(),
+            purpose: WaitPurpose::Retry,
+        });
+    }
+
+    fn start_loop(&mut self, fx: &mut Vec<Effect>) {
         self.loop_number += 1;
         self.loop_started_at = self.now;
         if self.loop_number == 1 || self.cfg.reload_prompt_each_loop {
@@ -505,7 +586,31 @@ impl Engine {
         self.attempt = 1;
         self.transient_retries = 0;
         self.rate_limit_retries = 0;
-        self.launch_attempt(fx);
+        self.before_attempt(fx);
+    }
+
+    /// Before every attempt: the account's shared record, when the agent has an account.
+    fn before_attempt(&mut self, fx: &mut Vec<Effect>) {
+        if self.cfg.account && !self.cfg.dry_run {
+            self.phase = Phase::AccountCheck;
+            fx.push(Effect::CheckAccount);
+        } else {
+            self.launch_attempt(fx);
+        }
+    }
+
+    fn account_checked(&mut self, fx: &mut Vec<Effect>, facts: Result<AccountFacts, String>) {
+        let new_loop = self.prompt_index == 1 && self.attempt == 1;
+        let hold = facts
+            .ok()
+            .and_then(|f| super::quota::account_hold(&f, self.cfg.min_headroom_percent, new_loop));
+        match hold {
+            Some(hold) => {
+                let index = self.prompt_index;
+                self.hold(fx, hold, index, Phase::AccountWait);
+            }
+            None => self.launch_attempt(fx),
+        }
     }
 
     fn launch_attempt(&mut self, fx: &mut Vec<Effect>) {

@@ -9,6 +9,7 @@ pub mod notify;
 pub mod panes;
 pub mod plan;
 pub mod protocol;
+pub mod quota;
 pub mod retry;
 pub mod stop;
 pub mod worktree;
@@ -16,13 +17,15 @@ pub mod worktree;
 #[cfg(test)]
 mod tests;
 
-pub use events::{Event, Gate, Usage};
+pub use events::{AgentCli, Event, Gate, Usage};
 pub use feedback::{Feedback, FeedbackKind};
 pub use human::{ApprovalGate, ApprovalRequest, AskInfo, HumanInput, HumanPolicy};
 pub use machine::{
-    AttemptReport, AttemptSpec, BackupInfo, ControlAction, ControlCommand, Effect, Engine,
-    EngineConfig, GateWhen, Input, PlanCheck, ReviewGate, ReviewReport, ReviewSpec, SessionRef,
-    VerifyGate, VerifyReport, VerifySpec, WaitPurpose,
+    AccountFacts, AccountLimit, AttemptReport, AttemptSpec, BackupInfo, ControlAction,
+    ControlCommand, DailyBudget, DailyUsage, Effect, Engine, EngineConfig, GateWhen, Input,
+    PlanCheck, ReviewGate, ReviewReport, ReviewSpec, SessionRef, VerifyGate, VerifyReport,
+    VerifySpec, WaitPurpose, WindowFacts,
 };
+pub use quota::HoldCause;
 pub use retry::{ErrorClass, ErrorSignal, RetryPolicy};
 pub use stop::{Status, StopKind, StopReason};

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+pub use super::events::AgentCli;
 use super::events::Event;
 pub use super::events::GateWhen;
 use super::events::Usage;
 use super::human::{ApprovalRequest, HumanInput, HumanPolicy};
+pub use super::quota::{AccountFacts, AccountLimit, DailyBudget, DailyUsage, WindowFacts};
 use super::retry::{ErrorSignal, RetryPolicy};
 use super::stop::Status;
 use super::stop::StopReason;
@@ -53,6 +55,14 @@ pub struct EngineConfig {
     pub review: Option<ReviewGate>,
     /// Asks and approval gates (issue 17).
     pub human: HumanPolicy,
+    /// The agent has an account whose shared record is read before every attempt (issue 18).
+    pub account: bool,
+    /// Hold new loops while a window of the account is more used than `100 - N` percent.
+    pub min_headroom_percent: Option<f64>,
+    /// The machine-wide daily budget, checked before every loop.
+    pub daily: Option<DailyBudget>,
+    /// The agent's CLI as found at the start (recorded in `run_started`).
+    pub agent_cli: Option<AgentCli>,
 }
 
 /// The verify gate's settings, as the engine needs them.
@@ -219,6 +229,11 @@ pub enum Input {
     VerifyFinished(VerifyReport),
     ReviewFinished(ReviewReport),
     Control(ControlCommand),
+    /// The account's shared record, read before an attempt (an error: it could not be read,
+    /// and the attempt goes ahead).
+    AccountChecked(Result<AccountFacts, String>),
+    /// What the machine spent today, read before a loop.
+    DailyChecked(Result<DailyUsage, String>),
     /// A supervisor signal; `forceful` for a second Ctrl-C.
     Signal {
         name: &'static str,
@@ -279,6 +294,10 @@ pub enum Effect {
         purpose: WaitPurpose,
     },
     CheckPlan,
+    /// Read the account's shared record (answered with `Input::AccountChecked`).
+    CheckAccount,
+    /// Sum what every run on the machine spent today (answered with `Input::DailyChecked`).
+    CheckDailyBudget,
     /// Remember where this loop starts (HEAD for the reviewer's diff, the plan's open
     /// tasks for plan integrity); nothing is answered.
     MarkLoopStart {

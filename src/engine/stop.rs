@@ -57,6 +57,8 @@ pub enum StopKind {
     MaxRuntime,
     TokenBudget,
     CostBudget,
+    /// The machine-wide daily budget, with `daily_budget_action = "stop"`.
+    DailyBudget,
     TransientCap,
     Terminal,
     Timeout,
@@ -81,7 +83,7 @@ impl StopKind {
         match self {
             MaxLoops | DryRun | Completion | Control => exit_code::OK,
             NoProgress | OutputDecline | OutputMatch | VerifyFailures | ReviewRejected
-            | MaxRuntime | TokenBudget | CostBudget => exit_code::BREAKER,
+            | MaxRuntime | TokenBudget | CostBudget | DailyBudget => exit_code::BREAKER,
             TransientCap | Terminal | NonzeroExit | KilledBySignal | SpawnFailed | Internal
             | External | Unknown => exit_code::AGENT_FAILED,
             Timeout => exit_code::TIMEOUT,
@@ -95,7 +97,7 @@ impl StopKind {
         match self {
             MaxLoops | DryRun | Completion | Control | NoProgress | OutputDecline | OutputMatch
             | VerifyFailures | ReviewRejected | MaxRuntime | TokenBudget | CostBudget
-            | External => Status::Stopped,
+            | DailyBudget | External => Status::Stopped,
             Signal => Status::Interrupted,
             _ => Status::Error,
         }
@@ -122,6 +124,8 @@ pub enum StopReason {
         used: f64,
         max: f64,
     },
+    /// What is over the machine-wide daily budget, worded.
+    DailyBudget(String),
     Control {
         action: String,
         reason: Option<String>,
@@ -163,6 +167,7 @@ impl StopReason {
             StopReason::CostBudget { used, max } => {
                 format!("cost budget reached: ${used:.4} used (max ${max:.4})")
             }
+            StopReason::DailyBudget(what) => what.clone(),
             StopReason::Control { action, reason } => match reason {
                 Some(r) if !r.is_empty() => format!("control {action}: {r}"),
                 _ => format!("control {action}"),
@@ -197,6 +202,7 @@ impl StopReason {
             StopReason::MaxRuntime(_) => StopKind::MaxRuntime,
             StopReason::TokenBudget { .. } => StopKind::TokenBudget,
             StopReason::CostBudget { .. } => StopKind::CostBudget,
+            StopReason::DailyBudget(_) => StopKind::DailyBudget,
             StopReason::Control { .. } => StopKind::Control,
             StopReason::TransientCap { .. } => StopKind::TransientCap,
             StopReason::Terminal(_) => StopKind::Terminal,

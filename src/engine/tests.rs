@@ -39,6 +39,10 @@ fn cfg() -> EngineConfig {
         verify: None,
         review: None,
         human: HumanPolicy::default(),
+        account: false,
+        min_headroom_percent: None,
+        daily: None,
+        agent_cli: None,
     }
 }
 
@@ -103,6 +107,14 @@ struct Sim {
     answers: VecDeque<HumanInput>,
     /// Decisions (approved, reason), one per approval asked for.
     decisions: VecDeque<(bool, Option<String>)>,
+    /// Answers to account checks, in order (then: nothing known).
+    accounts: VecDeque<Result<AccountFacts, String>>,
+    account_checks: usize,
+    /// Answers to daily-budget checks, in order (then: nothing spent).
+    dailies: VecDeque<Result<DailyUsage, String>>,
+    daily_checks: usize,
+    /// Control commands injected when the given wait (1-based, any purpose) starts.
+    control_at_wait: Vec<(usize, ControlCommand)>,
     events: Vec<Event>,
     specs: Vec<AttemptSpec>,
     waits: Vec<(f64, WaitPurpose)>,
@@ -132,6 +144,11 @@ impl Sim {
             human_at_attempt: vec![],
             answers: VecDeque::new(),
             decisions: VecDeque::new(),
+            accounts: VecDeque::new(),
+            account_checks: 0,
+            dailies: VecDeque::new(),
+            daily_checks: 0,
+            control_at_wait: vec![],
             events: vec![],
             specs: vec![],
             waits: vec![],
@@ -206,8 +223,45 @@ impl Sim {
                     Effect::Wait { duration, purpose } => {
                         let seconds = duration.as_secs_f64();
                         self.waits.push((seconds, purpose));
-                        self.now += seconds;
-                        queue.push_back(Input::WaitElapsed);
+                        let n = self.waits.len();
+                        let controls: Vec<ControlCommand> = self
+                            .control_at_wait
+                            .iter()
+                            .filter(|(at, _)| *at == n)
+                            .map(|(_, c)| c.clone())
+                            .collect();
+                        if controls.is_empty() {
+                            self.now += seconds;
+                            queue.push_back(Input::WaitElapsed);
+                        } else {
+                            // The command arrives during the wait; the wait is cancelled or
+                            // runs out afterwards.
+                            for c in controls {
+                                queue.push_back(Input::Control(c));
+                            }
+                            queue.push_back(Input::WaitElapsed);
+                        }
+                    }
+                    Effect::CheckAccount => {
+                        self.account_checks += 1;
+                        let facts = self.accounts.pop_front().unwrap_or_else(|| {
+                            Ok(AccountFacts {
+                                account: "acct".into(),
+                                now: 1000.0 + self.now,
+                                ..AccountFacts::default()
+                            })
+                        });
+                        queue.push_back(Input::AccountChecked(facts));
+                    }
+                    Effect::CheckDailyBudget => {
+                        self.daily_checks += 1;
+                        let usage = self.dailies.pop_front().unwrap_or_else(|| {
+                            Ok(DailyUsage {
+                                next_day_in: 3600.0,
+                                ..DailyUsage::default()
+                            })
+                        });
+                        queue.push_back(Input::DailyChecked(usage));
                     }
                     Effect::CheckPlan => {
                         let p = self.plans.pop_front().unwrap_or(Ok(0));
@@ -1237,6 +1291,7 @@ fn answers_for_a_phase_already_left_are_ignored() {
 }
 
 mod gates;
+mod quota;
 use gates::{approve, pass};
 
 /// Issue 14 item 7: a `/btw` note pasted while a pane was starting took the place of the

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::accounts::WindowRecord;
 use super::fsio;
 use super::time;
 use crate::effects::git::HolderRecord;
 use crate::effects::worktree::Outcome;
+use crate::engine::AgentCli;
 use crate::engine::worktree::CleanupPolicy;
 use crate::engine::{Status, StopKind};
 use crate::error::Result;
@@ -18,6 +20,8 @@ use crate::error::Result;
 /// Version of the event lines' schema. Fields may be added within a version; removals or
 /// changes of meaning bump it.
 pub const EVENTS_SCHEMA_VERSION: u32 = 1;
+
+pub use crate::agents::self_retry::SelfRetry as AgentRetry;
 
 /// Records the supervisor writes beside the engine's events.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,6 +85,31 @@ pub enum SupervisorEvent {
         error: String,
         seconds: f64,
     },
+    /// Usage windows the agent reported about its account in an attempt (issue 18): the
+    /// latest of each is in `state.json` (`rate_limits`).
+    RateLimits {
+        agent: String,
+        windows: Vec<WindowRecord>,
+    },
+    /// The run learned that its account is limited until a time, and told every looper on
+    /// the machine through the account's record.
+    AccountLimitRecorded {
+        account: String,
+        #[serde(with = "time::required")]
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// The agent's CLI retries a request by itself (claude `api_retry`, gemini `Attempt N
+    /// failed`, codex `Reconnecting...`): said as it happens, never acted on.
+    AgentRetry { agent: String, retry: AgentRetry },
+    /// The agent's CLI is another file than at the last check (an auto-update).
+    AgentCliChanged {
+        previous: AgentCli,
+        current: AgentCli,
+    },
+    /// Processes of an earlier attempt or pane still held the session about to be resumed:
+    /// they were ended first, so two processes never continue one session.
+    SessionHolderEnded { session_id: String, pids: Vec<i32> },
     /// A panic after the run's end was already on record: noted, the end is kept.
     SupervisorPanic { error: String },
     /// The end of a run whose supervisor died, written by `--repair-stale` (reference 10.5).
@@ -106,6 +135,11 @@ impl SupervisorEvent {
             SupervisorEvent::WorktreeCreated { .. } => "worktree_created",
             SupervisorEvent::WorktreeKept { .. } => "worktree_kept",
             SupervisorEvent::WorktreeRemoved { .. } => "worktree_removed",
+            SupervisorEvent::RateLimits { .. } => "rate_limits",
+            SupervisorEvent::AccountLimitRecorded { .. } => "account_limit_recorded",
+            SupervisorEvent::AgentRetry { .. } => "agent_retry",
+            SupervisorEvent::AgentCliChanged { .. } => "agent_cli_changed",
+            SupervisorEvent::SessionHolderEnded { .. } => "session_holder_ended",
             SupervisorEvent::SupervisorPanic { .. } => "supervisor_panic",
             SupervisorEvent::NotificationSent { .. } => "notification_sent",
             SupervisorEvent::NotificationFailed { .. } => "notification_failed",

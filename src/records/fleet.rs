@@ -71,6 +71,15 @@ pub struct StateView {
     /// The tmux server (socket path) and the supervisor's own pane: status shows its window.
     pub tmux_socket: Option<String>,
     pub tmux_pane: Option<String>,
+    /// The account, its windows, the CLI's own retry, a hold, the CLI (issue 18; worded by
+    /// `records::quota_view`).
+    pub account: Option<String>,
+    pub rate_limits: Option<Vec<super::accounts::WindowRecord>>,
+    pub account_limit: Option<super::state::AccountLimitState>,
+    pub agent_retry: Option<super::state::AgentRetryState>,
+    pub hold: Option<String>,
+    pub agent_cli: Option<crate::engine::AgentCli>,
+    pub agent_cli_changed: Option<super::state::CliChange>,
 }
 
 /// The latest verify or review as status shows it.
@@ -355,6 +364,9 @@ impl Row {
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| "waiting for `looper control resume`".into())
             ),
+            Some("running") if s.agent_retry.is_some() => {
+                super::quota_view::agent_retry_note(s).unwrap_or_default()
+            }
             Some("running") if s.gate_blocked.is_some() => {
                 let since = s
                     .gate_blocked_since

@@ -14,16 +14,21 @@
 //!   loop-NNNN__verify.log           the verify command's output
 //!   loop-NNNN__review.log, .diff    the reviewer's output, and the diff it was shown
 //! ${XDG_STATE_HOME:-~/.local/state}/agent-looper/runs.jsonl   discovery's machine registry
+//! ${XDG_STATE_HOME:-~/.local/state}/agent-looper/accounts/<id>.json   accounts: what the
+//!                                                             loopers learned of an account
 //! ```
 
+pub mod accounts;
 pub mod asks;
 pub mod control;
+pub mod daily;
 pub mod discovery;
 pub mod events;
 pub mod fleet;
 pub mod fsio;
 pub mod inbox;
 pub mod panic;
+pub mod quota_view;
 pub mod repair;
 pub mod state;
 pub mod store;

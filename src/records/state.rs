@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::events::SupervisorEvent;
+use super::accounts::WindowRecord;
+use super::events::{AgentRetry, SupervisorEvent};
 use super::time;
-use crate::engine::{Event, Gate, Status, StopKind, Usage};
+use crate::engine::{AgentCli, Event, Gate, HoldCause, Status, StopKind, Usage};
 
 /// The latest verify, as `state.json` keeps it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -40,6 +41,58 @@ pub struct ReviewLast {
     pub duration_seconds: Option<f64>,
     #[serde(with = "time::opt")]
     pub at: Option<DateTime<Utc>>,
+}
+
+/// A CLI's own retry while it goes on (`agent_retry`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AgentRetryState {
+    pub agent: String,
+    pub attempt: Option<u64>,
+    pub max_attempts: Option<u64>,
+    pub status: Option<u64>,
+    pub delay_seconds: Option<f64>,
+    pub error: Option<String>,
+    pub text: String,
+    #[serde(with = "time::opt")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The run's account found limited until a time (`account_limit_recorded`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AccountLimitState {
+    #[serde(with = "time::opt")]
+    pub until: Option<DateTime<Utc>>,
+    pub reason: String,
+    #[serde(with = "time::opt")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The agent's CLI changed between loops (`agent_cli_changed`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CliChange {
+    pub previous_version: Option<String>,
+    pub version: Option<String>,
+    pub path: String,
+    #[serde(with = "time::opt")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The windows of `incoming` replace those of the same agent and name in `into`.
+fn merge_windows(into: &mut Vec<WindowRecord>, agent: &str, incoming: &[WindowRecord]) {
+    for w in incoming {
+        let mut w = w.clone();
+        w.agent = Some(agent.to_string());
+        match into
+            .iter_mut()
+            .find(|x| x.agent.as_deref() == Some(agent) && x.window == w.window)
+        {
+            Some(x) => *x = w,
+            None => into.push(w),
+        }
+    }
 }
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -135,6 +188,21 @@ pub struct RunState {
     pub commits_ahead: Option<u64>,
     pub files_changed: Option<u64>,
     pub agent_notice: Option<String>,
+    /// The account the agent's login belongs to (issue 18): as shown, and its file's id.
+    pub account: Option<String>,
+    pub account_id: Option<String>,
+    /// The latest reading of each usage window, per agent.
+    pub rate_limits: Option<Vec<WindowRecord>>,
+    /// The last limit of the account this run saw (and told the other loopers of).
+    pub account_limit: Option<AccountLimitState>,
+    /// The agent's CLI retrying by itself, while the attempt goes on.
+    pub agent_retry: Option<AgentRetryState>,
+    /// What a `retrying` run is held back for, when it is not a retry of its own
+    /// (`account_limit`, `headroom`, `daily_budget`).
+    pub hold: Option<HoldCause>,
+    /// The agent's CLI as last checked, and its last change during the run.
+    pub agent_cli: Option<AgentCli>,
+    pub agent_cli_changed: Option<CliChange>,
     /// The agent's last words on an error channel in its last prompt.
     pub last_error_line: Option<String>,
     pub focus: Option<String>,
@@ -190,9 +258,10 @@ impl RunState {
         self.updated_at = Some(at);
         self.last_event = Some(event.name().to_string());
         match event {
-            Event::RunStarted { dry_run } => {
+            Event::RunStarted { dry_run, agent_cli } => {
                 self.status = Some("running".into());
                 self.dry_run = Some(*dry_run);
+                self.agent_cli = agent_cli.clone();
                 self.started_at = Some(at);
                 self.current_loop = Some(0);
                 self.current_prompt_index = Some(0);
@@ -212,6 +281,7 @@ impl RunState {
                 self.total_prompts = Some(*total_prompts as u64);
                 self.stop_reason = None;
                 self.completion_detected = Some(false);
+                self.hold = None;
             }
             Event::BackupCreated { branch, .. } => {
                 self.last_backup_branch = Some(branch.clone());
@@ -237,6 +307,8 @@ impl RunState {
                     self.retry_until = None;
                     self.retry_after_seconds = None;
                 }
+                self.hold = None;
+                self.agent_retry = None;
                 self.status = Some("running".into());
             }
             Event::PromptCompleted {
@@ -272,6 +344,22 @@ impl RunState {
                 self.retry_after_seconds = *retry_after_seconds;
                 self.child_pid = None;
                 self.child_pgid = None;
+                self.agent_retry = None;
+            }
+            Event::QuotaWait {
+                cause,
+                wait_seconds,
+                retry_status,
+                ..
+            } => {
+                self.status = Some("retrying".into());
+                self.hold = Some(*cause);
+                self.retry_kind = None;
+                self.retry_after_seconds = Some(*wait_seconds);
+                self.retry_status = Some(retry_status.clone());
+                self.retry_until = at.checked_add_signed(chrono::TimeDelta::milliseconds(
+                    (*wait_seconds * 1000.0) as i64,
+                ));
             }
             Event::RetryWait {
                 retry_kind,
@@ -462,6 +550,8 @@ impl RunState {
                 self.exit_code = Some(i64::from(*exit_code));
                 self.child_pid = None;
                 self.child_pgid = None;
+                self.agent_retry = None;
+                self.hold = None;
                 if self.completed_at.is_none() {
                     self.completed_at = Some(at);
                 }
@@ -502,6 +592,45 @@ impl RunState {
             SupervisorEvent::WorktreeRemoved { note, .. } => {
                 self.worktree_state = Some("removed".into());
                 self.worktree_note = Some(note.clone());
+            }
+            SupervisorEvent::RateLimits { agent, windows } => {
+                merge_windows(self.rate_limits.get_or_insert_default(), agent, windows);
+            }
+            SupervisorEvent::AccountLimitRecorded { until, reason, .. } => {
+                self.account_limit = Some(AccountLimitState {
+                    until: Some(*until),
+                    reason: reason.clone(),
+                    at: Some(at),
+                });
+            }
+            SupervisorEvent::AgentRetry { agent, retry } => {
+                let AgentRetry {
+                    attempt,
+                    max_attempts,
+                    status,
+                    delay_seconds,
+                    error,
+                    text,
+                } = retry.clone();
+                self.agent_retry = Some(AgentRetryState {
+                    agent: agent.clone(),
+                    attempt,
+                    max_attempts,
+                    status,
+                    delay_seconds,
+                    error,
+                    text,
+                    at: Some(at),
+                });
+            }
+            SupervisorEvent::AgentCliChanged { previous, current } => {
+                self.agent_cli_changed = Some(CliChange {
+                    previous_version: previous.version.clone(),
+                    version: current.version.clone(),
+                    path: current.path.clone(),
+                    at: Some(at),
+                });
+                self.agent_cli = Some(current.clone());
             }
             _ => return,
         }

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::Value as Json;
+
 use crate::mock_server::{MockServer, Provider, Reply};
 
 use crate::support::*;
@@ -382,16 +384,42 @@ fn hybrid_claude_usage_limit_reset_gets_exactly_one_next_prompt() {
         ),
     );
     let tmux = Tmux::new();
-    let run = run_in_tmux(
+    start_in_tmux(
         &tmux,
         &p,
         "--max-loops 3 --complete-on 'EXIT_SIGNAL:\\s*true'",
     );
+    // While the run waits for the reset, the limit claude reported is in the state and in
+    // `looper status` (issue 18 item 1).
+    let live = || {
+        p.run_dirs()
+            .pop()
+            .and_then(|d| std::fs::read(d.join("state.json")).ok())
+            .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+    };
+    let waiting = wait_until(60.0, || {
+        live().is_some_and(|s| s["status"] == "retrying" && s["account_limit"]["until"].is_string())
+    });
+    let table = stdout(&p.looper().arg("status").output().expect("status"));
+    let run = wait_in_tmux(&tmux, &p);
     let events = p.events();
-    let why = format!("{}\n{events:#?}", run.pane);
+    let why = format!("{}\n{events:#?}\n--- status\n{table}", run.pane);
+    assert!(waiting, "the wait never had the account's limit: {why}");
+    assert!(table.contains("account claude:"), "{why}");
+    assert!(table.contains("limited until"), "{why}");
     assert_eq!(run.exit.as_deref(), Some("0"), "{why}");
     let st = p.state();
     assert_eq!(st["stop_reason"], "completion marker", "{st}");
+    let recorded: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "account_limit_recorded")
+        .collect();
+    assert_eq!(recorded.len(), 1, "{why}");
+    // 2.1.332 says which window and when it resets; 2.1.197 only words the reset.
+    if let Some(w) = st["rate_limits"].as_array() {
+        assert_eq!(w[0]["window"], "five_hour", "{st}");
+        assert_eq!(w[0]["status"], "rejected", "{st}");
+    }
     assert_eq!(st["current_loop"], 1, "the retry is loop 1's: {st}");
     let waits: Vec<_> = events
         .iter()
@@ -968,6 +996,111 @@ fn hybrid_codex_pane_closed_between_loops_is_reopened_on_the_same_thread() {
         "loop 1's turn was read again"
     );
     assert_no_codex_left(&p);
+}
+
+/// Issue 18 item 4: a pane closed between loops whose processes outlive it (here a wrapper
+/// that ignores the hangup tmux sends, as a child a TUI leaves behind might) still holds the
+/// session: the looper ends them before it reopens the session in a new pane, so two
+/// processes never continue one session, and nothing of the pane outlives the run.
+#[test]
+fn hybrid_codex_session_is_reopened_only_once_the_closed_panes_processes_are_gone() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((server, p)) = codex_two_loops() else {
+        return;
+    };
+    let codex = cli_bin("codex").expect("codex");
+    let pids = p.join("tmp/pane.pids");
+    let overlap = p.join("tmp/overlap");
+    // On start: any earlier pane's process still alive is an overlap.
+    let wrapper = p.join("tmp/codex-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh
+if [ -f {pids:?} ]; then for q in $(cat {pids:?}); do kill -0 \"$q\" 2>/dev/null && echo \"$q\" >> {overlap:?}; done; fi
+echo $$ >> {pids:?}
+trap '' HUP TERM
+( trap - HUP TERM; exec {codex:?} \"$@\" )
+exec sleep 60
+"
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = std::fs::read_to_string(p.join("agent-looper.toml")).expect("config");
+    p.write(
+        "agent-looper.toml",
+        &cfg.replace(
+            "sleep_seconds = 0",
+            "sleep_seconds = 3\nterminate_grace_seconds = 1",
+        )
+        .replace(
+            &format!("executable = {:?}", codex.display().to_string()),
+            &format!("executable = {:?}", wrapper.display().to_string()),
+        ),
+    );
+    let tmux = Tmux::new();
+    start_in_tmux(
+        &tmux,
+        &p,
+        "--max-loops 3 --reuse-session --complete-on 'EXIT_SIGNAL:\\s*true'",
+    );
+    assert!(
+        wait_until(60.0, || p.run_dirs().last().is_some_and(|_| p
+            .events()
+            .iter()
+            .any(|e| e["event"] == "loop_completed"))),
+        "loop 1 never completed"
+    );
+    let first = p.state()["hybrid_pane_id"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let killed = tmux
+        .cmd()
+        .args(["kill-pane", "-t", &first])
+        .output()
+        .expect("kill-pane");
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    let run = wait_in_tmux(&tmux, &p);
+    let events = p.events();
+    let why = format!("{}\n{events:#?}", run.pane);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{why}");
+    assert_eq!(p.state()["stop_reason"], "completion marker", "{why}");
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "hybrid_pane_started")
+        .collect();
+    assert_eq!(started.len(), 2, "{why}");
+    let first_pid = started[0]["pane_pid"].as_i64().expect("pid");
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "session_holder_ended")
+        .collect();
+    assert!(!ended.is_empty(), "{why}");
+    assert!(
+        ended[0]["pids"]
+            .to_string()
+            .contains(&first_pid.to_string()),
+        "the closed pane's process was ended: {why}"
+    );
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let end_at = names.iter().position(|n| *n == "session_holder_ended");
+    let second_at = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n == "hybrid_pane_started")
+        .nth(1)
+        .map(|(i, _)| i);
+    assert!(end_at < second_at, "ended before the new pane: {names:?}");
+    assert!(
+        !overlap.exists(),
+        "the new pane started while the old one's process ran: {:?} ({why})",
+        std::fs::read_to_string(&overlap)
+    );
+    // The second pane (closed at the run's end) left nothing either.
+    assert_no_codex_left(&p);
+    assert_eq!(server.turns(Provider::OpenAi).len(), 2, "{why}");
 }
 
 /// Every file under `dir`.

@@ -15,6 +15,7 @@ mod e2e_support;
 mod sshd;
 
 mod e2e;
+mod e2e_quota;
 
 mod cli;
 mod control;
@@ -26,6 +27,7 @@ mod hardening;
 mod human;
 mod hybrid;
 mod process;
+mod quota;
 mod reliability;
 mod remote;
 mod security;

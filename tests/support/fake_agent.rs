@@ -9,7 +9,7 @@
 //! say TEXT | err TEXT | raw TEXT (stdout, no newline) | json JSON
 //! codex-reply TEXT | claude-reply TEXT | gemini-reply TEXT   (the CLI's JSON events)
 //! codex-error MESSAGE | claude-error STATUS MESSAGE | claude-retry STATUS
-//! rate-limit-event STATUS [RESETS_IN_SECONDS]
+//! rate-limit-event STATUS [RESETS_IN_SECONDS [UTILIZATION [WINDOW]]]
 //! sleep SECONDS | wait-for PATH (until the file exists, at most 120 s) | exit CODE
 //! ignore-term | grandchild SECONDS
 //! flood BYTES [LINE_LEN] | longline BYTES | repeat CHAR BYTES (no newline) | invalid-utf8
@@ -218,6 +218,13 @@ fn main() {
                         .map(|d| d.as_secs_f64())
                         .unwrap_or(0.0);
                     info["resetsAt"] = serde_json::json!((now + secs).round() as i64);
+                }
+                // Optionally the window's use (0..1) and its name, as claude 2.1.332 says.
+                if let Some(u) = parts.next().and_then(|s| s.parse::<f64>().ok()) {
+                    info["utilization"] = serde_json::json!(u);
+                }
+                if let Some(kind) = parts.next() {
+                    info["rateLimitType"] = serde_json::json!(kind);
                 }
                 line(
                     &serde_json::json!({"type":"rate_limit_event","rate_limit_info":info})

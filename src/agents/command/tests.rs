@@ -24,6 +24,8 @@ fn agent(kind: AgentKind) -> AgentSettings {
         resume_command: None,
         stop_patterns: vec![],
         scan_stdout_for_stop_patterns: false,
+        account: None,
+        min_headroom_percent: None,
     }
 }
 

@@ -68,7 +68,7 @@ impl Dispatcher {
             }));
             return Ok(None);
         }
-        let log = self.open_attempt_log(&spec, &format!("$ {shown}"))?;
+        let mut log = self.open_attempt_log(&spec, &format!("$ {shown}"))?;
         let s = &self.cfg.settings;
         let spawn_spec = SpawnSpec {
             // Each command template's own program (D12: never through a shell).
@@ -81,9 +81,25 @@ impl Dispatcher {
             grace: s.terminate_grace,
             leak_timeout: s.pipe_leak_timeout,
         };
+        // Never a second process on a session an earlier one still holds (issue 18).
+        if spec.session.resume
+            && let Some(id) = spec.session.id.clone()
+            && let Err(e) = self.release_session(&id)
+        {
+            let why =
+                format!("cannot resume session {id}: an earlier process still holds it ({e})");
+            let _ = log.note("stop_reason", &why);
+            self.not_started(why);
+            return Ok(None);
+        }
         let sink = self.new_sink(log, self.presentation.echo_transcript);
+        self.attempt_started = Some(chrono::Utc::now());
         match self.ports.agents.spawn(spawn_spec, sink) {
             Ok(started) => {
+                if let Some(pgid) = started.pgid {
+                    let id = spec.session.id.clone().unwrap_or_default();
+                    self.hold_session(id, pgid);
+                }
                 let st = self.ports.records.state();
                 st.child_pid = started.pid.map(i64::from);
                 st.child_pgid = started.pgid.map(i64::from);
@@ -134,7 +150,9 @@ impl Dispatcher {
         } else {
             scanner
         };
-        Sink::new(log, scanner, echo, s.kill_on_stop_pattern)
+        let mut sink = Sink::new(log, scanner, echo, s.kill_on_stop_pattern);
+        sink.retries = self.retries.clone();
+        sink
     }
 
     /// The agent's environment: the agent table's, and the run context with absolute paths
@@ -240,6 +258,17 @@ impl Dispatcher {
         }
         let mut log = self.open_attempt_log(&spec, "(hybrid pane)")?;
         if self.pane.is_none() {
+            // A pane reopened on a session: whatever of the old pane still runs goes first.
+            if plan == PanePlan::Reopen
+                && let Err(e) = self.release_session(&session_id)
+            {
+                let why = format!(
+                    "cannot reopen session {session_id}: the closed pane's processes still hold it ({e})"
+                );
+                let _ = log.note("stop_reason", &why);
+                self.not_started(why);
+                return Ok(None);
+            }
             let req = self.pane_request(&spec);
             match self.ports.panes.open(&req) {
                 Ok(pane) => self.pane_opened(pane, &req)?,
@@ -262,6 +291,7 @@ impl Dispatcher {
         ));
         let sink = self.new_sink(log, false);
         let timeout = self.cfg.settings.timeout;
+        self.attempt_started = Some(chrono::Utc::now());
         Ok(Some(self.ports.panes.turn(pane, prompt, timeout, sink)))
     }
 
@@ -315,6 +345,8 @@ impl Dispatcher {
             session_id: Some(req.session_id.clone()).filter(|s| !s.is_empty()),
             argv: req.argv.clone(),
         };
+        // The TUI leads the pane's process group: that group holds the session.
+        self.hold_session(req.session_id.clone(), pane.pid);
         let st = self.ports.records.state();
         st.hybrid_pane_id = Some(pane.id.clone());
         st.hybrid_pane_pid = Some(serde_json::json!(pane.pid));
@@ -364,6 +396,12 @@ impl Dispatcher {
                 pane.learn_session(id);
             }
         }
+        // A session named by the agent (codex's thread) is known now: so is its holder.
+        if let Some(id) = &sc.session_id {
+            for h in self.holders.iter_mut().filter(|h| h.session_id.is_empty()) {
+                h.session_id = id.clone();
+            }
+        }
         AttemptReport {
             exit_code: exit.exit_code,
             signal: exit.signal,
@@ -388,5 +426,55 @@ fn clip_command(shown: String) -> String {
         format!("{}…", &shown[..shown.floor_char_boundary(600)])
     } else {
         shown
+    }
+}
+
+impl Dispatcher {
+    /// Remember that process group `pgid` (an attempt's, a pane's) works on `session_id`.
+    /// Only the current session's holders are kept: a session is resumed only while it is
+    /// the current one.
+    fn hold_session(&mut self, session_id: String, pgid: i32) {
+        self.holders
+            .retain(|h| h.session_id == session_id || h.session_id.is_empty());
+        let leader_identity = self.ports.holders.identify(pgid);
+        self.holders.push(Holder {
+            session_id,
+            pgid,
+            leader_identity,
+        });
+    }
+
+    /// End what still runs of earlier processes of `session_id` (before it is resumed, and
+    /// when the run closes its pane); an error when something survived (an attempt must then
+    /// not start).
+    pub(super) fn release_session(&mut self, session_id: &str) -> std::result::Result<(), String> {
+        let mut kept = Vec::new();
+        let mut failure = None;
+        for h in std::mem::take(&mut self.holders) {
+            if h.session_id != session_id {
+                kept.push(h);
+                continue;
+            }
+            match self.ports.holders.release(&h) {
+                Ok(pids) if pids.is_empty() => {}
+                Ok(pids) => {
+                    self.say(&format!(
+                        "session {session_id}: processes {pids:?} of an earlier attempt still ran; ended before resuming it"
+                    ));
+                    let event = SupervisorEvent::SessionHolderEnded {
+                        session_id: session_id.to_string(),
+                        pids,
+                    };
+                    let r = self.ports.records.append_supervisor(&event);
+                    self.check(r);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    kept.push(h);
+                }
+            }
+        }
+        self.holders = kept;
+        failure.map_or(Ok(()), Err)
     }
 }

@@ -12,13 +12,16 @@ use super::*;
 use crate::agents::Stream;
 use crate::config::{Invocation, Settings};
 use crate::driver::ports::{
-    AgentProcesses, Checkout, Console, Finished, NotStarted, PaneRequest, Panes, Records, Window,
-    Workspace,
+    Accounts, AgentProcesses, Checkout, CliFiles, Console, DailySpend, Finished, NotStarted,
+    PaneRequest, Panes, Records, SessionHolders, Window, Workspace,
 };
+use crate::effects::holders::Holder;
 use crate::effects::process::OutputSink;
 use crate::effects::worktree::{Changes, Outcome};
 use crate::engine::{BackupInfo, SessionRef, WaitPurpose};
 use crate::records::RunState;
+use crate::records::accounts::{AccountRecord, AccountUpdate};
+use crate::records::daily::Today;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Call {
@@ -43,6 +46,12 @@ enum Call {
     RequestApproval(String),
     AsksDelivered(Vec<String>),
     Notify(&'static str),
+    ReadAccount,
+    UpdateAccount(AccountUpdate),
+    Today,
+    Stamp(PathBuf),
+    Version(PathBuf),
+    Release { session_id: String, pgid: i32 },
 }
 
 /// Shared by every fake (`Send`: the workspace fake moves to a blocking thread).
@@ -253,6 +262,7 @@ impl Records for FakeRecords {
             .lock()
             .expect("calls")
             .push(Call::AppendSupervisor(event.name()));
+        self.state.apply_supervisor(event, chrono::Utc::now());
         Ok(())
     }
 
@@ -345,6 +355,93 @@ impl Console for FakeConsole {
     }
 }
 
+/// The account's record, scripted: what each read returns (then the last again).
+struct FakeAccounts {
+    calls: Calls,
+    records: Rc<RefCell<VecDeque<AccountRecord>>>,
+}
+
+impl Accounts for FakeAccounts {
+    fn read(&mut self) -> std::result::Result<AccountRecord, String> {
+        self.calls.lock().expect("calls").push(Call::ReadAccount);
+        let mut q = self.records.borrow_mut();
+        if q.len() > 1 {
+            Ok(q.pop_front().unwrap_or_default())
+        } else {
+            Ok(q.front().cloned().unwrap_or_default())
+        }
+    }
+
+    fn update(&mut self, update: &AccountUpdate) -> std::result::Result<(), String> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::UpdateAccount(update.clone()));
+        Ok(())
+    }
+}
+
+struct FakeDaily {
+    calls: Calls,
+    today: Today,
+}
+
+impl DailySpend for FakeDaily {
+    fn today(&mut self) -> Today {
+        self.calls.lock().expect("calls").push(Call::Today);
+        self.today.clone()
+    }
+}
+
+/// The CLI on disk: each stamp is the next of `stamps` (then the last again).
+struct FakeCli {
+    calls: Calls,
+    stamps: Rc<RefCell<VecDeque<AgentCli>>>,
+}
+
+impl CliFiles for FakeCli {
+    fn stamp(&mut self, program: &Path) -> Option<AgentCli> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Stamp(program.to_path_buf()));
+        let mut q = self.stamps.borrow_mut();
+        if q.len() > 1 {
+            q.pop_front()
+        } else {
+            q.front().cloned()
+        }
+    }
+
+    fn version(&mut self, path: &Path) -> Option<String> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(Call::Version(path.to_path_buf()));
+        Some("fake 2.0".into())
+    }
+}
+
+/// Holders: every group still has the pids in `alive` (ended by the release).
+struct FakeHolders {
+    calls: Calls,
+    alive: Rc<RefCell<Vec<i32>>>,
+}
+
+impl SessionHolders for FakeHolders {
+    fn identify(&mut self, pgid: i32) -> Option<String> {
+        Some(format!("id-{pgid}"))
+    }
+
+    fn release(&mut self, holder: &Holder) -> std::result::Result<Vec<i32>, String> {
+        self.calls.lock().expect("calls").push(Call::Release {
+            session_id: holder.session_id.clone(),
+            pgid: holder.pgid,
+        });
+        Ok(std::mem::take(&mut *self.alive.borrow_mut()))
+    }
+}
+
 /// A project directory with a config and a prompt, and a dispatcher over fakes.
 struct Harness {
     _dir: tempfile::TempDir,
@@ -353,6 +450,9 @@ struct Harness {
     scripts: Rc<RefCell<VecDeque<Script>>>,
     controls: Rc<RefCell<Vec<mpsc::UnboundedReceiver<AttemptControl>>>>,
     gone: Rc<RefCell<bool>>,
+    accounts: Rc<RefCell<VecDeque<AccountRecord>>>,
+    stamps: Rc<RefCell<VecDeque<AgentCli>>>,
+    alive: Rc<RefCell<Vec<i32>>>,
     d: Dispatcher,
 }
 
@@ -403,6 +503,9 @@ impl Harness {
         let scripts: Rc<RefCell<VecDeque<Script>>> = Rc::default();
         let controls = Rc::default();
         let gone = Rc::new(RefCell::new(false));
+        let accounts: Rc<RefCell<VecDeque<AccountRecord>>> = Rc::default();
+        let stamps: Rc<RefCell<VecDeque<AgentCli>>> = Rc::default();
+        let alive: Rc<RefCell<Vec<i32>>> = Rc::default();
         let ports = Ports {
             agents: Box::new(FakeAgents {
                 calls: calls.clone(),
@@ -432,6 +535,28 @@ impl Harness {
             notifier: Box::new(FakeNotifier {
                 calls: calls.clone(),
             }),
+            accounts: Some(Box::new(FakeAccounts {
+                calls: calls.clone(),
+                records: accounts.clone(),
+            })),
+            daily: Some(Box::new(FakeDaily {
+                calls: calls.clone(),
+                today: Today {
+                    tokens: 1200,
+                    cost_usd: 2.5,
+                    runs: 2,
+                    start: None,
+                    end: Some(chrono::Utc::now() + chrono::TimeDelta::hours(3)),
+                },
+            })),
+            cli: Box::new(FakeCli {
+                calls: calls.clone(),
+                stamps: stamps.clone(),
+            }),
+            holders: Box::new(FakeHolders {
+                calls: calls.clone(),
+                alive: alive.clone(),
+            }),
         };
         let engine = Engine::new(crate::driver::engine_config(&cfg), 7);
         let d = Dispatcher::new(cfg, engine, ports, Presentation::default(), run_dir);
@@ -442,6 +567,9 @@ impl Harness {
             scripts,
             controls,
             gone,
+            accounts,
+            stamps,
+            alive,
             d,
         }
     }
@@ -518,8 +646,10 @@ fn a_record_is_said_appended_and_saved_as_durably_as_it_needs() {
             Call::Save(Sync::No),
         ]
     );
-    let _ =
-        h.d.apply(Effect::Record(Event::RunStarted { dry_run: false }));
+    let _ = h.d.apply(Effect::Record(Event::RunStarted {
+        dry_run: false,
+        agent_cli: None,
+    }));
     assert_eq!(
         h.take_calls(),
         [Call::Append("run_started"), Call::Save(Sync::Now)]
@@ -1116,3 +1246,5 @@ fn plan_integrity_compares_the_plan_with_the_loops_start() {
         }))]
     );
 }
+
+mod quota;

@@ -28,8 +28,8 @@ mod transcripts;
 
 pub use screen::Tui;
 use screen::{Screen, activity, classify, dialog};
-pub use transcripts::pane_transcript;
-use transcripts::{codex_rollout, newest_rollout_for, open_rollout};
+pub use transcripts::{codex_rollout, pane_transcript};
+use transcripts::{newest_rollout_for, open_rollout};
 
 /// How often the pane and the transcript are looked at.
 const POLL: Duration = Duration::from_millis(100);
