@@ -479,7 +479,8 @@ pub struct StopArgs {
     /// Why (recorded in the stop reason).
     #[arg(long, default_value = "operator requested stop")]
     pub reason: String,
-    /// Return only when the run has stopped; print its final reason.
+    /// Return only when the run has stopped and its supervisor has exited (the worktree is
+    /// free for the next looper); print its final reason.
     #[arg(long)]
     pub wait: bool,
     /// If the supervisor does not act within the grace period, signal the agent group and the supervisor.

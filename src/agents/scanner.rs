@@ -364,6 +364,18 @@ impl Scanner {
             let tail = tail.to_string();
             self.keep_text(&tail);
         }
+        if !self.marker_seen_while_off
+            && let Some(re) = &self.ignored_marker
+        {
+            // Once over the block; line by line only when the match crosses a newline
+            // (which no line holds on its own), as for the completion marker below.
+            self.marker_seen_while_off = match re.find(&text) {
+                Some(m) if m.as_str().contains('\n') => {
+                    text.split('\n').any(|line| re.is_match(line))
+                }
+                found => found.is_some(),
+            };
+        }
         let completion_needed =
             !self.completion_seen && self.completion.is_some() && !self.completion_last_only;
         let match_needed = !self.match_seen && self.output_match.is_some();

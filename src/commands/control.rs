@@ -156,6 +156,7 @@ fn wait(t: &Target) -> Result<i32> {
             });
         };
         if !state.is_active() {
+            wait_for_exit(&state);
             let reason = state.stop_reason.unwrap_or_else(|| "-".into());
             crate::say!(
                 "{}: {} ({reason})",
@@ -175,6 +176,22 @@ fn wait(t: &Target) -> Result<i32> {
         std::thread::sleep(POLL);
     }
 }
+
+/// The supervisor records its end before it lets go of the worktree (it still closes its
+/// pane, settles a worktree, releases the run lock): `--wait` returns once it has exited, so
+/// a looper started right after finds the worktree free. Bounded: a supervisor stuck after
+/// its end is no reason to hang the operator's shell.
+fn wait_for_exit(state: &RunState) {
+    let end = Instant::now() + EXIT_GRACE;
+    while procinfo::stale_reason(state.pid, state.pid_identity.as_deref()).is_none()
+        && Instant::now() < end
+    {
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How long `--wait` gives a supervisor that recorded its end to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(30);
 
 /// Wait up to `grace` for the run to stop (or for `done` to hold); true if it did.
 fn settled(t: &Target, grace: Duration, done: impl Fn(&RunState) -> bool) -> bool {

@@ -194,12 +194,18 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
         Some(p) => Some(compile_key(&settings, "completion_marker", p)?),
         None => None,
     };
+    // With completion off, the marker the agent may still print: the configured one, else
+    // the default the starter prompt asks for (`EXIT_SIGNAL: true`).
     let ignored_marker = match (&completion, settings.layers.get("looper.completion_marker")) {
+        (Some(_), _) => None,
         (None, Some(e)) => match &e.value {
             super::Value::Str(p) if !p.is_empty() => layers::compile_regex(p, false).ok(),
             _ => None,
         },
-        _ => None,
+        (None, None) => match super::schema::looper_key("completion_marker").map(|k| k.default) {
+            Some(super::schema::DefaultValue::Str(p)) => layers::compile_regex(p, false).ok(),
+            _ => None,
+        },
     };
     let output_match = match &settings.cb_output_match_pattern {
         Some(p) => Some(compile_key(&settings, "cb_output_match_pattern", p)?),

@@ -1329,9 +1329,13 @@ impl LockGuard {
     /// does the same silently.
     pub fn release(mut self) -> Result<(), GitError> {
         match self.file.take() {
-            Some(file) => file
-                .set_len(0)
-                .map_err(io_err("cannot clear the run lock file", &self.path)),
+            Some(file) => {
+                let cleared = file
+                    .set_len(0)
+                    .map_err(io_err("cannot clear the run lock file", &self.path));
+                let _ = file.unlock();
+                cleared
+            }
             None => Ok(()),
         }
     }
@@ -1339,10 +1343,13 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     /// Truncate while still holding the lock (never unlink: a deleted lock file lets two processes
-    /// lock two different inodes); closing the file releases the flock.
+    /// lock two different inodes), then unlock explicitly: a process forked at this moment (an
+    /// agent, a notifier) holds a copy of the descriptor until its exec closes it, and closing
+    /// ours alone would leave the flock held by that copy.
     fn drop(&mut self) {
         if let Some(file) = self.file.take() {
             let _ = file.set_len(0);
+            let _ = file.unlock();
         }
     }
 }
@@ -2346,6 +2353,25 @@ mod tests {
         );
         second.release().expect("release");
         assert_eq!(fs::read(&lock).expect("read lock"), b"");
+    }
+
+    /// A process forked while the lock is held (an agent spawned by another thread) keeps a
+    /// copy of its descriptor until its exec: the release must not depend on that copy
+    /// closing. The copy here is a duplicate held across the drop.
+    #[test]
+    fn run_lock_is_released_although_a_copy_of_its_descriptor_lives_on() {
+        let dir = TempDir::new().expect("tempdir");
+        let lock = dir.path().join("agent-looper.lock");
+        let first = acquire_run_lock(&lock, &holder("first")).expect("acquire");
+        let copy = first
+            .file
+            .as_ref()
+            .map(|f| f.try_clone().expect("dup"))
+            .expect("file");
+        drop(first);
+        let second = acquire_run_lock(&lock, &holder("second")).expect("acquire after drop");
+        assert!(second.took_over.is_none());
+        drop(copy);
     }
 
     #[test]

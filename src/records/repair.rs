@@ -136,6 +136,9 @@ fn repair_unsynced(
     let mut state: Map<String, Json> = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Usage(format!("cannot parse {}: {e}", path.display())))?;
     let at = Json::String(time::format(now));
+    if let Some(end) = recorded_end(dir) {
+        return complete_recorded_end(dir, &path, state, &end, reason, at, durable);
+    }
     let stop_reason = format!("external termination: {reason}");
     let exit_code = state.get("exit_code").and_then(Json::as_i64);
     let completed = state
@@ -183,6 +186,72 @@ fn repair_unsynced(
     })
 }
 
+/// How far back from the end of `events.jsonl` a recorded end is looked for: the supervisor
+/// writes nothing but a worktree's settlement after `run_stopped`.
+const END_WINDOW: u64 = 1 << 20;
+
+/// The run's own `run_stopped`, when its supervisor recorded the end and died before the
+/// state that follows it (SIGKILL in between), or an earlier repair died the same way.
+fn recorded_end(dir: &Path) -> Option<Json> {
+    let bytes = fsio::read_tail(&dir.join(super::EVENTS_FILE), END_WINDOW).ok()?;
+    fsio::parse_jsonl(&bytes)
+        .into_iter()
+        .rev()
+        .find(|e| e["event"] == "run_stopped")
+}
+
+/// A run whose end is already in its events: the state is completed from that event, and no
+/// second `run_stopped` is written (a run has exactly one end).
+fn complete_recorded_end(
+    dir: &Path,
+    path: &Path,
+    mut state: Map<String, Json>,
+    end: &Json,
+    reason: &str,
+    at: Json,
+    durable: bool,
+) -> Result<Repaired> {
+    let text = |k: &str| end.get(k).and_then(Json::as_str).map(str::to_owned);
+    let stop_reason =
+        text("stop_reason").unwrap_or_else(|| format!("external termination: {reason}"));
+    let status = text("status").unwrap_or_else(|| Status::Stopped.as_str().into());
+    let stop_kind = end
+        .get("stop_kind")
+        .cloned()
+        .filter(Json::is_string)
+        .unwrap_or_else(|| serde_json::to_value(StopKind::External).unwrap_or(Json::Null));
+    let exit_code = end.get("exit_code").cloned().unwrap_or(Json::Null);
+    let completed = end
+        .get("ts")
+        .cloned()
+        .filter(Json::is_string)
+        .unwrap_or(at.clone());
+    for (k, v) in [
+        ("status", Json::String(status)),
+        ("stop_reason", Json::String(stop_reason.clone())),
+        ("stop_kind", stop_kind),
+        ("exit_code", exit_code),
+        ("completed_at", completed),
+        ("stale_reason", Json::String(reason.into())),
+        ("stale_repaired_at", at.clone()),
+        ("last_event", Json::String("run_stopped".into())),
+        ("updated_at", at),
+    ] {
+        state.insert(k.into(), v);
+    }
+    let mut out = serde_json::to_vec_pretty(&Json::Object(state))
+        .map_err(|e| Error::Usage(format!("cannot serialise the repaired state: {e}")))?;
+    out.push(b'\n');
+    fsio::write_atomic(path, &out, durable)?;
+    if durable {
+        sync_run(dir)?;
+    }
+    Ok(Repaired {
+        reason: reason.into(),
+        stop_reason,
+    })
+}
+
 /// Append one of the supervisor's records to a run no supervisor holds any more (a worktree
 /// settled after its run: by `--repair-stale`, or after the run's records were closed) and
 /// fold it into `state.json`, which is replaced atomically.
@@ -198,4 +267,77 @@ pub fn record_after(dir: &Path, event: &SupervisorEvent, now: DateTime<Utc>) -> 
         .map_err(|e| Error::Usage(format!("cannot serialise the state: {e}")))?;
     out.push(b'\n');
     fsio::write_atomic(&path, &out, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::EVENTS_FILE;
+
+    /// A run directory as a supervisor killed at `events` left it: its state still running.
+    fn run_dir(events: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path();
+        std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        let state = r#"{"label":"x","status":"running","exit_code":null,"pid":999999999}"#;
+        fsio::write_new_private(&run.join(STATE_FILE), state.as_bytes()).expect("state");
+        fsio::write_new_private(&run.join(EVENTS_FILE), events.as_bytes()).expect("events");
+        dir
+    }
+
+    fn ends(dir: &Path) -> Vec<Json> {
+        fsio::read_jsonl(&dir.join(EVENTS_FILE))
+            .into_iter()
+            .filter(|e| e["event"] == "run_stopped")
+            .collect()
+    }
+
+    fn state(dir: &Path) -> Json {
+        serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).expect("read")).expect("json")
+    }
+
+    #[test]
+    fn a_run_without_an_end_gets_one() {
+        let d = run_dir("{\"event\":\"prompt_started\",\"ts\":\"2026-12-01T10:00:00Z\"}\n");
+        let now = time::parse("2026-12-01T11:00:00Z").expect("t");
+        let r = repair(d.path(), "supervisor process 1 is no longer running", now).expect("repair");
+        assert!(r.stop_reason.starts_with("external termination: "));
+        let st = state(d.path());
+        assert_eq!(st["status"], "stopped");
+        assert_eq!(st["stop_kind"], "external");
+        let e = ends(d.path());
+        assert_eq!(e.len(), 1);
+        assert!(e[0]["stale_repaired_at"].is_string());
+    }
+
+    /// SIGKILL between the supervisor's `run_stopped` and the state after it: the end it
+    /// recorded is the run's end; a second `run_stopped` would give the run two.
+    #[test]
+    fn a_run_whose_end_is_recorded_keeps_that_end() {
+        let d = run_dir(concat!(
+            "{\"event\":\"prompt_started\",\"ts\":\"2026-12-01T10:00:00Z\"}\n",
+            "{\"ts\":\"2026-12-01T10:00:05Z\",\"schema_version\":1,\"event\":\"run_stopped\",",
+            "\"status\":\"stopped\",\"stop_reason\":\"max loops reached: 3\",",
+            "\"stop_kind\":\"max_loops\",\"exit_code\":0}\n",
+            "{\"ts\":\"2026-12-01T10:00:0"
+        ));
+        let now = time::parse("2026-12-01T11:00:00Z").expect("t");
+        let r = repair(d.path(), "supervisor process 1 is no longer running", now).expect("repair");
+        assert_eq!(r.stop_reason, "max loops reached: 3");
+        let st = state(d.path());
+        assert_eq!(st["status"], "stopped");
+        assert_eq!(st["stop_reason"], "max loops reached: 3");
+        assert_eq!(st["stop_kind"], "max_loops");
+        assert_eq!(st["exit_code"], 0);
+        assert_eq!(st["completed_at"], "2026-12-01T10:00:05Z");
+        assert_eq!(
+            st["stale_reason"],
+            "supervisor process 1 is no longer running"
+        );
+        assert_eq!(ends(d.path()).len(), 1);
+        // A second repair (the first died before its state) changes nothing more.
+        repair(d.path(), "again", now).expect("repair");
+        assert_eq!(ends(d.path()).len(), 1);
+    }
 }

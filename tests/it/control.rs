@@ -699,3 +699,26 @@ fn btw_notes_are_queued_for_the_supervisor_never_pasted_by_the_command() {
     .expect("json");
     assert_eq!(note["status"], "queued");
 }
+
+/// `control stop --wait` returned as soon as the state said stopped, while the supervisor was
+/// still finishing (here its notifier, for 3 s): a looper started right after was refused by
+/// the run lock (`another looper is already running`). It returns once the supervisor exited.
+#[test]
+fn stop_wait_returns_once_the_supervisor_has_exited() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== call 1\nsleep 30\n=== default\nsay hi\n",
+        "[notify]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 3\"]\non = [\"stopped\"]\ntimeout_seconds = 20\n",
+    );
+    let mut run = start(&p, &[]);
+    wait_prompt_started(&p, 1);
+    let out = control(&p, &["stop", "--now", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        matches!(run.child.try_wait(), Ok(Some(_))),
+        "--wait returned while the supervisor was still running"
+    );
+    // The worktree is free: the run lock is taken at once.
+    let next = p.run(&["--once"]);
+    assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+}

@@ -461,7 +461,7 @@ fn every_next_step_the_first_run_prints_works_outside_tmux() {
                             p.state()
                         );
                         assert_eq!(p.state()["agent_interface"], "hybrid", "{what}");
-                        let _ = cmd("looper control stop").output();
+                        let _ = cmd("looper control stop --now --wait").output();
                         assert!(
                             wait_until(60.0, || !matches!(
                                 p.state()["status"].as_str(),
@@ -537,4 +537,24 @@ fn every_next_step_the_first_run_prints_works_outside_tmux() {
         }
         assert_eq!(p.run_dirs().len(), runs, "{exe}");
     }
+}
+
+/// 14.1: an agent that keeps printing the completion marker while completion is off was
+/// re-prompted forever without a word; it is said once, on the console and in an event.
+#[test]
+fn a_marker_printed_while_completion_is_off_is_said_once() {
+    let p = Project::new();
+    p.fake_agent("=== default\nsay all done\nsay EXIT_SIGNAL: true\n", "");
+    let out = p.run(&["--max-loops", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(p.state()["stop_reason"], "max loops reached: 3");
+    let console = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(console.matches("completion is off").count(), 1, "{console}");
+    assert!(console.contains("--complete-on"), "{console}");
+    let said: Vec<String> = p
+        .event_names()
+        .into_iter()
+        .filter(|e| e == "completion_marker_ignored")
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", p.event_names());
 }

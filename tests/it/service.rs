@@ -178,9 +178,16 @@ fn a_restarted_service_repairs_the_previous_run_and_starts_a_new_one() {
         p.read("first.err")
     );
     let old = p.last_run();
-    let pgid = read_json(&old.join("state.json"))["child_pgid"]
-        .as_i64()
-        .expect("child pgid");
+    // The event comes before the state that records the agent's group.
+    let mut pgid = None;
+    assert!(
+        wait_until(10.0, || {
+            pgid = read_json(&old.join("state.json"))["child_pgid"].as_i64();
+            pgid.is_some()
+        }),
+        "no child_pgid in the state"
+    );
+    let pgid = pgid.unwrap_or_default();
     // A crash the supervisor cannot record: SIGKILL (the OOM killer, kill -9).
     first.kill().expect("kill");
     first.wait().expect("reap");
