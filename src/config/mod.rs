@@ -1,6 +1,7 @@
 //! Configuration: built-in defaults, the project file, a preset, the environment, flags and
 //! agent args, layered in that order (D8) and validated before anything starts (D6).
 
+pub mod account;
 pub mod flags;
 pub mod gates;
 pub mod human;
@@ -111,7 +112,7 @@ pub struct AgentSettings {
     pub stop_patterns: Vec<String>,
     pub scan_stdout_for_stop_patterns: bool,
     /// `account = "name"`: the login this agent uses, named explicitly (issue 18); `None`:
-    /// derived from what selects the login (`records::accounts::Account::derive`).
+    /// derived from what selects the login (`config::account::account_of`).
     pub account: Option<String>,
     /// This agent's own `min_headroom_percent`, when its table sets one.
     pub min_headroom_percent: Option<f64>,

@@ -24,8 +24,9 @@ use crate::engine::{
     AgentCli, DailyBudget, Engine, EngineConfig, Input, RetryPolicy, ReviewGate, VerifyGate,
 };
 use crate::error::{Error, Result};
-use crate::records::accounts::{Account, AccountFile, accounts_dir};
+use crate::records::accounts::AccountFile;
 use crate::records::control::latest_focus;
+use crate::records::discovery::accounts_dir;
 use crate::records::events::AgentRetry;
 use crate::records::events::SupervisorEvent;
 use crate::records::inbox::Inbox;
@@ -57,7 +58,7 @@ pub struct RunOptions {
 pub fn account_file(cfg: &RunConfig) -> Option<AccountFile> {
     let a = &cfg.settings.agent;
     let lookup = |k: &str| a.env.get(k).or_else(|| cfg.env.get(k)).cloned();
-    let account = Account::derive(a.kind, a.account.as_deref(), lookup, &a.cwd)?;
+    let account = crate::config::account::account_of(a.kind, a.account.as_deref(), lookup, &a.cwd)?;
     Some(AccountFile {
         dir: accounts_dir(&cfg.env)?,
         account,

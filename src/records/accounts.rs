@@ -7,24 +7,23 @@
 //! `$HOME/.claude`), codex's `CODEX_HOME` (or `$HOME/.codex`), gemini's `GEMINI_CLI_HOME`
 //! (or `$HOME`) `/.gemini`, plus a credential given in the environment (an API key selects
 //! the login before any config directory does; only a hash of it is kept), or an explicit
-//! `account = "name"` of the agent table. The file name is a hash of that identity.
+//! `account = "name"` of the agent table (`config::account` finds it). The file name is a
+//! hash of that identity.
 //!
 //! Writers take `<id>.lock` (`flock`, through std's `File::lock`: the kernel drops it when a
 //! holder dies, so a killed looper never leaves the account locked), read the record, merge
 //! what they learned and replace the file atomically. Readers (every looper, before every
 //! prompt) read without the lock: a replaced file is always whole.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{fsio, time};
-use crate::config::AgentKind;
 use crate::error::{Error, Result};
 
 pub const ACCOUNTS_SCHEMA_VERSION: u32 = 1;
@@ -34,21 +33,6 @@ const MAX_ACCOUNT_FILE: u64 = 1 << 20;
 
 /// At most this many windows are kept per account (a CLI reports a handful).
 const MAX_WINDOWS: usize = 16;
-
-/// Environment variables that carry a credential, per kind: when one is set, it selects the
-/// login (for claude an API key wins over the OAuth login of its config directory).
-fn credential_vars(kind: AgentKind) -> &'static [&'static str] {
-    match kind {
-        AgentKind::Claude => &[
-            "ANTHROPIC_API_KEY",
-            "ANTHROPIC_AUTH_TOKEN",
-            "CLAUDE_CODE_OAUTH_TOKEN",
-        ],
-        AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],
-        AgentKind::Gemini => &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
-        AgentKind::Generic => &[],
-    }
-}
 
 /// An account: how it is shown, and the id its file is named by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,61 +49,27 @@ fn short_hash(text: &str) -> String {
 }
 
 impl Account {
-    /// The account an agent uses. `explicit` is its `account = "..."`; `lookup` reads its
-    /// environment (its table's `env`, then the looper's); relative directories are taken
-    /// from `cwd`, where the agent starts. `None` for a generic agent without an explicit
-    /// name, or when nothing names a login (no `HOME`).
-    pub fn derive(
-        kind: AgentKind,
-        explicit: Option<&str>,
-        lookup: impl Fn(&str) -> Option<String>,
-        cwd: &Path,
-    ) -> Option<Account> {
-        if let Some(name) = explicit.map(str::trim).filter(|n| !n.is_empty()) {
-            return Some(Account {
-                name: name.to_string(),
-                id: short_hash(&format!("name:{name}"))[..16].to_string(),
-            });
+    /// The account an agent table names with `account = "..."`.
+    pub fn named(name: &str) -> Account {
+        Account {
+            name: name.to_string(),
+            id: short_hash(&format!("name:{name}"))[..16].to_string(),
         }
-        let set = |k: &str| lookup(k).filter(|v| !v.is_empty());
-        let home = set("HOME").map(PathBuf::from);
-        let dir = match kind {
-            AgentKind::Claude => set("CLAUDE_CONFIG_DIR")
-                .map(PathBuf::from)
-                .or_else(|| home.map(|h| h.join(".claude"))),
-            AgentKind::Codex => set("CODEX_HOME")
-                .map(PathBuf::from)
-                .or_else(|| home.map(|h| h.join(".codex"))),
-            AgentKind::Gemini => set("GEMINI_CLI_HOME")
-                .map(PathBuf::from)
-                .or(home)
-                .map(|h| h.join(".gemini")),
-            AgentKind::Generic => None,
-        }?;
-        let dir = crate::config::absolutize(cwd, &dir);
-        // The same directory reached through a symlink is the same login.
-        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        let mut name = format!("{}:{}", kind.as_str(), dir.display());
-        let keys: Vec<String> = credential_vars(kind)
-            .iter()
-            .filter_map(|k| set(k).map(|v| format!("{k}={v}")))
-            .collect();
-        if !keys.is_empty() {
-            // Never the key itself: a hash tells two keys apart and says nothing else.
-            name.push_str(&format!("+key#{}", &short_hash(&keys.join("\n"))[..8]));
+    }
+
+    /// The account of a login identity (`claude:/home/me/.claude`, with `+key#...` when a
+    /// credential selects it): `config::account` says which identity an agent uses.
+    pub fn of_login(identity: String) -> Account {
+        Account {
+            id: short_hash(&identity)[..16].to_string(),
+            name: identity,
         }
-        Some(Account {
-            id: short_hash(&name)[..16].to_string(),
-            name,
-        })
     }
 }
 
-/// The machine-wide accounts directory (beside the run registry), or `None` without a state
-/// directory (no `XDG_STATE_HOME` and no `HOME`).
-pub fn accounts_dir(env: &BTreeMap<String, String>) -> Option<PathBuf> {
-    let registry = super::discovery::registry_path(env)?;
-    Some(registry.parent()?.join("accounts"))
+/// A short hash of credentials: it tells two keys apart and says nothing else.
+pub fn credential_hash(text: &str) -> String {
+    short_hash(text)[..8].to_string()
 }
 
 /// One reading of an account's usage window (state.json's `rate_limits`, and the account
@@ -309,72 +259,8 @@ impl AccountFile {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
     fn at(s: &str) -> DateTime<Utc> {
         time::parse(s).expect("time")
-    }
-
-    #[test]
-    fn the_account_is_what_selects_the_login() {
-        let cwd = Path::new("/work");
-        let claude = |pairs: &[(&str, &str)]| {
-            Account::derive(AgentKind::Claude, None, env(pairs), cwd).map(|a| a.name)
-        };
-        assert_eq!(
-            claude(&[("HOME", "/home/a")]).as_deref(),
-            Some("claude:/home/a/.claude")
-        );
-        assert_eq!(
-            claude(&[("HOME", "/home/a"), ("CLAUDE_CONFIG_DIR", "/cfg/b")]).as_deref(),
-            Some("claude:/cfg/b")
-        );
-        // Relative to where the agent starts.
-        assert_eq!(
-            Account::derive(AgentKind::Codex, None, env(&[("CODEX_HOME", "ch")]), cwd)
-                .map(|a| a.name)
-                .as_deref(),
-            Some("codex:/work/ch")
-        );
-        assert_eq!(
-            Account::derive(
-                AgentKind::Gemini,
-                None,
-                env(&[("HOME", "/h"), ("GEMINI_CLI_HOME", "/g")]),
-                cwd
-            )
-            .map(|a| a.name)
-            .as_deref(),
-            Some("gemini:/g/.gemini")
-        );
-        // A key selects the login: two keys are two accounts, and the key is never shown.
-        let a = claude(&[("HOME", "/h"), ("ANTHROPIC_API_KEY", "sk-one")]).expect("a");
-        let b = claude(&[("HOME", "/h"), ("ANTHROPIC_API_KEY", "sk-two")]).expect("b");
-        assert_ne!(a, b);
-        assert!(
-            a.starts_with("claude:/h/.claude+key#") && !a.contains("sk-one"),
-            "{a}"
-        );
-        // No login named: no account; a generic agent has one only by name.
-        assert_eq!(claude(&[]), None);
-        assert_eq!(
-            Account::derive(AgentKind::Generic, None, env(&[("HOME", "/h")]), cwd),
-            None
-        );
-        let named = Account::derive(AgentKind::Generic, Some("team"), env(&[]), cwd).expect("n");
-        assert_eq!(named.name, "team");
-        assert_eq!(named.id.len(), 16);
-        assert_eq!(
-            Account::derive(AgentKind::Claude, Some("team"), env(&[("HOME", "/h")]), cwd),
-            Some(named),
-            "an explicit name is the account whatever else is set"
-        );
     }
 
     fn window(name: &str, used: f64, at_s: &str, resets: &str) -> WindowRecord {

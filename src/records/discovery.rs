@@ -122,6 +122,13 @@ pub struct RegistryEntry {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// The machine-wide accounts directory (beside the run registry), or `None` without a state
+/// directory (no `XDG_STATE_HOME` and no `HOME`).
+pub fn accounts_dir(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    let registry = registry_path(env)?;
+    Some(registry.parent()?.join("accounts"))
+}
+
 /// The machine-wide registry of run directories for `looper status --all` (D23).
 pub fn registry_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
     // The XDG spec: a relative path in these variables is invalid and must be ignored (one

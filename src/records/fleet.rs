@@ -72,7 +72,7 @@ pub struct StateView {
     pub tmux_socket: Option<String>,
     pub tmux_pane: Option<String>,
     /// The account, its windows, the CLI's own retry, a hold, the CLI (issue 18; worded by
-    /// `records::quota_view`).
+    /// `records::quota_view`, the retry in the STOP/NOTE cell by `agent_retry_note`).
     pub account: Option<String>,
     pub rate_limits: Option<Vec<super::accounts::WindowRecord>>,
     pub account_limit: Option<super::state::AccountLimitState>,
@@ -364,9 +364,7 @@ impl Row {
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| "waiting for `looper control resume`".into())
             ),
-            Some("running") if s.agent_retry.is_some() => {
-                super::quota_view::agent_retry_note(s).unwrap_or_default()
-            }
+            Some("running") if s.agent_retry.is_some() => agent_retry_note(s).unwrap_or_default(),
             Some("running") if s.gate_blocked.is_some() => {
                 let since = s
                     .gate_blocked_since
@@ -536,6 +534,34 @@ pub fn sort_rows(rows: &mut [Row]) {
 
 /// A row named `name` with a status, an exit code and an update time, for tests here and in
 /// the renderers.
+/// The CLI's own retry while the attempt goes on: `claude retrying itself: 2/10 after 429,
+/// next in 2s`.
+pub fn agent_retry_note(s: &StateView) -> Option<String> {
+    let r = s.agent_retry.as_ref()?;
+    // Short: it is a cell of the table (60 characters).
+    let mut t = format!("{} retrying itself", crate::text::sanitize_line(&r.agent));
+    match (r.attempt, r.max_attempts) {
+        (Some(a), Some(m)) => t.push_str(&format!(": {a}/{m}")),
+        (Some(a), None) => t.push_str(&format!(": try {a}")),
+        _ => t.push(':'),
+    }
+    match (r.status, &r.error) {
+        (Some(st), _) => t.push_str(&format!(" after {st}")),
+        (None, Some(e)) => t.push_str(&format!(" after {}", crate::text::sanitize_line(e))),
+        (None, None) => {}
+    }
+    if let Some(d) = r.delay_seconds {
+        t.push_str(&format!(
+            ", next in {}",
+            crate::engine::stop::fmt_duration(d)
+        ));
+    }
+    if r.attempt.is_none() && r.status.is_none() && r.error.is_none() {
+        t.push_str(&format!(" {}", crate::text::sanitize_line(&r.text)));
+    }
+    Some(t)
+}
+
 #[cfg(test)]
 pub fn sample_row(name: &str, status: &str, exit: Option<i64>, updated: &str) -> Row {
     Row {

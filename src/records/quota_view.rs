@@ -86,34 +86,6 @@ pub fn limits_line(s: &StateView, now: DateTime<Utc>) -> Option<String> {
     Some(parts.join("; "))
 }
 
-/// The CLI's own retry while the attempt goes on: `claude retrying itself: 2/10 after 429,
-/// next in 2s`.
-pub fn agent_retry_note(s: &StateView) -> Option<String> {
-    let r = s.agent_retry.as_ref()?;
-    // Short: it is a cell of the table (60 characters).
-    let mut t = format!("{} retrying itself", sanitize_line(&r.agent));
-    match (r.attempt, r.max_attempts) {
-        (Some(a), Some(m)) => t.push_str(&format!(": {a}/{m}")),
-        (Some(a), None) => t.push_str(&format!(": try {a}")),
-        _ => t.push(':'),
-    }
-    match (r.status, &r.error) {
-        (Some(st), _) => t.push_str(&format!(" after {st}")),
-        (None, Some(e)) => t.push_str(&format!(" after {}", sanitize_line(e))),
-        (None, None) => {}
-    }
-    if let Some(d) = r.delay_seconds {
-        t.push_str(&format!(
-            ", next in {}",
-            crate::engine::stop::fmt_duration(d)
-        ));
-    }
-    if r.attempt.is_none() && r.status.is_none() && r.error.is_none() {
-        t.push_str(&format!(" {}", sanitize_line(&r.text)));
-    }
-    Some(t)
-}
-
 /// The CLI changed during the run: `agent CLI changed at 14:02: 2.1.332 -> 2.1.340`.
 pub fn cli_change_line(s: &StateView) -> Option<String> {
     let c = s.agent_cli_changed.as_ref()?;
@@ -238,7 +210,7 @@ mod tests {
             ..StateView::default()
         };
         assert_eq!(
-            agent_retry_note(&retry).as_deref(),
+            super::super::fleet::agent_retry_note(&retry).as_deref(),
             Some("claude retrying itself: 2/10 after 429, next in 2s")
         );
     }
