@@ -94,6 +94,21 @@ pub fn tail_chars(s: &str, max: usize) -> String {
     format!("…{}", &s[s.ceil_char_boundary(s.len() - max)..])
 }
 
+/// `label` with every character that is not safe in a file or branch name (letters, digits,
+/// `.`, `_`, `-`) replaced by `-`: run directory and worktree names start from it.
+pub fn file_name_chars(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,46 +1,15 @@
 //! `looper doctor`: can the configured agents run here? tmux? git? a valid config?
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use crate::cli::{DoctorArgs, RunArgs};
 use crate::config::run::{self, find_program};
 use crate::config::{self, Invocation};
+use crate::effects::agent_cli;
 use crate::error::{Error, Result, exit_code};
 
-/// First line of `<program> --version`, bounded in time.
-pub fn version_of(program: &std::path::Path, arg: &str) -> Option<String> {
-    use std::os::unix::process::CommandExt;
-    // Its own group, so a probe that hangs is killed with everything it started (a node CLI
-    // starts children): nothing of it outlives `doctor`.
-    let mut child = Command::new(program)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
+/// First line of `<program> <arg>`, bounded in time, in a process group of its own that is
+/// killed afterwards (a hung probe and what it started never outlive `doctor`).
+fn version_of(program: &std::path::Path, arg: &str) -> Option<String> {
+    agent_cli::version_of(program, arg, &[], agent_cli::VERSION_LIMIT)
 }
 
 pub fn doctor(args: &DoctorArgs, wrapper: Option<&str>) -> Result<i32> {

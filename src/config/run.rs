@@ -149,6 +149,31 @@ pub fn find_program(program: &str, cwd: &Path, path_var: Option<&str>) -> Option
 
 /// The programs an agent's commands name: its executable (built-in kinds), and the first word
 /// of each command template.
+/// Every program `agent`'s commands name, found on `PATH` (or relative to where it starts);
+/// a dry run leaves out what is missing, a real run is refused naming the program.
+fn resolve_programs(
+    agent: &AgentSettings,
+    path_var: Option<&str>,
+    dry_run: bool,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let mut programs = BTreeMap::new();
+    for program in programs_of(agent) {
+        match find_program(&program, &agent.cwd, path_var) {
+            Some(p) => {
+                programs.insert(program, p);
+            }
+            None if dry_run => {}
+            None => {
+                return Err(Error::AgentNotFound {
+                    program,
+                    agent: agent.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(programs)
+}
+
 fn programs_of(agent: &AgentSettings) -> Vec<String> {
     let mut names = Vec::new();
     if agent.kind != AgentKind::Generic {
@@ -271,21 +296,7 @@ pub fn prepare(mut settings: Settings, inv: &Invocation) -> Result<RunConfig> {
     }
 
     let path_var = inv.env.get("PATH").map(String::as_str);
-    let mut programs = BTreeMap::new();
-    for program in programs_of(&settings.agent) {
-        match find_program(&program, &settings.agent.cwd, path_var) {
-            Some(p) => {
-                programs.insert(program, p);
-            }
-            None if settings.dry_run => {}
-            None => {
-                return Err(Error::AgentNotFound {
-                    program,
-                    agent: settings.agent.name.clone(),
-                });
-            }
-        }
-    }
+    let mut programs = resolve_programs(&settings.agent, path_var, settings.dry_run)?;
 
     // D33, D6: the notifier's program is found now, not when a person is first needed.
     if settings.human.notify.enabled()
@@ -592,21 +603,7 @@ fn prepare_review(settings: &Settings, path_var: Option<&str>) -> Result<Option<
             "nothing",
         ));
     }
-    let mut programs = BTreeMap::new();
-    for program in programs_of(&r.agent) {
-        match find_program(&program, &r.agent.cwd, path_var) {
-            Some(p) => {
-                programs.insert(program, p);
-            }
-            None if settings.dry_run => {}
-            None => {
-                return Err(Error::AgentNotFound {
-                    program,
-                    agent: r.agent.name.clone(),
-                });
-            }
-        }
-    }
+    let programs = resolve_programs(&r.agent, path_var, settings.dry_run)?;
     let rubric = match &r.prompt_file {
         Some(path) => layers::read_text(path, "the review prompt file")?,
         None => super::rubric::BUILTIN.to_string(),

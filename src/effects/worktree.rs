@@ -190,18 +190,8 @@ pub(crate) fn record_path(home: &Path, name: &str) -> PathBuf {
 /// A worktree name from a run label: the safe file-name characters of the label, never
 /// starting with a dot (those names are the looper's own).
 pub fn name_for(label: &str) -> String {
-    let mapped: String = label
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
     // What git refuses in a branch name (`..`, a `.lock` ending) cannot come from a label.
-    let mut mapped = mapped;
+    let mut mapped = crate::text::file_name_chars(label);
     while mapped.contains("..") {
         mapped = mapped.replace("..", ".");
     }

@@ -49,16 +49,7 @@ pub const RESERVE_FILE: &str = ".space-reserve";
 
 /// Keep what a label says but only characters that are safe in a file name.
 pub fn safe_label(label: &str) -> String {
-    let mapped: String = label
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let mapped = crate::text::file_name_chars(label);
     let trimmed = mapped.trim_matches('-');
     if trimmed.is_empty() || trimmed.chars().all(|c| c == '.') {
         "agent".into()

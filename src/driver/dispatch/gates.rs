@@ -86,6 +86,27 @@ impl Dispatcher {
         ))
     }
 
+    /// Start a gate's process (the verify command, the reviewer); one that cannot start is
+    /// that gate's failure, said in its log.
+    fn spawn_gate(
+        &mut self,
+        spawn_spec: SpawnSpec,
+        sink: Sink,
+        which: Running,
+    ) -> Result<Option<Started>> {
+        match self.ports.agents.spawn(spawn_spec, sink) {
+            Ok(started) => self.spawned(started),
+            Err(failed) => {
+                let NotStarted { why, mut sink } = *failed;
+                let _ = sink
+                    .log
+                    .note("stop_reason", &format!("cannot start: {why}"));
+                self.gate_not_started(which, why);
+                Ok(None)
+            }
+        }
+    }
+
     fn spawned(&mut self, started: Started) -> Result<Option<Started>> {
         let st = self.ports.records.state();
         st.child_pid = started.pid.map(i64::from);
@@ -126,17 +147,7 @@ impl Dispatcher {
         };
         let mut sink = Sink::new(log, self.plain_scanner()?, false, false);
         sink.gate = Some(GateOutput::new(run.pass.clone(), run.count.clone()));
-        match self.ports.agents.spawn(spawn_spec, sink) {
-            Ok(started) => self.spawned(started),
-            Err(failed) => {
-                let NotStarted { why, mut sink } = *failed;
-                let _ = sink
-                    .log
-                    .note("stop_reason", &format!("cannot start: {why}"));
-                self.gate_not_started(Running::Verify, why);
-                Ok(None)
-            }
-        }
+        self.spawn_gate(spawn_spec, sink, Running::Verify)
     }
 
     pub(super) fn verify_report(
@@ -306,17 +317,7 @@ impl Dispatcher {
             leak_timeout: self.cfg.settings.pipe_leak_timeout,
         };
         let sink = Sink::new(log, scanner, self.presentation.echo_transcript, false);
-        match self.ports.agents.spawn(spawn_spec, sink) {
-            Ok(started) => self.spawned(started),
-            Err(failed) => {
-                let NotStarted { why, mut sink } = *failed;
-                let _ = sink
-                    .log
-                    .note("stop_reason", &format!("cannot start: {why}"));
-                self.gate_not_started(Running::Review, why);
-                Ok(None)
-            }
-        }
+        self.spawn_gate(spawn_spec, sink, Running::Review)
     }
 
     pub(super) fn review_report(
