@@ -200,9 +200,13 @@ pub fn encode<T: Serialize>(at: DateTime<Utc>, body: &T, log: Option<&Path>) -> 
 
 /// Append one event to a run directory that no `RunStore` holds (the panic hook, repair).
 pub fn append_to_dir<T: Serialize>(dir: &Path, at: DateTime<Utc>, body: &T) -> Result<()> {
+    fsio::secure_append(dir, super::EVENTS_FILE, &line(at, body)).map(|_| ())
+}
+
+/// One event as a line of text, without its newline.
+pub fn line<T: Serialize>(at: DateTime<Utc>, body: &T) -> String {
     let bytes = encode(at, body, None);
-    let text = String::from_utf8_lossy(&bytes[..bytes.len() - 1]).into_owned();
-    fsio::secure_append(dir, super::EVENTS_FILE, &text).map(|_| ())
+    String::from_utf8_lossy(&bytes[..bytes.len() - 1]).into_owned()
 }
 
 #[cfg(test)]

@@ -220,13 +220,19 @@ pub fn read_jsonl(path: &Path) -> Vec<Json> {
 pub fn unsafe_reason(meta: &std::fs::Metadata) -> Option<&'static str> {
     if meta.file_type().is_symlink() {
         Some("is a symbolic link")
-    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+    } else if meta.uid() != euid() {
         Some("is not owned by the current user")
     } else if meta.mode() & 0o022 != 0 {
         Some("is writable by group or others")
     } else {
         None
     }
+}
+
+/// The effective user, asked once (checks run for every record of every run listed).
+fn euid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }
 
 /// Check that a run directory may be written into.
@@ -254,44 +260,130 @@ pub fn check_run_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A run file's contents (at most `max` bytes) after the checks of [`check_run_file`], made
+/// on the open file itself: one `open` and one `fstat`, no window between check and read.
+pub fn read_run_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_error(path, e))?;
+    let meta = checked(&f, path)?;
+    if meta.len() > max {
+        return Err(Error::io(
+            "cannot read",
+            path,
+            std::io::Error::other(format!("{} bytes, over the {max}-byte limit", meta.len())),
+        ));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    if buf.len() as u64 > max {
+        return Err(Error::io(
+            "cannot read",
+            path,
+            std::io::Error::other(format!("over the {max}-byte limit")),
+        ));
+    }
+    Ok(buf)
+}
+
+/// A symlink refused by `O_NOFOLLOW` is named as such.
+fn open_error(path: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        Error::unsafe_file(path, "is a symbolic link")
+    } else {
+        Error::io("cannot open", path, e)
+    }
+}
+
+/// The open file's metadata, if it is a regular file that is ours and nobody else can write.
+fn checked(f: &File, path: &Path) -> Result<std::fs::Metadata> {
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io("cannot inspect", path, e))?;
+    if let Some(why) = unsafe_reason(&meta) {
+        return Err(Error::unsafe_file(path, why));
+    }
+    if !meta.is_file() {
+        return Err(Error::unsafe_file(path, "is not a regular file"));
+    }
+    Ok(meta)
+}
+
+/// A run file opened for whole-line appends (and reading), created owner-only; the caller has
+/// checked the run directory ([`check_run_dir`]).
+pub struct RunAppend {
+    file: File,
+    len: u64,
+    pub path: std::path::PathBuf,
+}
+
+impl RunAppend {
+    /// Open `<run_dir>/<name>`, refusing symlinks (`O_NOFOLLOW` closes the window between a
+    /// check and the open), FIFOs (`O_NONBLOCK`: one planted would hang the writer) and files
+    /// someone else could have planted or can modify.
+    pub fn open(run_dir: &Path, name: &str) -> Result<RunAppend> {
+        let path = run_dir.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| open_error(&path, e))?;
+        let len = checked(&file, &path)?.len();
+        Ok(RunAppend { file, len, path })
+    }
+
+    /// The last `max` bytes, from the first line that starts inside them.
+    pub fn tail(&self, max: u64) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let start = self.len.saturating_sub(max);
+        let mut buf = vec![0; (self.len - start) as usize];
+        if self.file.read_exact_at(&mut buf, start).is_err() {
+            return Vec::new();
+        }
+        if start > 0 {
+            match memchr::memchr(b'\n', &buf) {
+                Some(nl) => {
+                    buf.drain(..=nl);
+                }
+                None => buf.clear(),
+            }
+        }
+        buf
+    }
+
+    /// Append one line with a single `write` (concurrent writers never interleave). A line
+    /// always starts on a line boundary: bytes left without a newline (a short write, an
+    /// agent writing to the file it was told about) would otherwise swallow this line.
+    pub fn append_line(&mut self, line: &str) -> Result<()> {
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        if self.len > 0 && !ends_with_newline(&self.file, self.len) {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(&with_newline(line));
+        self.file
+            .write_all(&buf)
+            .map_err(|e| Error::io("cannot append to", &self.path, e))?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+}
+
 /// Append one line to `<run_dir>/<name>` with a single `write` on an `O_APPEND` file
 /// (concurrent writers never interleave), refusing symlinks and files or directories that
 /// someone else could have planted or can modify.
 pub fn secure_append(run_dir: &Path, name: &str, line: &str) -> Result<std::path::PathBuf> {
     check_run_dir(run_dir)?;
-    let path = run_dir.join(name);
-    if path.symlink_metadata().is_ok() {
-        check_run_file(&path)?;
-    }
-    // O_NOFOLLOW closes the window between the check above and the open; O_NONBLOCK keeps a
-    // FIFO planted meanwhile from hanging the writer.
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open", &path, e))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| Error::io("cannot inspect", &path, e))?;
-    if let Some(why) = unsafe_reason(&meta) {
-        return Err(Error::unsafe_file(&path, why));
-    }
-    if !meta.is_file() {
-        return Err(Error::unsafe_file(&path, "is not a regular file"));
-    }
-    // A line always starts on a line boundary: bytes left without a newline (a short write,
-    // an agent writing to the file it was told about) would otherwise swallow this line.
-    let mut buf = Vec::with_capacity(line.len() + 2);
-    if meta.len() > 0 && !ends_with_newline(&f, meta.len()) {
-        buf.push(b'\n');
-    }
-    buf.extend_from_slice(&with_newline(line));
-    f.write_all(&buf)
-        .map_err(|e| Error::io("cannot append to", &path, e))?;
-    Ok(path)
+    let mut f = RunAppend::open(run_dir, name)?;
+    f.append_line(line)?;
+    Ok(f.path)
 }
 
 #[cfg(test)]
@@ -305,6 +397,28 @@ mod tests {
         std::fs::write(&p, b"{\"a\":1}\n\nnot json\n{\"b\":2}\n{\"c\":").expect("write");
         let lines = read_jsonl(&p);
         assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn run_files_are_read_only_when_ours_alone_and_regular() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("state.json");
+        std::fs::write(&good, b"{}").expect("write");
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(read_run_file(&good, 16).expect("read"), b"{}");
+        assert!(read_run_file(&good, 1).is_err(), "over the limit");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&good, &link).expect("symlink");
+        let e = read_run_file(&link, 16).expect_err("symlink").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = read_run_file(&good, 16).expect_err("writable").to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let e = read_run_file(&fifo, 16).expect_err("fifo").to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub struct Repaired {
 /// Repair one run, durably.
 pub fn repair(dir: &Path, reason: &str, now: DateTime<Utc>) -> Result<Repaired> {
     let r = repair_unsynced(dir, reason, now, true)?;
+    sync_run(dir)?;
     Ok(r)
 }
 
@@ -130,14 +131,13 @@ fn repair_unsynced(
 ) -> Result<Repaired> {
     fsio::check_run_dir(dir)?;
     let path = dir.join(STATE_FILE);
-    fsio::check_run_file(&path)?;
-    let bytes = fsio::read_regular(&path, fsio::MAX_STATE)
-        .map_err(|e| Error::io("cannot read", &path, e))?;
+    let bytes = fsio::read_run_file(&path, fsio::MAX_STATE)?;
     let mut state: Map<String, Json> = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Usage(format!("cannot parse {}: {e}", path.display())))?;
     let at = Json::String(time::format(now));
-    if let Some(end) = recorded_end(dir) {
-        return complete_recorded_end(dir, &path, state, &end, reason, at, durable);
+    let mut events = fsio::RunAppend::open(dir, super::EVENTS_FILE)?;
+    if let Some(end) = recorded_end(&events) {
+        return complete_recorded_end(path, state, &end, reason, at, durable);
     }
     let stop_reason = format!("external termination: {reason}");
     let exit_code = state.get("exit_code").and_then(Json::as_i64);
@@ -172,18 +172,8 @@ fn repair_unsynced(
     }
     // The event first: a repair whose event cannot be written changes nothing, so it can be
     // tried again (an unwritable events.jsonl used to leave a "stopped" state with no end).
-    events::append_to_dir(dir, now, &stopped)?;
-    let mut out = serde_json::to_vec_pretty(&Json::Object(state))
-        .map_err(|e| Error::Usage(format!("cannot serialise the repaired state: {e}")))?;
-    out.push(b'\n');
-    fsio::write_atomic(&path, &out, durable)?;
-    if durable {
-        sync_run(dir)?;
-    }
-    Ok(Repaired {
-        reason: reason.into(),
-        stop_reason,
-    })
+    events.append_line(&events::line(now, &stopped))?;
+    write_state(path, state, reason, stop_reason, durable)
 }
 
 /// How far back from the end of `events.jsonl` a recorded end is looked for: the supervisor
@@ -192,9 +182,8 @@ const END_WINDOW: u64 = 1 << 20;
 
 /// The run's own `run_stopped`, when its supervisor recorded the end and died before the
 /// state that follows it (SIGKILL in between), or an earlier repair died the same way.
-fn recorded_end(dir: &Path) -> Option<Json> {
-    let bytes = fsio::read_tail(&dir.join(super::EVENTS_FILE), END_WINDOW).ok()?;
-    fsio::parse_jsonl(&bytes)
+fn recorded_end(events: &fsio::RunAppend) -> Option<Json> {
+    fsio::parse_jsonl(&events.tail(END_WINDOW))
         .into_iter()
         .rev()
         .find(|e| e["event"] == "run_stopped")
@@ -203,8 +192,7 @@ fn recorded_end(dir: &Path) -> Option<Json> {
 /// A run whose end is already in its events: the state is completed from that event, and no
 /// second `run_stopped` is written (a run has exactly one end).
 fn complete_recorded_end(
-    dir: &Path,
-    path: &Path,
+    path: PathBuf,
     mut state: Map<String, Json>,
     end: &Json,
     reason: &str,
@@ -239,13 +227,21 @@ fn complete_recorded_end(
     ] {
         state.insert(k.into(), v);
     }
+    write_state(path, state, reason, stop_reason, durable)
+}
+
+/// Replace the state with its repaired version.
+fn write_state(
+    path: PathBuf,
+    state: Map<String, Json>,
+    reason: &str,
+    stop_reason: String,
+    durable: bool,
+) -> Result<Repaired> {
     let mut out = serde_json::to_vec_pretty(&Json::Object(state))
         .map_err(|e| Error::Usage(format!("cannot serialise the repaired state: {e}")))?;
     out.push(b'\n');
-    fsio::write_atomic(path, &out, durable)?;
-    if durable {
-        sync_run(dir)?;
-    }
+    fsio::write_atomic(&path, &out, durable)?;
     Ok(Repaired {
         reason: reason.into(),
         stop_reason,
