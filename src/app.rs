@@ -103,5 +103,6 @@ fn dispatch(cli: Cli, bin: &str, wrapper: Option<&str>) -> Result<i32, Error> {
         Some(Command::Demo(args)) => commands::demo::demo(&args),
         Some(Command::DemoAgent(args)) => commands::demo::demo_agent(&args),
         Some(Command::LiveView(args)) => commands::live_view::live_view(&args),
+        Some(Command::PaneExec(args)) => commands::pane_exec::pane_exec(&args),
     }
 }

@@ -134,6 +134,10 @@ pub enum Command {
     /// Internal: the scripted agent used by `looper demo`.
     #[command(hide = true, name = "demo-agent")]
     DemoAgent(DemoAgentArgs),
+    /// Internal: a hybrid pane's first command, which takes the supervisor's environment from
+    /// a private file and becomes the agent's TUI.
+    #[command(hide = true, name = "pane-exec")]
+    PaneExec(PaneExecArgs),
 }
 
 const ASK_EXAMPLES: &str = "\
@@ -796,6 +800,16 @@ pub struct LiveViewArgs {
     pub run_dir: PathBuf,
     #[arg(long)]
     pub supervisor_pid: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct PaneExecArgs {
+    /// The 0600 environment file the supervisor wrote (removed once read).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: PathBuf,
+    /// The TUI's argv.
+    #[arg(last = true, required = true, value_name = "ARGV")]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod live_view;
 pub mod logs;
 pub mod mcp;
 pub mod misc;
+pub mod pane_exec;
 pub mod parallel;
 pub mod run;
 pub mod status;

@@ -116,11 +116,30 @@ pub fn run_local(mut settings: config::Settings, inv: &Invocation) -> Result<i32
         // A holder that has just taken the lock may not have written its record yet: give it
         // a moment, so the refusal can name it (or the lock is free again and ours).
         let mut attempt = 0;
+        let mut finishing_since: Option<std::time::Instant> = None;
         let guard = loop {
             match git::acquire_run_lock(&lock_path, &holder) {
                 Err(git::GitError::LockHeld { holder: None, .. }) if attempt < 25 => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                // A holder whose run has recorded its end is finishing (closing its pane,
+                // running its notifier): the worktree is free in a moment, so wait for it
+                // rather than refuse a looper started as soon as `status` said "stopped".
+                Err(git::GitError::LockHeld {
+                    holder: Some(h), ..
+                }) if has_ended(&h)
+                    && finishing_since.is_none_or(|t| t.elapsed() < FINISHING_WAIT) =>
+                {
+                    if finishing_since.is_none() {
+                        crate::console::err(&format!(
+                            "looper: the previous run here ({}) has ended; waiting for its supervisor (pid {}) to let go of the worktree",
+                            crate::text::sanitize_line(&h.label),
+                            h.pid
+                        ));
+                        finishing_since = Some(std::time::Instant::now());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => break other?,
             }
@@ -168,4 +187,13 @@ pub fn run_local(mut settings: config::Settings, inv: &Invocation) -> Result<i32
         let _ = std::io::stdin().read_line(&mut line);
     }
     Ok(code)
+}
+
+/// How long a looper waits for a holder whose run has ended to exit.
+const FINISHING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether the lock holder's run has recorded its end (it only finishes up now).
+fn has_ended(h: &git::HolderRecord) -> bool {
+    crate::records::state::read_state(&h.run_dir.join(crate::records::STATE_FILE))
+        .is_ok_and(|st| !st.is_active())
 }

@@ -2,6 +2,7 @@
 
 pub mod agent_cli;
 pub mod diff;
+pub mod envfile;
 pub mod git;
 #[cfg(target_os = "linux")]
 pub mod guard;

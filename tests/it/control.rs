@@ -722,3 +722,36 @@ fn stop_wait_returns_once_the_supervisor_has_exited() {
     let next = p.run(&["--once"]);
     assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
 }
+
+/// A looper started as soon as `status` said the previous run stopped, while that run's
+/// supervisor was still finishing (its notifier, 3 s), was refused by the run lock (exit 2,
+/// `another looper is already running`). It now waits for the finishing supervisor and runs.
+#[test]
+fn a_looper_started_while_the_previous_run_finishes_waits_for_it() {
+    let p = Project::new();
+    p.fake_agent(
+        "=== call 1\nsleep 30\n=== default\nsay hi\n",
+        "[notify]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 3\"]\non = [\"stopped\"]\ntimeout_seconds = 20\n",
+    );
+    let mut run = start(&p, &[]);
+    let dir = wait_prompt_started(&p, 1);
+    let out = control(&p, &["stop", "--now"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        wait_until(20.0, || read_json(&dir.join("state.json"))["status"]
+            == "stopped"),
+        "the first run never stopped"
+    );
+    assert!(
+        matches!(run.child.try_wait(), Ok(None)),
+        "the first supervisor is still finishing (its notifier)"
+    );
+    let next = p.run(&["--once"]);
+    assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+    assert!(
+        stderr(&next).contains("has ended; waiting for its supervisor"),
+        "{}",
+        stderr(&next)
+    );
+    assert_eq!(run.wait_exit(20.0), Some(0));
+}

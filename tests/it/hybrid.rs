@@ -1390,3 +1390,133 @@ mod record {
             .find(|p| p.file_name().is_some_and(|n| n == name))
     }
 }
+
+/// Issue 14.4, the hybrid half: a pane is the tmux server's child, so claude in it used to
+/// start with the server's environment, not the looper's: a provider key exported in the
+/// shell that started the looper (after the server) never reached the TUI, and the agent
+/// table's variables went on the `split-window -e` command line, where `ps` shows them. The
+/// key here is only in the looper's environment (sourced from a file, so no command line
+/// holds it either); the run must complete, and the key must be in no argv, no tmux
+/// environment and no pane's start command.
+#[test]
+fn hybrid_claude_pane_gets_the_loopers_environment_and_no_value_in_argv() {
+    let Some(claude) = cli_bin("claude") else {
+        return;
+    };
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let server = MockServer::start();
+    server.push(Provider::Anthropic, Reply::text("Done.\nEXIT_SIGNAL: true"));
+    let p = Project::new();
+    let home = p.join("home");
+    let key = "sk-ant-api03-only-in-the-shell-0123456789abcdefghij";
+    claude_home(&home, p.path(), key);
+    std::fs::create_dir_all(p.join("tmp")).expect("tmp");
+    p.write("PROMPT.md", "Work on the task.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 60\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\nenv = {{ HOME = {:?}, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", CLAUDE_CODE_MAX_RETRIES = \"0\", TMPDIR = {:?} }}\n",
+            claude.display().to_string(),
+            home.display().to_string(),
+            p.join("tmp").display().to_string(),
+        ),
+    );
+    // What the user's shell exported, after the tmux server was started.
+    p.write(
+        "shell.env",
+        &format!(
+            "export ANTHROPIC_BASE_URL={}\nexport ANTHROPIC_API_KEY={key}\n",
+            server.base_url()
+        ),
+    );
+    // Where the hand-over files go: watched at the end.
+    let runtime = p.join("run");
+    std::fs::create_dir_all(&runtime).expect("runtime dir");
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let tmux = Tmux::new();
+    let done = p.join("looper.exit");
+    let script = format!(
+        "cd {:?} && . ./shell.env && {:?} --local --max-loops 2 --complete-on 'EXIT_SIGNAL:\\s*true'; echo $? > {:?}",
+        p.path(),
+        looper_bin(),
+        done
+    );
+    let out = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "hy",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env("XDG_STATE_HOME", p.join(".xdg-state"))
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("tmux new-session");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // While the pane runs: the key is nowhere but in the processes' environments.
+    assert!(
+        wait_until(60.0, || p.run_dirs().len() == 1
+            && std::fs::read(p.last_run().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                .is_some_and(|s| s["hybrid_pane_id"].is_string())),
+        "the pane started"
+    );
+    let tmux_text = |args: &[&str]| {
+        tmux.cmd()
+            .args(args)
+            .output()
+            .map(|o| stdout(&o))
+            .unwrap_or_default()
+    };
+    let starts = tmux_text(&["list-panes", "-a", "-F", "#{pane_start_command}"]);
+    assert!(starts.contains("pane-exec"), "{starts}");
+    for text in [
+        starts,
+        tmux_text(&["show-environment", "-g"]),
+        tmux_text(&["show-environment", "-t", "hy"]),
+    ] {
+        assert!(!text.contains(key), "{text}");
+    }
+    let argv: Vec<String> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .filter(|t| t.contains(key))
+        .collect();
+    assert_eq!(argv, Vec::<String>::new());
+    let run = wait_in_tmux(&tmux, &p);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+    assert_eq!(
+        p.state()["stop_reason"],
+        "completion marker",
+        "{}",
+        p.state()
+    );
+    assert_eq!(server.prompts(Provider::Anthropic).len(), 1);
+    // The environment file was taken: nothing of it is left.
+    assert!(
+        runtime.join("agent-looper/farm").is_dir(),
+        "the file went there"
+    );
+    let left: Vec<PathBuf> = walk(&runtime)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "env"))
+        .collect();
+    assert_eq!(left, Vec::<PathBuf>::new());
+}

@@ -505,9 +505,16 @@ fn a_looper_killed_before_its_run_started_leaves_an_orphan_that_status_reports()
 fn two_worktrees_of_one_repository_run_at_once_but_one_worktree_takes_one_looper() {
     let signals = tempfile::tempdir().expect("tempdir");
     let go = signals.path().join("go");
-    let r = Repo::new(&format!("=== default\nwait-for {}\n", go.display()));
+    let began = signals.path().join("began");
+    let r = Repo::new(&format!(
+        "=== default\nrecord {}\nwait-for {}\n",
+        began.display(),
+        go.display()
+    ));
     let first = r.spawn(&["--worktree", "--once", "--label", "first"]);
     assert!(agent_running(&r, "first"), "first never started");
+    // The first agent has read its script (it is rewritten for the second just below).
+    assert!(wait_until(20.0, || began.exists()), "first agent never began");
     let wt = r.worktree("first");
     std::fs::write(
         r.scripts.path().join("agent.script"),

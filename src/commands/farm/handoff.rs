@@ -13,11 +13,10 @@
 //! older than [`STALE_AFTER`] by the next launch.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,26 +25,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::RunArgs;
+use crate::effects::envfile::{
+    create_private, encode_env, private_dir, remove_stale, take_env_file, window_environment,
+};
 use crate::error::{Error, Result};
 
 /// How long a launch waits for its window's looper to report by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Hand-over files older than this are leftovers of a launch that died: removed.
-pub const STALE_AFTER: Duration = Duration::from_secs(5 * 60);
-/// An environment is a few KiB; the kernel refuses more than a few MiB of it at exec anyway.
-const MAX_ENV_FILE: u64 = 4 << 20;
+pub use crate::effects::envfile::STALE_AFTER;
 /// A report is one short JSON line.
 const MAX_REPORT: u64 = 64 << 10;
-
-/// Variables the window's looper keeps from its own environment rather than the launching
-/// shell's: they describe the window (its tmux pane and terminal), not the shell.
-const WINDOW_VARS: [&str; 5] = [
-    "TMUX",
-    "TMUX_PANE",
-    "TERM",
-    "TERM_PROGRAM",
-    "TERM_PROGRAM_VERSION",
-];
 
 /// What the window's looper reports, as one JSON line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,136 +46,6 @@ pub enum Report {
     Failed { code: i32, error: String },
     /// It ended without starting a run and without an error.
     Exited { code: i32 },
-}
-
-/// The directory for hand-over files: the runtime directory's (a tmpfs), else the state
-/// directory's when that one cannot be used (the first error is the one reported).
-pub fn private_dir(env: &BTreeMap<String, String>) -> Result<PathBuf> {
-    let absolute = |k: &str| {
-        env.get(k)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute() && p.is_dir())
-    };
-    let state = absolute("XDG_STATE_HOME")
-        .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".local/state")));
-    let candidates = [absolute("XDG_RUNTIME_DIR"), state]
-        .into_iter()
-        .flatten()
-        .map(|base| base.join("agent-looper").join("farm"));
-    let mut first = None;
-    for dir in candidates {
-        match prepare_private_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) => {
-                first.get_or_insert(e);
-            }
-        }
-    }
-    Err(first.unwrap_or_else(|| {
-        Error::Usage(
-            "cannot place the farm's hand-over files: neither XDG_RUNTIME_DIR, XDG_STATE_HOME nor HOME is set"
-                .into(),
-        )
-    }))
-}
-
-/// Create `dir` owner-only if missing; refuse it when it is a link, not ours, or open to
-/// others (someone could read the environment files or plant reports there).
-fn prepare_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io("cannot create", dir, e))?;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("cannot inspect", dir, e))?;
-    let why = if meta.file_type().is_symlink() {
-        Some("is a symbolic link")
-    } else if !meta.is_dir() {
-        Some("is not a directory")
-    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
-        Some("is not owned by the current user")
-    } else if meta.mode() & 0o077 != 0 {
-        Some("is open to group or others (it must be 0700)")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(Error::Usage(format!(
-            "refusing to use {} for the farm's hand-over files: it {why}",
-            dir.display()
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Remove hand-over files older than `age` (a launch that died before cleaning up).
-fn remove_stale(dir: &Path, age: Duration) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let ours = path
-            .extension()
-            .is_some_and(|x| x == "env" || x == "status");
-        let old = e
-            .metadata()
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|el| el > age);
-        if ours && old {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-}
-
-/// `KEY=VALUE\0` for each variable, the layout of `/proc/<pid>/environ`: lossless for
-/// names and values that are not UTF-8.
-pub fn encode_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in vars {
-        let (k, v) = (k.as_bytes(), v.as_bytes());
-        if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
-            continue;
-        }
-        out.extend_from_slice(k);
-        out.push(b'=');
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
-}
-
-/// The inverse of [`encode_env`]; malformed entries are skipped.
-pub fn decode_env(bytes: &[u8]) -> Vec<(OsString, OsString)> {
-    bytes
-        .split(|b| *b == 0)
-        .filter_map(|entry| {
-            let eq = entry.iter().position(|b| *b == b'=')?;
-            (eq > 0).then(|| {
-                (
-                    OsString::from_vec(entry[..eq].to_vec()),
-                    OsString::from_vec(entry[eq + 1..].to_vec()),
-                )
-            })
-        })
-        .collect()
-}
-
-/// Create a new owner-only file (`O_EXCL`: an existing file or a planted link fails).
-fn create_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::io("cannot create", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("cannot write", path, e))
 }
 
 /// The launcher's side of one hand-over; dropping it removes whatever is left of its files.
@@ -403,62 +262,6 @@ impl Reporter {
     }
 }
 
-/// Read, check and remove the environment file, returning its variables.
-fn take_env_file(path: &Path) -> Result<Vec<(OsString, OsString)>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::io("cannot open the farm environment file", path, e))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| Error::io("cannot inspect the farm environment file", path, e))?;
-    let why = if !meta.is_file() {
-        Some("is not a regular file")
-    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
-        Some("is not owned by the current user")
-    } else if meta.mode() & 0o777 != 0o600 {
-        Some("does not have mode 0600")
-    } else if meta.len() > MAX_ENV_FILE {
-        Some("is too large for an environment")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        return Err(Error::Usage(format!(
-            "refusing the farm environment file {}: it {why}",
-            path.display()
-        )));
-    }
-    // Removed before it is read: the values live on only in this process.
-    std::fs::remove_file(path)
-        .map_err(|e| Error::io("cannot remove the farm environment file", path, e))?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_ENV_FILE)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("cannot read the farm environment file", path, e))?;
-    Ok(decode_env(&bytes))
-}
-
-/// The launching shell's variables, with the window's own tmux and terminal ones and `PWD`.
-fn window_environment(
-    shell: Vec<(OsString, OsString)>,
-    own: impl Fn(&str) -> Option<OsString>,
-    cwd: Option<PathBuf>,
-) -> BTreeMap<OsString, OsString> {
-    let mut env: BTreeMap<OsString, OsString> = shell.into_iter().collect();
-    for k in WINDOW_VARS {
-        match own(k) {
-            Some(v) => env.insert(k.into(), v),
-            None => env.remove(OsStr::new(k)),
-        };
-    }
-    if let Some(cwd) = cwd {
-        env.insert("PWD".into(), cwd.into_os_string());
-    }
-    env
-}
-
 /// argv without `--env-file FILE` (or `--env-file=FILE`) before any `--`.
 fn without_env_file(args: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
@@ -563,6 +366,10 @@ pub fn report_started(label: &str, run_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStringExt;
+
+    use crate::effects::envfile::decode_env;
 
     fn os(v: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         v.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()

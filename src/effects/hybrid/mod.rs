@@ -10,6 +10,8 @@
 //!   first prompt and found among the files the pane's processes hold open; a resumed one
 //!   by its thread id. The turn ends with the `task_complete` (or `turn_aborted`) event.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -21,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::agents::Stream;
 use crate::effects::process::{AttemptControl, AttemptExit, OutputSink};
-use crate::effects::tmux;
+use crate::effects::{envfile, tmux};
 
 mod screen;
 mod transcripts;
@@ -104,11 +106,11 @@ fn locate(pane: &Pane) -> Option<PathBuf> {
 }
 
 /// `split-window` for the agent pane: 70 % of the window, detached, in the agent's cwd,
-/// with the agent's environment, running `argv` directly (no shell).
+/// running `argv` directly (no shell). The environment never goes on this command line
+/// (`-e KEY=VALUE` would show a provider key in `ps`): see [`start_pane`].
 pub fn split_window_command<'a>(
     target: &'a str,
     cwd: &'a str,
-    env: &'a [(String, String)],
     argv: &'a [String],
 ) -> TmuxCommand<'a> {
     let mut cmd = SplitWindow::new()
@@ -122,13 +124,35 @@ pub fn split_window_command<'a>(
         .build();
     // `-l 70%` rather than the deprecated `-p 70`.
     cmd.push_option("-l", "70%");
-    for (k, v) in env {
-        cmd.push_option("-e", format!("{k}={v}"));
-    }
     for a in argv {
         cmd.push_param(a.as_str());
     }
     cmd
+}
+
+/// The pane's first command: `looper pane-exec --env-file FILE -- argv...`, which takes the
+/// environment from the private file and becomes the TUI (same pid). A pane is the tmux
+/// server's child, so without this it would run with the server's environment, not the
+/// supervisor's: a key exported in the shell that started the looper would be missing.
+fn through_env_file(looper: &Path, env_file: &Path, argv: &[String]) -> Vec<String> {
+    let mut out = vec![
+        looper.display().to_string(),
+        "pane-exec".into(),
+        "--env-file".into(),
+        env_file.display().to_string(),
+        "--".into(),
+    ];
+    out.extend(argv.iter().cloned());
+    out
+}
+
+/// The supervisor's environment with the agent's on top: what a spawned agent would get.
+fn pane_environment(env: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    let mut all: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (k, v) in env {
+        all.insert(k.into(), v.into());
+    }
+    all.into_iter().collect()
 }
 
 pub fn start_pane(
@@ -142,15 +166,16 @@ pub fn start_pane(
 ) -> Result<Pane, String> {
     let cwd_s = cwd.display().to_string();
     let started = SystemTime::now();
-    let out = tmux::run(split_window_command(target, &cwd_s, env, argv), None)
-        .map_err(|e| format!("failed to start the hybrid {} pane: {e}", tui.name()))?;
+    let failed = |e: String| format!("failed to start the hybrid {} pane: {e}", tui.name());
+    let looper =
+        std::env::current_exe().map_err(|e| failed(format!("cannot locate the looper: {e}")))?;
+    let handed = EnvFile::create(&pane_environment(env)).map_err(|e| failed(e.to_string()))?;
+    let command = through_env_file(&looper, &handed.path, argv);
+    let out = tmux::run(split_window_command(target, &cwd_s, &command), None).map_err(failed)?;
     let line = out.lines().last().unwrap_or("").trim().to_string();
-    let (id, pid) = line.split_once(' ').ok_or_else(|| {
-        format!(
-            "failed to start the hybrid {} pane: tmux printed {line:?}",
-            tui.name()
-        )
-    })?;
+    let (id, pid) = line
+        .split_once(' ')
+        .ok_or_else(|| failed(format!("tmux printed {line:?}")))?;
     // Keep a crashed agent's last screen, and notice the death through #{pane_dead}.
     let _ = tmux::run(commands::remain_on_exit(id), None);
     Ok(Pane {
@@ -163,6 +188,37 @@ pub fn start_pane(
         turns: 0,
     })
 }
+
+/// An environment file for one pane; removed when dropped if the pane did not take it
+/// (tmux failed, or the pane died before `pane-exec` ran).
+struct EnvFile {
+    path: PathBuf,
+}
+
+impl EnvFile {
+    fn create(vars: &[(OsString, OsString)]) -> crate::error::Result<EnvFile> {
+        let dir = envfile::private_dir(&std::env::vars().collect())?;
+        envfile::remove_stale(&dir, envfile::STALE_AFTER);
+        let path = dir.join(format!("{:032x}.env", rand::random::<u128>()));
+        envfile::create_private(&path, &envfile::encode_env(vars.iter().cloned()))?;
+        Ok(EnvFile { path })
+    }
+}
+
+impl Drop for EnvFile {
+    fn drop(&mut self) {
+        // `pane-exec` removes the file as it takes it; one left means nobody did. Give the
+        // pane a moment: its first command starts right after tmux answers.
+        let deadline = std::time::Instant::now() + TAKE_TIMEOUT;
+        while self.path.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// How long a pane's first command gets to take its environment file.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn kill_pane(pane: &Pane) {
     let _ = tmux::run(commands::kill_pane(&pane.id), None);
@@ -481,14 +537,17 @@ mod tests {
 
     #[test]
     fn split_window_argv_is_exact() {
-        let env = vec![("K".to_string(), "v w".to_string())];
-        let argv = vec![
-            "claude".to_string(),
-            "--session-id".to_string(),
-            "u-1".to_string(),
-        ];
+        let argv = through_env_file(
+            Path::new("/bin/looper"),
+            Path::new("/run/x.env"),
+            &[
+                "claude".to_string(),
+                "--session-id".to_string(),
+                "u-1".to_string(),
+            ],
+        );
         assert_eq!(
-            tmux::argv(split_window_command("%1", "/w", &env, &argv)),
+            tmux::argv(split_window_command("%1", "/w", &argv)),
             [
                 "tmux",
                 "split-window",
@@ -503,19 +562,29 @@ mod tests {
                 "#{pane_id} #{pane_pid}",
                 "-l",
                 "70%",
-                "-e",
-                "K=v w",
+                "/bin/looper",
+                "pane-exec",
+                "--env-file",
+                "/run/x.env",
+                "--",
                 "claude",
                 "--session-id",
                 "u-1"
             ]
         );
-        // The start directory is a tmux format: `#` is doubled; argv and env are not.
+        // The start directory is a tmux format: `#` is doubled; argv is not.
         let argv = vec!["#(x)".to_string()];
-        let env = vec![("K".to_string(), "#(y)".to_string())];
-        let got = tmux::argv(split_window_command("%1", "/w/#(z)", &env, &argv));
+        let got = tmux::argv(split_window_command("%1", "/w/#(z)", &argv));
         assert_eq!(got[6], "/w/##(z)");
-        assert_eq!(&got[got.len() - 2..], ["K=#(y)", "#(x)"]);
+        assert_eq!(got[got.len() - 1], "#(x)");
+    }
+
+    #[test]
+    fn the_pane_gets_the_supervisors_environment_under_the_agents() {
+        let env = pane_environment(&[("PATH".into(), "/agent/bin".into())]);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("PATH"), Some("/agent/bin".into()));
+        assert_eq!(get("HOME"), std::env::var_os("HOME"));
     }
 
     #[test]
