@@ -514,7 +514,10 @@ fn two_worktrees_of_one_repository_run_at_once_but_one_worktree_takes_one_looper
     let first = r.spawn(&["--worktree", "--once", "--label", "first"]);
     assert!(agent_running(&r, "first"), "first never started");
     // The first agent has read its script (it is rewritten for the second just below).
-    assert!(wait_until(20.0, || began.exists()), "first agent never began");
+    assert!(
+        wait_until(20.0, || began.exists()),
+        "first agent never began"
+    );
     let wt = r.worktree("first");
     std::fs::write(
         r.scripts.path().join("agent.script"),
