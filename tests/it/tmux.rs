@@ -1620,3 +1620,89 @@ fn enter_in_the_watch_switches_the_attached_client_to_the_selected_run() {
     );
     std::fs::write(&release, "").expect("release");
 }
+
+/// Issue 14.9: in the live view, `i` ended the whole run on one keystroke. One `i` only asks
+/// (and says what it will do); the run goes on; a second `i` interrupts it.
+#[test]
+fn the_live_views_i_key_asks_first_and_a_second_i_interrupts() {
+    let Some(t) = TmuxServer::new() else { return };
+    let p = Project::new();
+    codex_fake(&p, "fake", "=== default\nsay working\nsleep 30\n", "");
+    t.tmux(
+        &p,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t15",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-n",
+            "home",
+            "cat",
+        ],
+    )
+    .expect("session");
+    let out = t.looper(
+        &p,
+        &looper_bin(),
+        &["--max-loops", "3", "--farm-session", "t15"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        wait_until(20.0, || panes(&t, &p, "t15").len() == 3),
+        "{:?}",
+        panes(&t, &p, "t15")
+    );
+    let view = panes(&t, &p, "t15")
+        .into_iter()
+        .find(|x| x.2.contains("live-view"))
+        .expect("live view pane")
+        .0;
+    assert!(
+        wait_until(20.0, || p
+            .event_names()
+            .iter()
+            .any(|e| e == "prompt_started")
+            && capture(&t, &p, &view).contains("status: running")),
+        "{}",
+        capture(&t, &p, &view)
+    );
+    t.tmux(&p, &["send-keys", "-t", &view, "i"])
+        .expect("send-keys");
+    assert!(
+        wait_until(5.0, || capture(&t, &p, &view)
+            .contains("press i again (or y) to interrupt now")),
+        "{}",
+        capture(&t, &p, &view)
+    );
+    // One keystroke queued nothing: the run goes on.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(status(&p), "running");
+    assert!(
+        std::fs::read_to_string(p.last_run().join("control.jsonl"))
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
+        "nothing queued after one i"
+    );
+    t.tmux(&p, &["send-keys", "-t", &view, "i"])
+        .expect("send-keys");
+    assert!(
+        wait_until(30.0, || status(&p) == "stopped"),
+        "{}",
+        capture(&t, &p, &view)
+    );
+    assert_eq!(
+        p.state()["stop_reason"],
+        "control interrupt_now: live view: interrupt now"
+    );
+}
