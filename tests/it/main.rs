@@ -27,6 +27,7 @@ mod hardening;
 mod human;
 mod hybrid;
 mod process;
+mod quick_start;
 mod quota;
 mod reliability;
 mod remote;

@@ -92,6 +92,8 @@ enum ReplyKind {
         text: String,
         /// Pause after the first event (streams) or before the response (JSON).
         delay: Duration,
+        /// Then also wait, at the same point, until this file exists ([`Reply::held`]).
+        gate: Option<std::path::PathBuf>,
         input_tokens: u64,
         output_tokens: u64,
     },
@@ -119,6 +121,7 @@ impl Reply {
             kind: ReplyKind::Text {
                 text: text.into(),
                 delay: Duration::ZERO,
+                gate: None,
                 input_tokens: 10,
                 output_tokens: 5,
             },
@@ -132,6 +135,18 @@ impl Reply {
         let mut reply = Reply::text(text);
         if let ReplyKind::Text { delay: d, .. } = &mut reply.kind {
             *d = delay;
+        }
+        reply
+    }
+
+    /// Like [`Reply::text`], but the stream stalls after its first event until the file
+    /// `gate` exists (JSON answers wait as a whole): the agent's turn is under way for as
+    /// long as the test needs, and ends when the test says so, not after a guessed delay.
+    /// A gate never created holds the reply until the server is dropped.
+    pub fn held(text: impl Into<String>, gate: impl Into<std::path::PathBuf>) -> Reply {
+        let mut reply = Reply::text(text);
+        if let ReplyKind::Text { gate: g, .. } = &mut reply.kind {
+            *g = Some(gate.into());
         }
         reply
     }
@@ -257,6 +272,7 @@ impl Reply {
 
     fn describe(&self) -> String {
         match &self.kind {
+            ReplyKind::Text { gate: Some(_), .. } => "held".to_owned(),
             ReplyKind::Text { delay, .. } if delay.is_zero() => "text".to_owned(),
             ReplyKind::Text { delay, .. } => format!("slow({delay:?})"),
             ReplyKind::Status { code, .. } => format!("status({code})"),
@@ -988,6 +1004,7 @@ async fn send_reply(
         ReplyKind::Text {
             text,
             delay,
+            gate,
             input_tokens,
             output_tokens,
         } => {
@@ -995,13 +1012,12 @@ async fn send_reply(
                 input: input_tokens,
                 output: output_tokens,
             };
+            let pause = Pause { delay, gate };
             if streaming {
                 let events = stream_events(provider, model, &text, usage);
-                write_events(stream, &headers, events, delay).await?;
+                write_events(stream, &headers, events, &pause).await?;
             } else {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
+                pause.wait().await;
                 let body = json_answer(provider, endpoint, model, &text, usage);
                 write_json(stream, 200, &headers, &body).await?;
             }
@@ -1013,7 +1029,7 @@ async fn send_reply(
         } => {
             if streaming {
                 let events = stream_error_events(provider, model, &error_type, &message);
-                write_events(stream, &headers, events, Duration::ZERO).await?;
+                write_events(stream, &headers, events, &Pause::NONE).await?;
             } else {
                 let body = error_body(provider, 500, None, Some(&error_type), Some(&message));
                 write_json(stream, 500, &headers, &body).await?;
@@ -1040,21 +1056,45 @@ async fn send_reply(
     }
 }
 
-/// Writes a whole event stream: head, first event, `delay`, the rest, end of body.
+/// Where a text reply stalls: a delay, then a gate file ([`Reply::slow`], [`Reply::held`]).
+struct Pause {
+    delay: Duration,
+    gate: Option<std::path::PathBuf>,
+}
+
+impl Pause {
+    const NONE: Pause = Pause {
+        delay: Duration::ZERO,
+        gate: None,
+    };
+
+    async fn wait(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if let Some(gate) = &self.gate {
+            // Polled: a test creates the file from another thread or process, and 20 ms is
+            // nothing next to a CLI's turn.
+            while !gate.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Writes a whole event stream: head, first event, the pause, the rest, end of body.
 async fn write_events(
     stream: &mut TcpStream,
     headers: &[(&str, &str)],
     events: Vec<String>,
-    delay: Duration,
+    pause: &Pause,
 ) -> std::io::Result<()> {
     write_sse_head(stream, headers).await?;
     let mut events = events.into_iter();
     if let Some(first) = events.next() {
         write_chunk(stream, first.as_bytes()).await?;
     }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
+    pause.wait().await;
     for event in events {
         write_chunk(stream, event.as_bytes()).await?;
     }

@@ -297,16 +297,13 @@ impl Dispatcher {
 
     fn pane_request(&self, spec: &AttemptSpec) -> PaneRequest {
         let agent = &self.cfg.settings.agent;
-        let mut env = self.agent_env();
-        // The pane's process is the tmux server's child, not ours: what selects the TUI's
-        // login and transcript must be passed on explicitly.
-        for k in ["CODEX_HOME", "CLAUDE_CONFIG_DIR", "CLAUDE_HOME"] {
-            if !agent.env.contains_key(k)
-                && let Some(v) = self.cfg.env.get(k)
-            {
-                env.push((k.to_string(), v.clone()));
-            }
-        }
+        // The pane's process is the tmux server's child, not ours: it is given the whole
+        // environment a spawned agent inherits (the supervisor's, then the agent's own), so
+        // what the launching shell exported (the TUI's login, its API key, where its
+        // transcript goes) reaches it too (`effects::hybrid::start_pane` hands it over).
+        let mut all: std::collections::BTreeMap<String, String> = self.cfg.env.clone();
+        all.extend(self.agent_env());
+        let env: Vec<(String, String)> = all.into_iter().collect();
         let lookup = |k: &str| agent.env.get(k).or_else(|| self.cfg.env.get(k)).cloned();
         let tui = self.tui();
         let cmd = self.pane_command(spec);

@@ -10,7 +10,6 @@
 //!   first prompt and found among the files the pane's processes hold open; a resumed one
 //!   by its thread id. The turn ends with the `task_complete` (or `turn_aborted`) event.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -146,15 +145,6 @@ fn through_env_file(looper: &Path, env_file: &Path, argv: &[String]) -> Vec<Stri
     out
 }
 
-/// The supervisor's environment with the agent's on top: what a spawned agent would get.
-fn pane_environment(env: &[(String, String)]) -> Vec<(OsString, OsString)> {
-    let mut all: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    for (k, v) in env {
-        all.insert(k.into(), v.into());
-    }
-    all.into_iter().collect()
-}
-
 pub fn start_pane(
     target: &str,
     cwd: &Path,
@@ -169,7 +159,7 @@ pub fn start_pane(
     let failed = |e: String| format!("failed to start the hybrid {} pane: {e}", tui.name());
     let looper =
         std::env::current_exe().map_err(|e| failed(format!("cannot locate the looper: {e}")))?;
-    let handed = EnvFile::create(&pane_environment(env)).map_err(|e| failed(e.to_string()))?;
+    let handed = EnvFile::create(env).map_err(|e| failed(e.to_string()))?;
     let command = through_env_file(&looper, &handed.path, argv);
     let out = tmux::run(split_window_command(target, &cwd_s, &command), None).map_err(failed)?;
     let line = out.lines().last().unwrap_or("").trim().to_string();
@@ -196,11 +186,16 @@ struct EnvFile {
 }
 
 impl EnvFile {
-    fn create(vars: &[(OsString, OsString)]) -> crate::error::Result<EnvFile> {
-        let dir = envfile::private_dir(&std::env::vars().collect())?;
+    /// `env` is the pane's whole environment (`PaneRequest::env`); it also says where the
+    /// private directory is (`XDG_RUNTIME_DIR`, `XDG_STATE_HOME`, `HOME`).
+    fn create(env: &[(String, String)]) -> crate::error::Result<EnvFile> {
+        let dir = envfile::private_dir(&env.iter().cloned().collect())?;
         envfile::remove_stale(&dir, envfile::STALE_AFTER);
         let path = dir.join(format!("{:032x}.env", rand::random::<u128>()));
-        envfile::create_private(&path, &envfile::encode_env(vars.iter().cloned()))?;
+        let vars = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        envfile::create_private(&path, &envfile::encode_env(vars))?;
         Ok(EnvFile { path })
     }
 }
@@ -475,12 +470,17 @@ pub async fn run_turn(
             .map(|t| read_from(t, &mut offset))
             .unwrap_or_default();
         let mut turn_over = false;
+        let mut failed = false;
         taken |= !fresh.is_empty();
         if !fresh.is_empty() {
             let _ = sink.chunk(Stream::Stdout, &fresh);
             for b in &fresh {
                 if *b == b'\n' {
-                    turn_over |= pane.tui.ends_turn(&String::from_utf8_lossy(&line));
+                    let record = String::from_utf8_lossy(&line);
+                    if pane.tui.ends_turn(&record) {
+                        turn_over = true;
+                        failed |= pane.tui.failed_turn(&record);
+                    }
                     line.clear();
                 } else if line.len() < 1 << 16 {
                     line.push(*b);
@@ -489,7 +489,7 @@ pub async fn run_turn(
         }
         if turn_over {
             settle_idle(pane).await;
-            exit.exit_code = Some(0);
+            exit.exit_code = Some(if failed { 1 } else { 0 });
             break;
         }
         polls += 1;
@@ -577,14 +577,6 @@ mod tests {
         let got = tmux::argv(split_window_command("%1", "/w/#(z)", &argv));
         assert_eq!(got[6], "/w/##(z)");
         assert_eq!(got[got.len() - 1], "#(x)");
-    }
-
-    #[test]
-    fn the_pane_gets_the_supervisors_environment_under_the_agents() {
-        let env = pane_environment(&[("PATH".into(), "/agent/bin".into())]);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(get("PATH"), Some("/agent/bin".into()));
-        assert_eq!(get("HOME"), std::env::var_os("HOME"));
     }
 
     #[test]

@@ -17,6 +17,20 @@ impl Tui {
         }
     }
 
+    /// A record that closes a turn and says it failed: claude's synthetic API-error record
+    /// (`Not logged in`, a usage limit, an API error). `claude -p` exits 1 on the same
+    /// failures, so a hybrid turn that ends on one is not a success either: the run's retry
+    /// rules (rate limits, transient errors) still apply, anything else stops it.
+    pub fn failed_turn(self, line: &str) -> bool {
+        match self {
+            Tui::Claude => {
+                line.contains(r#""type":"assistant""#)
+                    && line.contains(r#""isApiErrorMessage":true"#)
+            }
+            Tui::Codex => false,
+        }
+    }
+
     /// The transcript record that closes a turn.
     pub fn ends_turn(self, line: &str) -> bool {
         match self {
@@ -267,6 +281,32 @@ mod tests {
         let closing = old.lines().filter(|l| Tui::Claude.ends_turn(l)).count();
         let durations = old.lines().filter(|l| l.contains("turn_duration")).count();
         assert_eq!(closing, durations + 1, "four turns, one of them a 429");
+    }
+
+    /// A turn that ends on claude's API-error record failed (`claude -p` exits 1 there); one
+    /// that ends on `turn_duration` did not; codex's closing records never say so.
+    #[test]
+    fn only_claudes_api_error_record_ends_a_turn_as_failed() {
+        let read = |f: &str| {
+            std::fs::read_to_string(format!(
+                "{}/tests/fixtures/clis/{f}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap_or_default()
+        };
+        let limit = read("claude/2.1.332/hybrid_transcript_usage_limit.jsonl");
+        let ends: Vec<&str> = limit.lines().filter(|l| Tui::Claude.ends_turn(l)).collect();
+        assert!(!ends.is_empty());
+        assert!(ends.iter().all(|l| Tui::Claude.failed_turn(l)));
+        let old = read("claude/hybrid_transcript.jsonl");
+        let (failed, fine): (Vec<&str>, Vec<&str>) = old
+            .lines()
+            .filter(|l| Tui::Claude.ends_turn(l))
+            .partition(|l| Tui::Claude.failed_turn(l));
+        assert_eq!(failed.len(), 1, "the 429 turn");
+        assert!(fine.iter().all(|l| l.contains("turn_duration")), "{fine:?}");
+        let rollout = read("codex/hybrid_rollout.jsonl");
+        assert!(!rollout.lines().any(|l| Tui::Codex.failed_turn(l)));
     }
 
     #[test]
