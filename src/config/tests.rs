@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::schema::{AGENT_KEYS, Kind, LOOPER_KEYS};
 use super::*;
+use crate::cli::RunArgs;
 use std::time::Duration;
 
 fn inv(dir: &Path) -> Invocation {

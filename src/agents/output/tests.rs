@@ -2,6 +2,7 @@
 //! mock model server) and on the reference tool's traps. A CLI upgrade that changes its
 //! wording shows up here as a failing fixture.
 
+use super::claude::{clock_reset, usage_limit_reset};
 use super::*;
 use crate::agents::scanner::{Classifier, Scanner};
 use crate::config::schema::DEFAULT_STOP_PATTERNS;
