@@ -1520,3 +1520,56 @@ fn hybrid_claude_pane_gets_the_loopers_environment_and_no_value_in_argv() {
         .collect();
     assert_eq!(left, Vec::<PathBuf>::new());
 }
+
+/// A stop asked for while a hybrid TUI is still starting waited for the readiness limit
+/// (60 s) before it was acted on; D22 wants it at once. The TUI here never becomes ready (a
+/// stub that draws nothing), so only the stop can end the attempt.
+#[test]
+fn a_stop_while_the_hybrid_tui_starts_is_acted_on_at_once() {
+    assert!(has_tmux(), "tmux is required (scripts/test installs it)");
+    let p = Project::new();
+    let stub = p.join("claude-stub.sh");
+    std::fs::write(&stub, "#!/bin/sh\nsleep 300\n").expect("stub");
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    p.write("PROMPT.md", "Work on the task.");
+    p.write(
+        "agent-looper.toml",
+        &format!(
+            "[looper]\ndefault_agent = \"claude\"\nsleep_seconds = 0\ntimeout_seconds = 120\n\n[agents.claude]\nkind = \"claude\"\ninterface = \"hybrid\"\nexecutable = {:?}\n",
+            stub.display().to_string()
+        ),
+    );
+    let tmux = Tmux::new();
+    start_in_tmux(&tmux, &p, "--once --tmux-layout single");
+    assert!(
+        wait_until(30.0, || p.run_dirs().len() == 1
+            && std::fs::read(p.last_run().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+                .is_some_and(|s| s["hybrid_pane_id"].is_string())),
+        "the pane started"
+    );
+    let asked = std::time::Instant::now();
+    let out = p
+        .looper()
+        .args(["control", "stop", "--now", "--reason", "not now"])
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE")
+        .output()
+        .expect("stop");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        wait_until(20.0, || p.state()["status"] == "stopped"),
+        "{}",
+        p.state()
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "acted on after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(p.state()["stop_reason"], "control interrupt_now: not now");
+    let run = wait_in_tmux(&tmux, &p);
+    assert_eq!(run.exit.as_deref(), Some("0"), "{}", run.pane);
+}

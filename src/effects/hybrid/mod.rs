@@ -431,7 +431,17 @@ pub async fn run_turn(
     let deadline = tokio::time::Instant::now() + timeout;
     // Until the pane's first turn is under way, a start-up dialog may stand in the way.
     let first_turn = pane.turns == 0;
-    wait_ready(pane, timeout.min(READY_LIMIT), first_turn).await?;
+    // A stop asked for while the TUI starts is acted on at once, not after the wait (D22).
+    tokio::select! {
+        ready = wait_ready(pane, timeout.min(READY_LIMIT), first_turn) => ready?,
+        Some(AttemptControl::Terminate { .. }) = control.recv() => {
+            sink.eof(Stream::Stdout);
+            return Ok(AttemptExit {
+                terminated: true,
+                ..AttemptExit::default()
+            });
+        }
+    }
     // Measured after the wait, so nothing written before the paste counts for this turn.
     let mut transcript = locate(pane);
     let mut offset = transcript.as_deref().map(file_len).unwrap_or(0);
