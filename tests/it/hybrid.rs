@@ -96,7 +96,10 @@ fn start_in_tmux(tmux: &Tmux, p: &Project, args: &str) {
 
 fn wait_in_tmux(tmux: &Tmux, p: &Project) -> TmuxRun {
     let done = p.join("looper.exit");
-    let finished = wait_until(120.0, || done.exists());
+    // `echo $? > file` creates the file before it writes the code: wait for the whole line.
+    let finished = wait_until(120.0, || {
+        std::fs::read_to_string(&done).is_ok_and(|t| t.ends_with('\n'))
+    });
     let pane = tmux
         .cmd()
         .args(["capture-pane", "-p", "-t", "hy"])

@@ -856,7 +856,10 @@ mod e2e {
             .output()
             .expect("kill");
         assert!(killed.status.success(), "{}", stderr(&killed));
-        let finished = wait_until(120.0, || done.exists());
+        // `echo $? > file` creates the file before it writes the code: wait for the line.
+        let finished = wait_until(120.0, || {
+            std::fs::read_to_string(&done).is_ok_and(|t| t.ends_with('\n'))
+        });
         assert!(finished, "the run did not end: {}", capture());
         let code = std::fs::read_to_string(&done).unwrap_or_default();
         let st = p.state();
