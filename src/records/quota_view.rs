@@ -200,11 +200,14 @@ mod tests {
         let retry = StateView {
             agent_retry: Some(AgentRetryState {
                 agent: "claude".into(),
-                attempt: Some(2),
-                max_attempts: Some(10),
-                status: Some(429),
-                delay_seconds: Some(2.0),
-                error: Some("rate_limit\u{1b}[31m".into()),
+                retry: crate::records::events::AgentRetry {
+                    attempt: Some(2),
+                    max_attempts: Some(10),
+                    status: Some(429),
+                    delay_seconds: Some(2.0),
+                    error: Some("rate_limit\u{1b}[31m".into()),
+                    ..Default::default()
+                },
                 ..AgentRetryState::default()
             }),
             ..StateView::default()

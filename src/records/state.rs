@@ -48,12 +48,9 @@ pub struct ReviewLast {
 #[serde(default)]
 pub struct AgentRetryState {
     pub agent: String,
-    pub attempt: Option<u64>,
-    pub max_attempts: Option<u64>,
-    pub status: Option<u64>,
-    pub delay_seconds: Option<f64>,
-    pub error: Option<String>,
-    pub text: String,
+    /// What the CLI said (its fields sit beside `agent` and `at` in the JSON).
+    #[serde(flatten)]
+    pub retry: AgentRetry,
     #[serde(with = "time::opt")]
     pub at: Option<DateTime<Utc>>,
 }
@@ -604,22 +601,9 @@ impl RunState {
                 });
             }
             SupervisorEvent::AgentRetry { agent, retry } => {
-                let AgentRetry {
-                    attempt,
-                    max_attempts,
-                    status,
-                    delay_seconds,
-                    error,
-                    text,
-                } = retry.clone();
                 self.agent_retry = Some(AgentRetryState {
                     agent: agent.clone(),
-                    attempt,
-                    max_attempts,
-                    status,
-                    delay_seconds,
-                    error,
-                    text,
+                    retry: retry.clone(),
                     at: Some(at),
                 });
             }
