@@ -540,7 +540,10 @@ pub fn agent_retry_note(s: &StateView) -> Option<String> {
     let state = s.agent_retry.as_ref()?;
     let r = &state.retry;
     // Short: it is a cell of the table (60 characters).
-    let mut t = format!("{} retrying itself", crate::text::sanitize_line(&state.agent));
+    let mut t = format!(
+        "{} retrying itself",
+        crate::text::sanitize_line(&state.agent)
+    );
     match (r.attempt, r.max_attempts) {
         (Some(a), Some(m)) => t.push_str(&format!(": {a}/{m}")),
         (Some(a), None) => t.push_str(&format!(": try {a}")),

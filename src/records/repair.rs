@@ -136,44 +136,86 @@ fn repair_unsynced(
         .map_err(|e| Error::Usage(format!("cannot parse {}: {e}", path.display())))?;
     let at = Json::String(time::format(now));
     let mut events = fsio::RunAppend::open(dir, super::EVENTS_FILE)?;
-    if let Some(end) = recorded_end(&events) {
-        return complete_recorded_end(path, state, &end, reason, at, durable);
-    }
-    let stop_reason = format!("external termination: {reason}");
-    let exit_code = state.get("exit_code").and_then(Json::as_i64);
-    let completed = state
-        .get("completed_at")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| at.clone());
-    let stopped = SupervisorEvent::RunRepaired {
-        status: Status::Stopped,
-        stop_reason: stop_reason.clone(),
-        stop_kind: StopKind::External,
-        exit_code,
-        stale_reason: reason.into(),
-        stale_repaired_at: now,
+    let end = match recorded_end(&events) {
+        // Its supervisor recorded the end: that end is the run's, and no second one is
+        // written (a run has exactly one).
+        Some(recorded) => End::recorded(&recorded, reason, &at),
+        None => {
+            let end = End::external(&state, reason, &at);
+            let stopped = SupervisorEvent::RunRepaired {
+                status: Status::Stopped,
+                stop_reason: end.stop_reason.clone(),
+                stop_kind: StopKind::External,
+                exit_code: end.exit_code.as_i64(),
+                stale_reason: reason.into(),
+                stale_repaired_at: now,
+            };
+            // The event first: a repair whose event cannot be written changes nothing, so it
+            // can be tried again (an unwritable events.jsonl used to leave a "stopped" state
+            // with no end).
+            events.append_line(&events::line(now, &stopped))?;
+            end
+        }
     };
+    let stop_reason = end.stop_reason.clone();
     for (k, v) in [
-        ("status", Json::String(Status::Stopped.as_str().into())),
-        ("stop_reason", Json::String(stop_reason.clone())),
-        (
-            "stop_kind",
-            serde_json::to_value(StopKind::External).unwrap_or(Json::Null),
-        ),
+        ("status", end.status),
+        ("stop_reason", Json::String(end.stop_reason)),
+        ("stop_kind", end.stop_kind),
+        ("exit_code", end.exit_code),
+        ("completed_at", end.completed_at),
         ("stale_reason", Json::String(reason.into())),
         ("stale_repaired_at", at.clone()),
-        ("completed_at", completed),
-        ("last_event", Json::String(stopped.name().into())),
+        ("last_event", Json::String("run_stopped".into())),
         ("updated_at", at),
-        ("exit_code", exit_code.map_or(Json::Null, Json::from)),
     ] {
         state.insert(k.into(), v);
     }
-    // The event first: a repair whose event cannot be written changes nothing, so it can be
-    // tried again (an unwritable events.jsonl used to leave a "stopped" state with no end).
-    events.append_line(&events::line(now, &stopped))?;
     write_state(path, state, reason, stop_reason, durable)
+}
+
+/// The end a repair writes into the state.
+struct End {
+    status: Json,
+    stop_reason: String,
+    stop_kind: Json,
+    exit_code: Json,
+    completed_at: Json,
+}
+
+impl End {
+    /// A supervisor gone without a word: stopped by an external termination, at the time
+    /// its state says it completed, else now.
+    fn external(state: &Map<String, Json>, reason: &str, now: &Json) -> End {
+        End {
+            status: Json::String(Status::Stopped.as_str().into()),
+            stop_reason: format!("external termination: {reason}"),
+            stop_kind: serde_json::to_value(StopKind::External).unwrap_or(Json::Null),
+            exit_code: state
+                .get("exit_code")
+                .and_then(Json::as_i64)
+                .map_or(Json::Null, Json::from),
+            completed_at: state
+                .get("completed_at")
+                .cloned()
+                .filter(|v| !v.is_null())
+                .unwrap_or_else(|| now.clone()),
+        }
+    }
+
+    /// The `run_stopped` the run recorded (what it lacks is the external end's).
+    fn recorded(event: &Json, reason: &str, now: &Json) -> End {
+        let text = |k: &str| event.get(k).and_then(Json::as_str).map(str::to_owned);
+        let string = |k: &str| event.get(k).cloned().filter(Json::is_string);
+        let external = End::external(&Map::new(), reason, now);
+        End {
+            status: string("status").unwrap_or(external.status),
+            stop_reason: text("stop_reason").unwrap_or(external.stop_reason),
+            stop_kind: string("stop_kind").unwrap_or(external.stop_kind),
+            exit_code: event.get("exit_code").cloned().unwrap_or(Json::Null),
+            completed_at: string("ts").unwrap_or(external.completed_at),
+        }
+    }
 }
 
 /// How far back from the end of `events.jsonl` a recorded end is looked for: the supervisor
@@ -187,47 +229,6 @@ fn recorded_end(events: &fsio::RunAppend) -> Option<Json> {
         .into_iter()
         .rev()
         .find(|e| e["event"] == "run_stopped")
-}
-
-/// A run whose end is already in its events: the state is completed from that event, and no
-/// second `run_stopped` is written (a run has exactly one end).
-fn complete_recorded_end(
-    path: PathBuf,
-    mut state: Map<String, Json>,
-    end: &Json,
-    reason: &str,
-    at: Json,
-    durable: bool,
-) -> Result<Repaired> {
-    let text = |k: &str| end.get(k).and_then(Json::as_str).map(str::to_owned);
-    let stop_reason =
-        text("stop_reason").unwrap_or_else(|| format!("external termination: {reason}"));
-    let status = text("status").unwrap_or_else(|| Status::Stopped.as_str().into());
-    let stop_kind = end
-        .get("stop_kind")
-        .cloned()
-        .filter(Json::is_string)
-        .unwrap_or_else(|| serde_json::to_value(StopKind::External).unwrap_or(Json::Null));
-    let exit_code = end.get("exit_code").cloned().unwrap_or(Json::Null);
-    let completed = end
-        .get("ts")
-        .cloned()
-        .filter(Json::is_string)
-        .unwrap_or(at.clone());
-    for (k, v) in [
-        ("status", Json::String(status)),
-        ("stop_reason", Json::String(stop_reason.clone())),
-        ("stop_kind", stop_kind),
-        ("exit_code", exit_code),
-        ("completed_at", completed),
-        ("stale_reason", Json::String(reason.into())),
-        ("stale_repaired_at", at.clone()),
-        ("last_event", Json::String("run_stopped".into())),
-        ("updated_at", at),
-    ] {
-        state.insert(k.into(), v);
-    }
-    write_state(path, state, reason, stop_reason, durable)
 }
 
 /// Replace the state with its repaired version.

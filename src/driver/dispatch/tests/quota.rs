@@ -220,7 +220,10 @@ fn the_clis_own_retries_are_recorded_while_the_attempt_runs() {
         ]
     );
     let st = h.d.ports.records.state();
-    assert_eq!(st.agent_retry.as_ref().and_then(|r| r.retry.status), Some(429));
+    assert_eq!(
+        st.agent_retry.as_ref().and_then(|r| r.retry.status),
+        Some(429)
+    );
     drop(finish(applied));
 }
 
