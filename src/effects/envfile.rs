@@ -118,6 +118,14 @@ pub fn remove_stale(dir: &Path, age: Duration) {
     }
 }
 
+/// A new name for a hand-over file, `<32 hex digits>.<extension>` in the private directory
+/// ([`private_dir`] of `env`), once the leftovers of processes that died are removed.
+pub fn fresh_path(env: &BTreeMap<String, String>, extension: &str) -> Result<PathBuf> {
+    let dir = private_dir(env)?;
+    remove_stale(&dir, STALE_AFTER);
+    Ok(dir.join(format!("{:032x}.{extension}", rand::random::<u128>())))
+}
+
 /// `KEY=VALUE\0` for each variable, the layout of `/proc/<pid>/environ`: lossless for
 /// names and values that are not UTF-8.
 pub fn encode_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<u8> {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::RunArgs;
 use crate::effects::envfile::{
-    create_private, encode_env, private_dir, remove_stale, take_env_file, window_environment,
+    create_private, encode_env, fresh_path, take_env_file, window_environment,
 };
 use crate::error::{Error, Result};
 
@@ -58,12 +58,10 @@ pub struct Handoff {
 impl Handoff {
     /// Write this process's environment and an empty status file into the private directory.
     pub fn create(env: &BTreeMap<String, String>) -> Result<Self> {
-        let dir = private_dir(env)?;
-        remove_stale(&dir, STALE_AFTER);
-        let name = format!("{:032x}", rand::random::<u128>());
+        let env_file = fresh_path(env, "env")?;
         let me = Handoff {
-            env_file: dir.join(format!("{name}.env")),
-            status_file: dir.join(format!("{name}.status")),
+            status_file: env_file.with_extension("status"),
+            env_file,
         };
         create_private(&me.status_file, b"")?;
         create_private(&me.env_file, &encode_env(std::env::vars_os()))?;
@@ -369,7 +367,7 @@ mod tests {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStringExt;
 
-    use crate::effects::envfile::decode_env;
+    use crate::effects::envfile::{decode_env, private_dir, remove_stale};
 
     fn os(v: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         v.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()

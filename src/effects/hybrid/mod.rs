@@ -189,9 +189,7 @@ impl EnvFile {
     /// `env` is the pane's whole environment (`PaneRequest::env`); it also says where the
     /// private directory is (`XDG_RUNTIME_DIR`, `XDG_STATE_HOME`, `HOME`).
     fn create(env: &[(String, String)]) -> crate::error::Result<EnvFile> {
-        let dir = envfile::private_dir(&env.iter().cloned().collect())?;
-        envfile::remove_stale(&dir, envfile::STALE_AFTER);
-        let path = dir.join(format!("{:032x}.env", rand::random::<u128>()));
+        let path = envfile::fresh_path(&env.iter().cloned().collect(), "env")?;
         let vars = env
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)));
