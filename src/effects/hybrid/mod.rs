@@ -168,6 +168,7 @@ pub fn start_pane(
         .ok_or_else(|| failed(format!("tmux printed {line:?}")))?;
     // Keep a crashed agent's last screen, and notice the death through #{pane_dead}.
     let _ = tmux::run(commands::remain_on_exit(id), None);
+    handed.wait_taken();
     Ok(Pane {
         id: id.to_string(),
         pid: pid.parse().unwrap_or(0),
@@ -198,14 +199,20 @@ impl EnvFile {
     }
 }
 
-impl Drop for EnvFile {
-    fn drop(&mut self) {
-        // `pane-exec` removes the file as it takes it; one left means nobody did. Give the
-        // pane a moment: its first command starts right after tmux answers.
+impl EnvFile {
+    /// Give the pane's first command (it starts right after tmux answers) a moment to take
+    /// the file; `pane-exec` removes it as it does.
+    fn wait_taken(&self) {
         let deadline = std::time::Instant::now() + TAKE_TIMEOUT;
         while self.path.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+impl Drop for EnvFile {
+    /// A file left means nobody took it: its values must not stay on disk.
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
