@@ -161,8 +161,13 @@ pub fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
 /// A regular file's contents, at most `max` bytes (a larger file is an error naming its size:
 /// one huge record must not take the reader's memory).
 pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
     let (f, len) = open_regular(path)?;
+    read_bounded(f, len, max)
+}
+
+/// An open file of `len` bytes, read whole if it is at most `max` bytes.
+fn read_bounded(f: File, len: u64, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
     if len > max {
         return Err(std::io::Error::other(format!(
             "{len} bytes, over the {max}-byte limit"
@@ -263,32 +268,13 @@ pub fn check_run_file(path: &Path) -> Result<()> {
 /// A run file's contents (at most `max` bytes) after the checks of [`check_run_file`], made
 /// on the open file itself: one `open` and one `fstat`, no window between check and read.
 pub fn read_run_file(path: &Path, max: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| open_error(path, e))?;
-    let meta = checked(&f, path)?;
-    if meta.len() > max {
-        return Err(Error::io(
-            "cannot read",
-            path,
-            std::io::Error::other(format!("{} bytes, over the {max}-byte limit", meta.len())),
-        ));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("cannot read", path, e))?;
-    if buf.len() as u64 > max {
-        return Err(Error::io(
-            "cannot read",
-            path,
-            std::io::Error::other(format!("over the {max}-byte limit")),
-        ));
-    }
-    Ok(buf)
+    let len = checked(&f, path)?.len();
+    read_bounded(f, len, max).map_err(|e| Error::io("cannot read", path, e))
 }
 
 /// A symlink refused by `O_NOFOLLOW` is named as such.
