@@ -191,15 +191,20 @@ pub fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     f.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::with_capacity((len - start) as usize);
     f.take(max).read_to_end(&mut buf)?;
+    drop_cut_line(&mut buf, start);
+    Ok(buf)
+}
+
+/// A window read from `start` begins with the rest of a line cut by it: dropped.
+fn drop_cut_line(buf: &mut Vec<u8>, start: u64) {
     if start > 0 {
-        match memchr::memchr(b'\n', &buf) {
+        match memchr::memchr(b'\n', buf) {
             Some(nl) => {
                 buf.drain(..=nl);
             }
             None => buf.clear(),
         }
     }
-    Ok(buf)
 }
 
 /// Parse JSONL text, skipping blank, malformed and torn lines.
@@ -334,14 +339,7 @@ impl RunAppend {
         if self.file.read_exact_at(&mut buf, start).is_err() {
             return Vec::new();
         }
-        if start > 0 {
-            match memchr::memchr(b'\n', &buf) {
-                Some(nl) => {
-                    buf.drain(..=nl);
-                }
-                None => buf.clear(),
-            }
-        }
+        drop_cut_line(&mut buf, start);
         buf
     }
 
